@@ -1,0 +1,56 @@
+"""tomolab: synchrotron X-ray tomography in Jupyter, on CPU or GPU.
+
+Open a scan lazily, find the rotation centre, reconstruct, look, save::
+
+    >>> import tomolab
+    >>> scan = tomolab.from_arrays(*tomolab.data.simulate_scan(size=64, n_angles=90)[:2])  # doctest: +SKIP
+    >>> center, score = tomolab.find_center(scan)                                       # doctest: +SKIP
+    >>> volume = tomolab.reconstruct(scan, center=center)                               # doctest: +SKIP
+
+``import tomolab`` is light: NumPy and the names below only. xarray, dask,
+h5py, cupy and the notebook stack are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first use)
+_LAZY = {
+    "open_scan": "tomolab.io",
+    "from_arrays": "tomolab.io",
+    "reconstruct": "tomolab.api",
+    "find_center": "tomolab.api",
+    "sweep_center": "tomolab.api",
+    "sweep_phase": "tomolab.api",
+    "save_volume": "tomolab.io",
+    "data": "tomolab.data",
+    "prep": "tomolab.prep",
+    "recon": "tomolab.recon",
+    "center": "tomolab.center",
+    "io": "tomolab.io",
+    "engine": "tomolab.engine",
+    "viz": "tomolab.viz",
+    "widgets": "tomolab.widgets",
+}
+
+from tomolab.errors import ParameterError, ScanFormatError, TomolabError  # noqa: E402
+
+__all__ = sorted([*_LAZY, "TomolabError", "ScanFormatError", "ParameterError", "__version__"])
+
+
+def __getattr__(name: str):
+    try:
+        module_name = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'tomolab' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if module_name == f"tomolab.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

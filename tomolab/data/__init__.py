@@ -1,0 +1,8 @@
+"""Sample data: simulated scans of an analytic phantom, with their ground truth."""
+
+from tomolab.data.phantom import Cylinder, Ellipsoid, default_phantom
+from tomolab.data.simulate import (SimulationParameters, iter_projection_slabs, simulate_arrays,
+                                   simulate_scan, true_volume)
+
+__all__ = ["Cylinder", "Ellipsoid", "default_phantom", "SimulationParameters",
+           "iter_projection_slabs", "simulate_arrays", "simulate_scan", "true_volume"]

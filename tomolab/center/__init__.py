@@ -1,0 +1,21 @@
+"""Centre-of-rotation finding on raw arrays (numpy or cupy).
+
+Each method in :data:`CENTER_METHODS` takes line-integral data and returns
+``(center, score)``: the axis as a detector column in pixels, and a score in
+[0, 1] that says how far to trust it (below :data:`LOW_SCORE`: check with a
+sweep).
+"""
+
+from tomolab.center.phase_correlation import find_center_phase_correlation, opposite_pair
+from tomolab.center.vo import find_center_vo, vo_metric
+
+#: below this score a centre estimate should not be trusted without a sweep
+LOW_SCORE = 0.3
+
+CENTER_METHODS = {
+    "vo": "sinogram",
+    "phase-correlation": "projection pair",
+}
+
+__all__ = ["CENTER_METHODS", "LOW_SCORE", "find_center_vo", "find_center_phase_correlation",
+           "opposite_pair", "vo_metric"]

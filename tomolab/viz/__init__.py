@@ -1,0 +1,26 @@
+"""Turn volumes into things a browser can show.
+
+Pure helpers, no widgets: block-averaged downsampling for 3-D views,
+contrast limits from percentiles of a subsample, holoviews images of slices,
+and the notebook set-up that keeps every JavaScript resource local.
+
+>>> import numpy as np
+>>> import tomolab.viz as tv
+>>> vol = np.random.default_rng(0).random((64, 64, 64), dtype=np.float32)
+>>> tv.block_downsample(vol, max_shape=(16, 16, 16)).shape
+(16, 16, 16)
+"""
+
+from tomolab.viz._arrays import (
+    as_volume, block_downsample, block_factors, contrast_limits, subsample,
+)
+from tomolab.viz._images import (
+    SLICE_AXES, datashader_available, get_slice, histogram, slice_image,
+)
+from tomolab.viz._notebook import ensure_extension, setup_notebook
+
+__all__ = [
+    "SLICE_AXES", "as_volume", "block_downsample", "block_factors", "contrast_limits",
+    "datashader_available", "ensure_extension", "get_slice", "histogram",
+    "setup_notebook", "slice_image", "subsample",
+]

@@ -1,0 +1,211 @@
+"""Reduce volumes to what a browser can take: block means, percentiles, subsamples.
+
+Everything here is lazy-friendly: a dask- or zarr-backed :class:`xarray.DataArray`
+is reduced chunk by chunk, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tomolab.errors import ParameterError
+
+__all__ = ["as_volume", "block_downsample", "block_factors", "contrast_limits", "subsample"]
+
+VOLUME_DIMS = ("z", "y", "x")
+
+
+def as_volume(volume, dims=VOLUME_DIMS):
+    """Return ``volume`` as an :class:`xarray.DataArray` with dims ``dims``.
+
+    NumPy and dask arrays are wrapped (with integer coordinates); a DataArray
+    must already have exactly these dims, in any order (it is transposed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_volume(np.zeros((2, 3, 4))).dims
+    ('z', 'y', 'x')
+    """
+    import xarray as xr
+
+    if isinstance(volume, xr.DataArray):
+        if set(volume.dims) != set(dims):
+            raise ParameterError(
+                f"expected a volume with dims {dims}, got {volume.dims}",
+                where="volume", fix="rename the dimensions, e.g. volume.rename(...)")
+        return volume.transpose(*dims)
+    ndim = getattr(volume, "ndim", None)
+    if ndim != len(dims):
+        raise ParameterError(
+            f"expected a {len(dims)}-D array {dims}, got ndim={ndim}",
+            where="volume", fix=f"pass an array or DataArray with dims {dims}")
+    return xr.DataArray(volume, dims=dims)
+
+
+def block_factors(shape, max_shape):
+    """Smallest integer block sizes so that ``ceil(shape / factor) <= max_shape``.
+
+    Examples
+    --------
+    >>> block_factors((1000, 300, 256), (256, 256, 256))
+    (4, 2, 1)
+    """
+    if len(max_shape) != len(shape):
+        raise ParameterError(
+            f"max_shape needs {len(shape)} entries, one per dimension",
+            where="max_shape", value=tuple(max_shape), fix="e.g. max_shape=(256, 256, 256)")
+    if any(int(m) < 1 for m in max_shape):
+        raise ParameterError("every entry of max_shape must be >= 1",
+                             where="max_shape", value=tuple(max_shape))
+    return tuple(max(1, math.ceil(n / int(m))) for n, m in zip(shape, max_shape))
+
+
+def block_downsample(volume, max_shape=(256, 256, 256), *, dtype=np.float32):
+    """Shrink a volume by block averaging until it fits ``max_shape``.
+
+    Each output voxel is the mean of a block of ``f_z * f_y * f_x`` input
+    voxels, with the smallest integer factors that make the result fit
+    (see :func:`block_factors`). Blocks at the far edges that are cut short
+    by the volume's end average the voxels they have, so nothing is dropped.
+    Unlike striding (``volume[::f]``), averaging keeps thin features and
+    lowers noise instead of aliasing.
+
+    On a dask/zarr-backed DataArray this is lazy and done in one pass, chunk
+    by chunk (chunks are first aligned to the block size, so blocks never
+    straddle chunks); call ``.compute()`` on the result to get the small
+    array. NumPy input gives NumPy output.
+
+    Parameters
+    ----------
+    volume : xarray.DataArray or array-like
+        Volume with dims ``(z, y, x)``.
+    max_shape : tuple of int
+        Largest output shape ``(z, y, x)``. Default ``(256, 256, 256)``:
+        a 64 MB float32 cube, about what a browser WebGL volume takes.
+    dtype : numpy dtype, keyword-only
+        Output dtype (float32 by default; block means are not integers).
+
+    Returns
+    -------
+    xarray.DataArray
+        Block-averaged volume; coordinates are the block centres (mean of
+        the input coordinates); ``attrs["block_factors"]`` records the
+        factors and ``attrs["downsampled_from"]`` the input shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vol = np.arange(4 * 4 * 4, dtype=float).reshape(4, 4, 4)
+    >>> small = block_downsample(vol, max_shape=(2, 2, 2))
+    >>> small.shape, small.attrs["block_factors"]
+    ((2, 2, 2), (2, 2, 2))
+    >>> float(small[0, 0, 0]) == float(vol[:2, :2, :2].mean())
+    True
+    """
+    vol = as_volume(volume)
+    factors = block_factors(vol.shape, max_shape)
+    attrs = dict(vol.attrs)
+    attrs.update(block_factors=factors, downsampled_from=tuple(vol.shape),
+                 downsample_method="block mean")
+    if all(f == 1 for f in factors):
+        out = vol.astype(dtype)
+        out.attrs = attrs
+        return out
+    if vol.chunks is not None:
+        # Align chunks to whole blocks: each block then lives in one chunk and
+        # the coarsen is a per-chunk reduction (no overlap, one read of each chunk).
+        chunks = {}
+        for dim, f, dim_chunks in zip(vol.dims, factors, vol.chunks):
+            size = max(dim_chunks)
+            chunks[dim] = max(f, (size // f) * f)
+        vol = vol.chunk(chunks)
+    # Floats for the mean: integer volumes would otherwise be averaged in
+    # float64, which doubles the memory of every chunk.
+    work = vol.astype(np.promote_types(vol.dtype, dtype))
+    coarse = work.coarsen(dict(zip(vol.dims, factors)), boundary="pad",
+                          coord_func="mean").mean()
+    out = coarse.astype(dtype)
+    out.attrs = attrs
+    out.name = vol.name
+    return out
+
+
+def subsample(data, max_samples=1_000_000):
+    """A regular strided subsample of ``data`` with at most ``max_samples`` values.
+
+    Used to estimate statistics (percentiles, Otsu threshold, volume
+    fraction) of a large volume while reading only a few slices of it. The
+    stride is the same along every axis, so a dask/zarr array reads only the
+    chunks that hold the chosen planes. Returns a flat NumPy array (NaNs
+    dropped). When ``data`` has ``max_samples`` values or fewer, all of
+    them are returned.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> subsample(np.ones((100, 100, 100)), max_samples=1000).size <= 1000
+    True
+    """
+    import xarray as xr
+
+    arr = data.data if isinstance(data, xr.DataArray) else data
+    if not hasattr(arr, "shape"):
+        arr = np.asarray(arr)
+    size = int(np.prod(arr.shape)) if arr.ndim else 1
+    if max_samples < 1:
+        raise ParameterError("max_samples must be >= 1", where="max_samples", value=max_samples)
+    if size > max_samples and arr.ndim:
+        step = math.ceil((size / max_samples) ** (1.0 / arr.ndim))
+        while int(np.prod([math.ceil(n / step) for n in arr.shape])) > max_samples:
+            step += 1
+        # start at step // 2 so a subsample of a centred object is centred too
+        arr = arr[tuple(slice(min(step // 2, n - 1), None, step) for n in arr.shape)]
+    if hasattr(arr, "compute"):
+        arr = arr.compute()
+    from tomolab._array import to_numpy
+
+    flat = to_numpy(arr).ravel()
+    if flat.dtype.kind == "f":
+        flat = flat[np.isfinite(flat)]
+    return flat
+
+
+def contrast_limits(data, percentiles=(0.5, 99.5), *, max_samples=1_000_000):
+    """Display range ``(low, high)`` from percentiles of a subsample of ``data``.
+
+    Parameters
+    ----------
+    data : array-like or xarray.DataArray
+        Any array (NumPy, dask, zarr-backed DataArray). At most
+        ``max_samples`` values are read (see :func:`subsample`).
+    percentiles : (float, float)
+        Lower and upper percentile in [0, 100]. ``(0, 100)`` is min/max.
+    max_samples : int, keyword-only
+        Largest number of values read.
+
+    Returns
+    -------
+    (float, float)
+        ``low < high`` always (a constant image gets ``(v - 0.5, v + 0.5)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> contrast_limits(np.arange(1001.0), percentiles=(1, 99))
+    (10.0, 990.0)
+    """
+    lo_p, hi_p = (float(p) for p in percentiles)
+    if not 0 <= lo_p < hi_p <= 100:
+        raise ParameterError("percentiles must satisfy 0 <= low < high <= 100",
+                             where="percentiles", value=tuple(percentiles),
+                             fix="e.g. percentiles=(0.5, 99.5)")
+    values = subsample(data, max_samples)
+    if values.size == 0:
+        return (0.0, 1.0)
+    low, high = (float(v) for v in np.percentile(values, [lo_p, hi_p]))
+    if not high > low:
+        low, high = low - 0.5, high + 0.5
+    return (low, high)

@@ -1,0 +1,157 @@
+"""Slices of a volume as holoviews objects."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tomolab.errors import ParameterError
+from tomolab.viz._arrays import as_volume, block_downsample
+
+__all__ = ["SLICE_AXES", "datashader_available", "get_slice", "slice_image", "histogram"]
+
+#: For each normal axis, the (horizontal, vertical) dims of the slice image.
+SLICE_AXES = {"z": ("x", "y"), "y": ("x", "z"), "x": ("y", "z")}
+
+#: Default largest side (pixels) of a slice sent to the browser without datashader.
+MAX_SLICE_PIXELS = 1024
+
+
+def datashader_available() -> bool:
+    """True when datashader imports (enables holoviews ``rasterize``)."""
+    try:
+        import datashader  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check_axis_index(vol, axis, index):
+    if axis not in SLICE_AXES:
+        raise ParameterError("axis must be one of 'z', 'y', 'x'", where="axis", value=axis)
+    n = vol.sizes[axis]
+    if not -n <= int(index) < n:
+        raise ParameterError(f"index out of range for {axis} of length {n}",
+                             where="index", value=index, fix=f"pass 0 <= index < {n}")
+    return int(index) % n
+
+
+def get_slice(volume, axis="z", index=0, *, max_pixels=MAX_SLICE_PIXELS):
+    """Read one slice of ``volume`` (only that slice) as an in-memory DataArray.
+
+    The slice has dims ``SLICE_AXES[axis][::-1]`` (rows, columns). When a
+    side is longer than ``max_pixels`` the slice is block-averaged down
+    (:func:`~tomolab.viz.block_downsample` in 2-D), so the browser never gets
+    more than ``max_pixels**2`` values; ``attrs["block_factors"]`` then says
+    by how much. ``max_pixels=None`` returns the full slice.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vol = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    >>> get_slice(vol, "z", 1).values.tolist()[0]
+    [12, 13, 14, 15]
+    """
+    vol = as_volume(volume)
+    index = _check_axis_index(vol, axis, index)
+    hdim, vdim = SLICE_AXES[axis]
+    plane = vol.isel({axis: index}).transpose(vdim, hdim)
+    if max_pixels is not None and max(plane.shape) > max_pixels:
+        factors = [max(1, -(-n // int(max_pixels))) for n in plane.shape]
+        small = block_downsample(plane.expand_dims("_"), (1, *[-(-n // f) for n, f in
+                                                               zip(plane.shape, factors)]))
+        plane = small.isel(_=0, drop=True)
+        plane.attrs["block_factors"] = tuple(factors)
+    plane = plane.compute() if plane.chunks is not None else plane
+    plane.attrs.update({"slice_axis": axis, "slice_index": index})
+    return plane
+
+
+def _with_coords(plane):
+    # holoviews needs coordinates; volumes without them get voxel indices
+    for dim in plane.dims:
+        if dim not in plane.coords:
+            plane = plane.assign_coords({dim: np.arange(plane.sizes[dim])})
+    return plane
+
+
+def slice_image(volume, axis="z", index=0, *, clim=None, cmap="gray",
+                rasterize=None, max_pixels=MAX_SLICE_PIXELS, **opts):
+    """One slice of a volume as a :class:`holoviews.Image` (bokeh backend).
+
+    Parameters
+    ----------
+    volume : xarray.DataArray or array-like
+        Volume with dims ``(z, y, x)``; lazy (dask/zarr) volumes read only
+        the requested slice.
+    axis : {'z', 'y', 'x'}
+        Normal of the slice: ``'z'`` gives the ``xy`` plane, ``'y'`` the
+        ``xz`` plane, ``'x'`` the ``yz`` plane.
+    index : int
+        Position along ``axis`` (voxel index).
+    clim : (float, float), optional
+        Display range; default: :func:`~tomolab.viz.contrast_limits` of the slice.
+    cmap : str
+        Colormap name.
+    rasterize : bool, optional
+        Wrap the image in ``holoviews.operation.datashader.rasterize`` so the
+        browser only gets the pixels it shows, re-rendered on zoom (needs
+        datashader and a live kernel). Default: when datashader is installed.
+        Without it, slices with a side over ``max_pixels`` are block-averaged
+        to fit instead (:func:`get_slice`), which keeps memory and transfer
+        bounded at the cost of zoomed-in detail.
+    max_pixels : int or None
+        Largest side sent without rasterize.
+    **opts
+        More holoviews plot options (``width``, ``height``, ``title``, ...).
+
+    Returns
+    -------
+    holoviews.Image, or the DynamicMap that ``rasterize`` returns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> img = slice_image(np.random.rand(4, 8, 8), "z", 2, rasterize=False)
+    >>> type(img).__name__, img.kdims
+    ('Image', [Dimension('x'), Dimension('y')])
+    """
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (registers bokeh options; emits no JS)
+
+    from tomolab.viz._arrays import contrast_limits
+
+    if rasterize is None:
+        rasterize = datashader_available()
+    plane = _with_coords(get_slice(volume, axis, index,
+                                   max_pixels=None if rasterize else max_pixels))
+    hdim, vdim = SLICE_AXES[axis]
+    if clim is None:
+        clim = contrast_limits(plane)
+    name = plane.name if plane.name is not None else "value"
+    img = hv.Image(plane.rename(name), kdims=[hdim, vdim], vdims=[name])
+    style = dict(cmap=cmap, clim=tuple(clim), data_aspect=1, colorbar=True,
+                 invert_yaxis=True, tools=["hover"])
+    style.update(opts)
+    if rasterize:
+        from holoviews.operation.datashader import rasterize as _rasterize
+        return _rasterize(img).opts(**style)
+    return img.opts(**style)
+
+
+def histogram(data, *, bins=128, max_samples=1_000_000, range=None):
+    """Histogram of a subsample of ``data`` as a :class:`holoviews.Histogram`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> h = histogram(np.random.rand(10, 10, 10), bins=10)
+    >>> int(h.data["Frequency"].sum()) if "Frequency" in h.data else len(h.data)
+    1000
+    """
+    import holoviews as hv
+
+    from tomolab.viz._arrays import subsample
+
+    values = subsample(data, max_samples)
+    counts, edges = np.histogram(values, bins=bins, range=range)
+    return hv.Histogram((edges, counts), kdims=["value"], vdims=["Frequency"])

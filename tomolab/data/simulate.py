@@ -258,8 +258,11 @@ def true_volume(scan_or_attrs, rows=None, *, supersample: int = 3) -> np.ndarray
     sim = json.loads(attrs["simulation"])
     shapes = phantom_from_json(attrs["phantom"])
     n_rows, n_cols = sim["n_rows"], sim["n_cols"]
-    row_index = np.arange(n_rows)[rows] if not isinstance(rows, (list, tuple, np.ndarray)) else np.asarray(rows)
-    Z = np.atleast_1d(row_index) - (n_rows - 1) / 2.0
+    if rows is None:
+        rows = slice(None)
+    row_index = np.atleast_1d(np.arange(n_rows)[rows] if isinstance(rows, (slice, int, np.integer))
+                              else np.asarray(rows))
+    Z = row_index - (n_rows - 1) / 2.0
     scale = float(attrs["attenuation_per_pixel"]) / sim["pixel_size"]
     return np.stack([phantom_slice(shapes, z, n_cols, supersample=supersample) * scale
                      for z in Z]).astype(np.float32)

@@ -1,0 +1,280 @@
+"""Thin wrappers that take and return xarray objects.
+
+Every function here validates its arguments against the scan (naming the
+parameter, the value and the fix), calls the pure array functions of the
+processing layer through the engine, and records its parameters in the attrs
+of what it returns.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from tomolab.errors import ParameterError
+
+__all__ = ["reconstruct", "find_center", "resolve_rows", "check_center"]
+
+
+def _source(scan) -> str:
+    return str(scan.attrs.get("source_file") or "scan")
+
+
+def resolve_rows(scan, rows) -> range:
+    """Turn ``rows`` (None, int, slice, ``"A:B"`` or ``(A, B)``) into a range of detector rows.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> scan = xr.Dataset(coords={"row": np.arange(10)})
+    >>> resolve_rows(scan, "2:5"), resolve_rows(scan, 7), resolve_rows(scan, None)
+    (range(2, 5), range(7, 8), range(0, 10))
+    """
+    n_rows = int(scan.sizes["row"])
+    original = rows
+    if rows is None:
+        return range(n_rows)
+    if isinstance(rows, str):
+        try:
+            parts = [int(p) if p.strip() else None for p in rows.split(":")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2):
+            raise ParameterError("rows must be a row or a range A:B", where="rows", value=original,
+                                 fix=f"use e.g. 0:{n_rows} or {n_rows // 2}")
+        rows = parts[0] if len(parts) == 1 else slice(*parts)
+    if isinstance(rows, tuple) and len(rows) == 2:
+        rows = slice(*rows)
+    if isinstance(rows, (int, np.integer)):
+        if not 0 <= rows < n_rows:
+            raise ParameterError("row is outside the detector", where="rows", value=original,
+                                 fix=f"pick a row between 0 and {n_rows - 1}")
+        return range(int(rows), int(rows) + 1)
+    if isinstance(rows, slice):
+        if rows.step not in (None, 1):
+            raise ParameterError("row ranges must be contiguous", where="rows", value=original,
+                                 fix="use a step of 1 and select every n-th slice afterwards")
+        start = 0 if rows.start is None else int(rows.start)
+        stop = n_rows if rows.stop is None else int(rows.stop)
+        if not (0 <= start < stop <= n_rows):
+            raise ParameterError("row range is outside the detector or empty", where="rows",
+                                 value=original, fix=f"use a range within 0:{n_rows}")
+        return range(start, stop)
+    raise ParameterError("rows must be None, an int, a slice or 'A:B'", where="rows", value=original,
+                         fix=f"use e.g. rows=slice(0, {n_rows}) or rows='0:{n_rows}'")
+
+
+def check_center(scan, center) -> float:
+    """Validate a centre column against the detector width."""
+    n_cols = int(scan.sizes["col"])
+    try:
+        value = float(center)
+    except (TypeError, ValueError):
+        raise ParameterError("centre must be a detector column in pixels", where="center",
+                             value=center, fix='pass a number, or "auto" to find it') from None
+    if not np.isfinite(value) or not 0.0 <= value <= n_cols - 1:
+        raise ParameterError("centre is outside the detector", where="center", value=center,
+                             fix=f"pass a column between 0 and {n_cols - 1}, or \"auto\"")
+    return value
+
+
+def _half_turn(angles: np.ndarray) -> np.ndarray:
+    """Indices of the projections within the first 180° of the scan."""
+    step = float(np.median(np.diff(np.sort(angles)))) if angles.size > 1 else np.pi
+    first = angles.min()
+    keep = np.nonzero(angles - first < np.pi - 0.5 * step)[0]
+    if angles[keep].max() - first < np.pi - 1.5 * step:
+        raise ParameterError("the scan covers less than 180°", where="angles",
+                             value=f"{np.degrees(angles.max() - first):.1f}°",
+                             fix="centre finding and FBP need at least 180° of projections")
+    return keep
+
+
+def find_center(scan, *, row: int | None = None, method: str = "vo", rows_averaged: int = 5,
+                backend: str = "auto", normalize: bool = True):
+    """Find the rotation axis: a detector column in pixels, and a trust score.
+
+    Parameters
+    ----------
+    scan : xarray.Dataset
+        From :func:`tomolab.open_scan` or :func:`tomolab.from_arrays`.
+    row : int, optional
+        Detector row to use (default: the middle row).
+    method : {"vo", "phase-correlation"}
+        ``"vo"``: Vo's Fourier metric on the sinogram (robust, default).
+        ``"phase-correlation"``: registration of the projections at 0° and 180°.
+    rows_averaged : int
+        Number of neighbouring rows averaged into the sinogram (noise).
+    backend : {"auto", "numpy", "cupy"}
+
+    Returns
+    -------
+    center : float
+        Detector column of the rotation axis.
+    score : float
+        Between 0 and 1; below :data:`tomolab.center.LOW_SCORE` a warning says
+        not to trust the answer and suggests :func:`tomolab.sweep_center`.
+
+    Examples
+    --------
+    >>> import tomolab
+    >>> scan = tomolab.data.simulate_scan(96, n_rows=8, n_angles=180)
+    >>> center, score = tomolab.find_center(scan, backend="numpy")
+    >>> abs(center - scan.attrs["true_center"]) < 0.5
+    True
+    """
+    from tomolab.center import LOW_SCORE, find_center_phase_correlation, find_center_vo, opposite_pair
+    from tomolab.engine import line_integrals, resolve_backend
+
+    finders = {"vo", "phase-correlation"}
+    if method not in finders:
+        raise ParameterError("unknown centre-finding method", where="method", value=method,
+                             fix=f"use one of {', '.join(sorted(finders))}")
+    backend = resolve_backend(backend)
+    n_rows = int(scan.sizes["row"])
+    row = n_rows // 2 if row is None else row
+    if not isinstance(row, (int, np.integer)) or not 0 <= row < n_rows:
+        raise ParameterError("row is outside the detector", where="row", value=row,
+                             fix=f"pick a row between 0 and {n_rows - 1}")
+    angles = scan["angle"].values
+    half = max(1, rows_averaged) // 2
+    rows = slice(max(0, row - half), min(n_rows, row + half + 1))
+    if method == "vo":
+        keep = _half_turn(angles)
+        data = line_integrals(scan.isel(angle=keep), rows, backend=backend, normalize=normalize)
+        center, score = find_center_vo(data.mean(axis=1))
+    else:
+        i, j = opposite_pair(angles)
+        data = line_integrals(scan.isel(angle=[i, j]), rows, backend=backend, normalize=normalize)
+        center, score = find_center_phase_correlation(data[0], data[1])
+    if score < LOW_SCORE:
+        warnings.warn(f"{_source(scan)}: the centre found by {method!r} at row {row} "
+                      f"({center:.2f}) has a low score ({score:.2f} < {LOW_SCORE}); do not trust "
+                      f"it blindly: look at trial slices with tomolab.sweep_center(scan, row={row}, "
+                      f"centers=...) or try the other method", stacklevel=2)
+    return center, score
+
+
+def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str = "ramp",
+                backend: str = "auto", normalize: bool = True, log: bool = True,
+                pad_mode: str = "edge", size: int | None = None,
+                progress: Callable[[int, int], None] | None = None,
+                cancel: Callable[[], bool] | None = None):
+    """Reconstruct slices of a scan.
+
+    Parameters
+    ----------
+    scan : xarray.Dataset
+        From :func:`tomolab.open_scan` or :func:`tomolab.from_arrays`.
+    center : float or "auto"
+        Detector column of the rotation axis, in pixels (``"auto"``:
+        :func:`find_center` on the middle of ``rows``).
+    rows : int, slice, "A:B" or (A, B), optional
+        Detector rows to reconstruct (default: all).
+    algorithm : str
+        A name from :data:`tomolab.recon.ALGORITHMS` (``"fbp"``).
+    filter : str
+        ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann`` or ``parzen``.
+    backend : {"auto", "numpy", "cupy"}
+        ``"auto"`` uses the GPU when CuPy sees one. Both give the same numbers.
+    normalize, log : bool
+        Flat/dark correction and ``-log`` (switch off for data already corrected).
+    pad_mode : {"edge", "constant"}
+        Detector padding before filtering.
+    size : int, optional
+        Width of the square slices (default: the detector width).
+    progress, cancel : callable, optional
+        ``progress(done_rows, total_rows)`` after each slab; ``cancel()`` is
+        polled between slabs and stops the work when it returns True.
+
+    Returns
+    -------
+    xarray.DataArray (z, y, x) float32
+        Linear attenuation coefficient, in 1/m when the scan has a
+        ``pixel_size`` (else per pixel). Coordinates in metres (pixels without
+        a pixel size); ``row`` gives the detector row of each slice. The
+        rotation axis is at ``x = y = 0``, the middle of the grid. Seen from
+        above, ``x`` runs along the detector columns and ``y`` along the beam
+        at angle 0: the projection at angle 0 is the sum of a slice over ``y``.
+        attrs record every parameter.
+
+    Examples
+    --------
+    >>> import tomolab
+    >>> scan = tomolab.data.simulate_scan(64, n_rows=4, n_angles=100)
+    >>> vol = tomolab.reconstruct(scan, center=scan.attrs["true_center"], backend="numpy")
+    >>> vol.dims, vol.shape
+    (('z', 'y', 'x'), (4, 64, 64))
+    """
+    import xarray as xr
+
+    from tomolab.engine import reconstruct_rows, resolve_backend
+    from tomolab.recon import ALGORITHMS, FILTERS
+
+    if algorithm not in ALGORITHMS:
+        raise ParameterError("unknown reconstruction algorithm", where="algorithm", value=algorithm,
+                             fix=f"use one of {', '.join(sorted(ALGORITHMS))}")
+    if filter not in FILTERS:
+        raise ParameterError("unknown reconstruction filter", where="filter", value=filter,
+                             fix=f"use one of {', '.join(sorted(FILTERS))}")
+    backend = resolve_backend(backend)
+    row_range = resolve_rows(scan, rows)
+    center_source = "given"
+    score = None
+    if isinstance(center, str) and center == "auto":
+        middle = row_range.start + len(row_range) // 2
+        center, score = find_center(scan, row=middle, backend=backend, normalize=normalize)
+        center_source = f"auto (vo at row {middle})"
+    center = check_center(scan, center)
+    _half_turn(scan["angle"].values)
+    n_cols = int(scan.sizes["col"])
+    n = int(size or n_cols)
+    if n < 1:
+        raise ParameterError("slice size must be positive", where="size", value=size,
+                             fix=f"omit it (detector width {n_cols}) or pass a positive int")
+    started = time.perf_counter()
+    data = reconstruct_rows(scan, row_range, center=center, algorithm=ALGORITHMS[algorithm],
+                            backend=backend, n=n, normalize=normalize, log=log, progress=progress,
+                            cancel=cancel, filter=filter, pad_mode=pad_mode)
+    elapsed = time.perf_counter() - started
+
+    pixel_size = scan.attrs.get("pixel_size")
+    scale = 1.0 / float(pixel_size) if pixel_size else 1.0
+    if scale != 1.0:
+        data *= np.float32(scale)
+    unit = pixel_size if pixel_size else 1.0
+    rows_index = np.arange(row_range.start, row_range.stop)
+    grid = (np.arange(n) - (n - 1) / 2.0) * unit
+    length = "m" if pixel_size else "pixel"
+    coords = {
+        "z": ("z", rows_index * unit, {"units": length, "long_name": "height (detector row × pixel size)"}),
+        "y": ("y", grid, {"units": length}),
+        "x": ("x", grid, {"units": length}),
+        "row": ("z", rows_index, {"units": "pixel", "long_name": "detector row"}),
+    }
+    attrs = {
+        "long_name": "linear attenuation coefficient",
+        "units": "1/m" if pixel_size else "1/pixel",
+        "center": center,
+        "center_source": center_source,
+        "rows": f"{row_range.start}:{row_range.stop}",
+        "algorithm": algorithm,
+        "filter": filter,
+        "pad_mode": pad_mode,
+        "backend": backend,
+        "normalize": int(normalize),
+        "log": int(log),
+        "n_angles": int(scan.sizes["angle"]),
+        "source_file": str(scan.attrs.get("source_file") or ""),
+        "pixel_size": float(pixel_size) if pixel_size else 0.0,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(elapsed, 4),
+        "tomolab_version": __import__("tomolab").__version__,
+    }
+    if score is not None:
+        attrs["center_score"] = score
+    return xr.DataArray(data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name="attenuation")

@@ -1,0 +1,85 @@
+"""Backends and memory budgets: which device runs the work, and how much fits.
+
+Chunk sizes come from free memory, never from a constant. On a shared GPU the
+hub sets ``TOMOLAB_GPU_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix), and
+tomolab caps CuPy's memory pool at it before the first allocation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from tomolab._array import cupy_available
+from tomolab.errors import ParameterError
+
+__all__ = ["BACKENDS", "resolve_backend", "gpu_memory_limit", "apply_gpu_memory_limit",
+           "free_memory", "parse_bytes"]
+
+BACKENDS = ("auto", "numpy", "cupy")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes(text: str | int, *, where: str = "TOMOLAB_GPU_MEMORY_LIMIT") -> int:
+    """``"20G"`` → 21474836480; plain integers are bytes.
+
+    Examples
+    --------
+    >>> parse_bytes("1.5K"), parse_bytes(4096)
+    (1536, 4096)
+    """
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)i?B?\s*", str(text), flags=re.I)
+    if not match:
+        raise ParameterError("not a memory size", where=where, value=text,
+                             fix='use bytes or a size like "20G" or "512M"')
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def gpu_memory_limit() -> int | None:
+    """The per-user GPU memory cap from ``TOMOLAB_GPU_MEMORY_LIMIT``, or None."""
+    value = os.environ.get("TOMOLAB_GPU_MEMORY_LIMIT", "").strip()
+    return parse_bytes(value) if value else None
+
+
+def apply_gpu_memory_limit() -> int | None:
+    """Cap CuPy's default memory pool at the per-user limit (idempotent)."""
+    limit = gpu_memory_limit()
+    if limit is not None:
+        import cupy
+        cupy.get_default_memory_pool().set_limit(size=limit)
+    return limit
+
+
+def resolve_backend(backend: str) -> str:
+    """``"auto"`` → ``"cupy"`` when a GPU is usable, else ``"numpy"``."""
+    if backend not in BACKENDS:
+        raise ParameterError("unknown backend", where="backend", value=backend,
+                             fix=f"use one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "cupy" if cupy_available() else "numpy"
+    if backend == "cupy" and not cupy_available():
+        raise ParameterError("CuPy or a CUDA GPU is not available", where="backend", value=backend,
+                             fix='install tomolab[gpu-cuda12] or [gpu-cuda13] on a GPU machine, '
+                                 'or use backend="numpy"')
+    return backend
+
+
+def free_memory(backend: str) -> int:
+    """Bytes that a computation on ``backend`` may use now."""
+    if backend == "cupy":
+        import cupy
+        apply_gpu_memory_limit()
+        pool = cupy.get_default_memory_pool()
+        free, _total = cupy.cuda.runtime.memGetInfo()
+        free += pool.free_bytes()  # cached blocks are reusable
+        limit = pool.get_limit()
+        if limit:
+            free = min(free, limit - pool.used_bytes())
+        return max(int(free), 0)
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        pages = 2 << 30
+    return int(pages)

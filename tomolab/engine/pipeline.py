@@ -1,0 +1,137 @@
+"""The slab pipeline: rows of a scan in, reconstructed slices out.
+
+A reconstruction reads a slab of detector rows, moves it to the device as the
+file's dtype, corrects darks and flats, takes ``-log``, filters and
+backprojects it, and copies the slices back, slab after slab, so memory stays
+bounded whatever the scan's size. The slab height comes from free memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tomolab._array import to_numpy
+from tomolab.engine.devices import free_memory
+from tomolab.errors import ParameterError
+from tomolab.prep.normalize import minus_log, normalize as flat_field, normalize_interpolated
+
+__all__ = ["Cancelled", "line_integrals", "reconstruct_rows", "slab_height"]
+
+
+class Cancelled(RuntimeError):
+    """Raised when a long computation is cancelled by the user."""
+
+
+def _array_module(backend: str):
+    if backend == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+def _flats_before_after(scan):
+    """Indices of flats taken before and after the projections (by acquisition order)."""
+    if "flat_frame" not in scan.coords or "angle_frame" not in scan.coords:
+        return None, None
+    frames = scan["flat_frame"].values
+    first, last = scan["angle_frame"].values.min(), scan["angle_frame"].values.max()
+    before, after = np.nonzero(frames < first)[0], np.nonzero(frames > last)[0]
+    if before.size and after.size:
+        return before, after
+    return None, None
+
+
+def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool = True,
+                   log: bool = True):
+    """Read ``rows`` of every projection and turn them into line integrals.
+
+    Parameters
+    ----------
+    scan : xarray.Dataset
+        As :func:`tomolab.open_scan` returns it.
+    rows : slice
+        Detector rows to read.
+    backend : {"numpy", "cupy"}
+        Where the correction runs; the raw counts are uploaded in their own dtype.
+    normalize : bool
+        Divide by flats after subtracting darks. With flats before *and* after
+        the projections, the flat is interpolated between the two (beam drift).
+        ``False`` for projections that are already flat-field corrected.
+    log : bool
+        Take ``-log`` (``False`` for data that are already line integrals).
+
+    Returns
+    -------
+    ndarray (angle, row, col) float32 on the backend's device
+    """
+    xp = _array_module(backend)
+    raw = xp.asarray(np.ascontiguousarray(scan["projections"][:, rows, :].values))
+    if normalize:
+        if "flats" not in scan:
+            raise ParameterError("the scan has no flat fields, so it cannot be normalised",
+                                 where=f"{scan.attrs.get('source_file') or 'scan'}: flats",
+                                 value=None,
+                                 fix="pass normalize=False if the projections are already "
+                                     "flat-field corrected, or give flats= to open_scan/from_arrays")
+        darks = xp.asarray(scan["darks"][:, rows, :].values) if "darks" in scan else None
+        before, after = _flats_before_after(scan)
+        if before is not None:
+            flats = scan["flats"][:, rows, :].values
+            data = normalize_interpolated(raw, xp.asarray(flats[before]), xp.asarray(flats[after]),
+                                          darks)
+        else:
+            data = flat_field(raw, xp.asarray(scan["flats"][:, rows, :].values), darks)
+    else:
+        data = raw.astype(xp.float32)
+    return minus_log(data) if log else data
+
+
+def slab_height(n_angles: int, n_cols: int, n_out: int, backend: str, *, n_rows: int,
+                fraction: float = 0.25) -> int:
+    """Detector rows per slab so that one slab uses at most ``fraction`` of free memory."""
+    from tomolab.recon.filters import padded_width
+
+    per_row = (n_angles * n_cols * (2 + 4 * 3)          # raw counts, corrected, filtered, temporaries
+               + n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2  # spectra
+               + n_out * n_out * 4 * 2)                  # slices on device and host
+    height = int(fraction * free_memory(backend)) // per_row
+    return int(np.clip(height, 1, n_rows))
+
+
+def reconstruct_rows(scan, rows: range, *, center: float, algorithm: Callable, backend: str,
+                     n: int, normalize: bool = True, log: bool = True,
+                     progress: Callable[[int, int], None] | None = None,
+                     cancel: Callable[[], bool] | None = None, **algorithm_options) -> np.ndarray:
+    """Reconstruct a contiguous range of detector rows, slab by slab.
+
+    Parameters
+    ----------
+    progress : callable(done, total), optional
+        Called after each slab with the number of rows done.
+    cancel : callable() -> bool, optional
+        Polled between slabs; when it returns True, :class:`Cancelled` is raised.
+
+    Returns
+    -------
+    ndarray (z, n, n) float32 on the host, attenuation per pixel
+    """
+    angles = scan["angle"].values
+    n_rows = len(rows)
+    height = slab_height(angles.size, scan.sizes["col"], n, backend, n_rows=n_rows)
+    out = np.empty((n_rows, n, n), np.float32)
+    done = 0
+    for start in range(0, n_rows, height):
+        if cancel is not None and cancel():
+            raise Cancelled(f"reconstruction cancelled after {done} of {n_rows} rows")
+        stop = min(start + height, n_rows)
+        sel = slice(rows.start + start, rows.start + stop)
+        sinograms = line_integrals(scan, sel, backend=backend, normalize=normalize, log=log)
+        sinograms = sinograms.transpose(1, 0, 2)  # (row, angle, col)
+        slices = algorithm(sinograms, angles, center=center, n=n, **algorithm_options)
+        out[start:stop] = to_numpy(slices)
+        done = stop
+        if progress is not None:
+            progress(done, n_rows)
+    return out

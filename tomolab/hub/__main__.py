@@ -1,0 +1,103 @@
+"""Admin command: who holds which GPU of the pool.
+
+Usage::
+
+    python -m tomolab.hub list --db /srv/jupyterhub/tomolab-gpu-pool.sqlite
+    python -m tomolab.hub list --config /srv/jupyterhub/jupyterhub_config.py   # adds free places per device
+    python -m tomolab.hub list --db PATH --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .ledger import Ledger, usage
+from .pool import format_bytes, parse_devices
+
+_SECTIONS = ("GPUPoolMixin", "GPUPoolLocalProcessSpawner", "Spawner")
+
+
+def _from_config(path):
+    """(devices spec, ledger path) from a jupyterhub_config.py, either may be None."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    cfg = PyFileConfigLoader(os.path.basename(path), os.path.dirname(os.path.abspath(path))).load_config()
+    devices = db = None
+    for section in cfg:
+        sec = cfg[section]
+        if not hasattr(sec, "keys"):
+            continue
+        if "gpu_devices" in sec and (devices is None or section == "GPUPoolMixin"):
+            devices = sec["gpu_devices"]
+        if "gpu_pool_db" in sec and (db is None or section == "GPUPoolMixin"):
+            db = sec["gpu_pool_db"]
+    if db is not None and not os.path.isabs(db):
+        # the hub resolves it from its working directory; assume the config's folder
+        db = os.path.join(os.path.dirname(os.path.abspath(path)), db)
+    return devices, db
+
+
+def _list(args) -> int:
+    devices_spec, db = (None, None)
+    if args.config:
+        devices_spec, db = _from_config(args.config)
+    db = args.db or db
+    if not db:
+        print("error: give --db PATH (the hub's gpu_pool_db) or --config jupyterhub_config.py", file=sys.stderr)
+        return 2
+    if not os.path.exists(db):
+        print(f"error: no ledger at {db}; is this the hub's gpu_pool_db? (it is created at the first GPU spawn)",
+              file=sys.stderr)
+        return 2
+    allocations = Ledger(db).allocations()
+    devices = parse_devices(devices_spec) if devices_spec else ()
+    if args.json:
+        out = {"ledger": os.path.abspath(db), "allocations": [a.to_state() for a in allocations]}
+        if devices:
+            counts = usage(devices, allocations)
+            out["devices"] = [
+                {"id": d.id, "policy": d.policy, "max_users": d.max_users, "memory_limit": d.memory_limit,
+                 "label": d.label, "in_use": counts[d.id]}
+                for d in devices
+            ]
+        json.dump(out, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"ledger: {os.path.abspath(db)}")
+    if devices:
+        counts = usage(devices, allocations)
+        for d in devices:
+            print(f"  {d.display:<28} {d.policy:<9} {counts[d.id]}/{d.max_users} in use, "
+                  f"cap {format_bytes(d.memory_limit)}")
+    if not allocations:
+        print("no GPU allocations")
+        return 0
+    header = ("DEVICE", "POLICY", "USER/SERVER", "MEMORY CAP", "SINCE", "ALLOC ID")
+    rows = [
+        (a.device, a.policy, a.server_label, format_bytes(a.memory_limit),
+         time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.created)), a.alloc_id[:12])
+        for a in allocations
+    ]
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    for r in (header, *rows):
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tomolab.hub", description="tomolab GPU pool administration")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="list who holds which device")
+    p.add_argument("--db", help="the ledger file (c.GPUPoolMixin.gpu_pool_db)")
+    p.add_argument("--config", help="jupyterhub_config.py to read the pool (and the ledger path) from")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    return _list(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

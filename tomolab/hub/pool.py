@@ -1,0 +1,192 @@
+"""The GPU pool: devices, their sharing policy, and per-user memory caps.
+
+Pure standard library, so the hub process (and ``python -m tomolab.hub``)
+stays light. A pool is a list of :class:`GPUDevice`; it is described in the
+hub's configuration as a list of dicts::
+
+    c.GPUPoolMixin.gpu_devices = [
+        {"id": "0", "policy": "exclusive"},
+        {"id": "1", "policy": "shared", "max_users": 3, "memory_limit": "20G"},
+        {"id": "MIG-4f0c1b5e-...", "policy": "exclusive", "label": "A100 1g.10gb"},
+    ]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "EXCLUSIVE",
+    "SHARED",
+    "CPU",
+    "PROFILES",
+    "GPUDevice",
+    "PoolConfigError",
+    "parse_devices",
+    "parse_bytes",
+    "format_bytes",
+]
+
+EXCLUSIVE = "exclusive"
+SHARED = "shared"
+CPU = "cpu"
+#: Profile names, in the order the spawn form shows them.
+PROFILES = (CPU, SHARED, EXCLUSIVE)
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B?)\s*$", re.IGNORECASE)
+_DEVICE_ID_RE = re.compile(r"^(\d+|(?:MIG|GPU)-[0-9A-Za-z/\-]+)$")
+
+
+class PoolConfigError(ValueError):
+    """The GPU pool configuration is invalid; the message says which entry and how to fix it."""
+
+
+def parse_bytes(value, *, where="memory_limit") -> int:
+    """Return a byte count from an int or a string such as ``"20G"``.
+
+    Suffixes K, M, G, T are powers of 1024, as in JupyterHub's ``mem_limit``
+    (``"20G"``, ``"20Gi"`` and ``"20GiB"`` all mean 20 × 1024³ bytes).
+
+    Examples
+    --------
+    >>> parse_bytes("20G")
+    21474836480
+    >>> parse_bytes(1024)
+    1024
+    >>> parse_bytes("1.5M")
+    1572864
+    """
+    if isinstance(value, bool):
+        raise PoolConfigError(f"{where}: expected bytes (int) or a size like '20G', got {value!r}")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, float) and value.is_integer():
+        n = int(value)
+    elif isinstance(value, str):
+        m = _BYTES_RE.match(value)
+        if not m:
+            raise PoolConfigError(
+                f"{where}: cannot read {value!r} as a size; write bytes (21474836480) "
+                "or a number with K, M, G or T (1024-based), e.g. '20G'"
+            )
+        n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    else:
+        raise PoolConfigError(f"{where}: expected bytes (int) or a size like '20G', got {value!r}")
+    if n <= 0:
+        raise PoolConfigError(f"{where}: must be a positive size, got {value!r}")
+    return n
+
+
+def format_bytes(n: int | None) -> str:
+    """Return a short human-readable size (1024-based).
+
+    Examples
+    --------
+    >>> format_bytes(21474836480)
+    '20 GiB'
+    >>> format_bytes(None)
+    'no cap'
+    """
+    if n is None:
+        return "no cap"
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        scale = _UNITS[unit[0]]
+        if n >= scale:
+            v = n / scale
+            return f"{v:.0f} {unit}" if v.is_integer() else f"{v:.1f} {unit}"
+    return f"{n} B"
+
+
+@dataclass(frozen=True)
+class GPUDevice:
+    """One entry of the pool: a whole GPU (index or ``GPU-`` UUID) or a MIG instance (``MIG-`` UUID).
+
+    Parameters
+    ----------
+    id : str
+        What the server gets in ``CUDA_VISIBLE_DEVICES``.
+    policy : {"exclusive", "shared"}
+        ``exclusive``: one server at a time. ``shared``: up to ``max_users`` servers.
+    max_users : int
+        Servers that may share the device (1 for exclusive devices).
+    memory_limit : int or None
+        Per-server cap in bytes, passed as ``TOMOLAB_GPU_MEMORY_LIMIT``.
+        Required for shared devices, optional for exclusive ones.
+    label : str
+        Shown to users and admins (e.g. ``"A100 80GB #1"``).
+    """
+
+    id: str
+    policy: str
+    max_users: int = 1
+    memory_limit: int | None = None
+    label: str = ""
+
+    @property
+    def display(self) -> str:
+        return f"GPU {self.id}" + (f" ({self.label})" if self.label else "")
+
+
+def parse_devices(spec) -> tuple[GPUDevice, ...]:
+    """Validate the ``gpu_devices`` configuration and return the pool.
+
+    Examples
+    --------
+    >>> pool = parse_devices([{"id": 0, "policy": "exclusive"},
+    ...                       {"id": "1", "policy": "shared", "max_users": 3, "memory_limit": "20G"}])
+    >>> [(d.id, d.policy, d.max_users, d.memory_limit) for d in pool]
+    [('0', 'exclusive', 1, None), ('1', 'shared', 3, 21474836480)]
+    """
+    if isinstance(spec, dict):
+        raise PoolConfigError("gpu_devices: expected a list of dicts, one per device, got a dict")
+    devices = []
+    seen = set()
+    for i, entry in enumerate(spec or ()):
+        where = f"gpu_devices[{i}]"
+        if not isinstance(entry, dict):
+            raise PoolConfigError(f"{where}: expected a dict like {{'id': '0', 'policy': 'exclusive'}}, got {entry!r}")
+        unknown = set(entry) - {"id", "policy", "max_users", "memory_limit", "label"}
+        if unknown:
+            raise PoolConfigError(
+                f"{where}: unknown key(s) {sorted(unknown)}; allowed: id, policy, max_users, memory_limit, label"
+            )
+        if "id" not in entry:
+            raise PoolConfigError(f"{where}: missing 'id' (a device index such as '0', or a MIG-/GPU- UUID)")
+        dev_id = str(entry["id"]).strip()
+        if isinstance(entry["id"], bool) or not _DEVICE_ID_RE.match(dev_id):
+            raise PoolConfigError(
+                f"{where}: id {entry['id']!r} is neither a device index ('0') nor a UUID "
+                "('MIG-…' or 'GPU-…' as listed by `nvidia-smi -L`)"
+            )
+        if dev_id in seen:
+            raise PoolConfigError(f"{where}: device {dev_id!r} is listed twice; list each device once")
+        seen.add(dev_id)
+        policy = entry.get("policy", EXCLUSIVE)
+        if policy not in (EXCLUSIVE, SHARED):
+            raise PoolConfigError(f"{where}: policy {policy!r} is not 'exclusive' or 'shared'")
+        memory_limit = entry.get("memory_limit")
+        if memory_limit is not None:
+            memory_limit = parse_bytes(memory_limit, where=f"{where}.memory_limit")
+        if policy == EXCLUSIVE:
+            max_users = entry.get("max_users", 1)
+            if max_users != 1:
+                raise PoolConfigError(
+                    f"{where}: an exclusive device has max_users=1, got {max_users!r}; "
+                    "use policy='shared' to let several servers use it"
+                )
+        else:
+            max_users = entry.get("max_users")
+            if isinstance(max_users, bool) or not isinstance(max_users, int) or max_users < 1:
+                raise PoolConfigError(
+                    f"{where}: a shared device needs max_users, a whole number >= 1, got {max_users!r}"
+                )
+            if memory_limit is None:
+                raise PoolConfigError(
+                    f"{where}: a shared device needs a per-user memory_limit (e.g. '20G') so that "
+                    "one user cannot take the whole card"
+                )
+        label = str(entry.get("label", ""))
+        devices.append(GPUDevice(dev_id, policy, max_users, memory_limit, label))
+    return tuple(devices)

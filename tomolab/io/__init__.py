@@ -1,0 +1,33 @@
+"""Reading and writing scans and volumes: lazy readers, atomic writers.
+
+Readers return an :class:`xarray.Dataset` whose variables are dask arrays;
+nothing but metadata is read until you compute. Writers stream in slabs and
+rename a finished temporary file into place.
+
+Public API
+----------
+open_scan(path, *, layout="auto", angles=None, chunks="auto", entry=None, flats=None, darks=None)
+from_arrays(projections, angles, flats=None, darks=None, *, pixel_size=None, energy=None,
+            distance=None, chunks="auto", attrs=None)
+describe(scan_or_path) -> str
+write_dxchange / write_nxtomo / write_tiff_stack(path, projections, angles, flats=None,
+            darks=None, *, pixel_size=None, energy=None, distance=None, attrs=None, ...)
+save_volume(volume, path, *, format="auto", overwrite=False), open_volume(path)
+"""
+
+from __future__ import annotations
+
+from tomolab.io._build import ScanWarning, from_arrays
+from tomolab.io._open import LAYOUTS, describe, open_scan
+from tomolab.io._write import (
+    open_volume,
+    save_volume,
+    write_dxchange,
+    write_nxtomo,
+    write_tiff_stack,
+)
+
+__all__ = [
+    "open_scan", "from_arrays", "describe", "save_volume", "open_volume",
+    "write_dxchange", "write_nxtomo", "write_tiff_stack", "ScanWarning", "LAYOUTS",
+]

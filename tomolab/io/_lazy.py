@@ -1,0 +1,233 @@
+"""Lazy, picklable array views of frames stored on disk.
+
+Each array holds only the file name, where the frames are, their shape and
+dtype. Every ``__getitem__`` opens the file, reads the requested frames and
+closes it again, so the objects pickle to a few hundred bytes and work on
+dask workers in other processes. A frame is one 2-D image ``(row, col)``;
+axis 0 of the array is the frame axis.
+
+The module-level :func:`read_count` counts pixel reads in this process; the
+tests use it to prove that opening a scan reads no pixel data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import numpy as np
+
+__all__ = ["HDF5Frames", "TiffFrames", "read_count", "frame_runs"]
+
+_reads = [0]
+_reads_lock = threading.Lock()
+
+
+def _count_read() -> None:
+    with _reads_lock:
+        _reads[0] += 1
+
+
+def read_count() -> int:
+    """Number of pixel reads made by lazy frame arrays in this process so far."""
+    return _reads[0]
+
+
+def frame_runs(indices) -> list[tuple[int, int]]:
+    """Split ascending frame indices into maximal runs ``[start, stop)``.
+
+    Examples
+    --------
+    >>> frame_runs([0, 1, 2, 5, 6, 9])
+    [(0, 3), (5, 7), (9, 10)]
+    """
+    idx = np.asarray(indices, dtype=np.int64).ravel()
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [idx.size]])
+    return [(int(idx[a]), int(idx[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
+def _normalize_key(key, shape):
+    """Turn a basic index into (frame indices, row slice, col slice, axes to drop)."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        at = next(i for i, k in enumerate(key) if k is Ellipsis)
+        fill = (slice(None),) * (len(shape) - len(key) + 1)
+        key = key[:at] + fill + key[at + 1:]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices for a {len(shape)}-D frame array")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    out, drop = [], []
+    for axis, (k, n) in enumerate(zip(key, shape)):
+        if isinstance(k, (int, np.integer)):
+            i = int(k) + n if k < 0 else int(k)
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {n}")
+            out.append(slice(i, i + 1, 1))
+            drop.append(axis)
+        elif isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step < 0 and axis > 0:
+                raise IndexError("negative steps along row/col are not supported")
+            out.append(slice(start, max(stop, start) if step > 0 else stop, step))
+        else:
+            raise TypeError(f"lazy frame arrays take ints and slices, not {type(k).__name__}")
+    frames = np.arange(shape[0])[out[0]]
+    return frames, out[1], out[2], tuple(drop)
+
+
+def _sliced_len(s: slice) -> int:
+    return len(range(s.start, s.stop, s.step))
+
+
+class _Frames:
+    """Shared logic: logical frame ``i`` is stored frame ``self._frame(i)``."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        frames, rows, cols, drop = _normalize_key(key, self.shape)
+        out = np.empty((frames.size, _sliced_len(rows), _sliced_len(cols)), self.dtype)
+        if out.size:
+            _count_read()
+            self._read(frames, rows, cols, out)
+        return out.squeeze(axis=drop) if drop else out
+
+    def __array__(self, dtype=None, copy=None):
+        data = self[...]
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+
+class HDF5Frames(_Frames):
+    """Frames of a 3-D HDF5 dataset, optionally a subset of its first axis.
+
+    Parameters
+    ----------
+    filename : str
+        The HDF5 file.
+    path : str
+        The dataset inside it, shape ``(n, row, col)``.
+    runs : sequence of (start, stop), optional
+        The stored frames that make up this array, in order (for example the
+        projections of an NXtomo ``image_key``). Default: all frames.
+    shape, dtype :
+        Of the whole stored dataset, as read from its metadata.
+
+    Examples
+    --------
+    >>> import h5py, numpy as np, tempfile, os
+    >>> fn = os.path.join(tempfile.mkdtemp(), "a.h5")
+    >>> with h5py.File(fn, "w") as f:
+    ...     _ = f.create_dataset("d", data=np.arange(24).reshape(6, 2, 2))
+    >>> frames = HDF5Frames(fn, "d", shape=(6, 2, 2), dtype="int64", runs=[(1, 3), (4, 5)])
+    >>> frames.shape
+    (3, 2, 2)
+    >>> frames[:, 0, 0]
+    array([ 4,  8, 16])
+    """
+
+    def __init__(self, filename, path, *, shape, dtype, runs=None):
+        self.filename = str(filename)
+        self.path = str(path)
+        n = int(shape[0])
+        runs = [(0, n)] if runs is None else [(int(a), int(b)) for a, b in runs]
+        self.runs = tuple(runs)
+        lengths = np.array([b - a for a, b in runs], dtype=np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.shape = (int(self._offsets[-1]), int(shape[1]), int(shape[2]))
+        self.dtype = np.dtype(dtype)
+
+    def stored_frames(self, logical=None) -> np.ndarray:
+        """Indices in the stored dataset of logical frames (default: all)."""
+        logical = np.arange(self.shape[0]) if logical is None else np.asarray(logical)
+        k = np.searchsorted(self._offsets, logical, side="right") - 1
+        starts = np.array([a for a, _ in self.runs], dtype=np.int64)
+        return starts[k] + (logical - self._offsets[k])
+
+    def _read(self, frames, rows, cols, out):
+        import h5py
+
+        stored = self.stored_frames(frames)
+        with h5py.File(self.filename, "r", locking=False) as f:
+            dset = f[self.path]
+            at = 0
+            for a, b in frame_runs(stored):
+                n = b - a
+                dset.read_direct(out, source_sel=np.s_[a:b, rows, cols],
+                                 dest_sel=np.s_[at:at + n])
+                at += n
+
+    def __repr__(self):
+        return (f"HDF5Frames({self.filename!r}, {self.path!r}, shape={self.shape}, "
+                f"dtype={self.dtype}, runs={len(self.runs)})")
+
+
+class TiffFrames(_Frames):
+    """Frames spread over TIFF files: frame ``i`` is page ``pages[i]`` of ``files[i]``.
+
+    Parameters
+    ----------
+    files : sequence of str
+        File of each frame (repeat a multi-page file once per page).
+    pages : sequence of int
+        Page of each frame within its file.
+    shape : (row, col)
+        Shape of one frame.
+    dtype :
+        Pixel type.
+
+    Examples
+    --------
+    >>> import tifffile, numpy as np, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> for i in range(3):
+    ...     tifffile.imwrite(os.path.join(d, f"p{i}.tif"), np.full((2, 3), i, np.uint16))
+    >>> files = [os.path.join(d, f"p{i}.tif") for i in range(3)]
+    >>> frames = TiffFrames(files, [0, 0, 0], shape=(2, 3), dtype="uint16")
+    >>> frames[1:, 0, 0]
+    array([1, 2], dtype=uint16)
+    """
+
+    def __init__(self, files, pages, *, shape, dtype):
+        self.files = tuple(str(f) for f in files)
+        self.pages = tuple(int(p) for p in pages)
+        if len(self.files) != len(self.pages):
+            raise ValueError("files and pages must have the same length")
+        self.shape = (len(self.files), int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(dtype)
+
+    def _read(self, frames, rows, cols, out):
+        import tifffile
+
+        at = 0
+        # consecutive frames of one file are read with the file opened once
+        for name, group in itertools.groupby(frames, key=lambda i: self.files[i]):
+            group = list(group)
+            with tifffile.TiffFile(name) as tif:
+                for i in group:
+                    page = tif.pages[self.pages[i]]
+                    out[at] = page.asarray()[rows, cols]
+                    at += 1
+
+    def __repr__(self):
+        return f"TiffFrames({len(set(self.files))} files, shape={self.shape}, dtype={self.dtype})"

@@ -1,0 +1,663 @@
+"""Writers: scans in DXchange, NXtomo (ESRF or Diamond) and TIFF; volumes in zarr, TIFF, HDF5.
+
+Every writer builds its output under a temporary name next to the target
+(``.NAME.partial-*``) and renames it into place only when everything is
+written, so an interrupted write never leaves a half-written file at the
+output path.
+
+Big scans in bounded memory
+---------------------------
+``projections`` (and ``flats``/``darks``) may be
+
+* an array: numpy, dask (written block by block), h5py or zarr -- anything
+  with ``shape``, ``dtype`` and slicing along the first axis; it is written in
+  slabs of about 64 MiB; or
+* an iterable (e.g. a generator) of blocks in angle order, each either a
+  ``(k, row, col)`` array (a 2-D array counts as one frame) or a tuple
+  ``(start, stop, block)``; only one block is held at a time. The total
+  must equal ``len(angles)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from tomolab.errors import ParameterError
+
+__all__ = ["write_dxchange", "write_nxtomo", "write_tiff_stack", "save_volume", "open_volume",
+           "iter_blocks"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@contextlib.contextmanager
+def _atomic(path, *, overwrite: bool):
+    """Yield a temporary path next to ``path``; move it to ``path`` on success."""
+    path = Path(os.fspath(path)).expanduser()
+    if path.exists() and not overwrite:
+        raise ParameterError("the output already exists", where=str(path),
+                             fix="choose another path or pass overwrite=True")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = path.parent / f".{path.name}.partial-{tag}"
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if path.exists() and (path.is_dir() or tmp.is_dir()):
+        trash = path.parent / f".{path.name}.old-{tag}"
+        os.replace(path, trash)
+        os.replace(tmp, path)
+        _remove(trash)
+    else:
+        os.replace(tmp, path)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def _slab_length(shape, dtype) -> int:
+    from tomolab.io._build import auto_angle_chunk
+    return auto_angle_chunk(shape, dtype)
+
+
+def iter_blocks(data, what="projections"):
+    """Yield ``(k, row, col)`` numpy blocks, in order, from an array or an iterable of blocks.
+
+    Examples
+    --------
+    >>> [b.shape for b in iter_blocks(np.zeros((3, 2, 2)))]
+    [(3, 2, 2)]
+    >>> [b.shape for b in iter_blocks(((i, i + 1, np.ones((1, 2, 2))) for i in range(2)))]
+    [(1, 2, 2), (1, 2, 2)]
+    """
+    if data is None:
+        return
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        if len(data.shape) == 2:
+            data = data[None]
+        if len(data.shape) != 3:
+            raise ParameterError(f"{what} must be 3-D (n, row, col)", where=what,
+                                 value=tuple(data.shape), fix="pass an array (n, row, col)")
+        if hasattr(data, "numblocks") and hasattr(data, "blocks"):  # dask: one chunk row at a time
+            data = data.rechunk({1: -1, 2: -1})
+            for i in range(data.numblocks[0]):
+                yield np.asarray(data.blocks[i].compute())
+            return
+        step = _slab_length(data.shape, data.dtype)
+        for start in range(0, data.shape[0], step):
+            yield np.asarray(data[start:start + step])
+        return
+    try:
+        iterator = iter(data)
+    except TypeError:
+        raise ParameterError(f"{what} is neither an array nor an iterable of blocks",
+                             where=what, value=type(data).__name__,
+                             fix="pass an array (n, row, col) or a generator of blocks") from None
+    done = 0
+    for item in iterator:
+        if isinstance(item, tuple) and len(item) == 3:
+            start, stop, block = item
+            block = np.asarray(block)
+            block = block[None] if block.ndim == 2 else block
+            if int(start) != done or int(stop) - int(start) != block.shape[0]:
+                raise ParameterError(
+                    f"slab ({start}, {stop}) with {block.shape[0]} frames does not follow "
+                    f"the {done} frames written so far", where=what, value=(start, stop),
+                    fix="yield slabs in order, without gaps, with stop - start == len(block)")
+        else:
+            block = np.asarray(item)
+            block = block[None] if block.ndim == 2 else block
+        if block.ndim != 3:
+            raise ParameterError(f"{what} blocks must be 2-D or 3-D", where=what,
+                                 value=block.shape, fix="yield (k, row, col) arrays")
+        done += block.shape[0]
+        yield block
+
+
+class _Appender:
+    """Append blocks to a resizable HDF5 dataset, created at the first block."""
+
+    def __init__(self, group, name, *, chunks=None, compression=None):
+        self.group, self.name = group, name
+        self.chunks, self.compression = chunks, compression
+        self.dset = None
+        self.count = 0
+
+    def append(self, block, what):
+        if self.dset is None:
+            frame = block.shape[1:]
+            chunks = self.chunks or (1, *frame)
+            self.dset = self.group.create_dataset(
+                self.name, shape=(0, *frame), maxshape=(None, *frame), dtype=block.dtype,
+                chunks=tuple(chunks), compression=self.compression)
+        elif block.shape[1:] != self.dset.shape[1:]:
+            raise ParameterError(
+                f"{what} frames are {block.shape[1:]} but earlier frames are "
+                f"{self.dset.shape[1:]}", where=what, value=block.shape,
+                fix="give every block (and flats/darks) the same (row, col) shape")
+        n = block.shape[0]
+        self.dset.resize(self.count + n, axis=0)
+        self.dset[self.count:self.count + n] = block
+        self.count += n
+        return n
+
+
+def _check_angles(angles):
+    values = np.asarray(angles, dtype=np.float64).ravel()
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise ParameterError("angles must be a non-empty array of finite numbers (radians)",
+                             where="angles", value=values[:5].tolist(),
+                             fix="pass one finite angle in radians per projection")
+    return values
+
+
+def _check_count(count, angles):
+    if count != angles.size:
+        raise ParameterError(f"{count} projections written for {angles.size} angles",
+                             where="projections", value=count,
+                             fix="give exactly one projection per angle")
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _h5_attr(value):
+    """An attribute value h5py can store (dicts and None become JSON text)."""
+    value = _jsonable(value)
+    if isinstance(value, (dict, type(None))) or (
+            isinstance(value, list) and not all(isinstance(v, (int, float)) for v in value)):
+        return json.dumps(value)
+    return value
+
+
+def _set_attrs(node, attrs):
+    for key, value in (attrs or {}).items():
+        node.attrs[str(key)] = _h5_attr(value)
+
+
+def _quantity(group, path, value, units):
+    dset = group.create_dataset(path, data=np.float64(value))
+    dset.attrs["units"] = units
+    return dset
+
+
+def _check_meta(pixel_size, energy, distance):
+    from tomolab.io._build import _check_positive
+    return (_check_positive(pixel_size, "pixel_size"), _check_positive(energy, "energy"),
+            _check_positive(distance, "distance"))
+
+
+# ----------------------------------------------------------------------------- scans
+
+def write_dxchange(path, projections, angles, flats=None, darks=None, *, pixel_size=None,
+                   energy=None, distance=None, attrs=None, chunks=None, compression=None,
+                   overwrite=False):
+    """Write a scan as a DXchange HDF5 file.
+
+    Layout: ``/exchange/data``, ``/exchange/data_white``,
+    ``/exchange/data_dark`` ``(n, row, col)``, ``/exchange/theta`` (degrees);
+    metadata under ``/measurement/instrument``: ``detection_system/objective/
+    resolution`` [um], ``monochromator/energy`` [keV],
+    ``detector/distance`` [mm], each with a ``units`` attribute.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file.
+    projections : array or iterable of blocks
+        See the module notes: whole arrays or slabs, for bounded memory.
+    angles : array-like
+        Radians, one per projection.
+    flats, darks : array or iterable of blocks, optional
+    pixel_size, distance : float, optional
+        Metres.
+    energy : float, optional
+        keV.
+    attrs : dict, optional
+        Extra attributes for the file's root (e.g. the simulation parameters).
+    chunks : tuple, optional
+        HDF5 chunk shape; default one frame ``(1, row, col)``.
+    compression : str, optional
+        h5py compression, e.g. "gzip"; default none.
+    overwrite : bool
+        Replace an existing file.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> fn = os.path.join(tempfile.mkdtemp(), "scan.h5")
+    >>> slabs = (np.full((2, 3, 4), i, np.uint16) for i in range(5))   # 10 projections
+    >>> write_dxchange(fn, slabs, np.linspace(0, np.pi, 10, endpoint=False), energy=25)
+    >>> import h5py
+    >>> with h5py.File(fn) as f:
+    ...     f["/exchange/data"].shape, float(f["/exchange/theta"][1])
+    ((10, 3, 4), 18.0)
+    """
+    import h5py
+
+    angles = _check_angles(angles)
+    pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
+    with _atomic(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("implements", data="exchange:measurement")
+        exchange = f.create_group("exchange")
+        for name, data, what in (("data", projections, "projections"),
+                                 ("data_white", flats, "flats"), ("data_dark", darks, "darks")):
+            out = _Appender(exchange, name, chunks=chunks, compression=compression)
+            for block in iter_blocks(data, what):
+                out.append(block, what)
+            if name == "data":
+                _check_count(out.count, angles)
+                shape = out.dset.shape
+            elif out.dset is not None and out.dset.shape[1:] != shape[1:]:
+                raise ParameterError(f"{what} frames are {out.dset.shape[1:]} but projections "
+                                     f"are {shape[1:]}", where=what, value=out.dset.shape,
+                                     fix=f"give {what} the projections' (row, col) shape")
+        theta = exchange.create_dataset("theta", data=np.rad2deg(angles))
+        theta.attrs["units"] = "degree"
+        inst = f.create_group("measurement/instrument")
+        if pixel_size is not None:
+            _quantity(inst, "detection_system/objective/resolution", pixel_size * 1e6, "um")
+        if energy is not None:
+            _quantity(inst, "monochromator/energy", energy, "keV")
+        if distance is not None:
+            _quantity(inst, "detector/distance", distance * 1e3, "mm")
+        _set_attrs(f, attrs)
+
+
+def _nx_group(parent, name, nx_class):
+    group = parent.create_group(name)
+    group.attrs["NX_class"] = nx_class
+    return group
+
+
+def write_nxtomo(path, projections, angles, flats=None, darks=None, *, pixel_size=None,
+                 energy=None, distance=None, attrs=None, variant="esrf", flats_after=True,
+                 chunks=None, compression=None, overwrite=False):
+    """Write a scan as an NXtomo HDF5 file, as ESRF (Bliss/nxtomomill) or Diamond write them.
+
+    All frames go into one dataset in acquisition order -- darks, flats,
+    projections, then the second half of the flats when ``flats_after`` --
+    with ``image_key`` 2 (dark), 1 (flat), 0 (projection) and
+    ``rotation_angle`` in degrees for every frame.
+
+    * ``variant="esrf"``: entry ``/entry0000`` (NXentry, definition NXtomo):
+      ``instrument/detector/data``, ``instrument/detector/image_key``
+      (and ``image_key_control``), ``sample/rotation_angle``,
+      ``instrument/detector/x_pixel_size`` [m], ``instrument/detector/distance``
+      [m], ``instrument/beam/incident_energy`` [keV]; ``data`` (NXdata) links.
+    * ``variant="diamond"``: the same under ``/entry1/tomo_entry`` (NXsubentry),
+      with ``data/data`` and ``data/rotation_angle`` linking to them.
+
+    Parameters
+    ----------
+    path, projections, angles, flats, darks, pixel_size, energy, distance, attrs,
+    chunks, compression, overwrite :
+        As for :func:`write_dxchange`.
+    variant : {"esrf", "diamond"}
+    flats_after : bool
+        True: the first ``ceil(n/2)`` flats are written before the projections,
+        the rest after (as for drift correction). False: all before.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os, h5py
+    >>> fn = os.path.join(tempfile.mkdtemp(), "scan.nx")
+    >>> proj = np.ones((4, 2, 3), np.uint16)
+    >>> write_nxtomo(fn, proj, np.linspace(0, np.pi, 4, endpoint=False),
+    ...              flats=2 * proj[:2], darks=0 * proj[:1])
+    >>> with h5py.File(fn) as f:
+    ...     f["/entry0000/instrument/detector/image_key"][:].tolist()
+    [2, 1, 0, 0, 0, 0, 1]
+    """
+    import h5py
+
+    if variant not in ("esrf", "diamond"):
+        raise ParameterError("unknown NXtomo variant", where="variant", value=variant,
+                             fix="pass variant='esrf' or variant='diamond'")
+    angles = _check_angles(angles)
+    pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
+    degrees = np.rad2deg(angles)
+    with _atomic(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+        if variant == "esrf":
+            entry = _nx_group(f, "entry0000", "NXentry")
+        else:
+            entry = _nx_group(_nx_group(f, "entry1", "NXentry"), "tomo_entry", "NXsubentry")
+        entry.create_dataset("definition", data="NXtomo")
+        instrument = _nx_group(entry, "instrument", "NXinstrument")
+        detector = _nx_group(instrument, "detector", "NXdetector")
+        sample = _nx_group(entry, "sample", "NXsample")
+        out = _Appender(detector, "data", chunks=chunks, compression=compression)
+        keys, rot = [], []
+
+        def put(blocks, key, what, angle):
+            for block in iter_blocks(blocks, what):
+                n = out.append(block, what)
+                keys.extend([key] * n)
+                rot.extend([angle] * n if angle is not None else [])
+
+        # flats go in memory only when they must be split before/after
+        if flats is not None and flats_after:
+            flats = np.concatenate(list(iter_blocks(flats, "flats")))
+            half = (flats.shape[0] + 1) // 2
+            flats_pre, flats_post = flats[:half], flats[half:]
+        else:
+            flats_pre, flats_post = flats, None
+        put(darks, 2, "darks", degrees[0])
+        put(flats_pre, 1, "flats", degrees[0])
+        start = out.count
+        for block in iter_blocks(projections, "projections"):
+            n = out.append(block, "projections")
+            keys.extend([0] * n)
+        _check_count(out.count - start, angles)
+        rot.extend(degrees.tolist())
+        if flats_post is not None and len(flats_post):
+            put(flats_post, 1, "flats", degrees[-1])
+
+        image_key = detector.create_dataset("image_key", data=np.asarray(keys, np.int32))
+        detector.create_dataset("image_key_control", data=np.asarray(keys, np.int32))
+        rotation = sample.create_dataset("rotation_angle", data=np.asarray(rot, np.float64))
+        rotation.attrs["units"] = "degree"
+        if pixel_size is not None:
+            _quantity(detector, "x_pixel_size", pixel_size, "m")
+            _quantity(detector, "y_pixel_size", pixel_size, "m")
+        if distance is not None:
+            _quantity(detector, "distance", distance, "m")
+        if energy is not None:
+            beam = _nx_group(instrument, "beam", "NXbeam")
+            _quantity(beam, "incident_energy", energy, "keV")
+        data = _nx_group(entry, "data", "NXdata")
+        data["data"] = out.dset
+        data["rotation_angle"] = rotation
+        data["image_key"] = image_key
+        data.attrs["signal"] = "data"
+        _set_attrs(f, attrs)
+
+
+def write_tiff_stack(folder, projections, angles, flats=None, darks=None, *, pixel_size=None,
+                     energy=None, distance=None, attrs=None, overwrite=False):
+    """Write a scan as a folder of single-page TIFFs that :func:`open_scan` reads back.
+
+    Files: ``proj_00000.tif`` ..., ``flat_00000.tif`` ..., ``dark_00000.tif`` ...,
+    ``angles.txt`` (degrees, one per line) and ``metadata.json``
+    (``pixel_size`` [m], ``energy`` [keV], ``distance`` [m], ``attrs``).
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Output folder (created; must not exist unless ``overwrite``).
+    projections, angles, flats, darks, pixel_size, energy, distance, attrs, overwrite :
+        As for :func:`write_dxchange`.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> out = os.path.join(tempfile.mkdtemp(), "scan")
+    >>> write_tiff_stack(out, np.zeros((3, 2, 2), np.float32), [0, 1, 2])
+    >>> sorted(os.listdir(out))
+    ['angles.txt', 'metadata.json', 'proj_00000.tif', 'proj_00001.tif', 'proj_00002.tif']
+    """
+    import tifffile
+
+    angles = _check_angles(angles)
+    pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
+    with _atomic(folder, overwrite=overwrite) as tmp:
+        tmp.mkdir()
+        shapes = {}
+        for prefix, data, what in (("proj", projections, "projections"),
+                                   ("flat", flats, "flats"), ("dark", darks, "darks")):
+            count = 0
+            for block in iter_blocks(data, what):
+                if shapes and block.shape[1:] != shapes["projections"]:
+                    raise ParameterError(
+                        f"{what} frames are {block.shape[1:]} but projections are "
+                        f"{shapes['projections']}", where=what, value=block.shape,
+                        fix=f"give {what} the projections' (row, col) shape")
+                shapes.setdefault(what, block.shape[1:])
+                for frame in block:
+                    tifffile.imwrite(tmp / f"{prefix}_{count:05d}.tif", frame)
+                    count += 1
+            if what == "projections":
+                _check_count(count, angles)
+        np.savetxt(tmp / "angles.txt", np.rad2deg(angles), fmt="%.17g",
+                   header="rotation angle in degrees, one per projection")
+        meta = {"pixel_size": pixel_size, "energy": energy, "distance": distance,
+                "units": "pixel_size: m, distance: m, energy: keV",
+                "attrs": _jsonable(attrs or {})}
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
+
+
+# ----------------------------------------------------------------------------- volumes
+
+_VOLUME_FORMATS = ("auto", "zarr", "tiff", "hdf5")
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx")
+
+
+def _volume_format(path: Path, fmt: str) -> str:
+    if fmt not in _VOLUME_FORMATS:
+        raise ParameterError("unknown volume format", where="format", value=fmt,
+                             fix=f"pass one of {', '.join(repr(x) for x in _VOLUME_FORMATS)}")
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        return "zarr"
+    if suffix in _HDF5_SUFFIXES:
+        return "hdf5"
+    if suffix in ("", ".tif", ".tiff"):
+        return "tiff"
+    raise ParameterError("cannot tell the format from the file name", where="path",
+                         value=str(path),
+                         fix="end the name with .zarr, .h5 (or .hdf5), or no suffix for a TIFF "
+                             "folder, or pass format='zarr'|'tiff'|'hdf5'")
+
+
+def _as_volume(volume):
+    import xarray as xr
+
+    if isinstance(volume, xr.DataArray):
+        if volume.ndim != 3:
+            raise ParameterError("the volume must be 3-D (z, y, x)", where="volume",
+                                 value=volume.dims, fix="pass a DataArray with dims (z, y, x)")
+        return volume
+    if hasattr(volume, "shape") and len(volume.shape) == 3:
+        return xr.DataArray(volume, dims=("z", "y", "x"), name="volume")
+    raise ParameterError("the volume must be a 3-D xarray.DataArray (z, y, x)", where="volume",
+                         value=type(volume).__name__, fix="pass the DataArray that reconstruct returns")
+
+
+def _z_slabs(volume):
+    """Yield (z0, z1, numpy block) over whole-(y, x) slabs of about 64 MiB."""
+    import dask.array as da
+
+    data = volume.data
+    step = _slab_length(volume.shape, volume.dtype)
+    if isinstance(data, da.Array):
+        data = data.rechunk({0: step, 1: -1, 2: -1})
+        z0 = 0
+        for i in range(data.numblocks[0]):
+            block = np.asarray(data.blocks[i].compute())
+            yield z0, z0 + block.shape[0], block
+            z0 += block.shape[0]
+        return
+    for z0 in range(0, volume.shape[0], step):
+        block = _host(data[z0:z0 + step])
+        yield z0, z0 + block.shape[0], block
+
+
+def _host(data):
+    from tomolab._array import to_numpy
+    return to_numpy(data)
+
+
+def save_volume(volume, path, *, format="auto", overwrite=False):
+    """Save a reconstructed volume ``(z, y, x)`` with its attrs, slab by slab, atomically.
+
+    Parameters
+    ----------
+    volume : xarray.DataArray
+        Dims ``(z, y, x)``; numpy, dask (streamed: bounded memory) or cupy data.
+        Its attrs (the parameters that made it) and coords are saved.
+    path : str or os.PathLike
+        Output path.
+    format : {"auto", "zarr", "tiff", "hdf5"}
+        "auto": ``*.zarr`` -> zarr; ``*.h5``, ``*.hdf5``, ``*.hdf``, ``*.nxs`` -> HDF5;
+        no suffix, ``*.tif`` or ``*.tiff`` -> a folder of TIFFs.
+
+        * zarr: an xarray zarr store, variable ``volume``, chunked by z slab;
+        * tiff: a folder with ``slice_00000.tif`` (one per z) and
+          ``metadata.json`` (attrs, dims, coords, dtype);
+        * hdf5: dataset ``/volume`` chunked by z slice, attrs on it (dicts as
+          JSON text), coords as ``/z``, ``/y``, ``/x``.
+    overwrite : bool
+        Replace an existing output.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, tempfile, os
+    >>> vol = xr.DataArray(np.random.rand(4, 5, 6).astype(np.float32), dims=("z", "y", "x"),
+    ...                    attrs={"center": 2.5, "units": "1/m"})
+    >>> out = os.path.join(tempfile.mkdtemp(), "vol.zarr")
+    >>> save_volume(vol, out)
+    >>> back = open_volume(out)
+    >>> bool((back.values == vol.values).all()), back.attrs["center"]
+    (True, 2.5)
+    """
+    path = Path(os.fspath(path)).expanduser()
+    fmt = _volume_format(path, format)
+    volume = _as_volume(volume)
+    attrs = _jsonable(dict(volume.attrs))
+    with _atomic(path, overwrite=overwrite) as tmp:
+        if fmt == "zarr":
+            _save_zarr(volume, tmp, attrs)
+        elif fmt == "hdf5":
+            _save_hdf5(volume, tmp, attrs)
+        else:
+            _save_tiff(volume, tmp, attrs)
+
+
+def _save_zarr(volume, tmp, attrs):
+    import warnings
+
+    import dask.array as da
+
+    step = _slab_length(volume.shape, volume.dtype)
+    data = volume.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(_host(data), chunks=(step, -1, -1))
+    else:
+        data = data.rechunk((step, -1, -1)).map_blocks(_host, dtype=volume.dtype)
+    out = volume.copy(data=data)
+    out.encoding = {}
+    out.attrs = attrs
+    ds = out.to_dataset(name="volume")
+    ds.attrs = attrs
+    for name in ds.coords:
+        ds[name].encoding = {}
+    with warnings.catch_warnings():
+        # zarr 3 warns that consolidated metadata is not in the v3 spec yet
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        ds.to_zarr(tmp, mode="w")
+
+
+def _save_hdf5(volume, tmp, attrs):
+    import h5py
+
+    with h5py.File(tmp, "w") as f:
+        dset = f.create_dataset("volume", shape=volume.shape, dtype=volume.dtype,
+                                chunks=(1, *volume.shape[1:]))
+        for z0, z1, block in _z_slabs(volume):
+            dset[z0:z1] = block
+        _set_attrs(dset, attrs)
+        dset.attrs["dims"] = json.dumps(list(volume.dims))
+        for name in volume.dims:
+            if name in volume.coords:
+                coord = f.create_dataset(name, data=_host(volume[name].values))
+                _set_attrs(coord, _jsonable(dict(volume[name].attrs)))
+
+
+def _save_tiff(volume, tmp, attrs):
+    import tifffile
+
+    tmp.mkdir()
+    for z0, _, block in _z_slabs(volume):
+        for i, plane in enumerate(block):
+            tifffile.imwrite(tmp / f"slice_{z0 + i:05d}.tif", plane)
+    meta = {"attrs": attrs, "dims": list(volume.dims), "dtype": str(volume.dtype),
+            "shape": list(volume.shape),
+            "coords": {name: {"values": _jsonable(_host(volume[name].values)),
+                              "attrs": _jsonable(dict(volume[name].attrs))}
+                       for name in volume.dims if name in volume.coords}}
+    (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
+
+
+def open_volume(path, *, format="auto"):
+    """Open a volume written by :func:`save_volume`, lazily (dask), with its attrs.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    format : {"auto", "zarr", "tiff", "hdf5"}
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(z, y, x)``.
+    """
+    import xarray as xr
+
+    from tomolab.errors import ScanFormatError
+    from tomolab.io._build import to_dask
+
+    path = Path(os.fspath(path)).expanduser()
+    if not path.exists():
+        raise ScanFormatError("no such file or folder", where=str(path),
+                              fix="check the path")
+    fmt = _volume_format(path, format)
+    if fmt == "zarr":
+        return xr.open_zarr(path)["volume"]
+    if fmt == "hdf5":
+        import h5py
+
+        from tomolab.io._lazy import HDF5Frames
+        with h5py.File(path, "r", locking=False) as f:
+            dset = f["volume"]
+            frames = HDF5Frames(str(path), "/volume", shape=dset.shape, dtype=dset.dtype)
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in dset.attrs.items()}
+            dims = tuple(json.loads(attrs.pop("dims", '["z", "y", "x"]')))
+            coords = {name: (name, f[name][()], dict(f[name].attrs))
+                      for name in dims if name in f}
+        return xr.DataArray(to_dask(frames, name=f"volume-{path}"), dims=dims, coords=coords,
+                            attrs=attrs, name="volume")
+    from tomolab.io._lazy import TiffFrames
+    meta = json.loads((path / "metadata.json").read_text())
+    files = sorted(path.glob("slice_*.tif"))
+    frames = TiffFrames([str(p) for p in files], [0] * len(files), shape=meta["shape"][1:],
+                        dtype=meta["dtype"])
+    coords = {name: (name, np.asarray(c["values"]), c["attrs"])
+              for name, c in meta.get("coords", {}).items()}
+    return xr.DataArray(to_dask(frames, name=f"volume-{path}"), dims=tuple(meta["dims"]),
+                        coords=coords, attrs=meta["attrs"], name="volume")

@@ -1,0 +1,122 @@
+"""reconstruct() on whole scans: physics, attrs, backends and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tomolab
+from tomolab.errors import ParameterError
+from tomolab.testing import gpu_test
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return tomolab.data.simulate_scan(128, n_rows=12, n_angles=240, photons=20000)
+
+
+def _rel_error(volume, truth, n):
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+    mask = np.hypot(yy, xx) < 0.4 * n
+    diff = (volume - truth)[:, mask]
+    return np.sqrt(np.mean(diff ** 2)) / np.sqrt(np.mean(truth[:, mask] ** 2))
+
+
+def test_reconstruction_matches_the_phantom_in_physical_units(scan):
+    vol = tomolab.reconstruct(scan, center=scan.attrs["true_center"], rows="3:9", backend="numpy")
+    assert vol.dims == ("z", "y", "x") and vol.shape == (6, 128, 128)
+    assert vol.attrs["units"] == "1/m"
+    truth = tomolab.data.true_volume(scan, rows=slice(3, 9))
+    assert _rel_error(vol.values, truth, 128) < 0.15
+    # the mean inside the sample is right to 2 % (the noise averages out)
+    yy, xx = np.mgrid[:128, :128] - 63.5
+    inner = np.hypot(yy, xx) < 40
+    assert abs(vol.values[:, inner].mean() / truth[:, inner].mean() - 1) < 0.02
+    assert list(vol["row"].values) == [3, 4, 5, 6, 7, 8]
+    assert np.isclose(vol["x"].values[1] - vol["x"].values[0], scan.attrs["pixel_size"])
+
+
+def test_every_parameter_is_recorded(scan):
+    vol = tomolab.reconstruct(scan, center=70.25, rows=5, filter="hann", backend="numpy")
+    for key, value in {"center": 70.25, "rows": "5:6", "filter": "hann", "algorithm": "fbp",
+                       "backend": "numpy", "pad_mode": "edge", "normalize": 1}.items():
+        assert vol.attrs[key] == value
+
+
+def test_wrong_center_is_worse_than_right_center(scan):
+    truth = tomolab.data.true_volume(scan, rows=[6])
+    right = tomolab.reconstruct(scan, center=scan.attrs["true_center"], rows=6, backend="numpy")
+    wrong = tomolab.reconstruct(scan, center=scan.attrs["true_center"] + 2, rows=6, backend="numpy")
+    assert _rel_error(wrong.values, truth, 128) > 1.5 * _rel_error(right.values, truth, 128)
+
+
+def test_auto_center(scan):
+    vol = tomolab.reconstruct(scan, center="auto", rows="5:7", backend="numpy")
+    assert abs(vol.attrs["center"] - scan.attrs["true_center"]) <= 0.5
+    assert vol.attrs["center_source"].startswith("auto")
+
+
+def test_progress_and_cancel(scan, monkeypatch):
+    import tomolab.engine.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "slab_height", lambda *a, **k: 2)
+    calls = []
+    tomolab.reconstruct(scan, center=70.0, rows="0:6", backend="numpy",
+                        progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(2, 6), (4, 6), (6, 6)]
+    with pytest.raises(tomolab.engine.Cancelled, match="after 2 of 6 rows"):
+        tomolab.reconstruct(scan, center=70.0, rows="0:6", backend="numpy",
+                            cancel=lambda: len(calls) > 3,
+                            progress=lambda done, total: calls.append(done))
+
+
+def test_zero_and_negative_counts_do_not_make_nan():
+    counts = np.random.default_rng(1).poisson(50, size=(90, 2, 64)).astype(np.uint16)
+    counts[:, :, 10:20] = 0  # dead columns: counts below the dark level
+    scan = tomolab.from_arrays(counts, np.linspace(0, np.pi, 90, endpoint=False),
+                               flats=np.full((2, 2, 64), 60, np.uint16),
+                               darks=np.full((2, 2, 64), 5, np.uint16))
+    vol = tomolab.reconstruct(scan, center=31.5, backend="numpy")
+    assert np.isfinite(vol.values).all()
+
+
+@pytest.mark.parametrize("rows, message", [
+    (12, r"rows=12: row is outside the detector; fix: pick a row between 0 and 11"),
+    ("10:40", r"rows='10:40': row range is outside the detector or empty; fix: use a range within 0:12"),
+    ("a:b", r"rows='a:b'"),
+])
+def test_rows_out_of_range(scan, rows, message):
+    with pytest.raises(ParameterError, match=message):
+        tomolab.reconstruct(scan, center=64.0, rows=rows, backend="numpy")
+
+
+@pytest.mark.parametrize("center", [-1.0, 128.0, float("nan"), "left"])
+def test_center_outside_the_detector(scan, center):
+    with pytest.raises(ParameterError, match=r"center=.*fix: pass a"):
+        tomolab.reconstruct(scan, center=center, rows=0, backend="numpy")
+
+
+def test_unknown_names(scan):
+    with pytest.raises(ParameterError, match="algorithm='art'.*fbp"):
+        tomolab.reconstruct(scan, center=64.0, algorithm="art")
+    with pytest.raises(ParameterError, match="backend='opencl'.*numpy"):
+        tomolab.reconstruct(scan, center=64.0, backend="opencl")
+
+
+def test_missing_flats_says_how_to_proceed():
+    with pytest.warns(UserWarning):
+        scan = tomolab.from_arrays(np.ones((60, 2, 32), np.float32),
+                                   np.linspace(0, np.pi, 60, endpoint=False))
+    with pytest.raises(ParameterError, match="no flat fields.*normalize=False"):
+        tomolab.reconstruct(scan, center=16.0, backend="numpy")
+    vol = tomolab.reconstruct(scan, center=16.0, backend="numpy", normalize=False)
+    assert np.allclose(vol.values, 0, atol=1e-6)  # transmission 1 everywhere: nothing there
+
+
+@gpu_test
+def test_cpu_and_gpu_volumes_agree(scan):
+    cpu = tomolab.reconstruct(scan, center=71.3, rows="2:10", backend="numpy")
+    gpu = tomolab.reconstruct(scan, center=71.3, rows="2:10", backend="cupy")
+    rel = np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values)
+    assert rel < 1e-4, rel
+    assert gpu.attrs["backend"] == "cupy"

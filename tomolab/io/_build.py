@@ -162,7 +162,7 @@ def _check_frame_coord(frames, n, default):
     return frames
 
 
-def _missing_warning(kind: str, source: str, looked: str | None) -> None:
+def _missing_message(kind: str, source: str, looked: str | None) -> str:
     where = f" (looked for {looked})" if looked else ""
     if kind == "flats":
         advice = ("pass flats=ARRAY (flat, row, col) to open_scan/from_arrays, or, if the "
@@ -171,8 +171,8 @@ def _missing_warning(kind: str, source: str, looked: str | None) -> None:
         advice = ("pass darks=ARRAY (dark, row, col) to open_scan/from_arrays; without darks "
                   "the dark current is taken as zero, or use tomolab.reconstruct(..., "
                   "normalize=False) if the projections are already normalised")
-    warnings.warn(f"{source}: no {kind} found{where}; the scan has no '{kind}' variable. "
-                  f"To proceed: {advice}.", ScanWarning, stacklevel=4)
+    return (f"{source}: no {kind} found{where}; the scan has no '{kind}' variable. "
+            f"To proceed: {advice}.")
 
 
 def _clean_attrs(attrs: dict) -> dict:
@@ -253,10 +253,11 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
                     f"to {(rows, cols)} and pass {var}= explicitly")
         dark_flat[var] = arr
 
+    pending = []  # warnings, given once everything is validated
     if angles is None:
-        warnings.warn(f"{source}: no rotation angles recorded; assuming {n} angles evenly "
-                      f"spaced over 180 degrees (endpoint excluded). If that is wrong, pass "
-                      f"angles= (radians).", ScanWarning, stacklevel=3)
+        pending.append(f"{source}: no rotation angles recorded; assuming {n} angles evenly "
+                       f"spaced over 180 degrees (endpoint excluded). If that is wrong, pass "
+                       f"angles= (radians).")
         angles = default_angles(n)
         angles_source = "assumed: evenly spaced over 180 degrees, endpoint excluded"
     angles = _check_angles(angles, n, names.get("angles") or
@@ -264,7 +265,7 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
 
     for var in ("flats", "darks"):
         if var not in dark_flat:
-            _missing_warning(var, source, looked_for.get(var))
+            pending.append(_missing_message(var, source, looked_for.get(var)))
 
     token = None
     if source_file is not None:
@@ -321,7 +322,10 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
             meta[key] = float(meta[key])
     attrs.update(meta)
     attrs["units"] = SCAN_UNITS
-    return xr.Dataset(data_vars, coords=coords, attrs=_clean_attrs(attrs))
+    scan = xr.Dataset(data_vars, coords=coords, attrs=_clean_attrs(attrs))
+    for message in pending:
+        warnings.warn(message, ScanWarning, stacklevel=3)
+    return scan
 
 
 def _check_positive(value, name):

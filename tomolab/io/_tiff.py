@@ -94,13 +94,36 @@ def _tiffs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if _is_tiff(p)), key=lambda p: natural_key(p.name))
 
 
+class _LogCapture:
+    """Collect tifffile's logged errors (it logs, not raises, on a broken page chain)."""
+
+    def __enter__(self):
+        import logging
+
+        self.messages = []
+        self.handler = logging.Handler(logging.ERROR)
+        self.handler.emit = lambda record: self.messages.append(record.getMessage())
+        self.logger = logging.getLogger("tifffile")
+        self.logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+
+
+def _truncated(path: Path, why: str, size: int) -> ScanFormatError:
+    return ScanFormatError(f"the TIFF is truncated or corrupt: {why}", where=str(path),
+                           value=size, fix="copy the file again from its source, or remove "
+                                           "it from the folder")
+
+
 def _inspect(path: Path):
     """(number of pages, frame shape, dtype) of a TIFF, checking that its data are all there."""
     import tifffile
 
     size = path.stat().st_size
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _LogCapture() as log, tifffile.TiffFile(path) as tif:
             pages = tif.pages
             n = len(pages)
             if n == 0:
@@ -108,16 +131,23 @@ def _inspect(path: Path):
             first, last = pages[0], pages[n - 1]
             shape, dtype = tuple(first.shape), first.dtype
             ends = [int(o) + int(c) for o, c in zip(last.dataoffsets, last.databytecounts)]
+            declared = n
+            series = tif.series[0] if tif.series else None
+            if series is not None and tuple(series.shape[-2:]) == shape:
+                declared = int(np.prod(series.shape[:-2], dtype=np.int64))
     except Exception as exc:  # tifffile raises many kinds on broken files
         raise ScanFormatError(f"cannot read the TIFF ({type(exc).__name__}: {exc}); it is "
                               f"truncated or corrupt", where=str(path),
                               fix="copy the file again from its source, or remove it from "
                                   "the folder") from None
     if ends and max(ends) > size:
-        raise ScanFormatError(f"the TIFF is truncated: its image data end at byte {max(ends)} "
-                              f"but the file has {size} bytes", where=str(path), value=size,
-                              fix="copy the file again from its source, or remove it from "
-                                  "the folder")
+        raise _truncated(path, f"its image data end at byte {max(ends)} but the file has "
+                               f"{size} bytes", size)
+    if log.messages:
+        raise _truncated(path, f"tifffile reports {log.messages[0]!r} after {n} pages", size)
+    if declared > n:
+        raise _truncated(path, f"its metadata declare {declared} images but only {n} pages "
+                               f"are readable", size)
     if len(shape) != 2 or dtype is None:
         raise ScanFormatError(f"TIFF pages must be 2-D greyscale images, got shape {shape}",
                               where=str(path), value=shape,

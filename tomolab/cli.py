@@ -1,0 +1,235 @@
+"""The ``tomolab`` command: demo, info, recon, simulate.
+
+Bad input ends with one line on stderr that names the file or parameter, the
+value and the fix, and a non-zero exit status; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _parse_center(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--center={text!r}: not a number; fix: pass a detector "
+                                         "column in pixels, or auto") from None
+
+
+def save_png(image, path, *, percentiles=(0.5, 99.5)) -> None:
+    """Write a 2D array as an 8-bit greyscale PNG, contrast from percentiles (atomically)."""
+    import os
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    lo, hi = np.percentile(image, percentiles)
+    scaled = np.clip((image - lo) / max(hi - lo, 1e-30), 0, 1)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray((scaled * 255).astype(np.uint8)).save(tmp, format="PNG")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+
+    import tomolab
+    from tomolab.data import iter_projection_slabs
+    from tomolab.data.simulate import _parameters, simulate_flats_darks, simulation_attrs
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    params = _parameters(args.size, args.rows, args.angles, None, seed=args.seed)
+    sample = out / "sample.h5"
+    flats, darks = simulate_flats_darks(params)
+    tomolab.io.write_dxchange(sample, iter_projection_slabs(params), params.angles, flats, darks,
+                              pixel_size=params.pixel_size, energy=params.energy,
+                              distance=params.distance, attrs=simulation_attrs(params),
+                              overwrite=True)
+    t_sim = time.perf_counter() - t0
+    print(f"sample     {sample} ({params.n_angles} projections of {params.n_rows} x "
+          f"{params.n_cols}, simulated in {t_sim:.1f} s)")
+
+    t1 = time.perf_counter()
+    scan = tomolab.open_scan(sample)
+    center, score = tomolab.find_center(scan, backend=args.backend)
+    t_center = time.perf_counter() - t1
+    true_center = params.center
+    print(f"centre     found {center:.2f} px, true {true_center:.2f} px, error "
+          f"{center - true_center:+.2f} px, score {score:.2f} ({t_center:.2f} s)")
+
+    t2 = time.perf_counter()
+    volume = tomolab.reconstruct(scan, center=center, backend=args.backend)
+    t_recon = time.perf_counter() - t2
+    truth = tomolab.data.true_volume(simulation_attrs(params))
+    n = volume.sizes["x"]
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+    inside = np.hypot(yy, xx) < 0.4 * n
+    rel = (np.sqrt(np.mean((volume.values - truth)[:, inside] ** 2))
+           / np.sqrt(np.mean(truth[:, inside] ** 2)))
+    print(f"volume     {volume.sizes['z']} x {n} x {n} on {volume.attrs['backend']} in "
+          f"{t_recon:.2f} s; error against the phantom {100 * rel:.1f} % (RMS, inside the sample)")
+
+    zarr_path = out / "volume.zarr"
+    tomolab.save_volume(volume, zarr_path, overwrite=True)
+    png_path = out / "middle_slice.png"
+    save_png(volume.values[volume.sizes["z"] // 2], png_path)
+    print(f"written    {zarr_path} and {png_path}")
+    print(f"total      {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import tomolab
+
+    print(tomolab.io.describe(args.file))
+    return 0
+
+
+def cmd_recon(args) -> int:
+    import tomolab
+    from tomolab.errors import ParameterError
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise ParameterError("output exists", where="-o/--output", value=str(output),
+                             fix="choose another path or pass --overwrite")
+    scan = tomolab.open_scan(args.file)
+    bars = []  # the bar appears with the first finished slab, after all validation
+
+    def progress(done, total):
+        if args.quiet:
+            return
+        if not bars:
+            from tqdm import tqdm
+            bars.append(tqdm(total=total, unit="row", desc="reconstruct", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    started = time.perf_counter()
+    try:
+        volume = tomolab.reconstruct(scan, center=args.center, rows=args.rows, filter=args.filter,
+                                     backend=args.backend, progress=progress,
+                                     normalize=not args.no_normalize)
+    finally:
+        for bar in bars:
+            bar.close()
+    tomolab.save_volume(volume, output, format=args.format, overwrite=args.overwrite)
+    print(f"{output}: {volume.sizes['z']} slices of {volume.sizes['y']} x {volume.sizes['x']}, "
+          f"centre {volume.attrs['center']:.2f} px, {volume.attrs['backend']}, "
+          f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    import tomolab
+    from tomolab.data import iter_projection_slabs
+    from tomolab.data.simulate import _parameters, simulate_flats_darks, simulation_attrs
+
+    params = _parameters(args.size, args.rows, args.angles, args.center, seed=args.seed,
+                         ring_errors=args.rings, zingers=args.zingers, photons=args.photons)
+    flats, darks = simulate_flats_darks(params)
+    meta = dict(pixel_size=params.pixel_size, energy=params.energy, distance=params.distance,
+                attrs=simulation_attrs(params), overwrite=args.overwrite)
+    slabs = iter_projection_slabs(params)
+    if args.format == "dxchange":
+        tomolab.io.write_dxchange(args.output, slabs, params.angles, flats, darks, **meta)
+    elif args.format in ("nxtomo", "nxtomo-diamond"):
+        tomolab.io.write_nxtomo(args.output, slabs, params.angles, flats, darks,
+                                variant="diamond" if args.format == "nxtomo-diamond" else "esrf",
+                                **meta)
+    else:
+        tomolab.io.write_tiff_stack(args.output, slabs, params.angles, flats, darks, **meta)
+    print(f"{args.output}: {args.format}, {params.n_angles} projections of {params.n_rows} x "
+          f"{params.n_cols}, axis at column {params.center:.2f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tomolab", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version",
+                        version=f"tomolab {__import__('tomolab').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="simulate a sample, find its centre, reconstruct, save")
+    demo.add_argument("--out", default="tomolab-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--size", type=int, default=256, help="detector width (default: %(default)s)")
+    demo.add_argument("--rows", type=int, default=16, help="detector rows (default: %(default)s)")
+    demo.add_argument("--angles", type=int, default=400, help="projections (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    demo.set_defaults(func=cmd_demo)
+
+    info = sub.add_parser("info", help="describe a scan file or folder")
+    info.add_argument("file")
+    info.set_defaults(func=cmd_info)
+
+    recon = sub.add_parser("recon", help="reconstruct a scan into a volume file")
+    recon.add_argument("file")
+    recon.add_argument("--center", type=_parse_center, default="auto",
+                       help="rotation axis column in pixels, or auto (default)")
+    recon.add_argument("--rows", default=None, help="detector rows A:B (default: all)")
+    recon.add_argument("-o", "--output", required=True, help="OUT.zarr, OUT.h5 or a TIFF folder")
+    recon.add_argument("--format", default="auto", choices=["auto", "zarr", "hdf5", "tiff"])
+    recon.add_argument("--filter", default="ramp")
+    recon.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    recon.add_argument("--no-normalize", action="store_true",
+                       help="projections are already flat-field corrected")
+    recon.add_argument("--overwrite", action="store_true")
+    recon.add_argument("-q", "--quiet", action="store_true")
+    recon.set_defaults(func=cmd_recon)
+
+    sim = sub.add_parser("simulate", help="write a simulated scan with a known answer")
+    sim.add_argument("output")
+    sim.add_argument("--format", default="dxchange",
+                     choices=["dxchange", "nxtomo", "nxtomo-diamond", "tiff"])
+    sim.add_argument("--size", type=int, default=256)
+    sim.add_argument("--rows", type=int, default=None)
+    sim.add_argument("--angles", type=int, default=None)
+    sim.add_argument("--center", type=float, default=None)
+    sim.add_argument("--photons", type=float, default=2.0e4)
+    sim.add_argument("--rings", type=float, default=0.0, help="relative pixel gain error, e.g. 0.01")
+    sim.add_argument("--zingers", type=float, default=0.0, help="fraction of pixels hit")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--overwrite", action="store_true")
+    sim.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv=None) -> int:
+    from tomolab.errors import TomolabError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (TomolabError, OSError) as exc:
+        if args.debug:
+            raise
+        message = " ".join(str(exc).split())
+        print(f"tomolab {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"tomolab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -129,12 +129,18 @@ def test_missing_flats_and_darks_are_absent_with_a_warning_that_says_how_to_proc
 # ----------------------------------------------------------------------------- NXtomo (ESRF)
 
 def make_esrf(path, darks, flats_pre, proj, flats_post, angles_deg, *, entry="entry0000",
-              pixel_um=0.65, distance_mm=35.0, energy_kev=19.0):
-    frames = np.concatenate([darks, flats_pre, proj, flats_post])
+              pixel_um=0.65, distance_mm=35.0, energy_kev=19.0, alignment=None):
+    """An ESRF (Bliss / nxtomomill) NXtomo entry; ``alignment``: extra frames at the end
+    that image_key calls projections (0) and image_key_control calls alignment (-1)."""
+    alignment = np.zeros((0, ROWS, COLS), proj.dtype) if alignment is None else alignment
+    frames = np.concatenate([darks, flats_pre, proj, flats_post, alignment])
     keys = np.array([2] * len(darks) + [1] * len(flats_pre) + [0] * len(proj)
-                    + [1] * len(flats_post), np.int8)
+                    + [1] * len(flats_post) + [0] * len(alignment), np.int8)
+    control = keys.copy()
+    control[len(keys) - len(alignment):] = -1
     rot = np.concatenate([np.zeros(len(darks) + len(flats_pre)), angles_deg,
-                          np.full(len(flats_post), angles_deg[-1])])
+                          np.full(len(flats_post), angles_deg[-1]),
+                          np.linspace(180, 0, len(alignment))])
     with h5py.File(path, "a") as f:
         e = f.create_group(entry)
         e.attrs["NX_class"] = "NXentry"
@@ -143,7 +149,7 @@ def make_esrf(path, darks, flats_pre, proj, flats_post, angles_deg, *, entry="en
         det.attrs["NX_class"] = "NXdetector"
         det.create_dataset("data", data=frames, chunks=(1, ROWS, COLS))
         det["image_key"] = keys
-        det["image_key_control"] = keys
+        det["image_key_control"] = control
         px = det.create_dataset("x_pixel_size", data=pixel_um)
         px.attrs["units"] = "um"
         d = det.create_dataset("distance", data=distance_mm)
@@ -159,13 +165,14 @@ def test_esrf_nxtomo_flats_before_and_after_keep_acquisition_index(tmp_path, rng
     darks, pre, proj, post = stack(rng, 2), stack(rng, 3), stack(rng, 10), stack(rng, 3)
     angles = np.linspace(0, 360, 10, endpoint=False)
     fn = tmp_path / "tomo.nx"
-    make_esrf(fn, darks, pre, proj, post, angles)
+    make_esrf(fn, darks, pre, proj, post, angles, alignment=stack(rng, 2))
 
     scan = open_scan(fn)
 
     assert scan.attrs["layout"] == "nxtomo"
     assert scan.attrs["projections_path"] == "/entry0000/instrument/detector/data"
-    assert scan.attrs["image_key_path"] == "/entry0000/instrument/detector/image_key"
+    assert scan.attrs["image_key_path"] == "/entry0000/instrument/detector/image_key_control"
+    assert scan.attrs["alignment_frames"] == 2  # left out of the projections
     np.testing.assert_array_equal(scan.projections.values, proj)
     np.testing.assert_array_equal(scan.flats.values, np.concatenate([pre, post]))
     np.testing.assert_array_equal(scan.darks.values, darks)

@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from tomolab._array import is_cupy
 from tomolab.errors import ParameterError, ScanFormatError
 
 __all__ = ["ScanWarning", "build_scan", "from_arrays", "default_angles", "to_dask",
@@ -104,7 +105,10 @@ def to_dask(array, *, chunks="auto", name=None, stored_chunk=None, where="projec
         resolved = _resolve_chunks(chunks, shape, array.dtype, stored_chunk)
         if isinstance(array, da.Array):
             return array.rechunk(resolved) if chunks is not None else array
-        meta = np.empty((0,) * len(shape), dtype=array.dtype)
+        if isinstance(array, np.ndarray) or is_cupy(array):
+            meta = array[(slice(0, 0),) * len(shape)]  # keeps cupy as cupy
+        else:  # a lazy frame array: an empty numpy meta, so dask reads nothing now
+            meta = np.empty((0,) * len(shape), dtype=array.dtype)
         if name:
             import dask.base
             name = f"{name}-{dask.base.tokenize(name, shape, str(array.dtype), resolved)}"

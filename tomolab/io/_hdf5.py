@@ -186,8 +186,9 @@ def _open_nxtomo(filename, f, entry, layout, *, read_angles):
     else:
         data_path = _first(grp, ("instrument/detector/data", "data/data"))
         angle_paths = ("sample/rotation_angle", "data/rotation_angle")
-    key_path = _first(grp, ("instrument/detector/image_key", "data/image_key",
-                            "instrument/detector/image_key_control"))
+    # image_key_control also marks alignment projections (-1) that image_key calls 0
+    key_path = _first(grp, ("instrument/detector/image_key_control",
+                            "instrument/detector/image_key", "data/image_key"))
     if data_path is None or key_path is None:
         raise ScanFormatError(
             "NXtomo entry lacks detector data or image_key", where=f"{filename}:{entry}",
@@ -209,6 +210,7 @@ def _open_nxtomo(filename, f, entry, layout, *, read_angles):
                               where=f"{filename}:{grp[key_path].name}",
                               value=np.unique(keys).tolist(),
                               fix="check the file: NXtomo uses 0=projection, 1=flat, 2=dark")
+    n_alignment = int(np.count_nonzero(keys == -1))
     parts = {var: _frames(filename, data, frame_runs(idx))
              for var, idx in index.items() if idx.size}
     paths = {var: data.name for var in parts}
@@ -243,7 +245,8 @@ def _open_nxtomo(filename, f, entry, layout, *, read_angles):
                                             "length", filename)
     metadata = {"pixel_size": pixel, "energy": energy, "distance": distance,
                 "pixel_size_path": pixel_path, "energy_path": energy_path,
-                "distance_path": distance_path, "entry": entry}
+                "distance_path": distance_path, "entry": entry,
+                "alignment_frames": n_alignment or None}
     frames = {"angle": index["projections"], "flat": index["flats"], "dark": index["darks"]}
     looked = {"flats": f"{grp[key_path].name} == 1", "darks": f"{grp[key_path].name} == 2"}
     return dict(

@@ -167,10 +167,12 @@ def describe(scan) -> str:
     >>> import numpy as np
     >>> from tomolab.io import from_arrays
     >>> scan = from_arrays(np.zeros((180, 8, 16), np.uint16), np.deg2rad(np.arange(180.0)),
-    ...                    flats=np.ones((4, 8, 16), np.uint16), pixel_size=6.5e-6, energy=20)
-    ... # doctest: +SKIP
-    >>> print(describe(scan))  # doctest: +SKIP
-    arrays scan: projections 180 x 8 x 16 (angle x row x col) uint16 ...
+    ...                    flats=np.ones((4, 8, 16), np.uint16), darks=np.zeros((8, 16), np.uint16),
+    ...                    pixel_size=6.5e-6, energy=20)
+    >>> print(describe(scan))  # doctest: +NORMALIZE_WHITESPACE
+    arrays scan: projections 180 x 8 x 16 (angle x row x col) uint16, 46.1 kB; 4 flats;
+    1 darks; angles 0.000 to 179.000 deg, step 1.0000 deg (given (radians)); pixel size
+    6.5 um, energy 20 keV; dask chunks (180, 8, 16).
     """
     if not hasattr(scan, "data_vars"):
         scan = open_scan(scan)

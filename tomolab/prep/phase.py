@@ -50,12 +50,19 @@ def _frame_check(images, name):
                              fix="pass projections shaped (angle, row, col)")
 
 
-def _padded_shape(shape, pad):
-    """Next fast FFT lengths of at least twice each frame axis (or as is)."""
+#: Padding on each side is at least this many filter lengths (exp(-6) = 0.25 %
+#: of the filter's tail reaches the periodic wrap-around).
+PAD_LENGTHS = 6
+
+
+def _padded_shape(shape, pad, length=0.0):
+    """Next fast FFT lengths of at least twice each frame axis, with at least
+    ``PAD_LENGTHS * length`` pixels of padding on each side (or as is)."""
     import scipy.fft
     if not pad:
         return tuple(shape)
-    return tuple(scipy.fft.next_fast_len(2 * n, real=True) for n in shape)
+    margin = math.ceil(PAD_LENGTHS * length)
+    return tuple(scipy.fft.next_fast_len(max(2 * n, n + 2 * margin), real=True) for n in shape)
 
 
 def _pad(x, padded, pad_mode, xp):
@@ -103,9 +110,13 @@ def retrieve_phase(projections, *, delta_beta, energy, distance, pixel_size, bet
     (delta/beta) |f|^2``), ``z`` the sample-detector distance and ``T`` the
     projected thickness.
 
-    Each frame is padded (``pad=True``) to the next fast FFT length of at
-    least twice its size with its edge values (``pad_mode``), filtered, and
-    cropped back, so the periodic FFT leaves no artefacts at the borders.
+    The filter is a low-pass whose kernel decays as ``exp(-r / L)``, with
+    Paganin's length ``L = sqrt(z delta / mu) = sqrt(lambda z (delta/beta) /
+    (4 pi))``. Each frame is padded (``pad=True``) with its edge values
+    (``pad_mode``) to the next fast FFT length of at least twice its size and
+    of at least ``6 L`` on each side, filtered, and cropped back, so the
+    periodic FFT leaves no artefacts at the borders. Memory: the padded
+    complex spectrum of the whole stack is held at once; pass slabs.
 
     Parameters
     ----------
@@ -183,7 +194,10 @@ def retrieve_phase(projections, *, delta_beta, energy, distance, pixel_size, bet
     fft = fft_module(xp)
     dtype = float_dtype_for(projections.dtype)
     image = projections.astype(dtype, copy=False)
-    padded = _padded_shape(image.shape[-2:], pad)
+    # Paganin's length sqrt(z delta / mu) is the decay length of the filter's
+    # kernel, exp(-r / L): the padding must hold several of them.
+    length = math.sqrt(lam * distance * delta_beta / (4 * math.pi)) / pixel_size
+    padded = _padded_shape(image.shape[-2:], pad, length)
     work, crop = _pad(image, padded, pad_mode, xp)
 
     f2 = _freq_squared(padded, pixel_size, dtype, xp, real=True)
@@ -218,7 +232,10 @@ def fresnel_propagate(thickness, *, delta, beta, energy, distance, pixel_size, p
     is 1 in the open beam. It is the forward model that
     :func:`retrieve_phase` inverts; use it to simulate propagation-based
     phase contrast. With ``pad=True`` the thickness is padded with its edge
-    values to at least twice its size first, so nothing wraps around.
+    values to at least twice its size first, so that the fringes of one
+    border do not wrap onto the other. An object cut by the frame is
+    continued by its border values; for a strong phase object crossing the
+    border, simulate a wider field and crop it (as a detector does).
 
     Parameters
     ----------

@@ -471,3 +471,22 @@ def test_describe_summarises_layout_shapes_angles_metadata(tmp_path, rng):
                   "energy 25 keV", "distance 120 mm", "kB on disk"):
         assert piece in text, piece
     assert "\n" not in text
+
+
+def test_empty_flats_dataset_counts_as_missing(tmp_path, rng):
+    fn = tmp_path / "scan.h5"
+    make_dxchange(fn, stack(rng, 3), np.zeros((0, ROWS, COLS), np.uint16), stack(rng, 1),
+                  [0.0, 60.0, 120.0])
+    with pytest.warns(ScanWarning, match="no flats"):
+        scan = open_scan(fn)
+    assert "flats" not in scan and scan.sizes["dark"] == 1
+
+
+def test_importing_tomolab_io_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, tomolab.io; heavy = [m for m in ('cupy', 'h5py', 'xarray', 'dask', "
+            "'tifffile', 'zarr') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -291,7 +291,7 @@ def read_hdf5(filename, *, layout="auto", entry=None, read_angles=True) -> dict:
                 raise ScanFormatError(
                     f"no {layout} entry of that name (found: {', '.join(entries) or 'none'})",
                     where=f"{filename}:entry", value=entry,
-                    fix=f"pass one of the entries found" if entries else
+                    fix="pass one of the entries found" if entries else
                         "open the file without entry=, or pass layout=")
             chosen = match[0]
         elif not entries:

@@ -48,8 +48,7 @@ def open_scan(path, *, layout="auto", angles=None, chunks="auto", entry=None,
     ----------
     path : str or os.PathLike
         An HDF5 file (DXchange, NXtomo from ESRF/Bliss, Diamond NXtomo), a TIFF
-        file (pages = projections) or a folder of TIFFs (see
-        ``tomolab.io._tiff`` for the file-name patterns and sub-folders).
+        file (pages = projections) or a folder of TIFFs (see Notes).
     layout : {"auto", "dxchange", "nxtomo", "nxtomo-diamond", "tiff"}
         "auto" detects it.
     angles : array-like, optional
@@ -83,6 +82,44 @@ def open_scan(path, *, layout="auto", angles=None, chunks="auto", entry=None,
         Missing, unreadable, truncated or unknown files; inconsistent shapes.
     tomolab.errors.ParameterError
         Wrong ``layout``, ``chunks`` or angles (count, non-finite values).
+
+    Notes
+    -----
+    Layouts, as detected (``layout="auto"``):
+
+    * ``dxchange``: ``/exchange/data``, ``data_white``, ``data_dark``,
+      ``theta`` [degrees; evenly spaced over 180 degrees with a warning when
+      absent]; ``/measurement/instrument/detection_system/objective/resolution``
+      [um], ``detector/actual_pixel_size_x``, or ``detector/pixel_size(_x)``
+      divided by ``objective/magnification``; ``monochromator/energy`` [keV; a
+      bare value > 1000 is eV]; ``detector/distance`` or
+      ``camera_motor_stack/setup/camera_distance`` [mm]. A ``units``
+      attribute, where present, wins over these defaults.
+    * ``nxtomo``: a top-level ``entryNNNN`` (or NXentry with definition
+      NXtomo) with ``instrument/detector/data`` and ``image_key`` (0
+      projection, 1 flat, 2 dark; ``image_key_control`` is preferred, and its
+      alignment frames, -1, are left out); ``sample/rotation_angle``
+      [degrees unless its ``units`` say otherwise];
+      ``sample/x_pixel_size`` or ``instrument/detector/x_pixel_size`` [m],
+      ``instrument/beam/incident_energy`` [keV], ``instrument/detector/distance``
+      [m], each converted from its ``units`` attribute.
+    * ``nxtomo-diamond``: the same under ``/entry1/tomo_entry``, data from
+      ``data/data`` and angles from ``data/rotation_angle``.
+    * ``tiff``: a TIFF file (its pages are the projections), a folder with
+      sub-folders ``projections/``, ``flats/``, ``darks/`` (also ``proj/``,
+      ``tomo/``, ``flat/``, ``white/``, ``refs/``, ``dark/``...), or a folder
+      of files told apart by name: ``*dark*`` are darks; ``*flat*``,
+      ``*white*`` and the words ``ref``/``reference``/``bright`` are flats;
+      ``*proj*`` and the words ``tomo``/``sample``/``image``/``img`` are
+      projections (if no name says projection, all other TIFFs are). Files are
+      in natural order (``p2`` before ``p10``). Angles from ``angles.txt``
+      beside them (degrees, one per line); ``metadata.json`` (from
+      :func:`write_tiff_stack`) gives pixel size, energy, distance.
+
+    Flats and darks keep their acquisition order, so flats taken before and
+    after the projections can be interpolated (``flat_frame`` vs
+    ``angle_frame``). Selection by ``image_key`` is lazy: each variable reads
+    contiguous runs of stored frames.
 
     Examples
     --------

@@ -7,15 +7,16 @@ Accepted arrangements (checked in this order)
    ``tomo/``), ``flats/`` (or ``flat/``, ``white/``, ``whites/``, ``refs/``,
    ``ref/``), ``darks/`` (or ``dark/``). Each holds TIFF files, single- or
    multi-page.
-3. A folder of TIFF files told apart by the words in their names (letters
-   only, case-insensitive; ``flat_0001.tif`` has the word ``flat``):
+3. A folder of TIFF files told apart by their names (case-insensitive):
 
-   * darks: ``dark``, ``darks``, ``darkfield``, ``background``;
-   * flats: ``flat``, ``flats``, ``flatfield``, ``white``, ``whites``,
-     ``whitefield``, ``ref``, ``refs``, ``reference``, ``bright``;
-   * projections: ``proj``, ``projs``, ``projection``, ``projections``,
-     ``tomo``, ``sample``, ``image``, ``img``. If no name has one of these,
-     every TIFF that is neither a dark nor a flat is a projection.
+   * darks: the name contains ``dark`` (or has the word ``background``);
+   * flats: contains ``flat`` or ``white``, or has the word ``ref``, ``refs``,
+     ``reference`` or ``bright`` (words are runs of letters: ``ref_001.tif``,
+     ``sample_ref3.tif``, but not ``prefix.tif``);
+   * projections: contains ``proj`` (``proj_0001.tif``, ``myprojection7.tif``)
+     or has the word ``tomo``, ``sample``, ``image`` or ``img``. If no name
+     says projection, every TIFF that is neither a dark nor a flat is one;
+     otherwise the TIFFs that say nothing are ignored, with a warning.
 
 Within a group, files are in natural order (``p2.tif`` before ``p10.tif``);
 the pages of a multi-page file follow each other.
@@ -43,11 +44,10 @@ from tomolab.io._lazy import TiffFrames
 __all__ = ["read_tiff", "natural_key", "classify", "TIFF_SUFFIXES"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-DARK_WORDS = frozenset({"dark", "darks", "darkfield", "background"})
-FLAT_WORDS = frozenset({"flat", "flats", "flatfield", "white", "whites", "whitefield",
-                        "ref", "refs", "reference", "bright"})
-PROJ_WORDS = frozenset({"proj", "projs", "projection", "projections", "tomo", "sample",
-                        "image", "img"})
+# (substrings anywhere in the name, whole words of letters)
+DARK_NAMES = (("dark",), frozenset({"background"}))
+FLAT_NAMES = (("flat", "white"), frozenset({"ref", "refs", "reference", "bright"}))
+PROJ_NAMES = (("proj",), frozenset({"tomo", "sample", "image", "img"}))
 SUBFOLDERS = {
     "projections": ("projections", "projection", "proj", "tomo"),
     "flats": ("flats", "flat", "white", "whites", "refs", "ref"),
@@ -73,16 +73,16 @@ def classify(name: str) -> str | None:
 
     Examples
     --------
-    >>> [classify(n) for n in ("dark_0.tif", "tomo_flat_3.tif", "proj_0001.tif", "x_1.tif")]
-    ['darks', 'flats', 'projections', None]
+    >>> [classify(n) for n in ("dark_0.tif", "tomo_flat_3.tif", "myproj0001.tif", "x_1.tif",
+    ...                        "ref_2.tif", "prefix_2.tif")]
+    ['darks', 'flats', 'projections', None, 'flats', None]
     """
-    words = set(re.findall(r"[a-z]+", Path(name).stem.lower()))
-    if words & DARK_WORDS:
-        return "darks"
-    if words & FLAT_WORDS:
-        return "flats"
-    if words & PROJ_WORDS:
-        return "projections"
+    stem = Path(name).stem.lower()
+    words = set(re.findall(r"[a-z]+", stem))
+    for kind, (parts, whole) in (("darks", DARK_NAMES), ("flats", FLAT_NAMES),
+                                 ("projections", PROJ_NAMES)):
+        if any(p in stem for p in parts) or words & whole:
+            return kind
     return None
 
 

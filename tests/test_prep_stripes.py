@@ -102,15 +102,16 @@ def test_phantom_sinogram_matches_radon():
 
 
 # method, options, stripe pattern, least reduction of the ring amplitude.
-# The median-based methods (sorting, filtering) remove a stripe that stands out from
-# its neighbours; with a gain error on every column the median of the neighbours is
-# itself off, and they reach only ~5-7x (measured: sorting 6.8x, filtering ~5x).
-# Fourier-wavelet removes the angle-constant detail of every column at once, but its
-# unfiltered coarse approximation keeps ~1/2**level of each isolated stripe (~8x).
+# Measured over gain seeds 0-4: sorting and filtering remove isolated stripes 11-15x.
+# With a gain error on every column the median of a column's neighbours is itself
+# off, and they reach ~5-7x. Fourier-wavelet damps the angle-constant detail of every
+# column at once: 6-20x on gain errors everywhere (depending on the draw; 12x for
+# seed 0), ~8x on isolated stripes, of which its unfiltered coarse approximation
+# keeps ~1/2**level.
 CASES = [
     ("sorting", {"size": 5}, "isolated columns", 10.0),
     ("filtering", {"size": 5}, "isolated columns", 10.0),
-    ("fourier-wavelet", {}, "every column", 10.0),
+    ("fourier-wavelet", {}, "every column", 5.0),
     ("sorting", {"size": 21}, "every column", 4.0),
     ("filtering", {"size": 21}, "every column", 4.0),
     ("fourier-wavelet", {}, "isolated columns", 5.0),

@@ -159,3 +159,22 @@ def test_gpu_many_angles_are_split_into_launches():
     cpu = bp.backproject(q, angles, center=31.0)
     gpu = bp.backproject(cupy.asarray(q), angles, center=31.0).get()
     assert np.linalg.norm(gpu - cpu) / np.linalg.norm(cpu) < 1e-5
+
+
+@gpu_test
+@pytest.mark.parametrize("n_z", [1, 5, 8])
+def test_gpu_kernels_agree_with_the_reference(n_z):
+    import cupy
+
+    from tomolab.recon.backproject import KERNELS
+
+    rng = np.random.default_rng(n_z)
+    q = cupy.asarray(rng.random((n_z, 301, 200)).astype(np.float32))
+    angles = np.linspace(0, np.pi, 301, endpoint=False)
+    reference = backproject(q, angles, center=101.7, kernel="reference")
+    for name in KERNELS:
+        out = backproject(q, angles, center=101.7, n=180, kernel=name)
+        assert out.shape == (n_z, 180, 180)
+        ref = backproject(q, angles, center=101.7, n=180, kernel="reference")
+        assert float(cupy.linalg.norm(out - ref) / cupy.linalg.norm(ref)) < 1e-6, name
+    assert reference.shape == (n_z, 200, 200)

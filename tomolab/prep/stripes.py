@@ -55,7 +55,9 @@ def _as_stack(sinogram):
 def _sort_median_unsort(s, size, xp):
     """Algorithm 3 core on a float ``(angle, row, col)`` stack."""
     ndi = ndimage_module(xp)
-    order = xp.argsort(s, axis=0)
+    # stable: tied values (air, saturated columns) keep their angular order, so
+    # numpy and cupy give the same permutation and the same result
+    order = xp.argsort(s, axis=0, kind="stable")
     sorted_ = xp.take_along_axis(s, order, axis=0)
     # In the sorted domain a stripe is an offset of one column against its
     # neighbours whatever the object does: a median across columns removes it.

@@ -17,7 +17,7 @@ import numpy as np
 
 from tomolab.errors import ParameterError
 
-__all__ = ["reconstruct", "find_center", "resolve_rows", "check_center"]
+__all__ = ["reconstruct", "find_center", "sweep_center", "resolve_rows", "check_center"]
 
 
 def _source(scan) -> str:
@@ -278,3 +278,116 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     if score is not None:
         attrs["center_score"] = score
     return xr.DataArray(data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name="attenuation")
+
+
+def _check_centers(scan, centers) -> np.ndarray:
+    n_cols = int(scan.sizes["col"])
+    values = np.atleast_1d(np.asarray(centers, dtype=np.float64))
+    bad = values[~np.isfinite(values) | (values < 0) | (values > n_cols - 1)]
+    if values.size == 0 or bad.size:
+        raise ParameterError("trial centres must lie on the detector", where="centers",
+                             value=float(bad[0]) if bad.size else "[]",
+                             fix=f"pass columns between 0 and {n_cols - 1}, e.g. "
+                                 f"numpy.arange({n_cols // 2 - 10}, {n_cols // 2 + 10}, 0.5)")
+    return values
+
+
+def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "ramp",
+                 score: str = "entropy", size: int | None = None, backend: str = "auto",
+                 normalize: bool = True):
+    """Trial slices of one row at many centres, computed at once, each with a score.
+
+    Parameters
+    ----------
+    scan : xarray.Dataset
+    row : int, optional
+        Detector row (default: the middle row).
+    centers : array_like, optional
+        Trial centre columns in pixels (default: 41 centres 0.5 px apart around
+        :func:`find_center`'s estimate).
+    filter : str
+        Reconstruction filter.
+    score : {"entropy", "negativity", "gradient"}
+        Sharpness measure; see :func:`tomolab.center.sweep.sharpness_scores`.
+    size : int, optional
+        Width of the trial slices (default: the detector width).
+    backend : {"auto", "numpy", "cupy"}
+
+    Returns
+    -------
+    xarray.DataArray (center, y, x) float32
+        One slice per trial centre (attenuation, as :func:`reconstruct`), with
+        coordinate ``score`` along ``center`` (1 = sharpest) and attrs
+        ``best_center``, ``row`` and every parameter.
+
+    Examples
+    --------
+    >>> import numpy as np, tomolab
+    >>> scan = tomolab.data.simulate_scan(96, n_rows=4, n_angles=150)
+    >>> stack = tomolab.sweep_center(scan, centers=np.arange(52, 60, 0.5), backend="numpy")
+    >>> stack.dims, abs(stack.attrs["best_center"] - scan.attrs["true_center"]) <= 0.5
+    (('center', 'y', 'x'), True)
+    """
+    import xarray as xr
+
+    from tomolab.center.sweep import SWEEP_SCORES, sharpness_scores, sweep_slices
+    from tomolab.engine import line_integrals, resolve_backend
+    from tomolab.recon import FILTERS
+
+    backend = resolve_backend(backend)
+    if filter not in FILTERS:
+        raise ParameterError("unknown reconstruction filter", where="filter", value=filter,
+                             fix=f"use one of {', '.join(sorted(FILTERS))}")
+    if score not in SWEEP_SCORES:
+        raise ParameterError("unknown sweep score", where="score", value=score,
+                             fix=f"use one of {', '.join(SWEEP_SCORES)}")
+    n_rows = int(scan.sizes["row"])
+    row = n_rows // 2 if row is None else row
+    if not isinstance(row, (int, np.integer)) or not 0 <= row < n_rows:
+        raise ParameterError("row is outside the detector", where="row", value=row,
+                             fix=f"pick a row between 0 and {n_rows - 1}")
+    estimate = None
+    if centers is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimate, _ = find_center(scan, row=int(row), backend=backend, normalize=normalize)
+        n_cols = int(scan.sizes["col"])
+        centers = np.clip(np.round(2 * estimate) / 2 + np.arange(-10, 10.25, 0.5), 0, n_cols - 1)
+        centers = np.unique(centers)
+    centers = _check_centers(scan, centers)
+    angles = scan["angle"].values
+    _half_turn(angles)  # validates that the scan covers 180°
+    started = time.perf_counter()
+    sino = line_integrals(scan, slice(row, row + 1), backend=backend, normalize=normalize)[:, 0, :]
+    stack = sweep_slices(sino, angles, centers, filter=filter, n=size)
+    scores = sharpness_scores(stack, score=score)
+    stack = stack.get() if hasattr(stack, "get") else stack
+    elapsed = time.perf_counter() - started
+    pixel_size = scan.attrs.get("pixel_size")
+    if pixel_size:
+        stack *= np.float32(1.0 / float(pixel_size))
+    unit = float(pixel_size) if pixel_size else 1.0
+    n = stack.shape[-1]
+    grid = (np.arange(n) - (n - 1) / 2.0) * unit
+    best = float(centers[int(np.argmax(scores))])
+    attrs = {
+        "long_name": "trial slices, one per centre",
+        "units": "1/m" if pixel_size else "1/pixel",
+        "best_center": best,
+        "row": int(row),
+        "filter": filter,
+        "score_method": score,
+        "backend": backend,
+        "normalize": int(normalize),
+        "source_file": str(scan.attrs.get("source_file") or ""),
+        "seconds": round(elapsed, 4),
+        "tomolab_version": __import__("tomolab").__version__,
+    }
+    if estimate is not None:
+        attrs["estimate"] = float(estimate)
+    length = "m" if pixel_size else "pixel"
+    return xr.DataArray(stack, dims=("center", "y", "x"), name="trial_slices", attrs=attrs,
+                        coords={"center": ("center", centers, {"units": "pixel"}),
+                                "score": ("center", scores, {"long_name": "sharpness, 1 = best"}),
+                                "y": ("y", grid, {"units": length}),
+                                "x": ("x", grid, {"units": length})})

@@ -1,0 +1,140 @@
+"""Trial slices for many centres at once, with a sharpness score for each.
+
+Each trial centre is folded into the reconstruction filter as a phase ramp:
+one forward FFT of the sinogram, one batched inverse FFT that yields every
+shifted, filtered sinogram, and one batched backprojection in which the trial
+centres play the part of slices. So a sweep of N centres costs one batched
+operation, not N reconstructions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tomolab._array import array_module, ndimage_module
+from tomolab.errors import ParameterError
+
+__all__ = ["SWEEP_SCORES", "sweep_slices", "sharpness_scores"]
+
+
+def _entropy(stack, xp, bins: int = 256):
+    """Histogram entropy of each slice (lower = sharper); one bincount for the stack."""
+    k = stack.shape[0]
+    flat = stack.reshape(k, -1)
+    lo = float(xp.percentile(flat[:, ::97], 0.5))
+    hi = float(xp.percentile(flat[:, ::97], 99.5))
+    index = xp.clip(((flat - lo) * (bins / max(hi - lo, 1e-30))).astype(xp.int32), 0, bins - 1)
+    index += (xp.arange(k, dtype=xp.int32) * bins)[:, None]
+    counts = xp.bincount(index.ravel(), minlength=k * bins).reshape(k, bins).astype(xp.float64)
+    p = counts / counts.sum(axis=1, keepdims=True)
+    return -(p * xp.log(xp.where(p > 0, p, 1.0))).sum(axis=1)
+
+
+def _negativity(stack, xp):
+    """Mean negative attenuation (lower = better): arcs of a wrong centre dip below zero."""
+    k = stack.shape[0]
+    return -xp.minimum(stack.reshape(k, -1), 0).mean(axis=1)
+
+
+def _gradient(stack, xp):
+    """Mean gradient magnitude (lower = fewer streaks and doubled edges)."""
+    gy = xp.diff(stack, axis=1)[:, :, :-1]
+    gx = xp.diff(stack, axis=2)[:, :-1, :]
+    return xp.sqrt(gx * gx + gy * gy).mean(axis=(1, 2))
+
+
+#: name -> function(stack (k, y, x), xp) -> (k,) values, lower is better
+SWEEP_SCORES = {"entropy": _entropy, "negativity": _negativity, "gradient": _gradient}
+
+
+def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> np.ndarray:
+    """Score each trial slice in [0, 1]: 1 for the sharpest, 0 for the worst.
+
+    The square inside the reconstruction circle is scored after a Gaussian
+    smoothing of ``smooth`` pixels, which keeps photon noise from deciding.
+    ``"entropy"`` (the default; of the histogram, as TomoPy uses) is low when
+    the slice has few distinct grey levels; ``"negativity"`` measures how far a
+    slice dips below zero (the arcs of a wrong centre are half negative);
+    ``"gradient"`` is the mean gradient magnitude. On simulated scans from
+    500 to 20000 photons per pixel, entropy after smoothing by one pixel picked
+    the centre to within half a pixel every time; the others failed on some.
+    """
+    try:
+        metric = SWEEP_SCORES[score]
+    except KeyError:
+        raise ParameterError("unknown sweep score", where="score", value=score,
+                             fix=f"use one of {', '.join(SWEEP_SCORES)}") from None
+    xp = array_module(stack)
+    n = stack.shape[-1]
+    inner = slice(int(0.18 * n), n - int(0.18 * n))  # the square inside the circle
+    region = stack[:, inner, inner]
+    if smooth:
+        region = ndimage_module(xp).gaussian_filter(region, (0, smooth, smooth))
+    values = metric(region, xp)
+    values = np.asarray(values.get() if hasattr(values, "get") else values, dtype=np.float64)
+    span = values.max() - values.min()
+    return (values.max() - values) / span if span > 0 else np.ones_like(values)
+
+
+def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | None = None,
+                 pad_mode: str = "edge", batch: int | None = None):
+    """Reconstruct one sinogram at every trial centre, as one batched operation.
+
+    Parameters
+    ----------
+    sinogram : ndarray (angle, col), numpy or cupy
+        Line integrals of one detector row.
+    angles : array_like (angle,)
+        Radians.
+    centers : array_like (k,)
+        Trial centre columns, in pixels.
+    filter, pad_mode : str
+        As for :func:`tomolab.recon.fbp`.
+    n : int, optional
+        Width of the trial slices (default: the detector width).
+    batch : int, optional
+        Candidates per batch (default: from free memory).
+
+    Returns
+    -------
+    ndarray (k, n, n) float32 on the device of ``sinogram``
+        Trial slice ``i`` is the slice reconstructed with ``centers[i]``, with
+        that axis at the middle of the grid, in attenuation per pixel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tomolab.data.phantom import default_phantom, project_slice
+    >>> angles = np.linspace(0, np.pi, 120, endpoint=False)
+    >>> sino = project_slice(default_phantom(80, 4, radius_fraction=0.4), angles, np.arange(80),
+    ...                      [0.0], center=41.0)[:, 0].astype(np.float32)
+    >>> stack = sweep_slices(sino, angles, [39.0, 41.0, 43.0])
+    >>> stack.shape, int(np.argmax(sharpness_scores(stack)))
+    ((3, 80, 80), 1)
+    """
+    from tomolab.engine.devices import free_memory
+    from tomolab.recon.backproject import backproject
+    from tomolab.recon.filters import filter_sinograms, padded_width
+
+    xp = array_module(sinogram)
+    sino = xp.asarray(sinogram, dtype=xp.float32)
+    if sino.ndim != 2:
+        raise ParameterError("a sweep takes one sinogram (angle, col)", where="sinogram",
+                             value=tuple(sino.shape), fix="select one detector row")
+    angles = np.asarray(angles, dtype=np.float64)
+    n_angles, n_cols = sino.shape
+    centers = np.atleast_1d(np.asarray(centers, dtype=np.float64))
+    n = int(n or n_cols)
+    nominal = (n_cols - 1) / 2.0
+    if batch is None:
+        per_candidate = n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2 + n_angles * n_cols * 4 \
+            + n * n * 4
+        backend = "cupy" if xp is not np else "numpy"
+        batch = int(np.clip(0.3 * free_memory(backend) // per_candidate, 1, centers.size))
+    out = xp.empty((centers.size, n, n), dtype=xp.float32)
+    for start in range(0, centers.size, batch):
+        chunk = centers[start:start + batch]
+        filtered = filter_sinograms(sino, filter=filter, pad_mode=pad_mode, shift=nominal - chunk)
+        backproject(filtered, angles, center=nominal, n=n, out=out[start:start + chunk.size])
+    out *= np.float32(np.pi / n_angles)
+    return out

@@ -348,6 +348,15 @@ class GPUPoolMixin(LoggingConfigurable):
     def _gpu_default_options_from_form(self):
         return GPUPoolMixin._gpu_options_from_form
 
+    @default("apply_user_options")
+    def _gpu_default_apply_user_options(self):
+        # JupyterHub >= 5.3 applies user_options before start: reject an unknown profile early
+        return GPUPoolMixin._gpu_apply_user_options
+
+    @staticmethod
+    def _gpu_apply_user_options(spawner, user_options):
+        spawner.gpu_profile()
+
     @staticmethod
     def _gpu_options_from_form(form_data):
         profile = form_data.get("profile", [""])

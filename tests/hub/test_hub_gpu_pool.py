@@ -1,0 +1,331 @@
+"""The GPU-pool spawner in a real JupyterHub with configurable-http-proxy, on 127.0.0.1.
+
+Servers are real ``jupyterhub-singleuser`` processes; their environment is read
+from a kernel running inside each one. The pool (see hubtools.py): exclusive
+GPUs "0" and "1", one shared MIG instance for up to 3 users with a 2 GiB cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from hubtools import POOL, SHARED_CAP, SHARED_ID, hub_requirements_missing
+
+pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
+
+_missing = hub_requirements_missing()
+if _missing:
+    pytest.skip(f"real-hub tests need: {_missing}", allow_module_level=True)
+
+KEYS = ["CUDA_VISIBLE_DEVICES", "TOMOLAB_GPU_MEMORY_LIMIT", "TOMOLAB_GPU_PROFILE"]
+EXCLUSIVE_IDS = {"0", "1"}
+MAX_USERS = {d["id"]: d.get("max_users", 1) for d in POOL}
+
+
+def run(coro, timeout=240):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def assert_within_policy(allocations):
+    per_device = Counter(a.device for a in allocations)
+    for device, n in per_device.items():
+        assert device in MAX_USERS, f"allocation on unknown device {device}"
+        assert n <= MAX_USERS[device], f"device {device} has {n} servers, policy allows {MAX_USERS[device]}"
+    per_server = Counter((a.user, a.server) for a in allocations)
+    assert max(per_server.values(), default=0) <= 1, f"a server holds two allocations: {per_server}"
+
+
+def assert_env_matches(env, alloc):
+    if alloc is None:
+        assert env["CUDA_VISIBLE_DEVICES"] == ""
+        assert env["TOMOLAB_GPU_MEMORY_LIMIT"] is None
+        assert env["TOMOLAB_GPU_PROFILE"] == "cpu"
+    else:
+        assert env["CUDA_VISIBLE_DEVICES"] == alloc.device
+        assert env["TOMOLAB_GPU_PROFILE"] == alloc.profile
+        expected = str(SHARED_CAP) if alloc.device == SHARED_ID else None
+        assert env["TOMOLAB_GPU_MEMORY_LIMIT"] == expected
+
+
+@pytest.fixture
+def clean(hub):
+    """Each test starts and ends with no servers and an empty pool."""
+    assert hub.allocations() == [], "a previous test left allocations behind"
+    yield hub
+    run(hub.stop_everything(), 120)
+    assert hub.allocations() == []
+
+
+def test_concurrent_spawns_respect_the_pool_then_stop_releases(clean):
+    hub = clean
+    profiles = {f"u{i:02d}": p for i, p in enumerate(["exclusive"] * 3 + ["shared"] * 4 + ["cpu"] * 5)}
+
+    async def scenario():
+        await hub.create_users(list(profiles))
+        results = dict(zip(profiles, await asyncio.gather(*(hub.spawn(u, p) for u, p in profiles.items()))))
+        allocations = hub.allocations()
+        assert_within_policy(allocations)
+        by_user = {a.user: a for a in allocations}
+
+        ok = {u for u, r in results.items() if r["ok"]}
+        refused = {u: r for u, r in results.items() if not r["ok"]}
+        assert sorted(profiles[u] for u in refused) == ["exclusive", "shared"], results
+        assert sum(profiles[u] == "exclusive" for u in ok) == 2
+        assert sum(profiles[u] == "shared" for u in ok) == 3
+        assert all(u in ok for u, p in profiles.items() if p == "cpu")
+        # every running GPU server has exactly its allocation, every refused one none
+        assert set(by_user) == {u for u in ok if profiles[u] != "cpu"}
+        assert {by_user[u].device for u in ok if profiles[u] == "exclusive"} == EXCLUSIVE_IDS
+
+        # the refusals say what is in use and what to try, as a message (not a traceback)
+        (ex_user,) = [u for u in refused if profiles[u] == "exclusive"]
+        msg = refused[ex_user]["message"]
+        assert refused[ex_user]["code"] == 503
+        assert "All 2 exclusive GPUs are in use" in msg
+        for u in ok:
+            if profiles[u] == "exclusive":
+                assert f"GPU {by_user[u].device}: {u}" in msg
+        assert "'CPU only'" in msg and "Traceback" not in msg
+        (sh_user,) = [u for u in refused if profiles[u] == "shared"]
+        msg = refused[sh_user]["message"]
+        assert "All 3 places on shared GPUs are in use" in msg and "2 GiB each" in msg and "'CPU only'" in msg
+
+        # each server's kernel sees its device (and only it) and its memory cap
+        envs = dict(zip(sorted(ok), await asyncio.gather(*(hub.kernel_environ(u, KEYS) for u in sorted(ok)))))
+        for u, env in envs.items():
+            assert_env_matches(env, by_user.get(u))
+
+        # the admin command shows the same table
+        out = subprocess.run(
+            [sys.executable, "-m", "tomolab.hub", "list", "--db", str(hub.ledger_path), "--json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        listed = {(a["user"], a["device"]) for a in json.loads(out.stdout)["allocations"]}
+        assert listed == {(a.user, a.device) for a in allocations}
+
+        # stopping a holder releases its GPU, and the refused user now gets exactly that one
+        holder = next(u for u in sorted(ok) if profiles[u] == "exclusive")
+        freed = by_user[holder].device
+        await hub.stop_server(holder)
+        assert holder not in hub.holders()
+        retry = await hub.spawn(ex_user, "exclusive")
+        assert retry["ok"], retry
+        assert hub.holders()[ex_user] == freed
+        env = await hub.kernel_environ(ex_user, KEYS)
+        assert env["CUDA_VISIBLE_DEVICES"] == freed
+        assert_within_policy(hub.allocations())
+
+    run(scenario())
+
+
+def test_unknown_profile_and_per_user_limit(clean):
+    hub = clean
+
+    async def scenario():
+        await hub.create_users(["p1"])
+        bad = await hub.spawn("p1", "gigantic")
+        assert not bad["ok"] and bad["code"] == 400
+        assert "Unknown profile 'gigantic'" in bad["message"] and "'exclusive'" in bad["message"]
+        assert hub.allocations() == []
+
+        assert (await hub.spawn("p1", "exclusive"))["ok"]
+        second = await hub.spawn("p1", "shared", server="second")
+        assert not second["ok"]
+        assert "You already hold 1 GPU server" in second["message"], second
+        # a CPU-only named server is always fine
+        assert (await hub.spawn("p1", "cpu", server="notebook"))["ok"]
+        assert [(a.user, a.server) for a in hub.allocations()] == [("p1", "")]
+        env = await hub.kernel_environ("p1", KEYS, server="notebook")
+        assert env["CUDA_VISIBLE_DEVICES"] == "" and env["TOMOLAB_GPU_MEMORY_LIMIT"] is None
+
+    run(scenario())
+
+
+def test_killed_server_process_is_noticed_and_its_gpu_released(clean):
+    hub = clean
+
+    async def scenario():
+        await hub.create_users(["k1", "k2", "k3"])
+        assert all(r["ok"] for r in await asyncio.gather(hub.spawn("k1", "exclusive"), hub.spawn("k2", "exclusive")))
+        device = hub.holders()["k1"]
+        state = await hub.server_state("k1")
+        assert state["tomolab_gpu"]["device"] == device
+        os.kill(state["pid"], signal.SIGKILL)
+        # the hub polls every second; the poll finds the process gone and the GPU comes back
+        deadline = time.monotonic() + 30
+        while "k1" in hub.holders() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert "k1" not in hub.holders(), hub.log_tail()
+        await hub.wait_stopped("k1", timeout=30)
+        r = await hub.spawn("k3", "exclusive")
+        assert r["ok"], r
+        assert hub.holders() == {"k2": hub.holders()["k2"], "k3": device}
+
+    run(scenario())
+
+
+def test_idle_culler_stops_servers_and_releases_their_gpus(clean):
+    from jupyterhub_idle_culler import cull_idle
+
+    hub = clean
+
+    async def scenario():
+        await hub.create_users(["c1", "c2", "c3"])
+        results = await asyncio.gather(hub.spawn("c1", "exclusive"), hub.spawn("c2", "shared"), hub.spawn("c3", "cpu"))
+        assert all(r["ok"] for r in results), results
+        assert set(hub.holders()) == {"c1", "c2"}
+        await asyncio.sleep(2.5)  # idle for longer than the culler's limit below
+        targets = {"/user/c1/", "/user/c2/"}
+
+        def only_targets(*, inactive, inactive_limit, server, **kw):
+            return server["url"] in targets and inactive.total_seconds() >= inactive_limit
+
+        await cull_idle(
+            url=f"http://127.0.0.1:{hub.port}/hub/api",
+            api_token=hub.token,
+            inactive_limit=2,
+            logger=logging.getLogger("test-culler"),
+            cull_arbiter=only_targets,
+        )
+        await asyncio.gather(hub.wait_stopped("c1"), hub.wait_stopped("c2"))
+        assert hub.allocations() == []
+        assert "" in (await hub.user("c3"))["servers"], "the culler should only have stopped c1 and c2"
+
+    run(scenario())
+
+
+def test_hub_restart_keeps_allocations_and_drops_stale_ones(clean):
+    from tomolab.hub import Ledger, parse_devices
+
+    hub = clean
+    profiles = {"r1": "exclusive", "r2": "exclusive", "r3": "shared", "r4": "shared", "r5": "cpu"}
+
+    async def spawn_all():
+        await hub.create_users([*profiles, "n1", "n2", "n3", "n4"])
+        results = await asyncio.gather(*(hub.spawn(u, p) for u, p in profiles.items()))
+        assert all(r["ok"] for r in results), results
+        return {u: (await hub.server_state(u))["pid"] for u in profiles}
+
+    pids = run(spawn_all())
+    before = {a.user: a for a in hub.allocations()}
+    assert set(before) == {"r1", "r2", "r3", "r4"}
+
+    hub.stop()  # cleanup_servers=False: the servers keep running
+    for u, pid in pids.items():
+        os.kill(pid, 0)  # raises if the server died with the hub
+    # while the hub is down: r4's server dies, and a crashed hub's leftover row fills the shared device
+    os.kill(pids["r4"], signal.SIGKILL)
+    ghost = Ledger(str(hub.ledger_path)).allocate("ghost", "", "shared", parse_devices(POOL))
+    assert ghost.device == SHARED_ID
+    hub.start()
+
+    async def after_restart():
+        await hub.wait_stopped("r4", timeout=30)  # noticed at start-up
+        now = {a.user: a for a in hub.allocations()}
+        for u in ("r1", "r2", "r3"):
+            assert now[u] == before[u], f"{u}'s allocation changed across the restart"
+        assert "r4" not in now
+        # the running servers are reachable and still see their devices
+        envs = await asyncio.gather(*(hub.kernel_environ(u, KEYS) for u in ("r1", "r3", "r5")))
+        for u, env in zip(("r1", "r3", "r5"), envs):
+            assert_env_matches(env, now.get(u))
+        # no double assignment: both exclusive GPUs are still held by r1, r2
+        r = await hub.spawn("n1", "exclusive")
+        assert not r["ok"] and "All 2 exclusive GPUs are in use" in r["message"], r
+        assert {a.user for a in hub.allocations()} == {"r1", "r2", "r3"}, "the ghost row should be gone"
+        # the shared device has r3 plus two free places
+        r2, r3 = await asyncio.gather(hub.spawn("n2", "shared"), hub.spawn("n3", "shared"))
+        assert r2["ok"] and r3["ok"], (r2, r3)
+        r4 = await hub.spawn("n4", "shared")
+        assert not r4["ok"] and "All 3 places on shared GPUs are in use" in r4["message"], r4
+        assert_within_policy(hub.allocations())
+        return {a.alloc_id: a for a in hub.allocations()}
+
+    held = run(after_restart())
+
+    # lose the ledger entirely: the hub rebuilds it from the running servers' saved state
+    hub.stop()
+    hub.ledger_path.unlink()
+    hub.start()
+
+    async def after_ledger_loss():
+        assert {a.alloc_id: a for a in hub.allocations()} == held
+        r = await hub.spawn("n1", "exclusive")
+        assert not r["ok"] and "All 2 exclusive GPUs are in use" in r["message"], r
+        r = await hub.spawn("n4", "shared")
+        assert not r["ok"] and "shared GPUs are in use" in r["message"], r
+        assert {a.alloc_id: a for a in hub.allocations()} == held
+
+    run(after_ledger_loss())
+
+
+def test_load_50_spawn_stop_cycles_end_with_an_empty_pool(clean):
+    """50 spawn/stop cycles in batches of 1-7 at once (seeded), checking the policy every 0.1 s.
+
+    The load users' servers are stub_server.py (real processes spawned and
+    stopped by the hub, reached through the proxy, but starting in
+    milliseconds), so this exercises the pool rather than Jupyter's start-up.
+    """
+    hub = clean
+    rng = random.Random(20251125)
+    users = [f"load{i:02d}" for i in range(10)]
+    outcomes = Counter()
+    violations = []
+
+    async def cycle(user, profile):
+        r = await hub.spawn(user, profile)
+        if r["ok"]:
+            outcomes[profile, "ok"] += 1
+            # the stub server answers with its environment, through the proxy
+            env = await hub.request("GET", "", url=f"http://127.0.0.1:{hub.port}/user/{user}/env")
+            alloc = {a.user: a for a in hub.allocations()}.get(user)
+            assert_env_matches(env, alloc)
+            await asyncio.sleep(rng.uniform(0, 0.3))
+            await hub.stop_server(user)
+        else:
+            outcomes[profile, "refused"] += 1
+            assert r["code"] == 503 and "are in use" in r["message"], r
+
+    async def monitor(stop):
+        while not stop.is_set():
+            try:
+                assert_within_policy(hub.allocations())
+            except AssertionError as e:
+                violations.append(str(e))
+            await asyncio.sleep(0.1)
+
+    async def scenario():
+        await hub.create_users(users)
+        stop = asyncio.Event()
+        watcher = asyncio.ensure_future(monitor(stop))
+        done = 0
+        while done < 50:
+            k = min(rng.randint(1, 7), 50 - done)
+            batch = rng.sample(users, k)
+            await asyncio.gather(*(cycle(u, rng.choice(["cpu", "shared", "exclusive", "exclusive"])) for u in batch))
+            done += k
+        stop.set()
+        await watcher
+
+    run(scenario(), timeout=280)
+    assert not violations, violations[:3]
+    assert sum(outcomes.values()) == 50
+    assert outcomes["exclusive", "ok"] and outcomes["shared", "ok"] and outcomes["cpu", "ok"], outcomes
+    assert hub.allocations() == []
+    users_now = run(hub.request("GET", "/users"))
+    assert all(not u["servers"] for u in users_now)
+    deadline = time.monotonic() + 20
+    while hub.server_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert hub.server_processes() == [], "server or kernel processes outlived their servers"

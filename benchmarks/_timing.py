@@ -53,13 +53,15 @@ def card_name() -> str:
 
 
 def write_rows(rows: list[dict], name: str) -> None:
-    """Print a table and append the rows as JSON to $OUT/<name>.json (or ./<name>.json)."""
+    """Print a table; with $OUT set (the GPU machine), also append the rows to $OUT/<name>.json."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
     widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
     print(" | ".join(k.ljust(widths[k]) for k in keys))
     for r in rows:
         print(" | ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys))
-    out = os.environ.get("OUT", ".")
+    out = os.environ.get("OUT")
+    if not out:
+        return
     with open(os.path.join(out, f"{name}.json"), "a") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")

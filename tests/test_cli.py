@@ -35,6 +35,8 @@ def test_simulate_then_recon_each_layout(tmp_path, fmt, capsys):
     path = tmp_path / ("scan" if fmt == "tiff" else "scan.h5")
     assert main(["simulate", str(path), "--format", fmt, "--size", "64", "--rows", "4",
                  "--angles", "120", "--center", "35.3"]) == 0
+    if fmt != "tiff":  # the simulator's truth travels in the file's root attributes
+        assert abs(tomolab.open_scan(path).attrs["true_center"] - 35.3) < 1e-9
     assert main(["info", str(path)]) == 0
     assert "120" in capsys.readouterr().out
     out = tmp_path / "vol.zarr"

@@ -282,7 +282,7 @@ def read_hdf5(filename, *, layout="auto", entry=None, read_angles=True) -> dict:
         if layout == "dxchange":
             if not _is_dataset(f, "/exchange/data"):
                 raise _no_layout_error(filename, f, ["dxchange"])
-            return _open_dxchange(filename, f, read_angles=read_angles)
+            return _with_root_attrs(f, _open_dxchange(filename, f, read_angles=read_angles))
         entries = [e for e, kind in _nxtomo_entries(f) if kind == layout]
         if entry is not None:
             wanted = "/" + entry.strip("/")
@@ -302,4 +302,23 @@ def read_hdf5(filename, *, layout="auto", entry=None, read_angles=True) -> dict:
                 warnings.warn(f"{filename}: {len(entries)} scans in this file "
                               f"({', '.join(entries)}); opened {chosen}. Pass entry= to open "
                               f"another.", UserWarning, stacklevel=3)
-        return _open_nxtomo(filename, f, chosen, layout, read_angles=read_angles)
+        return _with_root_attrs(f, _open_nxtomo(filename, f, chosen, layout, read_angles=read_angles))
+
+
+def _with_root_attrs(f, spec: dict) -> dict:
+    """Carry the file's root attributes (numbers and text) into the scan's attrs.
+
+    They hold what the writer knew (tomolab's simulator stores its true centre
+    and phantom there); attributes the layout already defines are not replaced.
+    """
+    metadata = spec.setdefault("metadata", {})
+    for key, value in f.attrs.items():
+        if key in metadata or key in ("NX_class", "default"):
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, np.ndarray) and value.size == 1:
+            value = value.item()
+        if isinstance(value, (str, int, float, np.integer, np.floating)):
+            metadata[key] = value
+    return spec

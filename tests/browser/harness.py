@@ -1,0 +1,380 @@
+"""Run a notebook in a real JupyterLab, in headless Chromium, and report what a user would see.
+
+Used by ``tests/browser/test_*.py``; also runnable by hand::
+
+    python tests/browser/harness.py notebooks/01_quickstart.ipynb
+
+:func:`jupyter_lab` starts JupyterLab on 127.0.0.1 (random free port, random
+token, a temporary root dir); :func:`run_notebook_in_browser` copies a
+notebook there, opens it in Chromium (the system one, driven by Python
+Playwright; WebGL through SwiftShader), runs all cells from the Run menu,
+waits until every cell has run and the kernel is idle, looks for errors and
+for the widgets, moves the first slider and checks that the first Bokeh
+plot changed. Every request the page makes is recorded: a failed script
+request or any request to a host other than localhost is a failure (the
+facility network, like CI, is offline). Screenshots go to ``artifacts_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+CHROMIUM = os.environ.get("TOMOLAB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+# what a user sees, as CSS selectors (Playwright's CSS pierces open shadow roots,
+# which is where Bokeh 3 draws)
+SEL_ERROR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]'
+SEL_SLIDER = ".widget-slider"
+SEL_BOKEH = ".jp-OutputArea-output .bk-Canvas, .jp-OutputArea-output .bk-canvas"
+SEL_BOKEH_WIDGET = ".jupyter-widgets .bk-Figure, .jupyter-widgets .bk-GridPlot, .jupyter-widgets .bk-GridBox"
+SEL_IPYVOLUME = ".jupyter-widgets canvas"
+SEL_PROMPT = ".jp-CodeCell .jp-InputArea-prompt"
+
+
+@dataclasses.dataclass
+class Server:
+    url: str
+    token: str
+    root_dir: Path
+    process: subprocess.Popen
+    log_path: Path
+
+
+@dataclasses.dataclass
+class Report:
+    """What :func:`run_notebook_in_browser` saw. ``problems()`` lists what should fail a test."""
+
+    notebook: str
+    cells_run: int = 0
+    error_outputs: list = dataclasses.field(default_factory=list)
+    widget_errors: list = dataclasses.field(default_factory=list)
+    failed_requests: list = dataclasses.field(default_factory=list)
+    external_requests: list = dataclasses.field(default_factory=list)
+    console_errors: list = dataclasses.field(default_factory=list)
+    n_sliders: int = 0
+    n_bokeh: int = 0
+    n_webgl_canvases: int = 0
+    slider_changed_image: bool | None = None
+    screenshots: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    def problems(self, *, need_slider=True, need_bokeh=True, need_ipyvolume=False):
+        out = []
+        if self.error_outputs:
+            out.append(f"error outputs: {self.error_outputs}")
+        if self.widget_errors:
+            out.append(f"widget errors: {self.widget_errors}")
+        failed_scripts = [r for r in self.failed_requests if r[1] == "script"]
+        if failed_scripts:
+            out.append(f"failed script requests: {failed_scripts}")
+        if self.external_requests:
+            out.append(f"requests to non-local hosts: {self.external_requests}")
+        if need_slider and not self.n_sliders:
+            out.append("no slider rendered")
+        if need_bokeh and not self.n_bokeh:
+            out.append("no Bokeh plot rendered")
+        if need_ipyvolume and not self.n_webgl_canvases:
+            out.append("no ipyvolume (WebGL) canvas rendered")
+        if need_slider and need_bokeh and self.slider_changed_image is not True:
+            out.append(f"moving the slider did not change the image ({self.slider_changed_image})")
+        return out
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent():
+    """In the child: get SIGTERM when the test process dies (Linux), so no server outlives it."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 -- not Linux: the finally: below still stops it
+        pass
+
+
+@contextlib.contextmanager
+def jupyter_lab(root_dir=None, *, python=sys.executable, timeout=90):
+    """Start JupyterLab on loopback; yield a :class:`Server`; stop it after."""
+    own_root = root_dir is None
+    root = Path(tempfile.mkdtemp(prefix="tomolab-lab-")) if own_root else Path(root_dir)
+    port, token = free_port(), secrets.token_hex(16)
+    home = root / ".home"
+    home.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        # keep the lab's settings, workspaces and runtime files inside the temp dir
+        JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+        IPYTHONDIR=str(home / "ipython"), MPLBACKEND="Agg",
+        BOKEH_RESOURCES="inline", PYTHONUNBUFFERED="1",
+    )
+    log_path = root / ".home" / "jupyterlab.log"
+    log = open(log_path, "wb")
+    cmd = [python, "-m", "jupyter", "lab", "--no-browser",
+           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly", "--ServerApp.allow_root=True"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+                            preexec_fn=_die_with_parent)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited ({proc.returncode}); log: {log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"JupyterLab did not start in {timeout}s; log: {log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield Server(url=url, token=token, root_dir=root, process=proc, log_path=log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if own_root:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _is_local(url: str) -> bool:
+    parsed = urlparse(url)
+    if parsed.scheme in ("data", "blob", "about", "chrome-extension", "chrome"):
+        return True
+    return (parsed.hostname or "") in LOCAL_HOSTS
+
+
+def _accept_kernel_dialog(page):
+    """Accept JupyterLab's "Select Kernel" dialog if it shows (keeps the notebook's kernel)."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count() and "Kernel" in dialog.first.inner_text():
+        dialog.first.get_by_role("button", name="Select").click()
+        return True
+    return False
+
+
+def _log(*args):
+    if os.environ.get("TOMOLAB_BROWSER_DEBUG"):
+        print(f"[browser {time.strftime('%H:%M:%S')}]", *args, flush=True)
+
+
+def _wait_all_cells_run(page, timeout):
+    """Wait until every code cell shows an execution count and the kernel is idle."""
+    deadline = time.monotonic() + timeout
+    texts = []
+    while time.monotonic() < deadline:
+        if _accept_kernel_dialog(page):
+            _log("accepted kernel dialog")
+        prompts = page.locator(SEL_PROMPT).all_inner_texts()
+        texts = [p.strip() for p in prompts]
+        _log("prompts", texts)
+        done = texts and all(t.startswith("[") and t[1:-2].strip().isdigit() for t in texts)
+        busy = page.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count()
+        if done and not busy:
+            return len(texts)
+        page.wait_for_timeout(250)
+    raise TimeoutError(f"cells still running after {timeout}s: {texts}")
+
+
+def _set_first_slider(page, delta=1):
+    """Change the first IntSlider by ``delta`` through its editable readout, like a user."""
+    readout = page.locator(f"{SEL_SLIDER} .widget-readout").first
+    old = int(float(readout.inner_text().strip()))
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(old + delta))
+    page.keyboard.press("Enter")
+    return old, old + delta
+
+
+def run_notebook_in_browser(path, *, server: Server | None = None, artifacts_dir=ARTIFACTS,
+                            timeout=240, slider_delta=None, headless=True) -> Report:
+    """Open ``path`` in JupyterLab in headless Chromium, run all cells, report.
+
+    Parameters
+    ----------
+    path : str or Path
+        The notebook. It is copied (with its folder's other files left
+        behind) into the server's root dir and run there.
+    server : Server, optional
+        A running :func:`jupyter_lab`; started (and stopped) here if omitted.
+    artifacts_dir : Path
+        Where screenshots go (``<notebook>-*.png``).
+    timeout : float
+        Seconds allowed for all cells to run.
+    slider_delta : int, optional
+        How far to move the first slider (default: a quarter of its range).
+
+    Returns
+    -------
+    Report
+    """
+    from playwright.sync_api import sync_playwright
+
+    path = Path(path)
+    if server is None:
+        with jupyter_lab() as srv:
+            return run_notebook_in_browser(path, server=srv, artifacts_dir=artifacts_dir,
+                                           timeout=timeout, slider_delta=slider_delta,
+                                           headless=headless)
+    t0 = time.monotonic()
+    artifacts_dir = Path(artifacts_dir)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, server.root_dir / path.name)
+    report = Report(notebook=str(path))
+    stem = path.stem
+    for old in artifacts_dir.glob(f"{stem}-*.png"):
+        old.unlink()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=headless)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+
+        def on_request(request):
+            if not _is_local(request.url):
+                report.external_requests.append(request.url)
+
+        def on_failed(request):
+            report.failed_requests.append((request.url, request.resource_type, request.failure))
+
+        def on_console(msg):
+            if msg.type == "error":
+                report.console_errors.append(msg.text)
+
+        page.on("request", on_request)
+        page.on("requestfailed", on_failed)
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: report.console_errors.append(f"pageerror: {exc}"))
+
+        try:
+            _log('page.goto(')
+            page.goto(f"{server.url}/lab/tree/{path.name}?reset&token={server.token}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            page.wait_for_timeout(1000)
+            _accept_kernel_dialog(page)
+            # kernel up before we run anything
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                                   timeout=60_000)
+            _log('page.get_by_role("menuitem", n')
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            page.wait_for_timeout(1000)
+            _log('report.cells_run =')
+            report.cells_run = _wait_all_cells_run(page, timeout)
+            # let widget views and WebGL finish drawing
+            with contextlib.suppress(Exception):
+                page.wait_for_selector(SEL_BOKEH, timeout=20_000)
+            page.wait_for_timeout(2000)
+            shot = artifacts_dir / f"{stem}-after-run.png"
+            page.screenshot(path=str(shot), full_page=True)
+            report.screenshots.append(str(shot))
+
+            _log('report.error_outputs = page')
+            report.error_outputs = page.locator(SEL_ERROR_OUTPUT).all_inner_texts()
+            body = page.locator(".jp-Notebook").inner_text()
+            report.widget_errors = [line for line in body.splitlines()
+                                    if "Error displaying widget" in line
+                                    or "Error rendering" in line]
+            report.n_sliders = page.locator(SEL_SLIDER).count()
+            report.n_bokeh = page.locator(SEL_BOKEH).count()
+            report.n_webgl_canvases = page.locator(SEL_IPYVOLUME).evaluate_all(
+                "els => els.filter(c => { try { return !!(c.getContext('webgl2') || c.getContext('webgl')) }"
+                " catch (e) { return false } }).length")
+
+            if report.n_sliders and report.n_bokeh:
+                plot = page.locator(SEL_BOKEH).first
+                plot.scroll_into_view_if_needed()
+
+                def plot_shot():
+                    # the middle of the first plot: the image, not its title or axes
+                    box = plot.bounding_box()
+                    clip = {"x": box["x"] + 0.25 * box["width"], "y": box["y"] + 0.25 * box["height"],
+                            "width": 0.5 * box["width"], "height": 0.5 * box["height"]}
+                    return page.screenshot(clip=clip)
+
+                before = plot_shot()
+                (artifacts_dir / f"{stem}-plot-before.png").write_bytes(before)
+                if slider_delta is None:
+                    lo = page.locator(f"{SEL_SLIDER} .noUi-handle").first.get_attribute("aria-valuemin")
+                    hi = page.locator(f"{SEL_SLIDER} .noUi-handle").first.get_attribute("aria-valuemax")
+                    try:
+                        slider_delta = max(1, int((float(hi) - float(lo)) // 4))
+                    except (TypeError, ValueError):
+                        slider_delta = 1
+                _log('_set_first_slider(page, slider')
+                _set_first_slider(page, slider_delta)
+                changed = False
+                deadline = time.monotonic() + 20
+                after = before
+                while time.monotonic() < deadline:
+                    page.wait_for_timeout(500)
+                    after = plot_shot()
+                    if after != before:
+                        changed = True
+                        page.wait_for_timeout(500)
+                        after = plot_shot()
+                        break
+                (artifacts_dir / f"{stem}-plot-after.png").write_bytes(after)
+                report.screenshots += [str(artifacts_dir / f"{stem}-plot-before.png"),
+                                       str(artifacts_dir / f"{stem}-plot-after.png")]
+                report.slider_changed_image = changed
+                # and no error appeared because of it
+                report.error_outputs += [t for t in page.locator(SEL_ERROR_OUTPUT).all_inner_texts()
+                                         if t not in report.error_outputs]
+            shot = artifacts_dir / f"{stem}-final.png"
+            page.screenshot(path=str(shot), full_page=True)
+            report.screenshots.append(str(shot))
+        except Exception:
+            with contextlib.suppress(Exception):
+                shot = artifacts_dir / f"{stem}-failure.png"
+                page.screenshot(path=str(shot), full_page=True)
+                report.screenshots.append(str(shot))
+            raise
+        finally:
+            context.close()
+            browser.close()
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+if __name__ == "__main__":
+    import json
+
+    for nb in sys.argv[1:]:
+        rep = run_notebook_in_browser(nb)
+        print(json.dumps(dataclasses.asdict(rep), indent=1, default=str))
+        print("problems:", rep.problems())

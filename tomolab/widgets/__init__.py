@@ -1,0 +1,12 @@
+"""Notebook widgets: ipywidgets containers whose traits are the API.
+
+Each widget composes the layers below (:mod:`tomolab.viz` and the
+processing functions) and computes nothing itself. Long work runs through
+:class:`TaskBar` (progress bar, cancel, readable errors).
+"""
+
+from tomolab.widgets._slices import SliceViewer
+from tomolab.widgets._task import Cancelled, Progress, TaskBar, dask_progress, format_error, guarded
+
+__all__ = ["Cancelled", "Progress", "SliceViewer", "TaskBar",
+           "dask_progress", "format_error", "guarded"]

@@ -1,0 +1,37 @@
+"""Show holoviews plots inside ipywidgets containers.
+
+A holoviews object is rendered to a Bokeh model (``hv.renderer('bokeh')``)
+and wrapped in :class:`jupyter_bokeh.BokehModel`, an ipywidget (the same
+bridge ``panel.ipywidget`` uses). The plot then lives in ``children`` like
+any other widget, in JupyterLab and in saved widget state, and updates
+travel as Bokeh model diffs over the widget comm: a holoviews stream event
+(a new slice index) re-renders only the plots that listen to it, in place,
+keeping zoom and pan. BokehJS itself is loaded into the page by
+:func:`tomolab.viz.ensure_extension` (inline, from the Jupyter server).
+
+Chosen over ``hv.render`` into an ``ipywidgets.Output`` (which re-sends the
+whole figure, flickers, resets zoom, and leaves nothing to test in Python)
+and over panel's server-side layout (an extra layer for no gain here).
+"""
+
+from __future__ import annotations
+
+__all__ = ["HoloViewsWidget"]
+
+
+def HoloViewsWidget(obj):
+    """Render holoviews ``obj`` and return ``(widget, plot)``.
+
+    ``widget`` is a :class:`jupyter_bokeh.BokehModel`; ``plot`` is the
+    holoviews plot, whose ``.state`` is the live Bokeh model (what the
+    browser shows; tests read it).
+    """
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401
+    from jupyter_bokeh import BokehModel
+
+    from tomolab.viz import ensure_extension
+
+    ensure_extension()
+    plot = hv.renderer("bokeh").get_plot(obj)
+    return BokehModel(plot.state), plot

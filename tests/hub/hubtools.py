@@ -24,6 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 SHARED_ID = "MIG-5e3c1f2a-0b7d-4c1e-9a6f-2d8e4b7c9a10"
 SHARED_CAP = 2 * 1024**3
 POOL = [
@@ -238,7 +239,7 @@ class Hub:
 
     # -- REST API ----------------------------------------------------------
     async def request(self, method: str, path: str, body=None, *, url=None, timeout: float = 60, raw=False):
-        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+        from tornado.httpclient import AsyncHTTPClient
 
         client = AsyncHTTPClient(force_instance=True)
         try:
@@ -386,3 +387,19 @@ def _message(body: bytes) -> str:
         return json.loads(body).get("message", "")
     except ValueError:
         return body.decode(errors="replace")
+
+
+def load_culler_hook(path, *, gpu_idle_seconds):
+    """The cull_arbiter_hook that jupyterhub-idle-culler would load from ``path``."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    old = os.environ.get("TOMOLAB_GPU_IDLE_TIMEOUT")
+    os.environ["TOMOLAB_GPU_IDLE_TIMEOUT"] = gpu_idle_seconds
+    try:
+        cfg = PyFileConfigLoader(os.path.basename(path), os.path.dirname(path)).load_config()
+    finally:
+        if old is None:
+            del os.environ["TOMOLAB_GPU_IDLE_TIMEOUT"]
+        else:
+            os.environ["TOMOLAB_GPU_IDLE_TIMEOUT"] = old
+    return cfg.IdleCuller.cull_arbiter_hook

@@ -20,7 +20,7 @@ from collections import Counter
 
 import pytest
 
-from hubtools import POOL, SHARED_CAP, SHARED_ID, hub_requirements_missing
+from hubtools import POOL, REPO, SHARED_CAP, SHARED_ID, hub_requirements_missing, load_culler_hook
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
@@ -176,31 +176,28 @@ def test_killed_server_process_is_noticed_and_its_gpu_released(clean):
 
 
 def test_idle_culler_stops_servers_and_releases_their_gpus(clean):
+    """The culler with the facility's config: idle GPU servers go (and release), CPU-only ones stay."""
     from jupyterhub_idle_culler import cull_idle
 
     hub = clean
+    hook = load_culler_hook(str(REPO / "deploy" / "idle_culler_config.py"), gpu_idle_seconds="2")
 
     async def scenario():
         await hub.create_users(["c1", "c2", "c3"])
         results = await asyncio.gather(hub.spawn("c1", "exclusive"), hub.spawn("c2", "shared"), hub.spawn("c3", "cpu"))
         assert all(r["ok"] for r in results), results
         assert set(hub.holders()) == {"c1", "c2"}
-        await asyncio.sleep(2.5)  # idle for longer than the culler's limit below
-        targets = {"/user/c1/", "/user/c2/"}
-
-        def only_targets(*, inactive, inactive_limit, server, **kw):
-            return server["url"] in targets and inactive.total_seconds() >= inactive_limit
-
+        await asyncio.sleep(2.5)  # idle for longer than the GPU limit, far less than the CPU limit
         await cull_idle(
             url=f"http://127.0.0.1:{hub.port}/hub/api",
             api_token=hub.token,
-            inactive_limit=2,
+            inactive_limit=3600,
             logger=logging.getLogger("test-culler"),
-            cull_arbiter=only_targets,
+            cull_arbiter=hook,
         )
         await asyncio.gather(hub.wait_stopped("c1"), hub.wait_stopped("c2"))
         assert hub.allocations() == []
-        assert "" in (await hub.user("c3"))["servers"], "the culler should only have stopped c1 and c2"
+        assert "" in (await hub.user("c3"))["servers"], "the CPU-only server is not idle long enough to cull"
 
     run(scenario())
 
@@ -222,7 +219,7 @@ def test_hub_restart_keeps_allocations_and_drops_stale_ones(clean):
     assert set(before) == {"r1", "r2", "r3", "r4"}
 
     hub.stop()  # cleanup_servers=False: the servers keep running
-    for u, pid in pids.items():
+    for pid in pids.values():
         os.kill(pid, 0)  # raises if the server died with the hub
     # while the hub is down: r4's server dies, and a crashed hub's leftover row fills the shared device
     os.kill(pids["r4"], signal.SIGKILL)

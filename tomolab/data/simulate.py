@@ -129,14 +129,19 @@ def _counts(rng, expected, params: SimulationParameters) -> np.ndarray:
     return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
 
 
-def iter_projection_slabs(params: SimulationParameters, *, block: int = 32
-                          ) -> Iterator[tuple[int, int, np.ndarray]]:
+def iter_projection_slabs(params: SimulationParameters, *, block: int | None = None,
+                          memory: int = 256 << 20) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, counts)`` blocks of projections, in bounded memory.
 
-    Each block is ``uint16`` of shape ``(stop - start, n_rows, n_cols)``; the
-    noise of each block is seeded from ``(seed, start)``, so a block is the same
-    however the scan is cut.
+    Each block is ``uint16`` of shape ``(stop - start, n_rows, n_cols)``. The
+    block length keeps the float64 temporaries of one block under ``memory``
+    bytes (a 2048² detector is simulated a projection or two at a time). The
+    noise of each projection is seeded from ``(seed, index)``, so the scan is
+    the same however it is cut into blocks.
     """
+    if block is None:
+        per_projection = params.n_rows * params.n_cols * 8 * 3 * 4  # chords of 3 sub-samples, x4 temps
+        block = int(np.clip(memory // per_projection, 1, 64))
     shapes = params.shapes()
     gains = _gains(params)
     beam = _beam(params)
@@ -149,12 +154,14 @@ def iter_projection_slabs(params: SimulationParameters, *, block: int = 32
         line = project_slice(shapes, angles[start:stop], cols, Z, center=params.center)
         line *= params.attenuation_per_pixel
         expected = beam * gains * _drift(params, t_proj[start:stop])[:, None, None] * np.exp(-line)
-        rng = np.random.default_rng([params.seed, 1, start])
-        counts = _counts(rng, expected, params)
-        if params.zingers > 0:
-            hit = rng.random(counts.shape) < params.zingers
-            boost = rng.uniform(0.5, 2.0, size=int(hit.sum())) * params.photons
-            counts[hit] = np.clip(counts[hit] + boost, 0, 65535).astype(np.uint16)
+        counts = np.empty(expected.shape, np.uint16)
+        for i in range(stop - start):
+            rng = np.random.default_rng([params.seed, 1, start + i])
+            counts[i] = _counts(rng, expected[i], params)
+            if params.zingers > 0:
+                hit = rng.random(counts[i].shape) < params.zingers
+                boost = rng.uniform(0.5, 2.0, size=int(hit.sum())) * params.photons
+                counts[i][hit] = np.clip(counts[i][hit] + boost, 0, 65535).astype(np.uint16)
         yield start, stop, counts
 
 

@@ -120,3 +120,21 @@ def test_cpu_and_gpu_volumes_agree(scan):
     rel = np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values)
     assert rel < 1e-4, rel
     assert gpu.attrs["backend"] == "cupy"
+
+
+def test_a_centre_per_row(scan):
+    true_center = scan.attrs["true_center"]
+    per_row = tomolab.reconstruct(scan, center=[true_center] * 4, rows="2:6", backend="numpy")
+    single = tomolab.reconstruct(scan, center=true_center, rows="2:6", backend="numpy")
+    assert np.allclose(per_row.values, single.values, atol=1e-3 * float(np.abs(single).max()))
+    assert list(per_row["center"].values) == [true_center] * 4
+
+    class Axis:  # anything with a center(rows) method, as an axis fit has
+        def center(self, r):
+            return true_center + 0.0 * np.asarray(r)
+
+    fitted = tomolab.reconstruct(scan, center=Axis(), rows="2:6", backend="numpy")
+    assert fitted.attrs["center_source"] == "per row, from an axis fit"
+    assert np.allclose(fitted.values, single.values, atol=1e-3 * float(np.abs(single).max()))
+    with pytest.raises(ParameterError, match="one centre per reconstructed row"):
+        tomolab.reconstruct(scan, center=[70.0, 71.0], rows="2:6", backend="numpy")

@@ -170,9 +170,12 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     ----------
     scan : xarray.Dataset
         From :func:`tomolab.open_scan` or :func:`tomolab.from_arrays`.
-    center : float or "auto"
+    center : float, "auto", array_like or axis fit
         Detector column of the rotation axis, in pixels (``"auto"``:
-        :func:`find_center` on the middle of ``rows``).
+        :func:`find_center` on the middle of ``rows``). For an axis that is
+        tilted or drifts with height: one column per reconstructed row, or an
+        object with a ``center(rows)`` method (as ``tomolab.find_axis``
+        returns), and each row is reconstructed with its own centre.
     rows : int, slice, "A:B" or (A, B), optional
         Detector rows to reconstruct (default: all).
     algorithm : str
@@ -229,7 +232,19 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
         middle = row_range.start + len(row_range) // 2
         center, score = find_center(scan, row=middle, backend=backend, normalize=normalize)
         center_source = f"auto (vo at row {middle})"
-    center = check_center(scan, center)
+    if not isinstance(center, str) and callable(getattr(center, "center", None)):
+        center = np.asarray(center.center(np.arange(row_range.start, row_range.stop)), float)
+        center_source = "per row, from an axis fit"
+    if np.ndim(center) == 1:
+        center = np.array([check_center(scan, c) for c in center])
+        if center.size != len(row_range):
+            raise ParameterError("one centre per reconstructed row is needed", where="center",
+                                 value=f"{center.size} values for {len(row_range)} rows",
+                                 fix="pass a single column, or one per row of rows=")
+        if center_source == "given":
+            center_source = "per row, given"
+    else:
+        center = check_center(scan, center)
     _half_turn(scan["angle"].values)
     n_cols = int(scan.sizes["col"])
     n = int(size or n_cols)
@@ -259,7 +274,7 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     attrs = {
         "long_name": "linear attenuation coefficient",
         "units": "1/m" if pixel_size else "1/pixel",
-        "center": center,
+        "center": center if np.ndim(center) == 0 else float(np.mean(center)),
         "center_source": center_source,
         "rows": f"{row_range.start}:{row_range.stop}",
         "algorithm": algorithm,
@@ -277,6 +292,8 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     }
     if score is not None:
         attrs["center_score"] = score
+    if np.ndim(center) == 1:
+        coords["center"] = ("z", center, {"units": "pixel", "long_name": "rotation axis column"})
     return xr.DataArray(data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name="attenuation")
 
 

@@ -100,7 +100,7 @@ def slab_height(n_angles: int, n_cols: int, n_out: int, backend: str, *, n_rows:
     return int(np.clip(height, 1, n_rows))
 
 
-def reconstruct_rows(scan, rows: range, *, center: float, algorithm: Callable, backend: str,
+def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend: str,
                      n: int, normalize: bool = True, log: bool = True,
                      progress: Callable[[int, int], None] | None = None,
                      cancel: Callable[[], bool] | None = None, **algorithm_options) -> np.ndarray:
@@ -108,6 +108,8 @@ def reconstruct_rows(scan, rows: range, *, center: float, algorithm: Callable, b
 
     Parameters
     ----------
+    center : float or ndarray (len(rows),)
+        The axis column, or one per row (tilted axis).
     progress : callable(done, total), optional
         Called after each slab with the number of rows done.
     cancel : callable() -> bool, optional
@@ -129,7 +131,8 @@ def reconstruct_rows(scan, rows: range, *, center: float, algorithm: Callable, b
         sel = slice(rows.start + start, rows.start + stop)
         sinograms = line_integrals(scan, sel, backend=backend, normalize=normalize, log=log)
         sinograms = sinograms.transpose(1, 0, 2)  # (row, angle, col)
-        slices = algorithm(sinograms, angles, center=center, n=n, **algorithm_options)
+        centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
+        slices = algorithm(sinograms, angles, center=centers, n=n, **algorithm_options)
         out[start:stop] = to_numpy(slices)
         done = stop
         if progress is not None:

@@ -49,7 +49,8 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
     Sample ``(b, a, i)`` (signed ``k = i - n_k // 2``) sits at grid position
     ``(uy, ux) = k * (uy_step[a], ux_step[a])``; it adds ``value * φ(row - uy)
     * φ(col - ux)`` to the ``width × width`` nodes around it, rows and columns
-    taken modulo ``M`` (FFT order). ``grid`` is ``(n_b, M, n_store)``: with
+    taken modulo ``M`` (FFT order). ``grid`` is the float32 view ``(n_b, M, 2 n_store)``
+    of a complex64 grid ``(n_b, M, n_store)``: with
     ``n_store == M // 2 + 1`` only the columns ``kx = 0 .. M/2`` are kept (the
     half plane of a real slice; the other half is its Hermitian mirror).
     ``φ`` is read from ``table`` (samples ``1 / table_scale`` apart, linear
@@ -57,7 +58,7 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
     """
     n_b, n_a, n_k = values.shape
     m = grid.shape[1]
-    n_store = grid.shape[2]
+    n_store = grid.shape[2] // 2
     half_plane = n_store < m
     k_max = (n_k - 1) // 2
     hw = 0.5 * width
@@ -66,9 +67,9 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
         b = task // n_bands
         r0 = (task - b * n_bands) * band
         r1 = min(r0 + band, m)
-        g = grid[b]
+        g = grid[b]  # float32 view: (m, 2 * n_store), real and imaginary parts interleaved
         for r in range(r0, r1):
-            for c in range(n_store):
+            for c in range(2 * n_store):
                 g[r, c] = 0
         wx = np.empty(width, np.float32)
         cols = np.empty(width, np.int64)
@@ -133,7 +134,9 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
                                 w = 0.0
                                 col = 0
                             wx[j] = w
-                            cols[j] = col
+                            cols[j] = 2 * col
+                        contiguous = cols[width - 1] - cols[0] == 2 * (width - 1)
+                        c0 = cols[0]
                         for row in range(y0, y1):
                             d = abs(row - uy) * table_scale
                             t = int(d)
@@ -141,5 +144,11 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
                             vr = v.real * wy
                             vi = v.imag * wy
                             grow = g[row]
-                            for j in range(width):
-                                grow[cols[j]] += complex(vr * wx[j], vi * wx[j])
+                            if contiguous:
+                                for j in range(width):
+                                    grow[c0 + 2 * j] += vr * wx[j]
+                                    grow[c0 + 2 * j + 1] += vi * wx[j]
+                            else:
+                                for j in range(width):
+                                    grow[cols[j]] += vr * wx[j]
+                                    grow[cols[j] + 1] += vi * wx[j]

@@ -21,8 +21,10 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
         Line integrals (after flat-field correction and ``-log``).
     angles : array_like (angle,)
         Radians, uniformly covering 180° or 360°.
-    center : float
-        Detector column of the rotation axis, in pixels.
+    center : float or array_like (z,)
+        Detector column of the rotation axis, in pixels; or one per slice (a
+        tilted axis): each sinogram is then shifted to a common centre by a
+        phase ramp in the filter, so every slice is centred on its own axis.
     filter : str
         ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann`` or ``parzen``.
     n : int, optional
@@ -50,7 +52,16 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
     xp = array_module(sinograms)
     sinograms = xp.asarray(sinograms, dtype=xp.float32)
     angles = np.asarray(angles, dtype=np.float64)
-    filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode)
-    out = backproject(filtered, angles, center=center, n=n)
+    centers = np.asarray(center, dtype=np.float64)
+    if centers.ndim == 0 or np.all(centers == centers.flat[0]):
+        filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode)
+        common = float(centers.flat[0])
+    else:
+        if centers.shape != (sinograms.shape[0],):
+            raise ValueError(f"center has {centers.size} values for {sinograms.shape[0]} slices")
+        common = float(centers.mean())
+        filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode,
+                                    slice_shift=common - centers)
+    out = backproject(filtered, angles, center=common, n=n)
     out *= np.float32(np.pi / angles.size)
     return out

@@ -80,7 +80,8 @@ def fourier_filter(n_padded: int, name: str = "ramp") -> np.ndarray:
     return ramp * window(freq)
 
 
-def filter_sinograms(sinograms, *, filter: str = "ramp", pad_mode: str = "edge", shift: float = 0.0):
+def filter_sinograms(sinograms, *, filter: str = "ramp", pad_mode: str = "edge", shift: float = 0.0,
+                     slice_shift=None):
     """Filter sinograms along the detector axis (the last axis).
 
     Parameters
@@ -97,6 +98,9 @@ def filter_sinograms(sinograms, *, filter: str = "ramp", pad_mode: str = "edge",
         phase ramp in the same FFT (positive moves content to higher columns).
         An array of shifts gives a new leading axis: one filtered stack per
         shift for the price of one forward FFT.
+    slice_shift : ndarray (z,), optional
+        One shift per sinogram of a ``(z, angle, col)`` stack (no new axis):
+        how a tilted axis, with a centre per row, is brought to one centre.
 
     Returns
     -------
@@ -119,11 +123,17 @@ def filter_sinograms(sinograms, *, filter: str = "ramp", pad_mode: str = "edge",
                              fix='use "edge" or "constant"')
     spectrum = fft.rfft(padded, axis=-1)
     response = xp.asarray(fourier_filter(n_pad, filter).astype(np.complex64))
+    freq = np.fft.rfftfreq(n_pad)
+    if slice_shift is not None:
+        per_slice = np.asarray(slice_shift, float).reshape(-1)
+        if sinograms.ndim != 3 or per_slice.size != sinograms.shape[0]:
+            raise ValueError("slice_shift needs one shift per sinogram of a (z, angle, col) stack")
+        ramps = np.exp(-2j * np.pi * freq[None, :] * per_slice[:, None]).astype(np.complex64)
+        response = xp.asarray(ramps)[:, None, :] * response
     shifts = np.asarray(shift, float)
     if shifts.ndim == 0 and shifts == 0:
         filtered = fft.irfft(spectrum * response, n=n_pad, axis=-1)
         return filtered[..., left:left + n_cols].astype(sinograms.dtype, copy=False)
-    freq = np.fft.rfftfreq(n_pad)
     ramps = np.exp(-2j * np.pi * freq[None, :] * np.atleast_1d(shifts)[:, None]).astype(np.complex64)
     ramps = xp.asarray(ramps) * response  # (n_shift, n_freq)
     ramps = ramps.reshape(ramps.shape[:1] + (1,) * (sinograms.ndim - 1) + ramps.shape[-1:])

@@ -17,6 +17,8 @@ setting. See who holds which GPU with::
 import os
 import sys
 
+from tomolab.hub import parse_devices
+
 c = get_config()  # noqa: F821 (provided by JupyterHub's config loader)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,7 +69,7 @@ c.Authenticator.admin_users = {"CHANGE-ME-admin"}                 # CHANGE ME: a
 # ---------------------------------------------------------------------------
 c.JupyterHub.spawner_class = "tomolab.hub.GPUPoolLocalProcessSpawner"
 
-c.GPUPoolMixin.gpu_devices = [
+GPU_DEVICES = [
     # a whole card for one user at a time
     {"id": "0", "policy": "exclusive", "label": "A100 80GB"},
     # a card shared by up to 4 users, each capped at 18 GiB of GPU memory
@@ -75,6 +77,10 @@ c.GPUPoolMixin.gpu_devices = [
     # MIG instances: use the MIG UUIDs from `nvidia-smi -L`, e.g.
     # {"id": "MIG-5c1d1e83-8a55-5a3b-93f1-4f0c3b0a9d2e", "policy": "exclusive", "label": "3g.40gb"},
 ]
+# Check the list now, so that a mistake stops the hub at start-up with a message
+# naming the entry and the fix, rather than failing the first GPU spawn.
+parse_devices(GPU_DEVICES)
+c.GPUPoolMixin.gpu_devices = GPU_DEVICES
 c.GPUPoolMixin.gpu_pool_db = os.path.join(DATA_DIR, "tomolab-gpu-pool.sqlite")
 c.GPUPoolMixin.gpu_profiles = ["cpu", "shared", "exclusive"]  # what the spawn form offers
 c.GPUPoolMixin.gpu_default_profile = "cpu"  # for API spawns that name no profile

@@ -273,6 +273,19 @@ def test_mixin_gives_env_and_releases_when_the_job_ends(tmp_path):
     asyncio.run(go())
 
 
+def test_no_profile_means_the_default_profile(tmp_path):
+    async def go():
+        for options in ({}, {"profile": None}, {"profile": ""}, {"profile": []}):
+            sp = make(tmp_path, user="fay", options=options)
+            await sp.start()
+            assert sp.job_env["TOMOLAB_GPU_PROFILE"] == "cpu" and sp.job_env["CUDA_VISIBLE_DEVICES"] == ""
+        sp = make(tmp_path, user="gus", gpu_default_profile="shared")
+        await sp.start()
+        assert sp.job_env["CUDA_VISIBLE_DEVICES"] == "MIG-aaaa-bbbb"
+
+    asyncio.run(go())
+
+
 def test_failed_start_gives_the_device_back(tmp_path):
     async def go():
         sp = make(tmp_path, options={"profile": "exclusive"})
@@ -420,3 +433,15 @@ def test_facility_config_loads_in_jupyterhub(tmp_path, monkeypatch):
     assert not hook(inactive=timedelta(seconds=61), inactive_limit=3600, server=cpu)
     assert hook(inactive=timedelta(seconds=3600), inactive_limit=3600, server=cpu)
     assert not hook(inactive=timedelta(seconds=61), inactive_limit=3600, server={"state": None})
+
+
+def test_facility_config_with_a_bad_pool_stops_the_hub(tmp_path, monkeypatch):
+    from jupyterhub.app import JupyterHub
+
+    text = (REPO / "deploy" / "jupyterhub_config.py").read_text()
+    bad = text.replace('"max_users": 4, "memory_limit": "18G", ', '"max_users": 4, ')
+    assert bad != text
+    (tmp_path / "jupyterhub_config.py").write_text(bad)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PoolConfigError, match=r"gpu_devices\[1\]: a shared device needs a per-user memory_limit"):
+        JupyterHub().load_config_file(str(tmp_path / "jupyterhub_config.py"))

@@ -71,8 +71,8 @@ def _list(args) -> int:
     if devices:
         counts = usage(devices, allocations)
         for d in devices:
-            print(f"  {d.display:<28} {d.policy:<9} {counts[d.id]}/{d.max_users} in use, "
-                  f"cap {format_bytes(d.memory_limit)}")
+            cap = f"{format_bytes(d.memory_limit)} cap each" if d.memory_limit else "no memory cap"
+            print(f"  {d.display:<28} {d.policy:<9} {counts[d.id]}/{d.max_users} in use, {cap}")
     if not allocations:
         print("no GPU allocations")
         return 0

@@ -187,10 +187,11 @@ class GPUPoolMixin(LoggingConfigurable):
     def gpu_profile(self) -> str:
         """The profile asked for in ``user_options`` (``"profile"``), or the default."""
         options = self.user_options or {}
-        profile = options.get("profile", self.gpu_default_profile)
+        profile = options.get("profile")
         if isinstance(profile, (list, tuple)):  # raw form data
-            profile = profile[0] if profile else self.gpu_default_profile
-        profile = str(profile).strip().lower() or self.gpu_default_profile
+            profile = profile[0] if profile else None
+        profile = str(profile).strip().lower() if profile is not None else ""
+        profile = profile or self.gpu_default_profile
         if profile not in self.gpu_profiles:
             offered = ", ".join(f"'{p}' ({PROFILE_TITLES[p]})" for p in self.gpu_profiles)
             raise _pool_error(
@@ -219,9 +220,8 @@ class GPUPoolMixin(LoggingConfigurable):
         if released:
             self.log.info("GPU pool: released GPU %s of %s (%s)", alloc.device, self._gpu_server_label, why)
 
-    def _gpu_reconcile(self) -> None:
-        live = _LIVE.get(self._gpu_key, {})
-        for stale in self.gpu_ledger.reconcile(live):
+    def _gpu_reconcile(self, live_ids) -> None:
+        for stale in self.gpu_ledger.reconcile(live_ids):
             self.log.warning(
                 "GPU pool: dropped stale allocation of GPU %s by %s (no running server holds it)",
                 stale.device,
@@ -236,14 +236,15 @@ class GPUPoolMixin(LoggingConfigurable):
         args = (self.user.name, self.name or "", profile, pool)
         kwargs = dict(max_per_user=self.gpu_max_per_user, show_holders=self.gpu_show_holders)
         async with lock:
+            # snapshot the live ids here, on the event loop that changes them
             if key not in _RECONCILED:
-                await asyncio.to_thread(self._gpu_reconcile)
+                await asyncio.to_thread(self._gpu_reconcile, set(_LIVE.get(key, {})))
             try:
                 alloc = await asyncio.to_thread(self.gpu_ledger.allocate, *args, **kwargs)
             except PoolExhausted:
                 # rows left by something that did not clean up count as "in use";
                 # drop those no running server holds, then try once more
-                await asyncio.to_thread(self._gpu_reconcile)
+                await asyncio.to_thread(self._gpu_reconcile, set(_LIVE.get(key, {})))
                 try:
                     alloc = await asyncio.to_thread(self.gpu_ledger.allocate, *args, **kwargs)
                 except PoolExhausted as e:
@@ -262,7 +263,6 @@ class GPUPoolMixin(LoggingConfigurable):
     # -- the spawner hooks -------------------------------------------------
     async def start(self):
         profile = self.gpu_profile()
-        self._gpu_profile_started = profile
         # leftovers of an earlier run of this server (the hub has cleared state; be sure)
         self._gpu_release("server is starting again")
         self._gpu_start_pending = True

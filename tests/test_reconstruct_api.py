@@ -138,3 +138,20 @@ def test_a_centre_per_row(scan):
     assert np.allclose(fitted.values, single.values, atol=1e-3 * float(np.abs(single).max()))
     with pytest.raises(ParameterError, match="one centre per reconstructed row"):
         tomolab.reconstruct(scan, center=[70.0, 71.0], rows="2:6", backend="numpy")
+
+
+@gpu_test
+def test_gpu_streaming_over_many_slabs_matches_the_cpu(scan, monkeypatch):
+    """Several overlapped slabs, the last one short: the same volume as the CPU, in order."""
+    import tomolab.engine.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "slab_height", lambda *a, **k: 3)
+    done = []
+    gpu = tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="cupy",
+                              progress=lambda d, t: done.append(d))
+    cpu = tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="numpy")
+    assert done == [3, 6, 9, 11]
+    assert np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values) < 1e-4
+    with pytest.raises(tomolab.engine.Cancelled):
+        tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="cupy",
+                            cancel=lambda: len(done) > 5, progress=lambda d, t: done.append(d))

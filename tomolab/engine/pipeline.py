@@ -43,6 +43,52 @@ def _flats_before_after(scan):
     return None, None
 
 
+def field_means(scan, rows: slice, *, backend: str = "numpy", normalize: bool = True) -> dict:
+    """Mean dark and flat fields of ``rows`` on the backend's device (read once per run).
+
+    With flats taken before *and* after the projections, the two means are
+    kept apart (``flat_before``, ``flat_after``) so that the flat can be
+    interpolated across the scan; otherwise there is one ``flat``.
+    """
+    if not normalize:
+        return {}
+    xp = _array_module(backend)
+    if "flats" not in scan:
+        raise ParameterError("the scan has no flat fields, so it cannot be normalised",
+                             where=f"{scan.attrs.get('source_file') or 'scan'}: flats",
+                             value=None,
+                             fix="pass normalize=False if the projections are already "
+                                 "flat-field corrected, or give flats= to open_scan/from_arrays")
+    fields = {}
+    if "darks" in scan:
+        fields["dark"] = xp.asarray(scan["darks"][:, rows, :].values.mean(axis=0, dtype=np.float64),
+                                    dtype=xp.float32)
+    flats = scan["flats"][:, rows, :].values
+    before, after = _flats_before_after(scan)
+    if before is not None:
+        fields["flat_before"] = xp.asarray(flats[before].mean(axis=0, dtype=np.float64), dtype=xp.float32)
+        fields["flat_after"] = xp.asarray(flats[after].mean(axis=0, dtype=np.float64), dtype=xp.float32)
+    else:
+        fields["flat"] = xp.asarray(flats.mean(axis=0, dtype=np.float64), dtype=xp.float32)
+    return fields
+
+
+def correct(raw, fields: dict, *, rows: slice = slice(None), log: bool = True):
+    """Dark/flat correction (interpolated across the scan when there are two flats) and ``-log``.
+
+    ``raw`` is ``(angle, row, col)`` for the whole scan's angles; ``fields``
+    come from :func:`field_means` and ``rows`` selects their rows.
+    """
+    if not fields:
+        data = raw.astype(np.float32)
+    elif "flat_before" in fields:
+        data = normalize_interpolated(raw, fields["flat_before"][rows], fields["flat_after"][rows],
+                                      fields["dark"][rows] if "dark" in fields else None)
+    else:
+        data = flat_field(raw, fields["flat"][rows], fields["dark"][rows] if "dark" in fields else None)
+    return minus_log(data) if log else data
+
+
 def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool = True,
                    log: bool = True):
     """Read ``rows`` of every projection and turn them into line integrals.
@@ -67,25 +113,9 @@ def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool
     ndarray (angle, row, col) float32 on the backend's device
     """
     xp = _array_module(backend)
+    fields = field_means(scan, rows, backend=backend, normalize=normalize)
     raw = xp.asarray(np.ascontiguousarray(scan["projections"][:, rows, :].values))
-    if normalize:
-        if "flats" not in scan:
-            raise ParameterError("the scan has no flat fields, so it cannot be normalised",
-                                 where=f"{scan.attrs.get('source_file') or 'scan'}: flats",
-                                 value=None,
-                                 fix="pass normalize=False if the projections are already "
-                                     "flat-field corrected, or give flats= to open_scan/from_arrays")
-        darks = xp.asarray(scan["darks"][:, rows, :].values) if "darks" in scan else None
-        before, after = _flats_before_after(scan)
-        if before is not None:
-            flats = scan["flats"][:, rows, :].values
-            data = normalize_interpolated(raw, xp.asarray(flats[before]), xp.asarray(flats[after]),
-                                          darks)
-        else:
-            data = flat_field(raw, xp.asarray(scan["flats"][:, rows, :].values), darks)
-    else:
-        data = raw.astype(xp.float32)
-    return minus_log(data) if log else data
+    return correct(raw, fields, log=log)
 
 
 def slab_height(n_angles: int, n_cols: int, n_out: int, backend: str, *, n_rows: int,
@@ -123,6 +153,11 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     n_rows = len(rows)
     height = slab_height(angles.size, scan.sizes["col"], n, backend, n_rows=n_rows)
     out = np.empty((n_rows, n, n), np.float32)
+    if backend == "cupy":
+        _stream_rows_gpu(scan, rows, out, height=height, center=center, algorithm=algorithm, n=n,
+                         normalize=normalize, log=log, progress=progress, cancel=cancel,
+                         **algorithm_options)
+        return out
     done = 0
     for start in range(0, n_rows, height):
         if cancel is not None and cancel():
@@ -138,3 +173,30 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         if progress is not None:
             progress(done, n_rows)
     return out
+
+
+def _stream_rows_gpu(scan, rows: range, out: np.ndarray, *, height: int, center, algorithm,
+                     n: int, normalize: bool, log: bool, progress, cancel, **algorithm_options):
+    """The GPU path of :func:`reconstruct_rows`: overlapped slabs (see :mod:`tomolab.engine.stream`)."""
+    from tomolab.engine.stream import stream_slabs
+
+    angles = scan["angle"].values
+    n_angles, n_cols = angles.size, int(scan.sizes["col"])
+    projections = scan["projections"]
+    fields = field_means(scan, slice(rows.start, rows.stop), backend="cupy", normalize=normalize)
+
+    def read(start, stop, buffer):
+        block = projections[:, rows.start + start:rows.start + stop, :].values
+        np.copyto(buffer, block)
+
+    def compute(raw, start, stop):
+        sinograms = correct(raw, fields, rows=slice(start, stop), log=log).transpose(1, 0, 2)
+        centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
+        return algorithm(sinograms, angles, center=centers, n=n, **algorithm_options)
+
+    def write(start, stop, host):
+        out[start:stop] = host
+
+    stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h, n_cols),
+                 in_dtype=projections.dtype, out_shape=lambda h: (h, n, n), read=read,
+                 compute=compute, write=write, progress=progress, cancel=cancel)

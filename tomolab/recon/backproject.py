@@ -64,63 +64,88 @@ extern "C" __global__ void backproject_linear(
 """
 
 
-# Four slices per thread: the sinograms are interleaved as (angle, col, 4) so one
-# 16-byte load fetches the same detector sample of four slices, and the index
-# arithmetic of each (voxel, angle) pair is shared by the four.
-_CUDA_SOURCE_Z4 = r"""
-extern "C" __global__ void backproject_linear_z4(
+# Several slices per thread: the sinograms are interleaved as (angle, col, 4·G)
+# so 16-byte loads fetch the same detector sample of 4·G slices, and the index
+# arithmetic of each (voxel, angle) pair is shared by them; each thread also
+# covers P voxels along y, which share the angle table reads.
+def _z_kernel_source(groups: int, pixels: int) -> str:
+    width = 4 * groups
+    acc_decl = "\n".join(f"    float4 acc{p}_{g} = make_float4(0.f, 0.f, 0.f, 0.f);"
+                         for p in range(pixels) for g in range(groups))
+    body = []
+    for p in range(pixels):
+        body.append(f"""
+        {{
+            float t = base + (Y0 + {p}.f) * cs.y;
+            float fi = floorf(t);
+            int i = (int)fi;
+            float w = t - fi, u = 1.f - w;
+            if (i >= 0 && i < n_cols - 1) {{
+                const float4* q0 = qa + (size_t)i * {groups};""")
+        for g in range(groups):
+            body.append(f"""
+                {{ float4 v0 = __ldg(q0 + {g}), v1 = __ldg(q0 + {groups + g});
+                  acc{p}_{g}.x += u * v0.x + w * v1.x; acc{p}_{g}.y += u * v0.y + w * v1.y;
+                  acc{p}_{g}.z += u * v0.z + w * v1.z; acc{p}_{g}.w += u * v0.w + w * v1.w; }}""")
+        body.append(f"""
+            }} else if (i == n_cols - 1 && w == 0.f) {{
+                const float4* q0 = qa + (size_t)i * {groups};""")
+        for g in range(groups):
+            body.append(f"""
+                {{ float4 v0 = __ldg(q0 + {g});
+                  acc{p}_{g}.x += v0.x; acc{p}_{g}.y += v0.y; acc{p}_{g}.z += v0.z; acc{p}_{g}.w += v0.w; }}""")
+        body.append("""
+            }
+        }""")
+    stores = []
+    for p in range(pixels):
+        stores.append(f"""
+    if (y0 + {p} < n) {{
+        size_t at = (size_t)(y0 + {p}) * n + x;""")
+        for g in range(groups):
+            for k, comp in enumerate("xyzw"):
+                z = 4 * g + k
+                stores.append(f"""
+        if (z0 + {z} < n_z) out[(size_t)(z0 + {z}) * plane + at] += acc{p}_{g}.{comp};""")
+        stores.append("""
+    }""")
+    return f"""
+extern "C" __global__ void backproject_z{width}_p{pixels}(
     const float4* __restrict__ q, const float2* __restrict__ trig,
     float center, int n, int n_angles, int n_cols, long long group_stride, int n_z,
     float* __restrict__ out)
-{
+{{
     extern __shared__ float2 s_trig[];
     for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < n_angles; i += blockDim.x * blockDim.y)
         s_trig[i] = trig[i];
     __syncthreads();
     int x = blockIdx.x * blockDim.x + threadIdx.x;
-    int y = blockIdx.y * blockDim.y + threadIdx.y;
-    int g = blockIdx.z;
-    if (x >= n || y >= n) return;
+    int y0 = (blockIdx.y * blockDim.y + threadIdx.y) * {pixels};
+    if (x >= n || y0 >= n) return;
     float half = 0.5f * (n - 1);
-    float X = x - half, Y = y - half;
-    const float4* qg = q + (size_t)g * group_stride;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-    #pragma unroll 4
-    for (int a = 0; a < n_angles; ++a) {
+    float X = x - half, Y0 = y0 - half;
+    const float4* qg = q + (size_t)blockIdx.z * group_stride;
+{acc_decl}
+    #pragma unroll 2
+    for (int a = 0; a < n_angles; ++a) {{
         float2 cs = s_trig[a];
-        float t = center + X * cs.x + Y * cs.y;
-        float fi = floorf(t);
-        int i = (int)fi;
-        float w = t - fi;
-        const float4* qa = qg + (size_t)a * n_cols;
-        if (i >= 0 && i < n_cols - 1) {
-            float4 v0 = __ldg(qa + i), v1 = __ldg(qa + i + 1);
-            acc.x += (1.f - w) * v0.x + w * v1.x;
-            acc.y += (1.f - w) * v0.y + w * v1.y;
-            acc.z += (1.f - w) * v0.z + w * v1.z;
-            acc.w += (1.f - w) * v0.w + w * v1.w;
-        } else if (i == n_cols - 1 && w == 0.f) {
-            float4 v0 = __ldg(qa + i);
-            acc.x += v0.x; acc.y += v0.y; acc.z += v0.z; acc.w += v0.w;
-        }
-    }
-    size_t plane = (size_t)n * n, at = (size_t)y * n + x;
-    int z = 4 * g;
-    out[z * plane + at] += acc.x;
-    if (z + 1 < n_z) out[(z + 1) * plane + at] += acc.y;
-    if (z + 2 < n_z) out[(z + 2) * plane + at] += acc.z;
-    if (z + 3 < n_z) out[(z + 3) * plane + at] += acc.w;
-}
+        float base = center + X * cs.x;
+        const float4* qa = qg + (size_t)a * n_cols * {groups};
+{"".join(body)}
+    }}
+    size_t plane = (size_t)n * n;
+    int z0 = {width} * blockIdx.z;
+{"".join(stores)}
+}}
 """
 
 
-def _gpu_kernel(name: str = "backproject_linear"):
+def _gpu_kernel(name: str = "backproject_linear", source: str | None = None):
     import cupy
 
     key = (name, cupy.cuda.runtime.getDevice())
     if key not in _kernels:
-        source = _CUDA_SOURCE_Z4 if name.endswith("_z4") else _CUDA_SOURCE
-        _kernels[key] = cupy.RawKernel(source, name)
+        _kernels[key] = cupy.RawKernel(source or _CUDA_SOURCE, name)
     return _kernels[key]
 
 
@@ -137,28 +162,37 @@ def _launch_reference(xp, filtered, trig, center, n, out):
                       shared_mem=8 * (a1 - a0))
 
 
-def _launch_z4(xp, filtered, trig, center, n, out):
-    n_z, n_angles, n_cols = filtered.shape
-    groups = (n_z + 3) // 4
-    padded = filtered
-    if groups * 4 != n_z:
-        padded = xp.zeros((groups * 4, n_angles, n_cols), xp.float32)
-        padded[:n_z] = filtered
-    interleaved = xp.ascontiguousarray(padded.reshape(groups, 4, n_angles, n_cols).transpose(0, 2, 3, 1))
-    block = (32, 8, 1)
-    grid = ((n + block[0] - 1) // block[0], (n + block[1] - 1) // block[1], groups)
-    step = _GPU_ANGLES_PER_LAUNCH
-    for a0 in range(0, n_angles, step):
-        a1 = min(a0 + step, n_angles)
-        _gpu_kernel("backproject_linear_z4")(
-            grid, block, (interleaved[:, a0:a1], trig[a0:a1], np.float32(center), np.int32(n),
-                          np.int32(a1 - a0), np.int32(n_cols), np.int64(n_angles * n_cols),
-                          np.int32(n_z), out),
-            shared_mem=8 * (a1 - a0))
+def _launcher(groups: int, pixels: int):
+    width = 4 * groups
+    name = f"backproject_z{width}_p{pixels}"
+
+    def launch(xp, filtered, trig, center, n, out):
+        n_z, n_angles, n_cols = filtered.shape
+        blocks = (n_z + width - 1) // width
+        padded = filtered
+        if blocks * width != n_z:
+            padded = xp.zeros((blocks * width, n_angles, n_cols), xp.float32)
+            padded[:n_z] = filtered
+        interleaved = xp.ascontiguousarray(
+            padded.reshape(blocks, width, n_angles, n_cols).transpose(0, 2, 3, 1))
+        kernel = _gpu_kernel(name, _z_kernel_source(groups, pixels))
+        block = (32, 8, 1)
+        rows = (n + pixels - 1) // pixels
+        grid = ((n + block[0] - 1) // block[0], (rows + block[1] - 1) // block[1], blocks)
+        step = _GPU_ANGLES_PER_LAUNCH
+        for a0 in range(0, n_angles, step):
+            a1 = min(a0 + step, n_angles)
+            kernel(grid, block, (interleaved[:, a0:a1], trig[a0:a1], np.float32(center), np.int32(n),
+                                 np.int32(a1 - a0), np.int32(n_cols),
+                                 np.int64(n_angles * n_cols * groups), np.int32(n_z), out),
+                   shared_mem=8 * (a1 - a0))
+    launch.__name__ = f"launch_{name}"
+    return launch
 
 
-#: GPU kernels by name; "auto" picks "z4" for three slices or more
-KERNELS = {"reference": _launch_reference, "z4": _launch_z4}
+#: GPU kernels by name; "auto" picks by the number of slices
+KERNELS = {"reference": _launch_reference, "z4": _launcher(1, 1), "z4p2": _launcher(1, 2),
+           "z8": _launcher(2, 1), "z8p2": _launcher(2, 2)}
 
 
 def backproject(filtered, angles, *, center: float, n: int | None = None, out=None,
@@ -177,10 +211,10 @@ def backproject(filtered, angles, *, center: float, n: int | None = None, out=No
         Width of the square output grid (default: the detector width).
     out : ndarray (z, n, n) float32, optional
         Where to accumulate; it is zeroed first.
-    kernel : {"auto", "reference", "z4"}
+    kernel : {"auto", "reference", "z4", "z4p2", "z8", "z8p2"}
         GPU kernel (the CPU has one). ``"reference"``: one voxel per thread,
-        the simple kernel the fast ones are tested against; ``"z4"``: four
-        slices per thread from interleaved sinograms.
+        the simple kernel the fast ones are tested against; ``"zKpP"``: K
+        slices and P voxels per thread, from interleaved sinograms.
 
     Returns
     -------

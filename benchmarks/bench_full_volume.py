@@ -1,0 +1,80 @@
+"""Full-volume reconstruction host memory to host memory, on the GPU, through the slab stream.
+
+Issue target (H100 80GB): 2048 slices of 2048² from 1800 angles in ≤ 2.0 s. The transfers alone
+(uint16 in, float32 out, at the pinned copy rate measured here) bound it from below.
+
+    python benchmarks/bench_full_volume.py [--rows 2048] [--n 2048] [--angles 1800] [--kernel auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import card_name, write_rows  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--n", type=int, default=2048)
+    parser.add_argument("--angles", type=int, default=1800)
+    args = parser.parse_args()
+
+    import cupy
+    import cupyx
+
+    import tomolab
+
+    rows, n, na = args.rows, args.n, args.angles
+    rng = np.random.default_rng(0)
+    base = rng.integers(2000, 60000, size=(rows, n), dtype=np.uint16)
+    t = time.perf_counter()
+    projections = np.empty((na, rows, n), np.uint16)
+    for a in range(na):  # distinct projections without paying for 7 G random numbers
+        projections[a] = np.roll(base, a, axis=1)
+    print(f"made {projections.nbytes / 1e9:.1f} GB of projections in {time.perf_counter() - t:.1f} s")
+    flats = np.full((4, rows, n), 61000, np.uint16)
+    darks = np.full((2, rows, n), 100, np.uint16)
+    scan = tomolab.from_arrays(projections, np.linspace(0, np.pi, na, endpoint=False), flats=flats,
+                               darks=darks, chunks={"angle": na, "row": 64, "col": n})
+
+    # pinned copy rates: the floor of this job
+    pinned = cupyx.empty_pinned((256 << 20,), np.uint8)
+    dev = cupy.empty_like(pinned)
+    for _ in range(2):
+        dev.set(pinned)
+    cupy.cuda.Device().synchronize()
+    t = time.perf_counter()
+    for _ in range(5):
+        dev.set(pinned)
+    cupy.cuda.Device().synchronize()
+    h2d = 5 * pinned.nbytes / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for _ in range(5):
+        dev.get(out=pinned)
+    cupy.cuda.Device().synchronize()
+    d2h = 5 * pinned.nbytes / (time.perf_counter() - t)
+    floor = projections.nbytes / h2d + rows * n * n * 4 / d2h
+
+    tomolab.reconstruct(scan, center=n / 2 - 0.5, rows="0:16", backend="cupy")  # compile, warm up
+    t = time.perf_counter()
+    volume = tomolab.reconstruct(scan, center=n / 2 - 0.5, backend="cupy")
+    seconds = time.perf_counter() - t
+    assert np.isfinite(volume.values[::97, ::97, ::97]).all()
+    date = datetime.date.today().isoformat()
+    write_rows([{"date": date, "card": card_name(), "what": "tomolab reconstruct, host to host",
+                 "rows": rows, "n": n, "angles": na, "s": round(seconds, 2),
+                 "GU/s": round(rows * n * n * na / seconds / 1e9, 1),
+                 "transfer floor s": round(floor, 2),
+                 "H2D GB/s": round(h2d / 1e9, 1), "D2H GB/s": round(d2h / 1e9, 1)}], "full_volume")
+
+
+if __name__ == "__main__":
+    main()

@@ -48,6 +48,9 @@ SEL_BOKEH = ".jp-OutputArea-output .bk-Canvas, .jp-OutputArea-output .bk-canvas"
 SEL_BOKEH_WIDGET = ".jupyter-widgets .bk-Figure, .jupyter-widgets .bk-GridPlot, .jupyter-widgets .bk-GridBox"
 SEL_IPYVOLUME = ".jupyter-widgets canvas"
 SEL_PROMPT = ".jp-CodeCell .jp-InputArea-prompt"
+# what ipywidgets / JupyterLab print in place of a widget that failed to render
+WIDGET_ERROR_MARKERS = ("Error displaying widget", "Error rendering", "Failed to create view",
+                        "Click to show javascript error", "Failed to load model class")
 
 
 @dataclasses.dataclass
@@ -307,8 +310,9 @@ def run_notebook_in_browser(path, *, server: Server | None = None, artifacts_dir
             report.error_outputs = page.locator(SEL_ERROR_OUTPUT).all_inner_texts()
             body = page.locator(".jp-Notebook").inner_text()
             report.widget_errors = [line for line in body.splitlines()
-                                    if "Error displaying widget" in line
-                                    or "Error rendering" in line]
+                                    if any(m in line for m in WIDGET_ERROR_MARKERS)]
+            report.widget_errors += [m for m in report.console_errors
+                                     if "Could not create a view" in m]
             report.n_sliders = page.locator(SEL_SLIDER).count()
             report.n_bokeh = page.locator(SEL_BOKEH).count()
             report.n_webgl_canvases = page.locator(SEL_IPYVOLUME).evaluate_all(

@@ -57,9 +57,14 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
     from tomolab.engine.pipeline import Cancelled
 
     slabs = [(s, min(s + height, n_rows)) for s in range(0, n_rows, height)]
-    pinned_in = [_pinned(in_shape(height), in_dtype) for _ in range(buffers)]
-    pinned_out = [_pinned(out_shape(height), np.float32) for _ in range(buffers)]
-    device_in = [cupy.empty(in_shape(height), dtype=in_dtype) for _ in range(buffers)]
+    # flat buffers, viewed as a contiguous slab of any height (the last slab is shorter)
+    in_size, out_size = int(np.prod(in_shape(height))), int(np.prod(out_shape(height)))
+    pinned_in = [_pinned((in_size,), in_dtype) for _ in range(buffers)]
+    pinned_out = [_pinned((out_size,), np.float32) for _ in range(buffers)]
+    device_in = [cupy.empty((in_size,), dtype=in_dtype) for _ in range(buffers)]
+
+    def view(buffer, shape):
+        return buffer[:int(np.prod(shape))].reshape(shape)
     upload, download = cupy.cuda.Stream(non_blocking=True), cupy.cuda.Stream(non_blocking=True)
     compute_stream = cupy.cuda.Stream(non_blocking=True)
     free_in, ready_in = queue.Queue(), queue.Queue()
@@ -77,8 +82,7 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
                 slot = free_in.get()
                 if stop_event.is_set():
                     return
-                view = pinned_in[slot][tuple(slice(0, d) for d in in_shape(stop - start))]
-                read(start, stop, view)
+                read(start, stop, view(pinned_in[slot], in_shape(stop - start)))
                 ready_in.put((slot, start, stop))
         except BaseException as exc:  # noqa: BLE001  (re-raised in the caller)
             errors.append(exc)
@@ -92,8 +96,7 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
                     return
                 slot, start, stop, event, _result = item  # _result stays alive until downloaded
                 event.synchronize()
-                view = pinned_out[slot][tuple(slice(0, d) for d in out_shape(stop - start))]
-                write(start, stop, view)
+                write(start, stop, view(pinned_out[slot], out_shape(stop - start)))
                 free_out.put(slot)
                 if progress is not None:
                     progress(stop, n_rows)
@@ -115,11 +118,11 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
                 break
             slot, start, stop = item
             shape = in_shape(stop - start)
-            d_in = device_in[slot][tuple(slice(0, d) for d in shape)]
+            d_in = view(device_in[slot], shape)
             if last_use[slot] is not None:  # the compute that read this buffer must be done
                 upload.wait_event(last_use[slot])
             with upload:
-                d_in.set(pinned_in[slot][tuple(slice(0, d) for d in shape)], stream=upload)
+                d_in.set(view(pinned_in[slot], shape), stream=upload)
                 uploaded = upload.record()
             compute_stream.wait_event(uploaded)
             with compute_stream:
@@ -132,8 +135,8 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
             out_slot = free_out.get()
             download.wait_event(computed)
             with download:
-                host = pinned_out[out_slot][tuple(slice(0, d) for d in out_shape(stop - start))]
-                result.get(stream=download, out=host)
+                host = view(pinned_out[out_slot], out_shape(stop - start))
+                result.get(stream=download, out=host, blocking=False)
                 downloaded = download.record()
             ready_out.put((out_slot, start, stop, downloaded, result))
             del result

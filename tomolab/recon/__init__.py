@@ -8,7 +8,8 @@ returns slices ``(z, y, x)`` in attenuation per pixel.
 from tomolab.recon.backproject import backproject
 from tomolab.recon.fbp import fbp
 from tomolab.recon.filters import FILTERS, filter_sinograms, fourier_filter
+from tomolab.recon.gridrec import gridrec
 
-ALGORITHMS = {"fbp": fbp}
+ALGORITHMS = {"fbp": fbp, "gridrec": gridrec}
 
-__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "filter_sinograms", "fourier_filter"]
+__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "filter_sinograms", "fourier_filter", "gridrec"]

@@ -81,7 +81,8 @@ def block_downsample(volume, max_shape=(256, 256, 256), *, dtype=np.float32):
     Parameters
     ----------
     volume : xarray.DataArray or array-like
-        Volume with dims ``(z, y, x)``.
+        Volume with dims ``(z, y, x)`` (a DataArray may have any dims, with
+        one ``max_shape`` entry each).
     max_shape : tuple of int
         Largest output shape ``(z, y, x)``. Default ``(256, 256, 256)``:
         a 64 MB float32 cube, about what a browser WebGL volume takes.
@@ -105,7 +106,10 @@ def block_downsample(volume, max_shape=(256, 256, 256), *, dtype=np.float32):
     >>> float(small[0, 0, 0]) == float(vol[:2, :2, :2].mean())
     True
     """
-    vol = as_volume(volume)
+    import xarray as xr
+
+    # a DataArray may have any dims (a 2-D slice, say); other arrays are volumes (z, y, x)
+    vol = volume if isinstance(volume, xr.DataArray) else as_volume(volume)
     factors = block_factors(vol.shape, max_shape)
     attrs = dict(vol.attrs)
     attrs.update(block_factors=factors, downsampled_from=tuple(vol.shape),

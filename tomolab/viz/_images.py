@@ -56,11 +56,7 @@ def get_slice(volume, axis="z", index=0, *, max_pixels=MAX_SLICE_PIXELS):
     hdim, vdim = SLICE_AXES[axis]
     plane = vol.isel({axis: index}).transpose(vdim, hdim)
     if max_pixels is not None and max(plane.shape) > max_pixels:
-        factors = [max(1, -(-n // int(max_pixels))) for n in plane.shape]
-        small = block_downsample(plane.expand_dims("_"), (1, *[-(-n // f) for n, f in
-                                                               zip(plane.shape, factors)]))
-        plane = small.isel(_=0, drop=True)
-        plane.attrs["block_factors"] = tuple(factors)
+        plane = block_downsample(plane, (int(max_pixels), int(max_pixels)))
     plane = plane.compute() if plane.chunks is not None else plane
     plane.attrs.update({"slice_axis": axis, "slice_index": index})
     return plane

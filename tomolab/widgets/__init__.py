@@ -5,8 +5,10 @@ processing functions) and computes nothing itself. Long work runs through
 :class:`TaskBar` (progress bar, cancel, readable errors).
 """
 
+from tomolab.widgets._segment import Segmenter, otsu_threshold, volume_fraction
 from tomolab.widgets._slices import SliceViewer
 from tomolab.widgets._task import Cancelled, Progress, TaskBar, dask_progress, format_error, guarded
+from tomolab.widgets._volume import VolumeViewer
 
-__all__ = ["Cancelled", "Progress", "SliceViewer", "TaskBar",
-           "dask_progress", "format_error", "guarded"]
+__all__ = ["Cancelled", "Progress", "Segmenter", "SliceViewer", "TaskBar", "VolumeViewer",
+           "dask_progress", "format_error", "guarded", "otsu_threshold", "volume_fraction"]

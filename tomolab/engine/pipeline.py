@@ -20,6 +20,10 @@ from tomolab.prep.normalize import minus_log, normalize as flat_field, normalize
 __all__ = ["Cancelled", "line_integrals", "reconstruct_rows", "slab_height"]
 
 
+#: rows per slab on the GPU path, at most (the kernels are saturated well before)
+MAX_GPU_SLAB_ROWS = 32
+
+
 class Cancelled(RuntimeError):
     """Raised when a long computation is cancelled by the user."""
 
@@ -197,6 +201,8 @@ def _stream_rows_gpu(scan, rows: range, out: np.ndarray, *, height: int, center,
     def write(start, stop, host):
         out[start:stop] = host
 
+    # pinned buffers take time to allocate: a slab of 32 rows already fills the GPU
+    height = min(height, MAX_GPU_SLAB_ROWS)
     stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h, n_cols),
                  in_dtype=projections.dtype, out_shape=lambda h: (h, n, n), read=read,
                  compute=compute, write=write, progress=progress, cancel=cancel)

@@ -208,6 +208,11 @@ def _wait_all_cells_run(page, timeout):
         busy = page.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count()
         if done and not busy:
             return len(texts)
+        if not busy and page.locator(SEL_ERROR_OUTPUT).count():
+            # "Run All" stops at the first error: nothing more will run
+            page.wait_for_timeout(1000)
+            if not page.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count():
+                return sum(t[1:-2].strip().isdigit() for t in texts)
         page.wait_for_timeout(250)
     raise TimeoutError(f"cells still running after {timeout}s: {texts}")
 

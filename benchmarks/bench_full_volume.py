@@ -43,7 +43,7 @@ def main():
     flats = np.full((4, rows, n), 61000, np.uint16)
     darks = np.full((2, rows, n), 100, np.uint16)
     scan = tomolab.from_arrays(projections, np.linspace(0, np.pi, na, endpoint=False), flats=flats,
-                               darks=darks, chunks={"angle": na, "row": 64, "col": n})
+                               darks=darks, chunks={"angle": 64, "row": -1, "col": -1})
 
     # pinned copy rates: the floor of this job
     pinned = cupyx.empty_pinned((256 << 20,), np.uint8)

@@ -189,9 +189,21 @@ def _stream_rows_gpu(scan, rows: range, out: np.ndarray, *, height: int, center,
     projections = scan["projections"]
     fields = field_means(scan, slice(rows.start, rows.stop), backend="cupy", normalize=normalize)
 
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask.array as da
+
+    workers = min(8, os.cpu_count() or 1)
+    copier = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tomolab-copy")
+
     def read(start, stop, buffer):
-        block = projections[:, rows.start + start:rows.start + stop, :].values
-        np.copyto(buffer, block)
+        # dask writes each chunk of the slab straight into the pinned buffer, in parallel
+        block = projections.data[:, rows.start + start:rows.start + stop, :]
+        if isinstance(block, da.Array):
+            da.store(block, buffer, lock=False, scheduler="threads", num_workers=workers)
+        else:
+            np.copyto(buffer, block)
 
     def compute(raw, start, stop):
         sinograms = correct(raw, fields, rows=slice(start, stop), log=log).transpose(1, 0, 2)
@@ -199,10 +211,14 @@ def _stream_rows_gpu(scan, rows: range, out: np.ndarray, *, height: int, center,
         return algorithm(sinograms, angles, center=centers, n=n, **algorithm_options)
 
     def write(start, stop, host):
-        out[start:stop] = host
+        # host memory bandwidth needs several threads; each copies whole slices
+        list(copier.map(lambda z: np.copyto(out[start + z], host[z]), range(stop - start)))
 
     # pinned buffers take time to allocate: a slab of 32 rows already fills the GPU
     height = min(height, MAX_GPU_SLAB_ROWS)
-    stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h, n_cols),
-                 in_dtype=projections.dtype, out_shape=lambda h: (h, n, n), read=read,
-                 compute=compute, write=write, progress=progress, cancel=cancel)
+    try:
+        stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h, n_cols),
+                     in_dtype=projections.dtype, out_shape=lambda h: (h, n, n), read=read,
+                     compute=compute, write=write, progress=progress, cancel=cancel)
+    finally:
+        copier.shutdown()

@@ -242,7 +242,7 @@ def backproject(filtered, angles, *, center: float, n: int | None = None, out=No
         out[...] = 0
     if is_cupy(filtered):
         if kernel == "auto":
-            kernel = "z4" if n_z >= 3 else "reference"
+            kernel = "z4p2" if n_z >= 3 else "reference"  # fastest on an H100 (benchmarks/RESULTS.md)
         if kernel not in KERNELS:
             from tomolab.errors import ParameterError
             raise ParameterError("unknown backprojection kernel", where="kernel", value=kernel,

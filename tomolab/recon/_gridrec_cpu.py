@@ -16,12 +16,17 @@ import numpy as np
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def weight_spectra(spectra, weights, alpha, hermitian, values):
+def weight_spectra(spectra, weights, alpha_re, alpha_im, hermitian, values):
     """Filter, scale and phase-shift the projection spectra onto signed frequencies.
 
-    ``values[b, a, i] = S[b, a, k] * weights[|k|] * exp(2πi k alpha[a] / n_pad)``
-    with ``k = i - n_pad / 2``; ``S`` is a full FFT of length ``n_pad`` or,
-    when ``hermitian``, an ``rfft`` (negative ``k`` are the conjugates).
+    ``S`` is the FFT (length ``n_pad``) of a complex sinogram ``p_re + i p_im``,
+    or, when ``hermitian``, the ``rfft`` of a real one (negative ``k`` are then
+    the conjugates). Each part is shifted by its own ``alpha`` (samples):
+
+        values[b, a, i] = weights[|k|] * (S(k) (e_re + e_im) + conj(S(-k)) (e_re - e_im)) / 2,
+        e = exp(2πi k alpha[b, a] / n_pad),  k = i - n_pad / 2,
+
+    since ``(S(k) ± conj(S(-k))) / 2`` are the spectra of ``p_re`` and ``i p_im``.
     """
     n_b, n_a, n_k = values.shape
     half = (n_k - 1) // 2
@@ -29,17 +34,22 @@ def weight_spectra(spectra, weights, alpha, hermitian, values):
     for t in numba.prange(n_b * n_a):
         b = t // n_a
         a = t - b * n_a
-        # the phase by recurrence (complex128: ~1e-13 after n_pad steps), not one exp per sample
-        step = np.exp(2j * np.pi * alpha[a] / n_pad)
-        phase = np.exp(-2j * np.pi * alpha[a] * half / n_pad)
+        # phases by recurrence (complex128: ~1e-13 after n_pad steps), not one exp per sample
+        step_re = np.exp(2j * np.pi * alpha_re[b, a] / n_pad)
+        step_im = np.exp(2j * np.pi * alpha_im[b, a] / n_pad)
+        e_re = np.exp(-2j * np.pi * alpha_re[b, a] * half / n_pad)
+        e_im = np.exp(-2j * np.pi * alpha_im[b, a] * half / n_pad)
         for i in range(n_k):
             k = i - half
             if hermitian:
                 s = np.conj(spectra[b, a, -k]) if k < 0 else spectra[b, a, k]
+                values[b, a, i] = s * (weights[abs(k)] * e_re)
             else:
                 s = spectra[b, a, k + n_pad if k < 0 else k]
-            values[b, a, i] = s * (weights[abs(k)] * phase)
-            phase *= step
+                r = spectra[b, a, -k + n_pad if k > 0 else -k].conjugate()
+                values[b, a, i] = (0.5 * weights[abs(k)]) * (s * (e_re + e_im) + r * (e_re - e_im))
+            e_re *= step_re
+            e_im *= step_im
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
@@ -49,8 +59,7 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
     Sample ``(b, a, i)`` (signed ``k = i - n_k // 2``) sits at grid position
     ``(uy, ux) = k * (uy_step[a], ux_step[a])``; it adds ``value * φ(row - uy)
     * φ(col - ux)`` to the ``width × width`` nodes around it, rows and columns
-    taken modulo ``M`` (FFT order). ``grid`` is the float32 view ``(n_b, M, 2 n_store)``
-    of a complex64 grid ``(n_b, M, n_store)``: with
+    taken modulo ``M`` (FFT order). ``grid`` is ``(n_b, M, n_store)``: with
     ``n_store == M // 2 + 1`` only the columns ``kx = 0 .. M/2`` are kept (the
     half plane of a real slice; the other half is its Hermitian mirror).
     ``φ`` is read from ``table`` (samples ``1 / table_scale`` apart, linear
@@ -58,7 +67,7 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
     """
     n_b, n_a, n_k = values.shape
     m = grid.shape[1]
-    n_store = grid.shape[2] // 2
+    n_store = grid.shape[2]
     half_plane = n_store < m
     k_max = (n_k - 1) // 2
     hw = 0.5 * width
@@ -67,9 +76,9 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
         b = task // n_bands
         r0 = (task - b * n_bands) * band
         r1 = min(r0 + band, m)
-        g = grid[b]  # float32 view: (m, 2 * n_store), real and imaginary parts interleaved
+        g = grid[b]
         for r in range(r0, r1):
-            for c in range(2 * n_store):
+            for c in range(n_store):
                 g[r, c] = 0
         wx = np.empty(width, np.float32)
         cols = np.empty(width, np.int64)
@@ -134,9 +143,7 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
                                 w = 0.0
                                 col = 0
                             wx[j] = w
-                            cols[j] = 2 * col
-                        contiguous = cols[width - 1] - cols[0] == 2 * (width - 1)
-                        c0 = cols[0]
+                            cols[j] = col
                         for row in range(y0, y1):
                             d = abs(row - uy) * table_scale
                             t = int(d)
@@ -144,11 +151,5 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
                             vr = v.real * wy
                             vi = v.imag * wy
                             grow = g[row]
-                            if contiguous:
-                                for j in range(width):
-                                    grow[c0 + 2 * j] += vr * wx[j]
-                                    grow[c0 + 2 * j + 1] += vi * wx[j]
-                            else:
-                                for j in range(width):
-                                    grow[cols[j]] += vr * wx[j]
-                                    grow[cols[j] + 1] += vi * wx[j]
+                            for j in range(width):
+                                grow[cols[j]] += complex(vr * wx[j], vi * wx[j])

@@ -169,18 +169,21 @@ def _gpu_kernel():
     return _kernels[key]
 
 
-def _weight_spectra_xp(xp, spectra, weights, alpha, hermitian, n_pad):
+def _weight_spectra_xp(xp, spectra, weights, alpha_re, alpha_im, hermitian, n_pad):
     """The array-module twin of ``_gridrec_cpu.weight_spectra`` (used on the GPU)."""
     half = n_pad // 2
     k = np.arange(-half, half + 1)
-    phase = np.exp(2j * np.pi * np.outer(alpha, k) / n_pad)  # (angle, k), float64 on the host
-    factor = xp.asarray((phase * weights[np.abs(k)]).astype(np.complex64))
+    w = xp.asarray(weights[np.abs(k)])
+    kk = xp.asarray(k.astype(np.float64))
+    e_re = xp.exp((2j * np.pi / n_pad) * xp.asarray(alpha_re)[..., None] * kk)
     if hermitian:
         s = spectra[..., xp.asarray(np.abs(k))]
         s[..., :half] = xp.conj(s[..., :half])
-    else:
-        s = spectra[..., xp.asarray(k % n_pad)]
-    return s * factor
+        return (s * (w * e_re)).astype(xp.complex64)
+    e_im = xp.exp((2j * np.pi / n_pad) * xp.asarray(alpha_im)[..., None] * kk)
+    s = spectra[..., xp.asarray(k % n_pad)]
+    r = xp.conj(spectra[..., xp.asarray(-k % n_pad)])
+    return ((0.5 * w) * (s * (e_re + e_im) + r * (e_re - e_im))).astype(xp.complex64)
 
 
 def _spread(xp, values, ux_step, uy_step, table, table_scale, width, m, n_store):
@@ -227,8 +230,9 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", n: int | 
         Line integrals (after flat-field correction and ``-log``).
     angles : array_like (angle,)
         Radians, uniformly covering 180° or 360°.
-    center : float
-        Detector column of the rotation axis, in pixels.
+    center : float or array_like (z,)
+        Detector column of the rotation axis, in pixels; or one per slice (a
+        tilted axis), each folded into that slice's phase ramp at no cost.
     filter : str
         ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann`` or ``parzen``.
     n : int, optional
@@ -273,6 +277,13 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
     if pad_mode not in ("edge", "constant"):
         raise ParameterError("unknown padding mode", where="pad_mode", value=pad_mode,
                              fix='use "edge" or "constant"')
+    centers = np.asarray(center, dtype=np.float64)
+    if centers.ndim == 0:
+        centers = np.full(n_z, float(centers))
+    elif centers.shape != (n_z,):
+        raise ParameterError("one centre, or one per slice, is needed", where="center",
+                             value=f"{centers.size} values for {n_z} slices",
+                             fix="pass a single column, or an array of one per sinogram")
     n = int(n or n_cols)
     if n < 1:
         raise ParameterError("slice size must be positive", where="n", value=n,
@@ -289,7 +300,7 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
     # output pixel p sits at X = p - (n-1)/2 = x' + delta with integer x' = p - n//2
     delta = n // 2 - (n - 1) / 2.0
     cos_t, sin_t = np.cos(angles), np.sin(angles)
-    alpha = left + float(center) + delta * (cos_t + sin_t)
+    alpha = left + centers[:, None] + delta * (cos_t + sin_t)[None, :]  # (z, angle)
     rho = m / n_pad
     ux_step, uy_step = rho * cos_t, rho * sin_t
     table = _table(width, oversampling)
@@ -305,10 +316,14 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
     out = xp.empty((n_z, n, n), dtype=xp.float32)
     n_pairs = n_z // 2
     per_pair = 8 * (n_angles * (2 * n_pad + 2) + 3 * m * m) + 8 * n_angles * n_cols
+    if xp is not np:
+        per_pair += 16 * 6 * n_angles * (n_pad + 1)  # complex128 phases of the twin
     step = _batch_pairs(n_pairs, per_pair, xp) if n_pairs else 0
     pad = ((0, 0), (0, 0), (left, n_pad - n_cols - left))
 
-    def prepare(chunk, hermitian):
+    def prepare(z0, z1, hermitian):
+        chunk = sinograms[z0:z1]
+        a_re, a_im = (alpha[z0:z1], alpha[z0:z1]) if hermitian else (alpha[z0:z1:2], alpha[z0 + 1:z1:2])
         padded = xp.pad(chunk, pad, mode=pad_mode)
         if hermitian:
             spectra = fft.rfft(padded, axis=-1, **_workers(xp))
@@ -318,16 +333,17 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
         spectra = spectra.astype(xp.complex64, copy=False)
         if xp is np:
             values = np.empty(spectra.shape[:2] + (n_pad + 1,), np.complex64)
-            _cpu_kernels().weight_spectra(spectra, weights, alpha, hermitian, values)
+            _cpu_kernels().weight_spectra(spectra, weights, np.ascontiguousarray(a_re),
+                                          np.ascontiguousarray(a_im), hermitian, values)
             return values
-        return _weight_spectra_xp(xp, spectra, weights, alpha, hermitian, n_pad)
+        return _weight_spectra_xp(xp, spectra, weights, a_re, a_im, hermitian, n_pad)
 
     def crop(g):  # (b, rows of the image, cols) after the inverse FFT over rows
         return g[:, :, idx] * deapod2d
 
     for z0 in range(0, 2 * n_pairs, 2 * max(step, 1)):
         z1 = min(z0 + 2 * step, 2 * n_pairs)
-        values = prepare(sinograms[z0:z1], False)
+        values = prepare(z0, z1, False)
         grid = _spread(xp, values, ux_step, uy_step, table, table_scale, width, m, m)
         del values
         # inverse FFT over ky for every column, keep the n rows of the slice, then over kx
@@ -338,7 +354,7 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
         out[z0:z1:2] = img.real
         out[z0 + 1:z1:2] = img.imag
     if n_z % 2:
-        values = prepare(sinograms[n_z - 1:], True)
+        values = prepare(n_z - 1, n_z, True)
         grid = _spread(xp, values, ux_step, uy_step, table, table_scale, width, m, m // 2 + 1)
         g = fft.ifft(grid, axis=-2, norm="forward", overwrite_x=True, **_workers(xp))
         g = fft.irfft(g[:, idx_rows[:, 0], :], n=m, axis=-1, norm="forward", **_workers(xp))

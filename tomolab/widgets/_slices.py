@@ -117,8 +117,9 @@ class SliceViewer(widgets.VBox):
 
         # holoviews streams: one per view (its slice index) + one for display settings
         Index = hv.streams.Stream.define("Index", index=0)
-        Display = hv.streams.Stream.define("Display", clim=(lo, hi), cmap=cmap)
-        self._display = Display(clim=(lo, hi), cmap=cmap)
+        # revision: bumped by refresh(), so DynamicMap's memo never serves a stale overlay
+        Display = hv.streams.Stream.define("Display", clim=(lo, hi), cmap=cmap, revision=0)
+        self._display = Display(clim=(lo, hi), cmap=cmap, revision=0)
         self._streams = {}
         views = []
         shape = {"z": nz, "y": ny, "x": nx}
@@ -140,7 +141,7 @@ class SliceViewer(widgets.VBox):
             width=size, height=160, color="#888888", line_color=None, title="histogram",
             tools=[], default_tools=["xpan", "xwheel_zoom", "reset"])
         lines = hv.DynamicMap(
-            lambda clim, cmap: hv.VLines(list(clim)).opts(color="#d62728", line_width=2),
+            lambda clim, cmap, revision: hv.VLines(list(clim)).opts(color="#d62728", line_width=2),
             streams=[self._display])
         views.append(hist * lines)
         self.layout_plot = hv.Layout(views).cols(2).opts(shared_axes=False)
@@ -225,7 +226,7 @@ class SliceViewer(widgets.VBox):
 
     def refresh(self):
         """Redraw every view (e.g. after the overlay changed); reads nothing new."""
-        self._display.event(clim=tuple(self.clim), cmap=self.cmap)
+        self._display.event(revision=self._display.revision + 1)
 
     def _view_callback(self, axis, width, height):
         import holoviews as hv
@@ -233,7 +234,7 @@ class SliceViewer(widgets.VBox):
         hdim, vdim = SLICE_AXES[axis]
         title = {"z": "xy", "y": "xz", "x": "yz"}[axis]
 
-        def callback(index, clim, cmap):
+        def callback(index, clim, cmap, revision):
             plane = self.plane(axis, index)
             img = hv.Image(plane.rename("value"), kdims=[hdim, vdim], vdims=["value"]).opts(
                 cmap=cmap, clim=tuple(clim), invert_yaxis=True, colorbar=False,

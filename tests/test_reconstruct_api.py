@@ -155,3 +155,58 @@ def test_gpu_streaming_over_many_slabs_matches_the_cpu(scan, monkeypatch):
     with pytest.raises(tomolab.engine.Cancelled):
         tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="cupy",
                             cancel=lambda: len(done) > 5, progress=lambda d, t: done.append(d))
+
+
+def test_ring_and_zinger_removal_in_the_pipeline():
+    """On this strongly absorbing phantom the median window must stay narrow (see
+    tests/test_prep_stripes.py for the measured limits); then the rings go and nothing else."""
+    scan = tomolab.data.simulate_scan(128, n_rows=8, n_angles=240, photons=50000, ring_errors=0.01,
+                                      zingers=1e-3, seed=3)
+    truth = tomolab.data.true_volume(scan, rows=slice(2, 6))
+    plain = tomolab.reconstruct(scan, center=scan.attrs["true_center"], rows="2:6", backend="numpy")
+    cleaned = tomolab.reconstruct(scan, center=scan.attrs["true_center"], rows="2:6",
+                                  backend="numpy", stripes={"method": "sorting", "size": 5},
+                                  zingers=0.2)
+    assert cleaned.attrs["stripes"] == "sorting" and cleaned.attrs["stripes_size"] == 5
+    assert cleaned.attrs["zingers_threshold"] == 0.2
+    assert _rel_error(cleaned.values, truth, 128) < 0.9 * _rel_error(plain.values, truth, 128)
+
+
+def test_zingers_and_halo_leave_slab_edges_alone(monkeypatch):
+    """2D steps read extra rows: slabs of 2 rows give the same volume as one slab."""
+    import tomolab.engine.pipeline as pipeline
+
+    scan = tomolab.data.simulate_scan(64, n_rows=8, n_angles=90, zingers=1e-3, seed=2)
+    whole = tomolab.reconstruct(scan, center=36.0, backend="numpy", zingers=0.2)
+    monkeypatch.setattr(pipeline, "slab_height", lambda *a, **k: 2)
+    slabs = tomolab.reconstruct(scan, center=36.0, backend="numpy", zingers=0.2)
+    assert np.allclose(whole.values, slabs.values, atol=1e-6 * float(np.abs(whole).max()))
+
+
+def test_phase_option_uses_the_scan_metadata():
+    scan = tomolab.data.simulate_scan(64, n_rows=6, n_angles=90)
+    vol = tomolab.reconstruct(scan, center=36.0, backend="numpy", phase=50.0)
+    assert vol.attrs["phase_delta_beta"] == 50.0 and vol.attrs["phase_energy"] == scan.attrs["energy"]
+    assert np.isfinite(vol.values).all()
+    bare = tomolab.from_arrays(scan.projections.values, scan.angle.values, flats=scan.flats.values,
+                               darks=scan.darks.values)
+    with pytest.raises(ParameterError, match=r"phase\['energy'\].*fix: pass phase="):
+        tomolab.reconstruct(bare, center=36.0, backend="numpy", phase=50.0)
+    with pytest.raises(ParameterError, match=r"phase\['delta_beta'\]=-1"):
+        tomolab.reconstruct(scan, center=36.0, backend="numpy", phase=-1)
+
+
+def test_unknown_stripe_method(scan):
+    with pytest.raises(ParameterError, match="stripes='magic'.*sorting"):
+        tomolab.reconstruct(scan, center=64.0, stripes="magic", backend="numpy")
+
+
+@gpu_test
+def test_gpu_preprocessing_matches_cpu(scan, monkeypatch):
+    import tomolab.engine.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_GPU_SLAB_ROWS", 4)
+    kwargs = dict(center=71.3, rows="0:12", zingers=0.2, stripes="sorting", phase=20.0)
+    gpu = tomolab.reconstruct(scan, backend="cupy", **kwargs)
+    cpu = tomolab.reconstruct(scan, backend="numpy", **kwargs)
+    assert np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values) < 1e-4

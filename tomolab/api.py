@@ -159,8 +159,47 @@ def find_center(scan, *, row: int | None = None, method: str = "vo", rows_averag
     return center, score
 
 
+def preprocessing_steps(scan, *, zingers=None, stripes=None, phase=None):
+    """Validate the correction options of :func:`reconstruct` into a :class:`~tomolab.engine.Preprocessing`.
+
+    ``stripes`` is a method name or a dict ``{"method": name, **options}``;
+    ``phase`` is δ/β (energy, distance and pixel size then come from the
+    scan's attrs) or a dict with ``delta_beta`` and any of those three.
+    """
+    from tomolab.engine.pipeline import Preprocessing
+    from tomolab.prep import STRIPE_METHODS
+
+    if zingers is not None and not (isinstance(zingers, (int, float)) and zingers > 0):
+        raise ParameterError("zinger threshold must be a positive number", where="zingers",
+                             value=zingers, fix="pass e.g. zingers=0.1 (relative), or None")
+    stripe_options = {}
+    if isinstance(stripes, dict):
+        stripe_options = dict(stripes)
+        stripes = stripe_options.pop("method", "sorting")
+    if stripes is not None and stripes not in STRIPE_METHODS:
+        raise ParameterError("unknown stripe-removal method", where="stripes", value=stripes,
+                             fix=f"use one of {', '.join(STRIPE_METHODS)}, or None")
+    if phase is not None:
+        spec = dict(phase) if isinstance(phase, dict) else {"delta_beta": phase}
+        for key, unit in (("energy", "keV"), ("distance", "m"), ("pixel_size", "m")):
+            if key not in spec:
+                if not scan.attrs.get(key):
+                    raise ParameterError(f"phase retrieval needs the {key} and the scan has none",
+                                         where=f"phase['{key}'] / scan.attrs['{key}']", value=None,
+                                         fix=f"pass phase={{'delta_beta': ..., '{key}': ...}} ({unit})")
+                spec[key] = float(scan.attrs[key])
+        for key in ("delta_beta", "energy", "distance", "pixel_size"):
+            value = spec.get(key)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+                raise ParameterError("must be a positive number", where=f"phase['{key}']",
+                                     value=value, fix="pass a positive value (δ/β, keV, m, m)")
+        phase = {k: float(spec[k]) for k in ("delta_beta", "energy", "distance", "pixel_size")}
+    return Preprocessing(zingers=zingers, stripes=stripes, stripe_options=stripe_options, phase=phase)
+
+
 def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str = "ramp",
                 backend: str = "auto", normalize: bool = True, log: bool = True,
+                zingers: float | None = None, stripes=None, phase=None,
                 pad_mode: str = "edge", size: int | None = None,
                 progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None):
@@ -186,6 +225,14 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
         ``"auto"`` uses the GPU when CuPy sees one. Both give the same numbers.
     normalize, log : bool
         Flat/dark correction and ``-log`` (switch off for data already corrected).
+    zingers : float, optional
+        Remove zingers above this relative threshold (e.g. 0.1).
+    stripes : str or dict, optional
+        Ring removal: ``"sorting"``, ``"filtering"`` or ``"fourier-wavelet"``,
+        or ``{"method": ..., **options}``.
+    phase : float or dict, optional
+        Paganin phase retrieval with this δ/β (energy, distance and pixel size
+        from the scan's attrs, or given in a dict); it replaces ``-log``.
     pad_mode : {"edge", "constant"}
         Detector padding before filtering.
     size : int, optional
@@ -226,6 +273,7 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
                              fix=f"use one of {', '.join(sorted(FILTERS))}")
     backend = resolve_backend(backend)
     row_range = resolve_rows(scan, rows)
+    steps = preprocessing_steps(scan, zingers=zingers, stripes=stripes, phase=phase)
     center_source = "given"
     score = None
     if isinstance(center, str) and center == "auto":
@@ -253,8 +301,8 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
                              fix=f"omit it (detector width {n_cols}) or pass a positive int")
     started = time.perf_counter()
     data = reconstruct_rows(scan, row_range, center=center, algorithm=ALGORITHMS[algorithm],
-                            backend=backend, n=n, normalize=normalize, log=log, progress=progress,
-                            cancel=cancel, filter=filter, pad_mode=pad_mode)
+                            backend=backend, n=n, normalize=normalize, log=log, steps=steps,
+                            progress=progress, cancel=cancel, filter=filter, pad_mode=pad_mode)
     elapsed = time.perf_counter() - started
 
     pixel_size = scan.attrs.get("pixel_size")
@@ -292,6 +340,7 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     }
     if score is not None:
         attrs["center_score"] = score
+    attrs.update(steps.describe())
     if np.ndim(center) == 1:
         coords["center"] = ("z", center, {"units": "pixel", "long_name": "rotation axis column"})
     return xr.DataArray(data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name="attenuation")

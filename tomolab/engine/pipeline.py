@@ -1,14 +1,19 @@
 """The slab pipeline: rows of a scan in, reconstructed slices out.
 
 A reconstruction reads a slab of detector rows, moves it to the device as the
-file's dtype, corrects darks and flats, takes ``-log``, filters and
-backprojects it, and copies the slices back, slab after slab, so memory stays
-bounded whatever the scan's size. The slab height comes from free memory.
+file's dtype, corrects darks and flats, removes zingers, retrieves the phase
+(Paganin) or takes ``-log``, removes stripes, filters and backprojects, and
+copies the slices back, slab after slab, so memory stays bounded whatever the
+scan's size. Steps that work on whole projections (zingers, Paganin) read a
+halo of extra rows above and below each slab, so slab edges leave no trace.
+The slab height comes from free memory.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,7 +22,7 @@ from tomolab.engine.devices import free_memory
 from tomolab.errors import ParameterError
 from tomolab.prep.normalize import minus_log, normalize as flat_field, normalize_interpolated
 
-__all__ = ["Cancelled", "line_integrals", "reconstruct_rows", "slab_height"]
+__all__ = ["Cancelled", "Preprocessing", "line_integrals", "reconstruct_rows", "slab_height"]
 
 
 #: rows per slab on the GPU path, at most (the kernels are saturated well before)
@@ -26,6 +31,59 @@ MAX_GPU_SLAB_ROWS = 32
 
 class Cancelled(RuntimeError):
     """Raised when a long computation is cancelled by the user."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Corrections between flat-fielding and filtering, with their parameters.
+
+    Parameters
+    ----------
+    zingers : float, optional
+        Relative threshold for :func:`tomolab.prep.remove_zingers` (e.g. 0.1);
+        ``None`` leaves zingers alone.
+    stripes : str, optional
+        A method of :data:`tomolab.prep.STRIPE_METHODS` (``"sorting"``,
+        ``"filtering"``, ``"fourier-wavelet"``); ``None`` for none.
+    stripe_options : dict
+        Keyword options of that method (e.g. ``{"size": 21}``).
+    phase : dict, optional
+        Paganin phase retrieval: ``delta_beta``, ``energy`` [keV],
+        ``distance`` [m], ``pixel_size`` [m]; replaces ``-log``.
+    """
+
+    zingers: float | None = None
+    stripes: str | None = None
+    stripe_options: dict = field(default_factory=dict)
+    phase: dict | None = None
+
+    def halo(self) -> int:
+        """Rows needed above and below a slab by the steps that filter projections in 2D."""
+        rows = 0
+        if self.zingers is not None:
+            rows = 2
+        if self.phase:
+            from tomolab.prep.phase import PAD_LENGTHS, wavelength
+            p = self.phase
+            length = math.sqrt(wavelength(p["energy"]) * p["distance"] * p["delta_beta"]
+                               / (4 * math.pi)) / p["pixel_size"]
+            rows = max(rows, math.ceil(PAD_LENGTHS * length) + 2)
+        return rows
+
+    def describe(self) -> dict:
+        """The parameters as flat attrs for an output file."""
+        out = {}
+        if self.zingers is not None:
+            out["zingers_threshold"] = float(self.zingers)
+        if self.stripes:
+            out["stripes"] = self.stripes
+            out.update({f"stripes_{k}": v for k, v in self.stripe_options.items()})
+        if self.phase:
+            out.update({f"phase_{k}": float(v) for k, v in self.phase.items()})
+        return out
+
+
+NO_PREPROCESSING = Preprocessing()
 
 
 def _array_module(backend: str):
@@ -47,7 +105,16 @@ def _flats_before_after(scan):
     return None, None
 
 
-def field_means(scan, rows: slice, *, backend: str = "numpy", normalize: bool = True) -> dict:
+def row_index(start: int, stop: int, halo: int, n_rows: int):
+    """Rows ``start - halo`` to ``stop + halo``, the detector's edge rows repeated beyond it."""
+    if halo == 0:
+        return slice(start, stop)
+    if start - halo >= 0 and stop + halo <= n_rows:
+        return slice(start - halo, stop + halo)
+    return np.clip(np.arange(start - halo, stop + halo), 0, n_rows - 1)
+
+
+def field_means(scan, rows, *, backend: str = "numpy", normalize: bool = True) -> dict:
     """Mean dark and flat fields of ``rows`` on the backend's device (read once per run).
 
     With flats taken before *and* after the projections, the two means are
@@ -63,26 +130,38 @@ def field_means(scan, rows: slice, *, backend: str = "numpy", normalize: bool = 
                              value=None,
                              fix="pass normalize=False if the projections are already "
                                  "flat-field corrected, or give flats= to open_scan/from_arrays")
+
+    def mean(values):
+        return xp.asarray(values.mean(axis=0, dtype=np.float64), dtype=xp.float32)
+
     fields = {}
     if "darks" in scan:
-        fields["dark"] = xp.asarray(scan["darks"][:, rows, :].values.mean(axis=0, dtype=np.float64),
-                                    dtype=xp.float32)
+        fields["dark"] = mean(scan["darks"][:, rows, :].values)
     flats = scan["flats"][:, rows, :].values
     before, after = _flats_before_after(scan)
     if before is not None:
-        fields["flat_before"] = xp.asarray(flats[before].mean(axis=0, dtype=np.float64), dtype=xp.float32)
-        fields["flat_after"] = xp.asarray(flats[after].mean(axis=0, dtype=np.float64), dtype=xp.float32)
+        fields["flat_before"], fields["flat_after"] = mean(flats[before]), mean(flats[after])
     else:
-        fields["flat"] = xp.asarray(flats.mean(axis=0, dtype=np.float64), dtype=xp.float32)
+        fields["flat"] = mean(flats)
     return fields
 
 
-def correct(raw, fields: dict, *, rows: slice = slice(None), log: bool = True):
-    """Dark/flat correction (interpolated across the scan when there are two flats) and ``-log``.
+def correct(raw, fields: dict, *, rows=slice(None), log: bool = True, halo: int = 0,
+            steps: Preprocessing = NO_PREPROCESSING):
+    """From raw counts to line integrals: flat/dark, zingers, phase or ``-log``, stripes.
 
-    ``raw`` is ``(angle, row, col)`` for the whole scan's angles; ``fields``
-    come from :func:`field_means` and ``rows`` selects their rows.
+    Parameters
+    ----------
+    raw : ndarray (angle, row, col)
+        Raw counts of the whole scan's angles, including ``halo`` rows above and below.
+    fields : dict
+        From :func:`field_means`, for the same rows as ``raw``; ``rows``
+        selects them when the fields cover more.
+    halo : int
+        Rows above and below that are cropped after the 2D steps.
     """
+    from tomolab.prep import remove_stripes, remove_zingers, retrieve_phase
+
     if not fields:
         data = raw.astype(np.float32)
     elif "flat_before" in fields:
@@ -90,11 +169,21 @@ def correct(raw, fields: dict, *, rows: slice = slice(None), log: bool = True):
                                       fields["dark"][rows] if "dark" in fields else None)
     else:
         data = flat_field(raw, fields["flat"][rows], fields["dark"][rows] if "dark" in fields else None)
-    return minus_log(data) if log else data
+    if steps.zingers is not None:
+        data = remove_zingers(data, threshold=steps.zingers)
+    if steps.phase:
+        data = retrieve_phase(data, output="attenuation", **steps.phase)
+    elif log:
+        data = minus_log(data)
+    if halo:
+        data = data[:, halo:data.shape[1] - halo]
+    if steps.stripes:
+        data = remove_stripes(data, method=steps.stripes, **steps.stripe_options)
+    return data
 
 
 def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool = True,
-                   log: bool = True):
+                   log: bool = True, steps: Preprocessing = NO_PREPROCESSING):
     """Read ``rows`` of every projection and turn them into line integrals.
 
     Parameters
@@ -111,15 +200,20 @@ def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool
         ``False`` for projections that are already flat-field corrected.
     log : bool
         Take ``-log`` (``False`` for data that are already line integrals).
+    steps : Preprocessing
+        Zingers, phase retrieval and stripe removal.
 
     Returns
     -------
     ndarray (angle, row, col) float32 on the backend's device
     """
     xp = _array_module(backend)
-    fields = field_means(scan, rows, backend=backend, normalize=normalize)
-    raw = xp.asarray(np.ascontiguousarray(scan["projections"][:, rows, :].values))
-    return correct(raw, fields, log=log)
+    halo = steps.halo()
+    start, stop, _ = rows.indices(int(scan.sizes["row"]))
+    index = row_index(start, stop, halo, int(scan.sizes["row"]))
+    fields = field_means(scan, index, backend=backend, normalize=normalize)
+    raw = xp.asarray(np.ascontiguousarray(scan["projections"][:, index, :].values))
+    return correct(raw, fields, log=log, halo=halo, steps=steps)
 
 
 def slab_height(n_angles: int, n_cols: int, n_out: int, backend: str, *, n_rows: int,
@@ -136,6 +230,7 @@ def slab_height(n_angles: int, n_cols: int, n_out: int, backend: str, *, n_rows:
 
 def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend: str,
                      n: int, normalize: bool = True, log: bool = True,
+                     steps: Preprocessing = NO_PREPROCESSING,
                      progress: Callable[[int, int], None] | None = None,
                      cancel: Callable[[], bool] | None = None, **algorithm_options) -> np.ndarray:
     """Reconstruct a contiguous range of detector rows, slab by slab.
@@ -144,6 +239,8 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     ----------
     center : float or ndarray (len(rows),)
         The axis column, or one per row (tilted axis).
+    steps : Preprocessing
+        Corrections between flat-fielding and filtering.
     progress : callable(done, total), optional
         Called after each slab with the number of rows done.
     cancel : callable() -> bool, optional
@@ -159,8 +256,8 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     out = np.empty((n_rows, n, n), np.float32)
     if backend == "cupy":
         _stream_rows_gpu(scan, rows, out, height=height, center=center, algorithm=algorithm, n=n,
-                         normalize=normalize, log=log, progress=progress, cancel=cancel,
-                         **algorithm_options)
+                         normalize=normalize, log=log, steps=steps, progress=progress,
+                         cancel=cancel, **algorithm_options)
         return out
     done = 0
     for start in range(0, n_rows, height):
@@ -168,7 +265,8 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
             raise Cancelled(f"reconstruction cancelled after {done} of {n_rows} rows")
         stop = min(start + height, n_rows)
         sel = slice(rows.start + start, rows.start + stop)
-        sinograms = line_integrals(scan, sel, backend=backend, normalize=normalize, log=log)
+        sinograms = line_integrals(scan, sel, backend=backend, normalize=normalize, log=log,
+                                   steps=steps)
         sinograms = sinograms.transpose(1, 0, 2)  # (row, angle, col)
         centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
         slices = algorithm(sinograms, angles, center=centers, n=n, **algorithm_options)
@@ -180,33 +278,40 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
 
 
 def _stream_rows_gpu(scan, rows: range, out: np.ndarray, *, height: int, center, algorithm,
-                     n: int, normalize: bool, log: bool, progress, cancel, **algorithm_options):
+                     n: int, normalize: bool, log: bool, steps: Preprocessing, progress, cancel,
+                     **algorithm_options):
     """The GPU path of :func:`reconstruct_rows`: overlapped slabs (see :mod:`tomolab.engine.stream`)."""
-    from tomolab.engine.stream import stream_slabs
-
-    angles = scan["angle"].values
-    n_angles, n_cols = angles.size, int(scan.sizes["col"])
-    projections = scan["projections"]
-    fields = field_means(scan, slice(rows.start, rows.stop), backend="cupy", normalize=normalize)
-
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     import dask.array as da
 
+    from tomolab.engine.stream import stream_slabs
+
+    angles = scan["angle"].values
+    n_angles, n_cols = angles.size, int(scan.sizes["col"])
+    n_detector_rows = int(scan.sizes["row"])
+    projections = scan["projections"]
+    halo = steps.halo()
+    # fields for every row a slab may read, halo included (edge rows repeated)
+    field_rows = row_index(rows.start, rows.stop, halo, n_detector_rows)
+    fields = field_means(scan, field_rows, backend="cupy", normalize=normalize)
     workers = min(8, os.cpu_count() or 1)
     copier = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tomolab-copy")
 
     def read(start, stop, buffer):
-        # dask writes each chunk of the slab straight into the pinned buffer, in parallel
-        block = projections.data[:, rows.start + start:rows.start + stop, :]
+        index = row_index(rows.start + start, rows.start + stop, halo, n_detector_rows)
+        block = projections.data[:, index, :]
         if isinstance(block, da.Array):
+            # dask writes each chunk of the slab straight into the pinned buffer, in parallel
             da.store(block, buffer, lock=False, scheduler="threads", num_workers=workers)
         else:
             np.copyto(buffer, block)
 
     def compute(raw, start, stop):
-        sinograms = correct(raw, fields, rows=slice(start, stop), log=log).transpose(1, 0, 2)
+        # the fields start ``halo`` rows above rows.start, as the raw slab does above ``start``
+        sinograms = correct(raw, fields, rows=slice(start, stop + 2 * halo), log=log, halo=halo,
+                            steps=steps).transpose(1, 0, 2)
         centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
         return algorithm(sinograms, angles, center=centers, n=n, **algorithm_options)
 
@@ -217,7 +322,7 @@ def _stream_rows_gpu(scan, rows: range, out: np.ndarray, *, height: int, center,
     # pinned buffers take time to allocate: a slab of 32 rows already fills the GPU
     height = min(height, MAX_GPU_SLAB_ROWS)
     try:
-        stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h, n_cols),
+        stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h + 2 * halo, n_cols),
                      in_dtype=projections.dtype, out_shape=lambda h: (h, n, n), read=read,
                      compute=compute, write=write, progress=progress, cancel=cancel)
     finally:

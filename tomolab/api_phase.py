@@ -1,0 +1,195 @@
+"""δ/β sweep of a scan: trial slices for many Paganin ratios, computed at once.
+
+The api-level wrapper of :func:`tomolab.center.phase_sweep.sweep_phase_slices`:
+it reads the band of rows that Paganin's filter needs around the chosen row,
+takes the physical parameters from the scan's attrs unless given, and returns
+an :class:`xarray.DataArray` ``(ratio, y, x)`` with a score per ratio.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from tomolab.errors import ParameterError
+
+__all__ = ["sweep_phase", "physical_parameter", "DEFAULT_RATIOS"]
+
+#: default trial δ/β: 25 ratios from 10 to 3000, 1.27 apart on a log scale
+DEFAULT_RATIOS = np.geomspace(10.0, 3000.0, 25)
+
+_PHYSICAL = {
+    "energy": ("keV", "photon energy", "20.0"),
+    "distance": ("m", "sample-detector distance", "0.05"),
+    "pixel_size": ("m", "effective pixel size", "1e-6"),
+}
+
+
+def physical_parameter(scan, name: str, value=None) -> float:
+    """``value`` if given, else ``scan.attrs[name]``; a positive finite number or a clear error.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> physical_parameter(xr.Dataset(attrs={"energy": 25.0}), "energy")
+    25.0
+    >>> physical_parameter(xr.Dataset(), "distance", 0.1)
+    0.1
+    """
+    unit, what, example = _PHYSICAL[name]
+    source = "argument"
+    if value is None:
+        value = scan.attrs.get(name)
+        source = f"scan.attrs[{name!r}]"
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise ParameterError(
+                f"the {what} is needed and the scan does not record it (no attrs[{name!r}])",
+                where=name, value=None,
+                fix=f"pass {name}=<{unit}> (e.g. {name}={example}), or set "
+                    f"scan.attrs[{name!r}] (in {unit})")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or number <= 0:
+        raise ParameterError(f"the {what} must be a positive number in {unit} (from {source})",
+                             where=name, value=value, fix=f"pass e.g. {name}={example}")
+    return number
+
+
+def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=None, distance=None,
+                pixel_size=None, filter: str = "ramp", score: str = "levels",
+                size: int | None = None, backend: str = "auto", normalize: bool = True):
+    """Trial slices of one row at many δ/β ratios (Paganin), computed at once, each scored.
+
+    Parameters
+    ----------
+    scan : xarray.Dataset
+        From :func:`tomolab.open_scan` or :func:`tomolab.from_arrays`, raw
+        counts with flats (or ``normalize=False`` for transmission ``I/I0``).
+    row : int, optional
+        Detector row (default: the middle row). Paganin's filter is 2D, so the
+        rows within :func:`tomolab.center.phase_sweep.paganin_halo` of it are
+        read as well (those the detector has).
+    ratios : array_like, optional
+        Trial δ/β (default :data:`DEFAULT_RATIOS`, 10 to 3000).
+    center : float or "auto"
+        Detector column of the rotation axis in pixels (``"auto"``:
+        :func:`tomolab.find_center` at ``row``).
+    energy, distance, pixel_size : float, optional
+        keV, metres, metres; default ``scan.attrs``.
+    filter : str
+        Reconstruction filter.
+    score : {"levels", "entropy"}
+        See :func:`tomolab.center.phase_sweep.phase_scores`.
+    size : int, optional
+        Width of the trial slices (default: the detector width).
+    backend : {"auto", "numpy", "cupy"}
+    normalize : bool
+        Flat/dark correction (``False``: the projections are ``I/I0`` already).
+
+    Returns
+    -------
+    xarray.DataArray (ratio, y, x) float32
+        One slice per ratio: the attenuation ``mu`` (1/m with a pixel size) that
+        a Paganin reconstruction at that δ/β gives, i.e. ``4 pi beta / lambda``
+        inside a homogeneous material. Coordinate ``score`` along ``ratio``
+        (1 = best) and attrs ``best_ratio``, ``row``, ``center``,
+        ``energy``, ``distance``, ``pixel_size``, ``halo``, ``band`` and every
+        other parameter.
+
+    Examples
+    --------
+    >>> from tomolab.data.phase_contrast import simulate_phase_scan
+    >>> scan = simulate_phase_scan(64, n_rows=8, n_angles=90, delta_beta=100.0, distance=0.1)
+    >>> stack = sweep_phase(scan, center=scan.attrs["true_center"], ratios=[30, 100, 300],
+    ...                     backend="numpy")
+    >>> stack.dims, stack.sizes["ratio"]
+    (('ratio', 'y', 'x'), 3)
+    """
+    import xarray as xr
+
+    from tomolab.api import _half_turn, check_center, find_center
+    from tomolab.center.phase_sweep import (PHASE_SCORES, _check_ratios, paganin_halo,
+                                            phase_scores, sweep_phase_slices)
+    from tomolab.engine import line_integrals, resolve_backend
+    from tomolab.recon import FILTERS
+
+    backend = resolve_backend(backend)
+    if filter not in FILTERS:
+        raise ParameterError("unknown reconstruction filter", where="filter", value=filter,
+                             fix=f"use one of {', '.join(sorted(FILTERS))}")
+    if score not in PHASE_SCORES:
+        raise ParameterError("unknown δ/β sweep score", where="score", value=score,
+                             fix=f"use one of {', '.join(PHASE_SCORES)}")
+    n_rows, n_cols = int(scan.sizes["row"]), int(scan.sizes["col"])
+    row = n_rows // 2 if row is None else row
+    if not isinstance(row, (int, np.integer)) or isinstance(row, bool) or not 0 <= row < n_rows:
+        raise ParameterError("row is outside the detector", where="row", value=row,
+                             fix=f"pick a row between 0 and {n_rows - 1}")
+    row = int(row)
+    ratios = _check_ratios(DEFAULT_RATIOS if ratios is None else ratios)
+    energy = physical_parameter(scan, "energy", energy)
+    distance = physical_parameter(scan, "distance", distance)
+    pixel_size = physical_parameter(scan, "pixel_size", pixel_size)
+    n = int(size or n_cols)
+    if n < 1:
+        raise ParameterError("slice size must be positive", where="size", value=size,
+                             fix=f"omit it (detector width {n_cols}) or pass a positive int")
+    angles = scan["angle"].values
+    _half_turn(angles)  # at least 180°
+    center_source = "given"
+    if isinstance(center, str) and center == "auto":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            center, _ = find_center(scan, row=row, backend=backend, normalize=normalize)
+        center_source = f"auto (vo at row {row})"
+    center = check_center(scan, center)
+
+    started = time.perf_counter()
+    halo = paganin_halo(ratios.max(), energy, distance, pixel_size)
+    first, last = max(0, row - halo), min(n_rows, row + halo + 1)
+    band = line_integrals(scan, slice(first, last), backend=backend, normalize=normalize,
+                          log=False)
+    stack = sweep_phase_slices(band, angles, ratios, row_in_band=row - first, center=center,
+                               energy=energy, distance=distance, pixel_size=pixel_size,
+                               filter=filter, n=n)
+    del band
+    scores = phase_scores(stack, score=score)
+    stack = stack.get() if hasattr(stack, "get") else stack
+    stack *= np.float32(1.0 / pixel_size)
+    elapsed = time.perf_counter() - started
+
+    grid = (np.arange(n) - (n - 1) / 2.0) * pixel_size
+    best = float(ratios[int(np.argmax(scores))])
+    attrs = {
+        "long_name": "trial slices, one per δ/β (Paganin)",
+        "units": "1/m",
+        "best_ratio": best,
+        "row": row,
+        "center": float(center),
+        "center_source": center_source,
+        "energy": energy,
+        "distance": distance,
+        "pixel_size": pixel_size,
+        "halo": int(halo),
+        "band": f"{first}:{last}",
+        "filter": filter,
+        "score_method": score,
+        "backend": backend,
+        "normalize": int(normalize),
+        "n_angles": int(angles.size),
+        "source_file": str(scan.attrs.get("source_file") or ""),
+        "seconds": round(elapsed, 4),
+        "tomolab_version": __import__("tomolab").__version__,
+    }
+    if last - first < 2 * halo + 1:
+        attrs["band_note"] = ("the detector has fewer rows than the filter reaches; the band is "
+                              "continued with its edge rows, as retrieve_phase pads")
+    return xr.DataArray(stack, dims=("ratio", "y", "x"), name="trial_slices", attrs=attrs,
+                        coords={"ratio": ("ratio", ratios, {"long_name": "δ/β"}),
+                                "score": ("ratio", scores, {"long_name": "two-level score, 1 = best"}),
+                                "y": ("y", grid, {"units": "m"}),
+                                "x": ("x", grid, {"units": "m"})})

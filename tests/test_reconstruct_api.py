@@ -210,3 +210,21 @@ def test_gpu_preprocessing_matches_cpu(scan, monkeypatch):
     gpu = tomolab.reconstruct(scan, backend="cupy", **kwargs)
     cpu = tomolab.reconstruct(scan, backend="numpy", **kwargs)
     assert np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values) < 1e-4
+
+
+def test_tomo_accessor_is_the_api():
+    scan = tomolab.data.simulate_scan(64, n_rows=3, n_angles=90)
+    a = scan.tomo.reconstruct(center=36.0, rows=1, backend="numpy")
+    b = tomolab.reconstruct(scan, center=36.0, rows=1, backend="numpy")
+    assert np.array_equal(a.values, b.values)
+    assert scan.tomo.find_center(backend="numpy") == tomolab.find_center(scan, backend="numpy")
+
+
+def test_import_tomolab_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, tomolab; heavy = [m for m in ('cupy', 'xarray', 'dask', 'h5py', 'numba', "
+            "'scipy', 'ipyvolume', 'jupyterhub', 'ipywidgets') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -48,7 +48,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'tomolab' has no attribute {name!r}") from None
     module = importlib.import_module(module_name)
     value = module if module_name == f"tomolab.{name}" else getattr(module, name)
-    if module_name in ("tomolab.io", "tomolab.api"):
+    if module_name in ("tomolab.io", "tomolab.api", "tomolab.data"):
         importlib.import_module("tomolab.accessor")  # scans get their .tomo methods
     globals()[name] = value
     return value

@@ -54,7 +54,7 @@ def test_api_page_lists_every_public_name():
             missing.append(name)
     packages = sorted(p.parent.name for p in (ROOT / "tomolab").glob("*/__init__.py")
                       if not p.parent.name.startswith("_"))
-    missing += [name for name in packages if name not in documented]
+    missing += [name for name in packages if name not in documented and name not in missing]
     assert not missing, f"add these to docs/api.md: {missing}"
 
 

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True)
 def weight_spectra(spectra, weights, alpha_re, alpha_im, hermitian, values):
     """Filter, scale and phase-shift the projection spectra onto signed frequencies.
 
@@ -27,11 +27,12 @@ def weight_spectra(spectra, weights, alpha_re, alpha_im, hermitian, values):
         e = exp(2πi k alpha[b, a] / n_pad),  k = i - n_pad / 2,
 
     since ``(S(k) ± conj(S(-k))) / 2`` are the spectra of ``p_re`` and ``i p_im``.
+    Serial on purpose: it is a few ms, less than waking the threads costs on a busy machine.
     """
     n_b, n_a, n_k = values.shape
     half = (n_k - 1) // 2
     n_pad = 2 * half
-    for t in numba.prange(n_b * n_a):
+    for t in range(n_b * n_a):
         b = t // n_a
         a = t - b * n_a
         # phases by recurrence (complex128: ~1e-13 after n_pad steps), not one exp per sample

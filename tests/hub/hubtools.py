@@ -104,9 +104,9 @@ class Hub:
         class TestGPUSpawner(GPUPoolMixin, SimpleLocalProcessSpawner):
             pass
 
-        def use_stub_for_load_users(spawner):
-            # the load test's users get a millisecond-start HTTP stub instead of Jupyter
-            if spawner.user.name.startswith("load"):
+        def use_stub_for_stub_users(spawner):
+            # users named stub-* get a millisecond-start HTTP stub instead of Jupyter
+            if spawner.user.name.startswith("stub-"):
                 spawner.cmd = [sys.executable, {str(Path(__file__).with_name("stub_server.py"))!r}]
                 spawner.args = []
 
@@ -134,7 +134,7 @@ class Hub:
         }}]
         c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
         c.Spawner.args = ["--ServerApp.open_browser=False", "--ServerApp.allow_root=True"]
-        c.Spawner.pre_spawn_hook = use_stub_for_load_users
+        c.Spawner.pre_spawn_hook = use_stub_for_stub_users
         c.Spawner.poll_interval = 1
         c.Spawner.poll_jitter = 0
         c.Spawner.start_timeout = 90
@@ -154,7 +154,7 @@ class Hub:
         env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN=self.proxy_token)
         env.pop("JUPYTERHUB_API_TOKEN", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(self.root / "jupyterhub_config.py"), "--debug"],
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.root / "jupyterhub_config.py")],
             cwd=self.root,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -285,7 +285,7 @@ class Hub:
                 return {"ok": False, "code": resp.code, "message": await self._progress_message(name, server)}
             if srv.get("ready"):
                 return {"ok": True, "code": resp.code, "message": ""}
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.5)
         raise HubError(f"{name}'s server neither started nor failed within {timeout} s:\n{self.log_tail()}")
 
     async def _progress_message(self, name, server):
@@ -310,13 +310,18 @@ class Hub:
             model = await self.user(name)
             if server not in model.get("servers", {}):
                 return
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.3)
         raise HubError(f"{name}'s server {server!r} did not stop within {timeout} s:\n{self.log_tail()}")
 
     async def stop_everything(self, timeout: float = 60) -> None:
         users = await self.request("GET", "/users")
         jobs = [self.stop_server(u["name"], s) for u in users for s in u.get("servers", {})]
         await asyncio.gather(*jobs)
+
+    async def stub_environ(self, name: str, server: str = "") -> dict:
+        """The GPU environment of a stub-* user's server (stub_server.py answers with it), via the proxy."""
+        url = f"http://127.0.0.1:{self.port}/user/{name}/{server + '/' if server else ''}env"
+        return await self.request("GET", "", url=url)
 
     async def server_state(self, name: str, server: str = "") -> dict:
         return (await self.user(name))["servers"][server]["state"]

@@ -130,23 +130,23 @@ def test_concurrent_spawns_respect_the_pool_then_stop_releases(clean):
 
 
 def test_unknown_profile_and_per_user_limit(clean):
-    hub = clean
+    hub = clean  # stub-* servers: this is about the options, not about Jupyter
 
     async def scenario():
-        await hub.create_users(["p1"])
-        bad = await hub.spawn("p1", "gigantic")
+        await hub.create_users(["stub-p1"])
+        bad = await hub.spawn("stub-p1", "gigantic")
         assert not bad["ok"] and bad["code"] == 400
         assert "Unknown profile 'gigantic'" in bad["message"] and "'exclusive'" in bad["message"]
         assert hub.allocations() == []
 
-        assert (await hub.spawn("p1", "exclusive"))["ok"]
-        second = await hub.spawn("p1", "shared", server="second")
+        assert (await hub.spawn("stub-p1", "exclusive"))["ok"]
+        second = await hub.spawn("stub-p1", "shared", server="second")
         assert not second["ok"]
         assert "You already hold 1 GPU server" in second["message"], second
         # a CPU-only named server is always fine
-        assert (await hub.spawn("p1", "cpu", server="notebook"))["ok"]
-        assert [(a.user, a.server) for a in hub.allocations()] == [("p1", "")]
-        env = await hub.kernel_environ("p1", KEYS, server="notebook")
+        assert (await hub.spawn("stub-p1", "cpu", server="notebook"))["ok"]
+        assert [(a.user, a.server) for a in hub.allocations()] == [("stub-p1", "")]
+        env = await hub.stub_environ("stub-p1", server="notebook")
         assert env["CUDA_VISIBLE_DEVICES"] == "" and env["TOMOLAB_GPU_MEMORY_LIMIT"] is None
 
     run(scenario())
@@ -205,45 +205,48 @@ def test_idle_culler_stops_servers_and_releases_their_gpus(clean):
 def test_hub_restart_keeps_allocations_and_drops_stale_ones(clean):
     from tomolab.hub import Ledger, parse_devices
 
-    hub = clean
-    profiles = {"r1": "exclusive", "r2": "exclusive", "r3": "shared", "r4": "shared", "r5": "cpu"}
+    hub = clean  # r1, r3, r5 run Jupyter (their kernels are read after the restart); stub-* run the stub
+    profiles = {"r1": "exclusive", "stub-r2": "exclusive", "r3": "shared", "stub-r4": "shared", "r5": "cpu"}
 
     async def spawn_all():
-        await hub.create_users([*profiles, "n1", "n2", "n3", "n4"])
+        await hub.create_users([*profiles, "n1", "stub-n2", "stub-n3", "n4"])
         results = await asyncio.gather(*(hub.spawn(u, p) for u, p in profiles.items()))
         assert all(r["ok"] for r in results), results
         return {u: (await hub.server_state(u))["pid"] for u in profiles}
 
     pids = run(spawn_all())
     before = {a.user: a for a in hub.allocations()}
-    assert set(before) == {"r1", "r2", "r3", "r4"}
+    assert set(before) == {"r1", "stub-r2", "r3", "stub-r4"}
 
     hub.stop()  # cleanup_servers=False: the servers keep running
     for pid in pids.values():
         os.kill(pid, 0)  # raises if the server died with the hub
-    # while the hub is down: r4's server dies, and a crashed hub's leftover row fills the shared device
-    os.kill(pids["r4"], signal.SIGKILL)
+    # while the hub is down: stub-r4's server dies, and a crashed hub's leftover row fills the shared device
+    os.kill(pids["stub-r4"], signal.SIGKILL)
     ghost = Ledger(str(hub.ledger_path)).allocate("ghost", "", "shared", parse_devices(POOL))
     assert ghost.device == SHARED_ID
     hub.start()
 
     async def after_restart():
-        await hub.wait_stopped("r4", timeout=30)  # noticed at start-up
+        await hub.wait_stopped("stub-r4", timeout=30)  # noticed at start-up
         now = {a.user: a for a in hub.allocations()}
-        for u in ("r1", "r2", "r3"):
+        for u in ("r1", "stub-r2", "r3"):
             assert now[u] == before[u], f"{u}'s allocation changed across the restart"
-        assert "r4" not in now
+        assert "stub-r4" not in now
         # the running servers are reachable and still see their devices
         envs = await asyncio.gather(*(hub.kernel_environ(u, KEYS) for u in ("r1", "r3", "r5")))
         for u, env in zip(("r1", "r3", "r5"), envs):
             assert_env_matches(env, now.get(u))
-        # no double assignment: both exclusive GPUs are still held by r1, r2
+        assert_env_matches(await hub.stub_environ("stub-r2"), now["stub-r2"])
+        # no double assignment: both exclusive GPUs are still held by r1, stub-r2
         r = await hub.spawn("n1", "exclusive")
         assert not r["ok"] and "All 2 exclusive GPUs are in use" in r["message"], r
-        assert {a.user for a in hub.allocations()} == {"r1", "r2", "r3"}, "the ghost row should be gone"
+        assert {a.user for a in hub.allocations()} == {"r1", "stub-r2", "r3"}, "the ghost row should be gone"
         # the shared device has r3 plus two free places
-        r2, r3 = await asyncio.gather(hub.spawn("n2", "shared"), hub.spawn("n3", "shared"))
+        r2, r3 = await asyncio.gather(hub.spawn("stub-n2", "shared"), hub.spawn("stub-n3", "shared"))
         assert r2["ok"] and r3["ok"], (r2, r3)
+        for u in ("stub-n2", "stub-n3"):
+            assert (await hub.stub_environ(u))["CUDA_VISIBLE_DEVICES"] == SHARED_ID
         r4 = await hub.spawn("n4", "shared")
         assert not r4["ok"] and "All 3 places on shared GPUs are in use" in r4["message"], r4
         assert_within_policy(hub.allocations())
@@ -276,7 +279,7 @@ def test_load_50_spawn_stop_cycles_end_with_an_empty_pool(clean):
     """
     hub = clean
     rng = random.Random(20251125)
-    users = [f"load{i:02d}" for i in range(10)]
+    users = [f"stub-load{i:02d}" for i in range(10)]
     outcomes = Counter()
     violations = []
 
@@ -285,7 +288,7 @@ def test_load_50_spawn_stop_cycles_end_with_an_empty_pool(clean):
         if r["ok"]:
             outcomes[profile, "ok"] += 1
             # the stub server answers with its environment, through the proxy
-            env = await hub.request("GET", "", url=f"http://127.0.0.1:{hub.port}/user/{user}/env")
+            env = await hub.stub_environ(user)
             alloc = {a.user: a for a in hub.allocations()}.get(user)
             assert_env_matches(env, alloc)
             await asyncio.sleep(rng.uniform(0, 0.3))

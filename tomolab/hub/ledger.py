@@ -105,8 +105,8 @@ class Ledger:
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
-        with self._transaction() as db:
-            db.execute(_SCHEMA)
+        with self._transaction():
+            pass
 
     @contextmanager
     def _transaction(self):
@@ -117,6 +117,7 @@ class Ledger:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                db.execute(_SCHEMA)  # cheap; a ledger file removed under us comes back empty, not broken
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")

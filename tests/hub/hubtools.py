@@ -408,3 +408,41 @@ def load_culler_hook(path, *, gpu_idle_seconds):
         else:
             os.environ["TOMOLAB_GPU_IDLE_TIMEOUT"] = old
     return cfg.IdleCuller.cull_arbiter_hook
+
+
+class BrowserSession:
+    """A logged-in user going through the hub's HTML pages (cookies and the xsrf token kept by hand)."""
+
+    def __init__(self, hub: Hub, name: str):
+        self.hub = hub
+        self.name = name
+        self.cookies: dict[str, str] = {}
+
+    async def fetch(self, path: str, *, form: dict | None = None):
+        from urllib.parse import urlencode
+
+        from tornado.httpclient import AsyncHTTPClient
+
+        client = AsyncHTTPClient(force_instance=True)
+        try:
+            resp = await client.fetch(
+                f"http://127.0.0.1:{self.hub.port}{path}",
+                method="POST" if form is not None else "GET",
+                body=urlencode({**form, "_xsrf": self.cookies.get("_xsrf", "")}) if form is not None else None,
+                headers={"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())},
+                follow_redirects=False,
+                raise_error=False,
+                request_timeout=60,
+            )
+        finally:
+            client.close()
+        for header in resp.headers.get_list("Set-Cookie"):
+            key, _, rest = header.partition("=")
+            self.cookies[key.strip()] = rest.split(";", 1)[0]
+        return resp
+
+    async def login(self) -> None:
+        await self.fetch("/hub/login")
+        resp = await self.fetch("/hub/login", form={"username": self.name, "password": "any"})
+        if resp.code != 302:
+            raise HubError(f"login of {self.name} failed: {resp.code} {resp.body[:500]!r}")

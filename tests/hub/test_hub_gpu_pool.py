@@ -20,7 +20,7 @@ from collections import Counter
 
 import pytest
 
-from hubtools import POOL, REPO, SHARED_CAP, SHARED_ID, hub_requirements_missing, load_culler_hook
+from hubtools import POOL, REPO, BrowserSession, SHARED_CAP, SHARED_ID, hub_requirements_missing, load_culler_hook
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
@@ -148,6 +148,41 @@ def test_unknown_profile_and_per_user_limit(clean):
         assert [(a.user, a.server) for a in hub.allocations()] == [("stub-p1", "")]
         env = await hub.stub_environ("stub-p1", server="notebook")
         assert env["CUDA_VISIBLE_DEVICES"] == "" and env["TOMOLAB_GPU_MEMORY_LIMIT"] is None
+
+    run(scenario())
+
+
+def test_spawn_form_offers_profiles_and_shows_the_refusal(clean):
+    """The HTML path a user takes: log in, see the form with what is free, submit it."""
+    hub = clean  # stub-* servers: this is about the pages, not about Jupyter
+
+    async def scenario():
+        await hub.create_users(["stub-f1", "stub-f2", "stub-f3"])
+        assert all(r["ok"] for r in await asyncio.gather(hub.spawn("stub-f1", "exclusive"),
+                                                         hub.spawn("stub-f2", "exclusive")))
+        browser = BrowserSession(hub, "stub-f3")
+        await browser.login()
+        page = (await browser.fetch("/hub/spawn")).body.decode()
+        for text in ('name="profile" value="cpu" checked', 'value="shared"', 'value="exclusive"',
+                     "0 of 2 free", "3 of 3 places free", "all in use now"):
+            assert text in page, text
+
+        refused = await browser.fetch("/hub/spawn", form={"profile": "exclusive"})
+        page = refused.body.decode()
+        assert refused.code == 503
+        assert "All 2 exclusive GPUs are in use" in page and "stub-f1" in page and "stub-f2" in page
+        assert "SpawnException" not in page and "Traceback" not in page
+        assert 'name="profile"' in page, "the form is shown again, to pick another profile"
+        assert "stub-f3" not in hub.holders()
+
+        accepted = await browser.fetch("/hub/spawn", form={"profile": "shared"})
+        assert accepted.code == 302 and "/spawn-pending/stub-f3" in accepted.headers["Location"]
+        deadline = time.monotonic() + 60
+        while not (await hub.user("stub-f3"))["servers"].get("", {}).get("ready"):
+            assert time.monotonic() < deadline, hub.log_tail()
+            await asyncio.sleep(0.3)
+        assert (await hub.stub_environ("stub-f3"))["CUDA_VISIBLE_DEVICES"] == SHARED_ID
+        assert hub.holders()["stub-f3"] == SHARED_ID
 
     run(scenario())
 

@@ -81,9 +81,11 @@ def _ledger(path: str) -> Ledger:
 def _pool_error(message: str, *, reason: str, status: int = 503) -> web.HTTPError:
     """An error the hub relays to the user as a message, without a traceback or a failure count."""
     if SpawnException is not None:
-        return SpawnException(message, reason=reason, status_code=status)
-    # Older hubs: an HTTPError < 500 is a "handled rejection" too.
-    err = web.HTTPError(409 if status >= 500 else status, log_message=message, reason=reason)
+        err = SpawnException(message, reason=reason, status_code=status)
+    else:  # older hubs: an HTTPError < 500 is a "handled rejection" too
+        err = web.HTTPError(409 if status >= 500 else status, log_message=message, reason=reason)
+    # what the spawn form page and the progress stream show (instead of str(err),
+    # which carries the status code and class name)
     err.jupyterhub_message = message
     return err
 
@@ -385,7 +387,7 @@ class GPUPoolMixin(LoggingConfigurable):
                 places = sum(d.max_users for d in devs)
                 free = sum(max(0, d.max_users - counts[d.id]) for d in devs)
                 caps = sorted({d.memory_limit for d in devs if d.memory_limit})
-                cap = (" up to " + " / ".join(format_bytes(c) for c in caps) + " of GPU memory") if caps else ""
+                cap = (" with up to " + " / ".join(format_bytes(c) for c in caps) + " of GPU memory") if caps else ""
                 if profile == SHARED:
                     detail = f"A share of a GPU{cap}, alongside other users. {free} of {places} places free."
                 else:

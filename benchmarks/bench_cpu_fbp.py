@@ -18,6 +18,8 @@ scikit-image puts its axis at column ``n // 2``, half a pixel from the others fo
 its error is not comparable and is not shown.
 
     python benchmarks/bench_cpu_fbp.py [--n 512] [--angles 720] [--rounds 7]
+
+On a larger machine, ``NUMBA_NUM_THREADS=2 OMP_NUM_THREADS=2 taskset -c 0,1`` gives the 2-core case.
 """
 
 from __future__ import annotations
@@ -32,7 +34,23 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import card_name, wall_time, write_rows  # noqa: E402
+from _timing import wall_time, write_rows  # noqa: E402
+
+
+def cpu_name() -> str:
+    """The processor model and the cores this process may use (taskset shows here)."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    used = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU: {model}, {used} of {os.cpu_count()} cores"
 
 
 def _orientations(img):
@@ -71,7 +89,7 @@ def _peers(sino, angles, center, n):
             return astra.data2d.get(rec_id)
 
         peers[f"ASTRA {astra.__version__} FBP (CPU, linear projector, ram-lak)"] = (run_astra, True)
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:  # OSError: its CUDA libraries are missing
         print("ASTRA not importable here:", exc)
     try:
         from algotom.rec import reconstruction as alg_rec
@@ -134,7 +152,7 @@ def main():
             walls[name].append(wall_time(fn, warmup=0, repeat=1))
             cpus[name].append(time.process_time() - c0)
 
-    card = f"{card_name()}, numba threads {numba.get_num_threads()}"
+    card = f"{cpu_name()}, numba threads {numba.get_num_threads()}"
     date = datetime.date.today().isoformat()
     base = statistics.median(walls["tomolab fbp (Numba backprojection)"])
     rows = []

@@ -1,4 +1,4 @@
-"""Gridrec against the analytic phantom, against FBP and against the exact Fourier sum it evaluates."""
+"""Gridrec against the analytic phantom, against FBP and against the exact sum it evaluates."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_error_against_the_phantom_no_worse_than_fbp(phantom_case, filter_name, 
 
 @pytest.mark.parametrize("n_out", [None, 120, 64, 97])
 def test_uniform_disk_value_and_geometry(n_out, xp):
-    """A disk of attenuation 0.02 off the axis comes back with that value (1 %), where it was put."""
+    """A disk of attenuation 0.02 off the axis comes back with that value (1 %), where put."""
     n, n_angles, center = 96, 180, 50.3
     angles = np.linspace(0, np.pi, n_angles, endpoint=False)
     disk = [Cylinder(12.0, -20.0, -1, 1, 10, 10, 0, 0.02)]
@@ -104,7 +104,8 @@ def test_matches_the_exact_fourier_sum(n, n_cols, center):
     for filter_name in ("ramp", "hann"):
         exact = [_exact_fourier_sum(s, angles, center, filter_name, n) for s in sino]
         ours = gridrec(sino.astype(np.float32), angles, center=center, filter=filter_name, n=n)
-        single = gridrec(sino[:1].astype(np.float32), angles, center=center, filter=filter_name, n=n)
+        single = gridrec(sino[:1].astype(np.float32), angles, center=center, filter=filter_name,
+                         n=n)
         scale = np.abs(exact[0]).max()
         assert np.abs(ours[0] - exact[0]).max() < 3e-4 * scale  # a slice pair (complex sinogram)
         assert np.abs(ours[1] - exact[1]).max() < 3e-4 * scale
@@ -135,7 +136,8 @@ def test_slices_in_a_stack_are_reconstructed_independently():
     """Pairs share one complex sinogram and an odd last slice goes alone: no crosstalk."""
     n = 64
     angles = np.linspace(0, np.pi, 100, endpoint=False)
-    shapes = [Cylinder(-8.0, 5.0, -1, 1, 14, 9, 0.4, 0.03), Cylinder(10.0, -6.0, -1, 1, 6, 6, 0, 0.05)]
+    shapes = [Cylinder(-8.0, 5.0, -1, 1, 14, 9, 0.4, 0.03),
+              Cylinder(10.0, -6.0, -1, 1, 6, 6, 0, 0.05)]
     sinos = np.stack([project_slice([s], angles, np.arange(n), [0.0], center=33.4)[:, 0, :]
                       for s in shapes + [shapes[0], shapes[1], shapes[0]]]).astype(np.float32)
     sinos[2] *= 2.0

@@ -12,4 +12,5 @@ from tomolab.recon.gridrec import gridrec
 
 ALGORITHMS = {"fbp": fbp, "gridrec": gridrec}
 
-__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "filter_sinograms", "fourier_filter", "gridrec"]
+__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "filter_sinograms", "fourier_filter",
+           "gridrec"]

@@ -87,7 +87,7 @@ def kaiser_bessel(width: int = WIDTH, oversampling: float = OVERSAMPLING):
 
 @lru_cache(maxsize=8)
 def _table(width: int, oversampling: float) -> np.ndarray:
-    """``φ`` sampled every ``1 / _TABLE_DENSITY`` grid samples over ``[0, width/2]``, two zeros after."""
+    """``φ`` every ``1 / _TABLE_DENSITY`` grid samples over ``[0, width/2]``, then zeros."""
     phi, _ = kaiser_bessel(width, oversampling)
     points = int(_TABLE_DENSITY * width / 2)
     table = np.zeros(points + 3, np.float32)
@@ -323,7 +323,10 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
 
     def prepare(z0, z1, hermitian):
         chunk = sinograms[z0:z1]
-        a_re, a_im = (alpha[z0:z1], alpha[z0:z1]) if hermitian else (alpha[z0:z1:2], alpha[z0 + 1:z1:2])
+        if hermitian:
+            a_re = a_im = alpha[z0:z1]
+        else:
+            a_re, a_im = alpha[z0:z1:2], alpha[z0 + 1:z1:2]
         padded = xp.pad(chunk, pad, mode=pad_mode)
         if hermitian:
             spectra = fft.rfft(padded, axis=-1, **_workers(xp))

@@ -104,12 +104,7 @@ autodoc_mock_imports = [name for name in _OPTIONAL_IMPORTS if importlib.util.fin
 # the docutils warnings raised while parsing exactly these docstrings are
 # dropped, so every other warning still fails the build. Once a docstring is
 # fixed, the build fails with a warning that says to delete its entry.
-KNOWN_BAD_DOCSTRINGS = {
-    # "Public API" lists signatures as indented plain text (wants a "::" literal block)
-    "tomolab.io": "Unexpected indentation; Inline emphasis start-string without end-string",
-    # a parameter-name list broken over two lines ("...attrs,\n    chunks, ... :")
-    "tomolab.io._write.write_nxtomo": "Unexpected indentation; Field list ends without a blank line",
-}
+KNOWN_BAD_DOCSTRINGS: dict[str, str] = {}
 
 # -- HTML --------------------------------------------------------------------
 html_theme = "furo"

@@ -4,15 +4,15 @@ Readers return an :class:`xarray.Dataset` whose variables are dask arrays;
 nothing but metadata is read until you compute. Writers stream in slabs and
 rename a finished temporary file into place.
 
-Public API
-----------
-open_scan(path, *, layout="auto", angles=None, chunks="auto", entry=None, flats=None, darks=None)
-from_arrays(projections, angles, flats=None, darks=None, *, pixel_size=None, energy=None,
-            distance=None, chunks="auto", attrs=None)
-describe(scan_or_path) -> str
-write_dxchange / write_nxtomo / write_tiff_stack(path, projections, angles, flats=None,
-            darks=None, *, pixel_size=None, energy=None, distance=None, attrs=None, ...)
-save_volume(volume, path, *, format="auto", overwrite=False), open_volume(path)
+The public API::
+
+    open_scan(path, *, layout="auto", angles=None, chunks="auto", entry=None, flats=None, darks=None)
+    from_arrays(projections, angles, flats=None, darks=None, *, pixel_size=None, energy=None,
+                distance=None, chunks="auto", attrs=None)
+    describe(scan_or_path) -> str
+    write_dxchange / write_nxtomo / write_tiff_stack(path, projections, angles, flats=None,
+                darks=None, *, pixel_size=None, energy=None, distance=None, attrs=None, ...)
+    save_volume(volume, path, *, format="auto", overwrite=False), open_volume(path)
 """
 
 from __future__ import annotations

@@ -314,8 +314,7 @@ def write_nxtomo(path, projections, angles, flats=None, darks=None, *, pixel_siz
 
     Parameters
     ----------
-    path, projections, angles, flats, darks, pixel_size, energy, distance, attrs,
-    chunks, compression, overwrite :
+    path, projections, angles, flats, darks, pixel_size, energy, distance, attrs, chunks, compression, overwrite :
         As for :func:`write_dxchange`.
     variant : {"esrf", "diamond"}
     flats_after : bool

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tomolab._array import to_numpy
 from tomolab.api_phase import sweep_phase
 from tomolab.center.phase_sweep import paganin_halo, paganin_length, phase_scores, sweep_phase_slices
 from tomolab.data.phase_contrast import simulate_phase_scan

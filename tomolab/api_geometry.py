@@ -167,7 +167,8 @@ def default_axis_rows(n_rows: int, count: int = 9, *, margin: int = 2) -> np.nda
     >>> default_axis_rows(200).tolist()
     [10, 32, 55, 77, 100, 122, 144, 167, 189]
     """
-    margin = min(max(int(margin), int(round(0.05 * n_rows))), (n_rows - 1) // 2)
+    # keep at least two rows where the detector has them
+    margin = min(max(int(margin), int(round(0.05 * n_rows))), max(0, (n_rows - 2) // 2))
     return np.unique(np.round(np.linspace(margin, n_rows - 1 - margin, count)).astype(int))
 
 

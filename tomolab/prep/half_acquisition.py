@@ -91,9 +91,9 @@ def opposite_projections(angles):
 
 def _opposite(data, lower, upper, weight, xp):
     w = xp.asarray(weight.astype(np.float32)).reshape((-1,) + (1,) * (data.ndim - 1))
-    out = data[lower]
+    out = data[xp.asarray(lower)]
     if np.any(weight > 0):
-        out = (1 - w) * out + w * data[upper]
+        out = (1 - w) * out + w * data[xp.asarray(upper)]
     return out
 
 
@@ -141,7 +141,7 @@ def find_overlap(sino_360, angles, *, min_overlap: int | None = None) -> Overlap
                              value=tuple(data.shape), fix="pass line integrals of a 360° scan")
     first, lower, upper, weight = opposite_projections(angles)
     n_cols = data.shape[-1]
-    p = data[first].reshape(-1, n_cols)
+    p = data[xp.asarray(first)].reshape(-1, n_cols)
     m = _opposite(data, lower, upper, weight, xp)[..., ::-1].reshape(-1, n_cols)
     length = int(fft.next_fast_len(2 * n_cols, real=True)) if hasattr(fft, "next_fast_len") \
         else 2 * n_cols
@@ -152,9 +152,8 @@ def find_overlap(sino_360, angles, *, min_overlap: int | None = None) -> Overlap
     cross = corr[xp.asarray(shifts % length)]
 
     def window_sums(column_sums):
-        """Sums over j in [lo, hi) for every shift, from one cumulative sum."""
-        c = xp.concatenate([xp.zeros(1, xp.float64), xp.cumsum(column_sums)])
-        return c
+        """Cumulative sums with a leading 0: the sum over [lo, hi) is c[hi] - c[lo]."""
+        return xp.concatenate([xp.zeros(1, xp.float64), xp.cumsum(column_sums)])
 
     cp, cp2 = window_sums(p.sum(axis=0)), window_sums((p * p).sum(axis=0))
     cm, cm2 = window_sums(m.sum(axis=0)), window_sums((m * m).sum(axis=0))
@@ -304,7 +303,7 @@ def stitch_half_acquisition(sino_360_or_projections, angles, *, center: float,
         raise ParameterError("blend width must be >= 0 pixels", where="blend", value=blend,
                              fix="pass None (the whole overlap), 0 (a hard cut) or a width")
     first, lower, upper, weight = opposite_projections(angles)
-    direct = data[first]
+    direct = data[xp.asarray(first)]
     opposite = _opposite(data, lower, upper, weight, xp)
     angles_180 = np.asarray(angles, dtype=np.float64)[first]
     if center >= (n_cols - 1) / 2.0:

@@ -1,15 +1,17 @@
 """Trial slices for many δ/β ratios at once (Paganin phase retrieval), each with a score.
 
 Paganin's filter is two-dimensional, so a slice needs a band of detector rows
-around it (:func:`paganin_halo`). The band of every projection is Fourier
-transformed once; for each ratio the filtered band is needed at the target
-row only, and one row of an inverse 2D FFT is a sum over the row frequencies
-followed by a 1D inverse FFT along the columns. So the K filters and K
-inverse transforms become one batched matrix product (row frequencies ×
-ratios, for every column frequency) and K one-row inverse FFTs: the same
-numbers as filtering the whole band K times and keeping one row, at a small
-fraction of the cost. The K sinograms are then reconstructed by one batched
-filtered backprojection in which the ratios play the part of slices.
+around it (:func:`paganin_halo`). Each projection band is Fourier transformed
+once along the columns. For each ratio the filtered band is needed at the
+target row only: along the rows that is one value of a circular convolution,
+a weighted sum of the band's rows whose weights (per column frequency and
+ratio) are the filter's row kernel, the edge-padded rows folded into the
+first and last. So the K filters and K inverse transforms become one real
+batched matrix product (band rows × ratios, for every column frequency) and
+K one-row inverse FFTs: the same numbers as :func:`tomolab.prep.retrieve_phase`
+on the whole band K times and keeping one row, at a fraction of the cost.
+The K sinograms are then reconstructed by one batched filtered
+backprojection in which the ratios play the part of slices.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # what a user sees, as CSS selectors (Playwright's CSS pierces open shadow roots,
 # which is where Bokeh 3 draws)
 SEL_ERROR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]'
+SEL_STDERR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 SEL_SLIDER = ".widget-slider"
 SEL_BOKEH = ".jp-OutputArea-output .bk-Canvas, .jp-OutputArea-output .bk-canvas"
 SEL_BOKEH_WIDGET = ".jupyter-widgets .bk-Figure, .jupyter-widgets .bk-GridPlot, .jupyter-widgets .bk-GridBox"
@@ -173,6 +174,50 @@ def jupyter_lab(root_dir=None, *, python=sys.executable, timeout=90):
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _copy_cleared(src: Path, dst: Path):
+    """Copy a notebook without its outputs, so every prompt starts as ``[ ]``."""
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, dst)
+
+
+def _error_outputs(page, saved: Path | None = None):
+    """Error outputs: from the page, and (when ``saved`` is given) from the notebook as saved.
+
+    JupyterLab renders a traceback with the stderr renderer, so the page is searched for
+    error- and stderr-typed outputs that hold a traceback; saving the notebook (Ctrl+S)
+    and reading its ``output_type == "error"`` outputs is the exact check.
+    """
+    texts = page.locator(SEL_ERROR_OUTPUT).all_inner_texts()
+    texts += [t for t in page.locator(SEL_STDERR_OUTPUT).all_inner_texts() if "Traceback" in t]
+    if saved is not None:
+        import nbformat
+
+        before = saved.stat().st_mtime_ns
+        page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
+        page.keyboard.press("Control+s")
+        deadline = time.monotonic() + 15
+        while saved.stat().st_mtime_ns == before and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        while True:  # the server may be mid-write
+            try:
+                nb = nbformat.read(saved, as_version=4)
+                break
+            except Exception:  # noqa: BLE001 -- NotJSONError, partial file
+                if time.monotonic() > deadline:
+                    raise
+                page.wait_for_timeout(200)
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    texts.append(f"{out.get('ename')}: {out.get('evalue')}")
+    return sorted(set(texts))
+
+
 def _is_local(url: str) -> bool:
     parsed = urlparse(url)
     if parsed.scheme in ("data", "blob", "about", "chrome-extension", "chrome"):
@@ -235,8 +280,8 @@ def run_notebook_in_browser(path, *, server: Server | None = None, artifacts_dir
     Parameters
     ----------
     path : str or Path
-        The notebook. It is copied (with its folder's other files left
-        behind) into the server's root dir and run there.
+        The notebook. It is copied, without its outputs, into the server's
+        root dir and run there (other files of its folder are not copied).
     server : Server, optional
         A running :func:`jupyter_lab`; started (and stopped) here if omitted.
     artifacts_dir : Path
@@ -261,7 +306,7 @@ def run_notebook_in_browser(path, *, server: Server | None = None, artifacts_dir
     t0 = time.monotonic()
     artifacts_dir = Path(artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, server.root_dir / path.name)
+    _copy_cleared(path, server.root_dir / path.name)
     report = Report(notebook=str(path))
     stem = path.stem
     for old in artifacts_dir.glob(f"{stem}-*.png"):
@@ -312,7 +357,7 @@ def run_notebook_in_browser(path, *, server: Server | None = None, artifacts_dir
             report.screenshots.append(str(shot))
 
             _log('report.error_outputs = page')
-            report.error_outputs = page.locator(SEL_ERROR_OUTPUT).all_inner_texts()
+            report.error_outputs = _error_outputs(page, server.root_dir / path.name)
             body = page.locator(".jp-Notebook").inner_text()
             report.widget_errors = [line for line in body.splitlines()
                                     if any(m in line for m in WIDGET_ERROR_MARKERS)]
@@ -362,7 +407,7 @@ def run_notebook_in_browser(path, *, server: Server | None = None, artifacts_dir
                                        str(artifacts_dir / f"{stem}-plot-after.png")]
                 report.slider_changed_image = changed
                 # and no error appeared because of it
-                report.error_outputs += [t for t in page.locator(SEL_ERROR_OUTPUT).all_inner_texts()
+                report.error_outputs += [t for t in _error_outputs(page)
                                          if t not in report.error_outputs]
             shot = artifacts_dir / f"{stem}-final.png"
             page.screenshot(path=str(shot), full_page=True)

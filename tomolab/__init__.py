@@ -24,7 +24,9 @@ _LAZY = {
     "reconstruct": "tomolab.api",
     "find_center": "tomolab.api",
     "sweep_center": "tomolab.api",
-    "sweep_phase": "tomolab.api",
+    "sweep_phase": "tomolab.api_phase",
+    "stitch_360": "tomolab.api_geometry",
+    "find_axis": "tomolab.api_geometry",
     "save_volume": "tomolab.io",
     "data": "tomolab.data",
     "prep": "tomolab.prep",
@@ -48,7 +50,8 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'tomolab' has no attribute {name!r}") from None
     module = importlib.import_module(module_name)
     value = module if module_name == f"tomolab.{name}" else getattr(module, name)
-    if module_name in ("tomolab.io", "tomolab.api", "tomolab.data"):
+    if module_name in ("tomolab.io", "tomolab.api", "tomolab.api_phase", "tomolab.api_geometry",
+                       "tomolab.data"):
         importlib.import_module("tomolab.accessor")  # scans get their .tomo methods
     globals()[name] = value
     return value

@@ -6,16 +6,24 @@ Each method in :data:`CENTER_METHODS` takes line-integral data and returns
 sweep).
 """
 
+from tomolab.center.axis import AxisFit, fit_axis
 from tomolab.center.phase_correlation import find_center_phase_correlation, opposite_pair
+from tomolab.center.phase_sweep import (paganin_halo, paganin_length, phase_scores,
+                                        sweep_phase_slices)
+from tomolab.center.sweep import SWEEP_SCORES, sharpness_scores, sweep_slices
 from tomolab.center.vo import find_center_vo, vo_metric
 
 #: below this score a centre estimate should not be trusted without a sweep
 LOW_SCORE = 0.3
 
+#: centre-finding methods: name -> function on (line-integral data) -> (center, score);
+#: "vo" takes a 180° sinogram (angle, col), "phase-correlation" two opposite projections
 CENTER_METHODS = {
-    "vo": "sinogram",
-    "phase-correlation": "projection pair",
+    "vo": find_center_vo,
+    "phase-correlation": find_center_phase_correlation,
 }
 
-__all__ = ["CENTER_METHODS", "LOW_SCORE", "find_center_vo", "find_center_phase_correlation",
-           "opposite_pair", "vo_metric"]
+__all__ = ["AxisFit", "CENTER_METHODS", "LOW_SCORE", "SWEEP_SCORES", "find_center_vo",
+           "find_center_phase_correlation", "fit_axis", "opposite_pair", "paganin_halo",
+           "paganin_length", "phase_scores", "sharpness_scores", "sweep_phase_slices",
+           "sweep_slices", "vo_metric"]

@@ -188,11 +188,12 @@ def test_spawn_form_offers_profiles_and_shows_the_refusal(clean):
 
 
 def test_killed_server_process_is_noticed_and_its_gpu_released(clean):
-    hub = clean
+    hub = clean  # k1 is a Jupyter server; the others only need to hold and take GPUs
 
     async def scenario():
-        await hub.create_users(["k1", "k2", "k3"])
-        assert all(r["ok"] for r in await asyncio.gather(hub.spawn("k1", "exclusive"), hub.spawn("k2", "exclusive")))
+        await hub.create_users(["k1", "stub-k2", "stub-k3"])
+        spawned = await asyncio.gather(hub.spawn("k1", "exclusive"), hub.spawn("stub-k2", "exclusive"))
+        assert all(r["ok"] for r in spawned), spawned
         device = hub.holders()["k1"]
         state = await hub.server_state("k1")
         assert state["tomolab_gpu"]["device"] == device
@@ -203,9 +204,10 @@ def test_killed_server_process_is_noticed_and_its_gpu_released(clean):
             await asyncio.sleep(0.2)
         assert "k1" not in hub.holders(), hub.log_tail()
         await hub.wait_stopped("k1", timeout=30)
-        r = await hub.spawn("k3", "exclusive")
+        r = await hub.spawn("stub-k3", "exclusive")
         assert r["ok"], r
-        assert hub.holders() == {"k2": hub.holders()["k2"], "k3": device}
+        assert hub.holders() == {"stub-k2": hub.holders()["stub-k2"], "stub-k3": device}
+        assert (await hub.stub_environ("stub-k3"))["CUDA_VISIBLE_DEVICES"] == device
 
     run(scenario())
 
@@ -218,8 +220,10 @@ def test_idle_culler_stops_servers_and_releases_their_gpus(clean):
     hook = load_culler_hook(str(REPO / "deploy" / "idle_culler_config.py"), gpu_idle_seconds="2")
 
     async def scenario():
-        await hub.create_users(["c1", "c2", "c3"])
-        results = await asyncio.gather(hub.spawn("c1", "exclusive"), hub.spawn("c2", "shared"), hub.spawn("c3", "cpu"))
+        await hub.create_users(["c1", "c2", "stub-c3"])
+        results = await asyncio.gather(
+            hub.spawn("c1", "exclusive"), hub.spawn("c2", "shared"), hub.spawn("stub-c3", "cpu")
+        )
         assert all(r["ok"] for r in results), results
         assert set(hub.holders()) == {"c1", "c2"}
         await asyncio.sleep(2.5)  # idle for longer than the GPU limit, far less than the CPU limit
@@ -232,7 +236,7 @@ def test_idle_culler_stops_servers_and_releases_their_gpus(clean):
         )
         await asyncio.gather(hub.wait_stopped("c1"), hub.wait_stopped("c2"))
         assert hub.allocations() == []
-        assert "" in (await hub.user("c3"))["servers"], "the CPU-only server is not idle long enough to cull"
+        assert "" in (await hub.user("stub-c3"))["servers"], "the CPU-only server is not idle long enough to cull"
 
     run(scenario())
 

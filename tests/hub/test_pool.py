@@ -200,12 +200,20 @@ def test_cli_lists_who_holds_what(tmp_path):
     out = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(db)],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "ann" in out and "bob/big" in out and "MIG-aaaa-bbbb" in out and "10 GiB" in out
+    missing = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(tmp_path / "nope.sqlite")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "no ledger" in missing.stderr
+
+
+def test_cli_reads_the_pool_and_ledger_from_a_hub_config(tmp_path):
+    pytest.importorskip("traitlets", reason="reading a jupyterhub_config.py needs traitlets (comes with jupyterhub)")
+    ledger = Ledger(str(tmp_path / "pool.sqlite"))
+    ledger.allocate("ann", "", "exclusive", POOL)
+    ledger.allocate("bob", "big", "shared", POOL)
     cfg = tmp_path / "jupyterhub_config.py"
     cfg.write_text(f"c.GPUPoolMixin.gpu_devices = {POOL_SPEC!r}\nc.GPUPoolMixin.gpu_pool_db = 'pool.sqlite'\n")
     out = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--config", str(cfg), "--json"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     data = json.loads(out)
     assert [d["in_use"] for d in data["devices"]] == [1, 0, 1]
-    missing = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(tmp_path / "nope.sqlite")],
-                             capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 2 and "no ledger" in missing.stderr
+    assert {(a["user"], a["server"]) for a in data["allocations"]} == {("ann", ""), ("bob", "big")}

@@ -2,7 +2,7 @@
 
 The hub runs the culler as a service (see jupyterhub_config.py) with
 ``--timeout`` set to the CPU-only idle limit and
-``--config-file=idle_culler_config.py``. A server that holds a GPU from the
+``--config=idle_culler_config.py``. A server that holds a GPU from the
 tomolab pool (its spawner state has ``tomolab_gpu``; the culler sees the
 state because its role has the ``admin:server_state`` scope) is stopped
 after ``TOMOLAB_GPU_IDLE_TIMEOUT`` seconds instead, so that idle sessions

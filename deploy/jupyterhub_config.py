@@ -125,7 +125,7 @@ c.JupyterHub.services = [
             "jupyterhub_idle_culler",
             "--timeout=28800",
             "--cull-every=300",
-            f"--config-file={os.path.join(HERE, 'idle_culler_config.py')}",
+            f"--config={os.path.join(HERE, 'idle_culler_config.py')}",  # --config, not --config-file
         ],
         "environment": {"TOMOLAB_GPU_IDLE_TIMEOUT": "3600"},
     }

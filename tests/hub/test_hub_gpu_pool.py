@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import random
 import signal
@@ -20,7 +19,7 @@ from collections import Counter
 
 import pytest
 
-from hubtools import POOL, REPO, BrowserSession, SHARED_CAP, SHARED_ID, hub_requirements_missing, load_culler_hook
+from hubtools import POOL, REPO, SHARED_CAP, SHARED_ID, BrowserSession, hub_requirements_missing
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
@@ -213,11 +212,22 @@ def test_killed_server_process_is_noticed_and_its_gpu_released(clean):
 
 
 def test_idle_culler_stops_servers_and_releases_their_gpus(clean):
-    """The culler with the facility's config: idle GPU servers go (and release), CPU-only ones stay."""
-    from jupyterhub_idle_culler import cull_idle
+    """The facility's culler service, as deploy/jupyterhub_config.py runs it: GPU servers go, CPU ones stay.
+
+    Its command line is taken from the shipped config, with a 1-hour CPU limit
+    and a 2-second GPU limit, pointed at the test hub.
+    """
+    from jupyterhub.app import JupyterHub
 
     hub = clean
-    hook = load_culler_hook(str(REPO / "deploy" / "idle_culler_config.py"), gpu_idle_seconds="2")
+    app = JupyterHub()
+    app.load_config_file(str(REPO / "deploy" / "jupyterhub_config.py"))
+    (service,) = [s for s in app.config.JupyterHub.services if s["name"] == "idle-culler"]
+    command = [a for a in service["command"] if not a.startswith(("--timeout=", "--cull-every="))]
+    command += ["--timeout=3600", "--cull-every=1"]
+    env = dict(os.environ, **service.get("environment", {}))
+    env.update(TOMOLAB_GPU_IDLE_TIMEOUT="2", JUPYTERHUB_API_TOKEN=hub.token,
+               JUPYTERHUB_API_URL=f"http://127.0.0.1:{hub.port}/hub/api")
 
     async def scenario():
         await hub.create_users(["c1", "c2", "stub-c3"])
@@ -226,15 +236,15 @@ def test_idle_culler_stops_servers_and_releases_their_gpus(clean):
         )
         assert all(r["ok"] for r in results), results
         assert set(hub.holders()) == {"c1", "c2"}
-        await asyncio.sleep(2.5)  # idle for longer than the GPU limit, far less than the CPU limit
-        await cull_idle(
-            url=f"http://127.0.0.1:{hub.port}/hub/api",
-            api_token=hub.token,
-            inactive_limit=3600,
-            logger=logging.getLogger("test-culler"),
-            cull_arbiter=hook,
-        )
-        await asyncio.gather(hub.wait_stopped("c1"), hub.wait_stopped("c2"))
+        log = open(hub.root / "culler.log", "w")
+        culler = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            await asyncio.gather(hub.wait_stopped("c1", timeout=40), hub.wait_stopped("c2", timeout=40))
+            assert culler.poll() is None, (hub.root / "culler.log").read_text()
+        finally:
+            culler.terminate()
+            culler.wait(10)
+            log.close()
         assert hub.allocations() == []
         assert "" in (await hub.user("stub-c3"))["servers"], "the CPU-only server is not idle long enough to cull"
 

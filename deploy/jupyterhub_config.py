@@ -46,7 +46,7 @@ c.JupyterHub.cleanup_servers = False
 # ---------------------------------------------------------------------------
 c.JupyterHub.authenticator_class = "pam"
 c.PAMAuthenticator.allowed_groups = {"CHANGE-ME-beamline-users"}   # CHANGE ME: a Unix group
-c.Authenticator.admin_users = {"CHANGE-ME-admin"}                 # CHANGE ME: admin usernames
+c.Authenticator.admin_users = set()  # CHANGE ME: admin usernames, e.g. {"alice"}
 #
 # Facility single sign-on instead (pip install oauthenticator); usernames must
 # still map onto local accounts for the local-process spawner:

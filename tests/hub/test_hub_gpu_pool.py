@@ -19,7 +19,7 @@ from collections import Counter
 
 import pytest
 
-from hubtools import POOL, REPO, SHARED_CAP, SHARED_ID, BrowserSession, hub_requirements_missing
+from hubtools import POOL, REPO, SHARED_CAP, SHARED_ID, BrowserSession, find_proxy, free_ports, hub_requirements_missing
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
@@ -378,3 +378,43 @@ def test_load_50_spawn_stop_cycles_end_with_an_empty_pool(clean):
     while hub.server_processes() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert hub.server_processes() == [], "server or kernel processes outlived their servers"
+
+
+def test_facility_config_boots_a_hub_with_the_pool_and_the_culler(tmp_path):
+    """deploy/jupyterhub_config.py as shipped (ports moved to free ones): PAM, the pool spawner, the culler running."""
+    import shutil
+    import urllib.request
+
+    for name in ("jupyterhub_config.py", "idle_culler_config.py"):
+        shutil.copy(REPO / "deploy" / name, tmp_path / name)
+    port, hub_port, api_port = free_ports(3)
+    env = dict(os.environ, PATH=os.path.dirname(find_proxy()) + os.pathsep + os.environ.get("PATH", ""))
+    log_path = tmp_path / "hub.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(tmp_path / "jupyterhub_config.py"),
+             f"--JupyterHub.bind_url=http://127.0.0.1:{port}", f"--JupyterHub.hub_port={hub_port}",
+             f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{api_port}"],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        culler_asked = False
+        while time.monotonic() < deadline and not culler_asked:
+            assert proc.poll() is None, log_path.read_text()
+            text = log_path.read_text()
+            culler_asked = any("GET /hub/api/users" in ln and "(idle-culler@" in ln for ln in text.splitlines())
+            time.sleep(0.3)
+        assert culler_asked, f"the culler service never queried the hub:\n{log_path.read_text()}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hub/login", timeout=10) as r:
+            assert r.status == 200
+        assert "Using Spawner: tomolab.hub.spawner.GPUPoolLocalProcessSpawner" in text
+        assert "Using Authenticator: jupyterhub.auth.PAMAuthenticator" in text
+        assert (tmp_path / "jupyterhub.sqlite").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -28,6 +28,7 @@ _LAZY = {
     "stitch_360": "tomolab.api_geometry",
     "find_axis": "tomolab.api_geometry",
     "save_volume": "tomolab.io",
+    "reconstruct_to": "tomolab.api_volume",
     "data": "tomolab.data",
     "prep": "tomolab.prep",
     "recon": "tomolab.recon",
@@ -51,7 +52,7 @@ def __getattr__(name: str):
     module = importlib.import_module(module_name)
     value = module if module_name == f"tomolab.{name}" else getattr(module, name)
     if module_name in ("tomolab.io", "tomolab.api", "tomolab.api_phase", "tomolab.api_geometry",
-                       "tomolab.data"):
+                       "tomolab.api_volume", "tomolab.data"):
         importlib.import_module("tomolab.accessor")  # scans get their .tomo methods
     globals()[name] = value
     return value

@@ -123,14 +123,18 @@ def cmd_recon(args) -> int:
         bars[0].update(done - bars[0].n)
 
     started = time.perf_counter()
+    options = dict(center=args.center, rows=args.rows, filter=args.filter, backend=args.backend,
+                   progress=progress, normalize=not args.no_normalize)
     try:
-        volume = tomolab.reconstruct(scan, center=args.center, rows=args.rows, filter=args.filter,
-                                     backend=args.backend, progress=progress,
-                                     normalize=not args.no_normalize)
+        if output.suffix == ".zarr" and args.format in ("auto", "zarr"):
+            # streamed to disk slab by slab; a killed run resumes when started again
+            volume = tomolab.reconstruct_to(scan, output, overwrite=args.overwrite, **options)
+        else:
+            volume = tomolab.reconstruct(scan, **options)
+            tomolab.save_volume(volume, output, format=args.format, overwrite=args.overwrite)
     finally:
         for bar in bars:
             bar.close()
-    tomolab.save_volume(volume, output, format=args.format, overwrite=args.overwrite)
     print(f"{output}: {volume.sizes['z']} slices of {volume.sizes['y']} x {volume.sizes['x']}, "
           f"centre {volume.attrs['center']:.2f} px, {volume.attrs['backend']}, "
           f"{time.perf_counter() - started:.1f} s")

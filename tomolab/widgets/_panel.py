@@ -1,0 +1,501 @@
+"""ReconstructionPanel: the whole workflow for one scan in one widget.
+
+File → preview → centre → phase → preprocessing → reconstruction → output →
+viewers, as the steps of an :class:`ipywidgets.Accordion`. Every step calls
+the same function a script would (:func:`tomolab.open_scan`,
+:func:`tomolab.find_center`, :func:`tomolab.sweep_center`,
+:func:`tomolab.sweep_phase`, :func:`tomolab.reconstruct`,
+:func:`tomolab.save_volume`); the panel only wires their results together.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import ipywidgets as widgets
+import numpy as np
+import traitlets
+import xarray as xr
+
+from tomolab.widgets._task import Cancelled, TaskBar, guarded
+
+__all__ = ["ReconstructionPanel"]
+
+#: the steps of the workflow, in order (titles of the accordion sections)
+STEPS = ("file", "preview", "centre", "phase", "preprocessing", "reconstruction", "output",
+         "viewers")
+
+_SUFFIX = {"zarr": ".zarr", "hdf5": ".h5", "tiff": ""}
+
+
+def _png(image, *, percentiles=(0.5, 99.5)) -> bytes:
+    """An 8-bit greyscale PNG of a 2D array, contrast from percentiles."""
+    from PIL import Image
+
+    image = np.asarray(image, dtype=np.float64)
+    finite = image[np.isfinite(image)]
+    lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
+    scaled = np.clip((np.nan_to_num(image, nan=lo) - lo) / max(hi - lo, 1e-30), 0, 1)
+    buffer = io.BytesIO()
+    Image.fromarray((scaled * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class ReconstructionPanel(widgets.VBox):
+    """Open a scan, find its centre (and δ/β), reconstruct, save and look, in one widget.
+
+    The steps, in an accordion that opens the next one as you go:
+
+    1. **file** -- a path and *Open*; shows :func:`tomolab.io.describe` of the scan.
+    2. **preview** -- the middle row reconstructed at the automatic centre
+       (*Refresh* redoes it at the current centre and δ/β).
+    3. **centre** -- an embedded :class:`CenterSweep`; "Use this centre" sets :attr:`center`.
+    4. **phase** -- a checkbox and an embedded :class:`PhaseSweep`; "Use this δ/β"
+       sets :attr:`delta_beta` (None: no phase retrieval).
+    5. **preprocessing** -- zinger threshold (0: off) and stripe removal.
+    6. **reconstruction** -- rows, filter, algorithm, centre; *Reconstruct*
+       runs :func:`tomolab.reconstruct` with a progress bar and a cancel button.
+    7. **output** -- path and format (zarr, TIFF folder, HDF5); *Save* writes
+       with :func:`tomolab.save_volume` (atomically: nothing half-written).
+    8. **viewers** -- :class:`SliceViewer` and :class:`VolumeViewer` of :attr:`volume`.
+
+    Errors (a bad path, a centre off the detector, a failed save) show as a
+    readable line in the widget, never as a traceback.
+
+    Parameters
+    ----------
+    path_or_scan : str, os.PathLike or xarray.Dataset, optional
+        A scan file (opened with :func:`tomolab.open_scan`) or an opened scan.
+    backend : {"auto", "numpy", "cupy"}
+        Where to compute (``"auto"``: the GPU when CuPy sees one).
+    background : bool
+        Run long work in a thread (default) so the notebook stays responsive
+        and Cancel works; ``False`` runs it in the calling thread (scripts, tests).
+    size : int
+        Width in screen pixels of the sweep images and the preview.
+
+    Traits
+    ------
+    scan : xarray.Dataset or None
+        The opened scan.
+    center : float or None
+        Rotation axis column in pixels used by the reconstruction; validated
+        to lie on the detector. Set by the auto estimate, the centre sweep,
+        the centre box or by assignment.
+    delta_beta : float or None
+        δ/β for Paganin phase retrieval; None reconstructs without it.
+    volume : xarray.DataArray or None
+        The last reconstruction (set by Reconstruct, or assigned to view and save one).
+
+    Examples
+    --------
+    >>> import tomolab
+    >>> from tomolab.widgets import ReconstructionPanel
+    >>> scan = tomolab.data.simulate_scan(64, n_rows=4, n_angles=90)
+    >>> panel = ReconstructionPanel(scan, backend="numpy", background=False)
+    >>> abs(panel.center - scan.attrs["true_center"]) < 1
+    True
+    >>> panel.reconstruct().dims
+    ('z', 'y', 'x')
+    """
+
+    scan = traitlets.Instance(xr.Dataset, allow_none=True, help="the opened scan")
+    center = traitlets.Float(None, allow_none=True, help="rotation axis column in pixels")
+    delta_beta = traitlets.Float(None, allow_none=True,
+                                 help="δ/β for phase retrieval; None: no phase retrieval")
+    volume = traitlets.Instance(xr.DataArray, allow_none=True, help="the last reconstruction")
+
+    def __init__(self, path_or_scan=None, *, backend: str = "auto", background: bool = True,
+                 size: int = 360, **kwargs):
+        from tomolab.prep import STRIPE_METHODS
+        from tomolab.recon import ALGORITHMS, FILTERS
+
+        self.backend, self.background, self._size = backend, bool(background), size
+        self.center_sweep = None
+        self.phase_sweep = None
+        self.slice_viewer = None
+        self.volume_viewer = None
+        self.task = TaskBar()  # open, reconstruct, save: errors and progress of the panel
+        narrow = widgets.Layout(width="auto")
+
+        # 1. file
+        self.path_input = widgets.Text(
+            value="" if path_or_scan is None or isinstance(path_or_scan, xr.Dataset)
+            else os.fspath(path_or_scan),
+            placeholder="scan file: DXchange / NXtomo HDF5, or a TIFF folder",
+            description="scan", layout=widgets.Layout(width="70%"))
+        self.open_button = widgets.Button(description="Open", icon="folder-open",
+                                          button_style="primary", layout=narrow)
+        self.description = widgets.HTML("")
+        file_step = widgets.VBox([widgets.HBox([self.path_input, self.open_button]),
+                                  self.description])
+
+        # 2. preview
+        self.preview_task = TaskBar()
+        self.preview_image = widgets.Image(format="png", width=size, height=size)
+        self.preview_label = widgets.HTML("open a scan first")
+        self.preview_button = widgets.Button(description="Refresh preview", icon="refresh",
+                                             layout=narrow)
+        preview_step = widgets.VBox([widgets.HBox([self.preview_button, self.preview_label]),
+                                     self.preview_image, self.preview_task])
+
+        # 3. centre, 4. phase: the sweeps are built when a scan is opened
+        self.center_box = widgets.VBox([widgets.HTML("open a scan first")])
+        self.phase_checkbox = widgets.Checkbox(value=False, description="phase retrieval (Paganin)",
+                                               indent=False)
+        self.phase_box = widgets.VBox([])
+        phase_step = widgets.VBox([self.phase_checkbox, self.phase_box])
+
+        # 5. preprocessing
+        self.zingers_input = widgets.BoundedFloatText(
+            value=0.0, min=0.0, max=10.0, step=0.05, description="zingers",
+            description_tooltip="relative threshold of the zinger filter (e.g. 0.1); 0: off",
+            layout=widgets.Layout(width="200px"))
+        self.stripes_input = widgets.Dropdown(
+            options=[("none", None)] + [(name, name) for name in STRIPE_METHODS],
+            value=None, description="stripes")
+        prep_step = widgets.VBox([widgets.HBox([self.zingers_input, self.stripes_input]),
+                                  widgets.HTML("<small>zingers: relative threshold (0 = off); "
+                                               "stripes: ring-removal method</small>")])
+
+        # 6. reconstruction
+        self.rows_input = widgets.Text(value="", description="rows",
+                                       placeholder="A:B (all when empty)",
+                                       layout=widgets.Layout(width="220px"))
+        self.filter_input = widgets.Dropdown(options=sorted(FILTERS), value="ramp",
+                                             description="filter",
+                                             layout=widgets.Layout(width="220px"))
+        self.algorithm_input = widgets.Dropdown(options=sorted(ALGORITHMS), value="fbp",
+                                                description="algorithm",
+                                                layout=widgets.Layout(width="220px"))
+        self.center_input = widgets.FloatText(value=0.0, description="centre px", step=0.25,
+                                              layout=widgets.Layout(width="220px"))
+        self.reconstruct_button = widgets.Button(description="Reconstruct", icon="play",
+                                                 button_style="primary", layout=narrow)
+        self.recon_label = widgets.HTML("")
+        recon_step = widgets.VBox([
+            widgets.HBox([self.rows_input, self.center_input]),
+            widgets.HBox([self.filter_input, self.algorithm_input]),
+            widgets.HBox([self.reconstruct_button, self.recon_label]), self.task])
+
+        # 7. output
+        self.output_input = widgets.Text(value="", description="output",
+                                         placeholder="volume.zarr", layout=widgets.Layout(width="60%"))
+        self.format_input = widgets.Dropdown(options=[("zarr", "zarr"), ("TIFF folder", "tiff"),
+                                                      ("HDF5", "hdf5")],
+                                             value="zarr", description="format",
+                                             layout=widgets.Layout(width="220px"))
+        self.overwrite_input = widgets.Checkbox(value=False, description="overwrite", indent=False,
+                                                layout=narrow)
+        self.save_button = widgets.Button(description="Save", icon="save", button_style="success",
+                                          disabled=True, layout=narrow)
+        self.save_task = TaskBar()
+        self.save_label = widgets.HTML("")
+        output_step = widgets.VBox([
+            widgets.HBox([self.output_input, self.format_input, self.overwrite_input]),
+            widgets.HBox([self.save_button, self.save_label]), self.save_task])
+
+        # 8. viewers
+        self.viewer_box = widgets.VBox([widgets.HTML("reconstruct to see the volume here")])
+
+        self.steps = widgets.Accordion(
+            children=[file_step, preview_step, self.center_box, phase_step, prep_step, recon_step,
+                      output_step, self.viewer_box],
+            titles=tuple(f"{i + 1}. {name}" for i, name in enumerate(STEPS)))
+        self.steps.selected_index = 0
+        super().__init__(**kwargs)
+        self.children = [self.steps]
+
+        self.open_button.on_click(lambda _: self.open())
+        self.path_input.on_submit(lambda _: self.open())
+        self.preview_button.on_click(lambda _: self.preview())
+        self.reconstruct_button.on_click(lambda _: self.reconstruct())
+        self.save_button.on_click(lambda _: self.save())
+        self.center_input.observe(self._on_center_input, "value")
+        self.phase_checkbox.observe(self._on_phase_checkbox, "value")
+        self.format_input.observe(self._on_format, "value")
+        if path_or_scan is not None:
+            self.open(path_or_scan)
+
+    # -- helpers ----------------------------------------------------------------
+    def show_step(self, name: str):
+        """Open the accordion section ``name`` (one of :data:`STEPS`)."""
+        self.steps.selected_index = STEPS.index(name)
+
+    def _require_scan(self):
+        from tomolab.errors import ParameterError
+
+        if self.scan is None:
+            raise ParameterError("no scan is open", where="scan", value=None,
+                                 fix="type a path in step 1 and press Open")
+        return self.scan
+
+    # -- traits -----------------------------------------------------------------
+    @traitlets.validate("center")
+    def _valid_center(self, proposal):
+        value = proposal["value"]
+        if value is None or self.scan is None:
+            return value
+        from tomolab.api import check_center
+        from tomolab.errors import TomolabError
+
+        try:
+            return check_center(self.scan, value)
+        except TomolabError as exc:
+            raise traitlets.TraitError(str(exc)) from None
+
+    @traitlets.validate("delta_beta")
+    def _valid_delta_beta(self, proposal):
+        value = proposal["value"]
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise traitlets.TraitError(f"delta_beta must be a positive number or None, got {value}")
+        return value
+
+    @traitlets.observe("center")
+    def _on_center(self, change):
+        if change["new"] is None:
+            return
+        if self.center_input.value != change["new"]:
+            self.center_input.value = change["new"]
+        if self.phase_sweep is not None:
+            self.phase_sweep.center = float(change["new"])
+
+    @guarded
+    def _on_center_input(self, change):
+        if self.scan is not None and change["new"] != self.center:
+            self.center = float(change["new"])
+
+    @traitlets.observe("delta_beta")
+    def _on_delta_beta(self, change):
+        on = change["new"] is not None
+        if self.phase_checkbox.value != on:
+            self.phase_checkbox.value = on
+
+    @guarded
+    def _on_phase_checkbox(self, change):
+        if not change["new"]:
+            self.delta_beta = None
+            self.phase_box.children = []
+            return
+        self._require_scan()
+        self._ensure_phase_sweep()
+        self.phase_box.children = [self.phase_sweep]
+        if self.delta_beta is None and self.phase_sweep.value is not None:
+            self.delta_beta = self.phase_sweep.value
+
+    def _ensure_phase_sweep(self):
+        from tomolab.widgets._sweep import PhaseSweep
+
+        from tomolab.errors import ParameterError
+
+        if self.phase_sweep is None:
+            if self.center is None:
+                raise ParameterError("phase retrieval needs the centre first", where="center",
+                                     value=None, fix="choose a centre in step 3")
+            self.phase_sweep = PhaseSweep(self.scan, center=self.center, backend=self.backend,
+                                          size=self._size, compute=False,
+                                          background=self.background)
+            self.phase_sweep.observe(self._on_phase_value, "value")
+        return self.phase_sweep
+
+    def _on_phase_value(self, change):
+        if change["new"] is not None:
+            self.delta_beta = float(change["new"])
+
+    def _on_sweep_value(self, change):
+        if change["new"] is not None:
+            with self.task.guard():
+                self.center = float(change["new"])
+
+    @guarded
+    def _on_format(self, change):
+        text = self.output_input.value.strip()
+        if text:
+            path = Path(text)
+            stem = path.with_suffix("") if path.suffix.lower() in (".zarr", ".h5", ".hdf5", ".hdf",
+                                                                  ".nxs", ".tif", ".tiff") else path
+            self.output_input.value = str(stem) + _SUFFIX[change["new"]]
+
+    @traitlets.observe("volume")
+    def _on_volume(self, change):
+        volume = change["new"]
+        self.save_button.disabled = volume is None
+        if volume is None:
+            self.viewer_box.children = [widgets.HTML("reconstruct to see the volume here")]
+            self.slice_viewer = self.volume_viewer = None
+            return
+        with self.task.guard():
+            from tomolab.widgets._slices import SliceViewer
+            from tomolab.widgets._volume import VolumeViewer
+
+            self.slice_viewer = SliceViewer(volume, size=self._size)
+            self.volume_viewer = VolumeViewer(volume, max_shape=(128, 128, 128), size=self._size,
+                                              background=None if self.background else False)
+            self.viewer_box.children = [self.slice_viewer, self.volume_viewer]
+            self.show_step("viewers")
+
+    # -- steps --------------------------------------------------------------------
+    @guarded
+    def open(self, path_or_scan=None):
+        """Open a scan (a path, or the path typed in step 1, or an opened scan).
+
+        Finds the centre automatically, builds the centre sweep (press its
+        Compute, or call ``panel.center_sweep.compute()``) and reconstructs
+        the middle row as a preview.
+        """
+        import tomolab
+        from tomolab.errors import ParameterError
+
+        if path_or_scan is None:
+            text = self.path_input.value.strip()
+            if not text:
+                raise ParameterError("no scan path given", where="scan", value="",
+                                     fix="type the path of a scan file and press Open")
+            path_or_scan = text
+        if isinstance(path_or_scan, xr.Dataset):
+            scan = path_or_scan
+        else:
+            self.path_input.value = os.fspath(path_or_scan)
+            scan = tomolab.open_scan(path_or_scan)
+        # a new scan: forget everything that belonged to the last one
+        with self.hold_trait_notifications():
+            self.center = None
+            self.delta_beta = None
+            self.volume = None
+        self.phase_sweep = None
+        self.phase_box.children = []
+        self.scan = scan
+        self.description.value = (
+            '<pre style="white-space:pre-wrap;font-size:90%">'
+            + __import__("html").escape(tomolab.io.describe(scan)) + "</pre>")
+        n_rows = int(scan.sizes["row"])
+        self.rows_input.placeholder = f"A:B (all: 0:{n_rows})"
+        if not self.output_input.value:
+            source = scan.attrs.get("source_file")
+            stem = Path(source).with_suffix("") if source else Path("volume")
+            self.output_input.value = f"{stem}_recon" + _SUFFIX[self.format_input.value]
+
+        from tomolab.widgets._sweep import CenterSweep
+
+        self.center_sweep = CenterSweep(scan, backend=self.backend, size=self._size,
+                                        compute=False, background=self.background)
+        self.center_sweep.observe(self._on_sweep_value, "value")
+        self.center_box.children = [self.center_sweep]
+        estimate = self.center_sweep.estimate()  # errors show in the sweep's own bar
+        if estimate is not None:
+            self.center = float(estimate)
+        self.show_step("preview")
+        self.preview()
+
+    def preview(self):
+        """Reconstruct the middle row at the current centre (and δ/β) into the preview image."""
+        import tomolab
+
+        with self.preview_task.guard():
+            scan = self._require_scan()
+        if self.preview_task.error:
+            return None
+        row = int(scan.sizes["row"]) // 2
+        center = self.center if self.center is not None else "auto"
+        options = self._options()
+
+        def work(progress):
+            progress(0.05, f"row {row}")
+            return tomolab.reconstruct(scan, center=center, rows=row, backend=self.backend,
+                                       **options)
+
+        def show(slab):
+            self.preview_image.value = _png(slab.values[0])
+            phase = f", δ/β {slab.attrs['phase_delta_beta']:.4g}" \
+                if "phase_delta_beta" in slab.attrs else ""
+            self.preview_label.value = (f"row {row} at centre <b>{slab.attrs['center']:.2f}</b> px"
+                                        f"{phase} ({slab.attrs['seconds']:.2f} s)")
+
+        return self.preview_task.run(work, on_done=show, background=self.background)
+
+    def _options(self) -> dict:
+        """Preprocessing and phase options for :func:`tomolab.reconstruct`."""
+        zingers = float(self.zingers_input.value)
+        return dict(zingers=zingers if zingers > 0 else None, stripes=self.stripes_input.value,
+                    phase=self.delta_beta)
+
+    def reconstruct(self):
+        """Reconstruct the rows chosen in step 6 with the panel's parameters; sets :attr:`volume`.
+
+        Runs through the panel's :class:`TaskBar`: a progress bar per slab and
+        a Cancel button. Returns the volume when ``background=False``.
+        """
+        import tomolab
+        from tomolab.engine import Cancelled as EngineCancelled
+        from tomolab.errors import ParameterError
+
+        with self.task.guard():
+            scan = self._require_scan()
+            if self.center is None:
+                raise ParameterError("no centre chosen", where="center", value=None,
+                                     fix="use the centre step, or type a column in 'centre px'")
+        if self.task.error:
+            return None
+        params = dict(center=float(self.center), rows=self.rows_input.value.strip() or None,
+                      filter=self.filter_input.value, algorithm=self.algorithm_input.value,
+                      backend=self.backend, **self._options())
+
+        def work(handle):
+            def report(done, total):
+                handle(done / max(total, 1), f"{done} of {total} rows")
+
+            handle(0.0, "starting")
+            try:
+                return tomolab.reconstruct(scan, progress=report,
+                                           cancel=lambda: handle.cancelled, **params)
+            except EngineCancelled as exc:  # the engine noticed the cancel first
+                raise Cancelled(str(exc)) from exc
+
+        def done(volume):
+            self.recon_label.value = (f"{volume.sizes['z']} slices of {volume.sizes['y']} × "
+                                      f"{volume.sizes['x']} on {volume.attrs['backend']} in "
+                                      f"{volume.attrs['seconds']:.2f} s")
+            self.volume = volume
+
+        self.show_step("reconstruction")
+        return self.task.run(work, on_done=done, background=self.background)
+
+    def save(self, path=None, format=None, *, overwrite=None):
+        """Save :attr:`volume` with :func:`tomolab.save_volume` (atomic: a failed save leaves nothing).
+
+        Parameters default to the output step's fields.
+        """
+        import tomolab
+        from tomolab.errors import ParameterError
+
+        with self.save_task.guard():
+            if self.volume is None:
+                raise ParameterError("there is no volume to save", where="volume", value=None,
+                                     fix="reconstruct first (step 6)")
+            if path is not None:
+                self.output_input.value = os.fspath(path)
+            if format is not None:
+                self.format_input.value = format
+            if overwrite is not None:
+                self.overwrite_input.value = bool(overwrite)
+            text = self.output_input.value.strip()
+            if not text:
+                raise ParameterError("no output path given", where="output", value="",
+                                     fix="type where the volume should go, e.g. volume.zarr")
+        if self.save_task.error:
+            return None
+        volume, target = self.volume, Path(text).expanduser()
+        fmt, replace = self.format_input.value, bool(self.overwrite_input.value)
+
+        def work(progress):
+            progress(0.0, f"writing {target.name}")
+            tomolab.save_volume(volume, target, format=fmt, overwrite=replace)
+            return target
+
+        def done(written):
+            self.save_label.value = f"saved <code>{written}</code> ({fmt})"
+
+        self.save_label.value = ""
+        return self.save_task.run(work, on_done=done, background=self.background)

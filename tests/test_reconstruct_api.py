@@ -230,3 +230,20 @@ def test_import_tomolab_is_light():
             "'scipy', 'ipyvolume', 'jupyterhub', 'ipywidgets') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_lazy_volume_computes_only_the_slabs_it_needs(scan, monkeypatch):
+    import tomolab.engine.pipeline as pipeline
+
+    calls = []
+    real = pipeline.reconstruct_rows
+    monkeypatch.setattr(pipeline, "reconstruct_rows",
+                        lambda s, rows, **k: calls.append((rows.start, rows.stop)) or real(s, rows, **k))
+    import tomolab.engine
+    monkeypatch.setattr(tomolab.engine, "reconstruct_rows", pipeline.reconstruct_rows)
+    lazy = tomolab.reconstruct(scan, center=71.3, backend="numpy", lazy=4)
+    assert calls == [] and lazy.chunks[0] == (4, 4, 4)
+    one = lazy.isel(z=5).values
+    assert calls == [(4, 8)]
+    eager = tomolab.reconstruct(scan, center=71.3, rows=5, backend="numpy")
+    assert np.array_equal(one, eager.values[0])

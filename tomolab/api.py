@@ -201,7 +201,7 @@ def preprocessing_steps(scan, *, zingers=None, stripes=None, phase=None):
 def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str = "ramp",
                 backend: str = "auto", normalize: bool = True, log: bool = True,
                 zingers: float | None = None, stripes=None, phase=None,
-                pad_mode: str = "edge", size: int | None = None,
+                pad_mode: str = "edge", size: int | None = None, lazy: bool | int = False,
                 progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None):
     """Reconstruct slices of a scan.
@@ -243,6 +243,11 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     progress, cancel : callable, optional
         ``progress(done_rows, total_rows)`` after each slab; ``cancel()`` is
         polled between slabs and stops the work when it returns True.
+    lazy : bool or int
+        Return at once a dask-backed volume, one task per slab of 32 rows (or
+        of ``lazy`` rows): nothing is computed until values are asked for, and
+        ``volume.sel(z=...)`` or ``.isel(z=...)`` computes only the slabs it
+        needs. ``seconds`` in attrs is then the time to build the graph.
 
     Returns
     -------
@@ -302,16 +307,34 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     if n < 1:
         raise ParameterError("slice size must be positive", where="size", value=size,
                              fix=f"omit it (detector width {n_cols}) or pass a positive int")
+    pixel_size = scan.attrs.get("pixel_size")
+    scale = np.float32(1.0 / float(pixel_size) if pixel_size else 1.0)
     started = time.perf_counter()
-    data = reconstruct_rows(scan, row_range, center=center, algorithm=ALGORITHMS[algorithm],
-                            backend=backend, n=n, normalize=normalize, log=log, steps=steps,
-                            progress=progress, cancel=cancel, filter=filter, pad_mode=pad_mode)
+
+    def compute(rows_here: range, centers, **callbacks):
+        out = reconstruct_rows(scan, rows_here, center=centers, algorithm=ALGORITHMS[algorithm],
+                               backend=backend, n=n, normalize=normalize, log=log, steps=steps,
+                               filter=filter, pad_mode=pad_mode, **callbacks)
+        out *= scale
+        return out
+
+    if lazy:
+        import dask
+        import dask.array as da
+
+        step = int(lazy) if not isinstance(lazy, bool) else 32
+        blocks = []
+        for a in range(0, len(row_range), step):
+            b = min(a + step, len(row_range))
+            part = range(row_range.start + a, row_range.start + b)
+            centers = center if np.ndim(center) == 0 else center[a:b]
+            blocks.append(da.from_delayed(dask.delayed(compute, pure=True)(part, centers),
+                                          shape=(b - a, n, n), dtype=np.float32))
+        data = da.concatenate(blocks, axis=0)
+    else:
+        data = compute(row_range, center, progress=progress, cancel=cancel)
     elapsed = time.perf_counter() - started
 
-    pixel_size = scan.attrs.get("pixel_size")
-    scale = 1.0 / float(pixel_size) if pixel_size else 1.0
-    if scale != 1.0:
-        data *= np.float32(scale)
     unit = pixel_size if pixel_size else 1.0
     rows_index = np.arange(row_range.start, row_range.stop)
     grid = (np.arange(n) - (n - 1) / 2.0) * unit

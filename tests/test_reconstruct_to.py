@@ -23,6 +23,9 @@ def test_streamed_volume_equals_the_in_memory_one(scan, tmp_path):
     assert list(streamed["row"].values) == list(range(10))
     assert streamed.attrs["center"] == 36.2 and streamed.attrs["filter"] == "ramp"
     assert "fingerprint" not in streamed.attrs
+    import xarray as xr
+    group_attrs = xr.open_zarr(out).attrs
+    assert "fingerprint" not in group_attrs and "slabs_done" not in group_attrs
     assert np.array_equal(tomolab.io.open_volume(out).values, direct.values)
 
 
@@ -64,3 +67,21 @@ def test_refuses_existing_output_and_other_formats(scan, tmp_path):
         tomolab.reconstruct_to(scan, tmp_path / "vol.zarr", center=36.0)
     with pytest.raises(ParameterError, match="NAME.zarr"):
         tomolab.reconstruct_to(scan, tmp_path / "vol.h5", center=36.0)
+
+
+def test_multiscale_levels_are_block_means_with_ome_metadata(scan, tmp_path):
+    import xarray as xr
+    import zarr
+
+    out = tmp_path / "vol.zarr"
+    vol = tomolab.reconstruct_to(scan, out, center=36.2, slab_rows=4, multiscale=2, backend="numpy")
+    store = xr.open_zarr(out)
+    full = vol.values
+    expected = full[:10 // 2 * 2].reshape(5, 2, 32, 2, 32, 2).mean(axis=(1, 3, 5))
+    assert np.allclose(store["level1"].values, expected, rtol=1e-5)
+    assert store["level2"].shape == (2, 16, 16)
+    meta = dict(zarr.open_group(str(out), mode="r").attrs)["multiscales"][0]
+    assert [d["path"] for d in meta["datasets"]] == ["volume", "level1", "level2"]
+    scale = meta["datasets"][1]["coordinateTransformations"][0]["scale"]
+    assert np.allclose(scale, [2 * scan.attrs["pixel_size"]] * 3)
+    assert [a["name"] for a in meta["axes"]] == ["z", "y", "x"]

@@ -36,7 +36,7 @@ def _fingerprint(scan, params: dict) -> str:
 
 
 def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 64, overwrite: bool = False,
-                   progress=None, cancel=None, **options):
+                   multiscale: int = 0, progress=None, cancel=None, **options):
     """Reconstruct into a zarr store on disk, slab by slab, resumably.
 
     Parameters
@@ -53,6 +53,11 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 64, overwr
         Rows per slab: the unit of progress, of resumption and of zarr chunks.
     overwrite : bool
         Replace an existing store at ``path``.
+    multiscale : int
+        Add this many block-averaged levels (each half the size of the one
+        before, ``level1``, ``level2``, ...) and OME-Zarr (NGFF 0.4)
+        ``multiscales`` metadata, so OME-Zarr viewers open the store with a
+        pyramid. The levels are computed from the stored volume in chunks.
     progress, cancel : callable, optional
         ``progress(done_rows, total_rows)`` after each slab; ``cancel()`` is
         polled between slabs. A cancelled run leaves its partial store, and the
@@ -88,6 +93,9 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 64, overwr
     if path.exists() and not overwrite:
         raise ParameterError("output exists", where="path", value=str(path),
                              fix="choose another path or pass overwrite=True")
+    if not isinstance(multiscale, (int, np.integer)) or not 0 <= multiscale <= 8:
+        raise ParameterError("levels of the pyramid must be an integer from 0 to 8",
+                             where="multiscale", value=multiscale, fix="pass e.g. multiscale=3")
     if not isinstance(slab_rows, (int, np.integer)) or slab_rows < 1:
         raise ParameterError("slab height must be a positive integer", where="slab_rows",
                              value=slab_rows, fix="pass e.g. slab_rows=64")
@@ -153,7 +161,11 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 64, overwr
     if not partial.exists():  # nothing to do: all slabs were done, or there are none
         raise ParameterError("nothing was reconstructed", where="rows", value=rows,
                              fix="select at least one row")
-    _finish(partial, path, overwrite)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        if multiscale:
+            _write_pyramid(partial, int(multiscale))
+        _finish(partial, path, overwrite)
     from tomolab.io import open_volume
     return open_volume(path)
 
@@ -184,6 +196,37 @@ def _create_store(partial: Path, first_slab, row_range: range, slab_rows: int, f
     skeleton.to_zarr(str(partial), mode="w", compute=False)
 
 
+def _write_pyramid(store: Path, levels: int) -> None:
+    """Block-mean levels of the stored volume, and their OME-Zarr multiscales metadata."""
+    import xarray as xr
+    import zarr
+
+    base = xr.open_zarr(str(store))["volume"]
+    unit = float(base.attrs.get("pixel_size") or 0.0)
+    datasets = [("volume", 1)]
+    level = base
+    for k in range(1, levels + 1):
+        if min(level.shape) < 2:
+            break
+        level = level.coarsen(z=2, y=2, x=2, boundary="trim").mean().astype(np.float32)
+        name = f"level{k}"
+        level = level.chunk({"z": max(1, base.chunks[0][0] // 2 ** k)})
+        level.attrs = {"downsampled": 2 ** k}
+        ds = level.to_dataset(name=name).drop_vars(list(level.coords))
+        ds = ds.rename_dims({"z": f"z{k}", "y": f"y{k}", "x": f"x{k}"})
+        ds.to_zarr(str(store), mode="a")
+        datasets.append((name, 2 ** k))
+    space = {"type": "space", "unit": "meter"} if unit else {"type": "space"}
+    group = zarr.open_group(str(store), mode="r+")
+    group.attrs["multiscales"] = [{
+        "version": "0.4", "name": "volume",
+        "axes": [{"name": axis, **space} for axis in ("z", "y", "x")],
+        "datasets": [{"path": path, "coordinateTransformations": [
+            {"type": "scale", "scale": [(unit or 1.0) * factor] * 3}]} for path, factor in datasets],
+        "type": "mean",
+    }]
+
+
 def _mark_done(partial: Path, done: set[int]) -> None:
     import zarr
     group = zarr.open_group(str(partial), mode="r+")
@@ -198,6 +241,7 @@ def _finish(partial: Path, path: Path, overwrite: bool) -> None:
         attrs.pop(key, None)
     group.attrs.clear()
     group.attrs.update(attrs)
+    zarr.consolidate_metadata(str(partial))  # readers that trust consolidated metadata see the final attrs
     if path.exists() and overwrite:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     os.replace(partial, path)

@@ -192,7 +192,7 @@ def _launcher(groups: int, pixels: int):
 
 #: GPU kernels by name; "auto" picks by the number of slices
 KERNELS = {"reference": _launch_reference, "z4": _launcher(1, 1), "z4p2": _launcher(1, 2),
-           "z8": _launcher(2, 1), "z8p2": _launcher(2, 2)}
+           "z4p4": _launcher(1, 4), "z8": _launcher(2, 1), "z8p2": _launcher(2, 2)}
 
 
 def backproject(filtered, angles, *, center: float, n: int | None = None, out=None,
@@ -211,7 +211,7 @@ def backproject(filtered, angles, *, center: float, n: int | None = None, out=No
         Width of the square output grid (default: the detector width).
     out : ndarray (z, n, n) float32, optional
         Where to accumulate; it is zeroed first.
-    kernel : {"auto", "reference", "z4", "z4p2", "z8", "z8p2"}
+    kernel : {"auto", "reference", "z4", "z4p2", "z4p4", "z8", "z8p2"}
         GPU kernel (the CPU has one). ``"reference"``: one voxel per thread,
         the simple kernel the fast ones are tested against; ``"zKpP"``: K
         slices and P voxels per thread, from interleaved sinograms.

@@ -151,7 +151,7 @@ class ReconstructionPanel(widgets.VBox):
         # 5. preprocessing
         self.zingers_input = widgets.BoundedFloatText(
             value=0.0, min=0.0, max=10.0, step=0.05, description="zingers",
-            description_tooltip="relative threshold of the zinger filter (e.g. 0.1); 0: off",
+            tooltip="relative threshold of the zinger filter (e.g. 0.1); 0: off",
             layout=widgets.Layout(width="200px"))
         self.stripes_input = widgets.Dropdown(
             options=[("none", None)] + [(name, name) for name in STRIPE_METHODS],
@@ -209,7 +209,6 @@ class ReconstructionPanel(widgets.VBox):
         self.children = [self.steps]
 
         self.open_button.on_click(lambda _: self.open())
-        self.path_input.on_submit(lambda _: self.open())
         self.preview_button.on_click(lambda _: self.preview())
         self.reconstruct_button.on_click(lambda _: self.reconstruct())
         self.save_button.on_click(lambda _: self.save())

@@ -1,0 +1,215 @@
+"""ReconstructionPanel driven from Python on a simulated scan written to a real DXchange file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("holoviews")
+pytest.importorskip("ipyvolume")
+
+import tomolab  # noqa: E402
+from tomolab.widgets import ReconstructionPanel  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """A DXchange file of the analytic phantom (as ``tomolab demo`` writes it), and its truth."""
+    from tomolab.data import iter_projection_slabs
+    from tomolab.data.simulate import _parameters, simulate_flats_darks, simulation_attrs
+
+    params = _parameters(96, 8, 150, None, seed=3)
+    flats, darks = simulate_flats_darks(params)
+    path = tmp_path_factory.mktemp("scan") / "sample.h5"
+    tomolab.io.write_dxchange(path, iter_projection_slabs(params), params.angles, flats, darks,
+                              pixel_size=params.pixel_size, energy=params.energy,
+                              distance=params.distance, attrs=simulation_attrs(params))
+    return path, params
+
+
+def test_open_sweep_reconstruct_save_reopen(sample, tmp_path):
+    path, params = sample
+    panel = ReconstructionPanel(path, backend="numpy", background=False)
+    assert panel.task.error == "" and panel.scan is not None
+    assert "dxchange" in panel.description.value and str(path.name) in panel.description.value
+    # the auto estimate sets the centre and the preview shows the middle row at it
+    assert abs(panel.center - params.center) < 1.0
+    assert panel.preview_task.state == "done" and panel.preview_image.value[:4] == b"\x89PNG"
+
+    sweep = panel.center_sweep
+    sweep.compute()
+    assert sweep.task.state == "done", sweep.task.error
+    sweep.index = int(np.argmax(sweep.stack["score"].values))
+    sweep.use_current()
+    assert panel.center == sweep.value
+    assert abs(panel.center - params.center) <= 0.5
+    assert panel.center_input.value == panel.center
+
+    panel.rows_input.value = "2:6"
+    panel.algorithm_input.value = "gridrec"
+    volume = panel.reconstruct()
+    assert panel.task.state == "done", panel.task.error
+    assert volume is panel.volume
+    assert volume.sizes["z"] == 4 and list(volume["row"].values) == [2, 3, 4, 5]
+    assert volume.attrs["center"] == panel.center and volume.attrs["algorithm"] == "gridrec"
+    # the reconstruction is the phantom: a few % RMS inside the sample
+    truth = tomolab.data.true_volume(panel.scan, rows=slice(2, 6))
+    n = volume.sizes["x"]
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+    inside = np.hypot(yy, xx) < 0.35 * n
+    err = np.sqrt(np.mean((volume.values - truth)[:, inside] ** 2) / np.mean(truth[:, inside] ** 2))
+    assert err < 0.2
+    # the viewers show it
+    assert panel.slice_viewer is not None and panel.volume_viewer is not None
+    assert panel.viewer_box.children == (panel.slice_viewer, panel.volume_viewer)
+    assert panel.volume_viewer.wait() is not None
+
+    out = tmp_path / "volume.zarr"
+    panel.save(out, "zarr")
+    assert panel.save_task.state == "done", panel.save_task.error
+    back = tomolab.io.open_volume(out)
+    np.testing.assert_array_equal(back.values, volume.values)
+    assert back.attrs["center"] == volume.attrs["center"]
+
+
+@pytest.mark.parametrize("fmt,name", [("hdf5", "volume.h5"), ("tiff", "volume_tiff")])
+def test_save_other_formats(sample, tmp_path, fmt, name):
+    path, params = sample
+    panel = ReconstructionPanel(path, backend="numpy", background=False)
+    panel.rows_input.value = "3:5"
+    panel.reconstruct()
+    panel.save(tmp_path / name, fmt)
+    assert panel.save_task.state == "done", panel.save_task.error
+    back = tomolab.io.open_volume(tmp_path / name)
+    np.testing.assert_array_equal(np.asarray(back.values), panel.volume.values)
+
+
+def test_format_choice_sets_the_suffix(sample):
+    panel = ReconstructionPanel(sample[0], backend="numpy", background=False)
+    assert panel.output_input.value.endswith("sample_recon.zarr")
+    panel.format_input.value = "hdf5"
+    assert panel.output_input.value.endswith("sample_recon.h5")
+    panel.format_input.value = "tiff"
+    assert panel.output_input.value.endswith("sample_recon")
+
+
+def test_bad_path_shows_a_readable_error(tmp_path):
+    missing = tmp_path / "no_such_scan.h5"
+    panel = ReconstructionPanel(missing, backend="numpy", background=False)  # no exception
+    assert panel.scan is None
+    assert "no_such_scan.h5" in panel.task.error and "Traceback" not in panel.task.error
+    assert "tomolab-error" in panel.task.error_label.value
+
+    not_a_scan = tmp_path / "notes.h5"
+    not_a_scan.write_text("not HDF5")
+    panel.open(not_a_scan)
+    assert panel.scan is None and "notes.h5" in panel.task.error
+
+    # nothing open: the later steps say so instead of raising
+    panel.reconstruct()
+    assert "no scan is open" in panel.task.error
+    panel.preview()
+    assert "no scan is open" in panel.preview_task.error
+
+
+def test_bad_values_show_errors_and_keep_the_state(sample, tmp_path):
+    path, _ = sample
+    panel = ReconstructionPanel(path, backend="numpy", background=False)
+    good = panel.center
+    panel.center_input.value = 1.0e6  # off the detector
+    assert panel.center == good and "centre is outside the detector" in panel.task.error
+    with pytest.raises(Exception, match="outside the detector"):
+        panel.center = -5.0
+    panel.rows_input.value = "7:3"
+    assert panel.reconstruct() is None
+    assert panel.task.state == "error" and "rows" in panel.task.error and panel.volume is None
+
+    panel.save(tmp_path / "nothing.zarr")
+    assert "no volume to save" in panel.save_task.error
+    assert not (tmp_path / "nothing.zarr").exists()
+
+    # an existing output is not replaced unless asked
+    panel.rows_input.value = "4"
+    panel.reconstruct()
+    target = tmp_path / "existing.zarr"
+    target.mkdir()
+    (target / "keep").write_text("old")
+    panel.save(target, "zarr")
+    assert panel.save_task.state == "error" and "exists" in panel.save_task.error
+    assert (target / "keep").read_text() == "old"
+    panel.save(target, "zarr", overwrite=True)
+    assert panel.save_task.state == "done", panel.save_task.error
+    assert tomolab.io.open_volume(target).sizes["z"] == 1
+
+
+def test_cancel_stops_the_reconstruction(sample):
+    path, _ = sample
+    panel = ReconstructionPanel(path, backend="numpy", background=False)
+
+    def press_cancel(change):  # as the user would, once the first slab has been reported
+        if change["new"] > 0:
+            panel.task.cancel()
+
+    panel.task.observe(press_cancel, "progress")
+    assert panel.reconstruct() is None
+    assert panel.task.state == "cancelled" and panel.task.error == ""
+    assert panel.volume is None
+
+
+def test_cancel_in_the_background(sample):
+    path, _ = sample
+    panel = ReconstructionPanel(path, backend="numpy", background=False)
+    panel.background = True
+    import threading
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def hold(change):  # keep the work at its first report until the test pressed Cancel
+        if change["new"] == "starting":
+            started.set()
+            release.wait(10)
+
+    panel.task.observe(hold, "message")
+    panel.reconstruct()
+    assert started.wait(10)
+    panel.task.cancel()
+    release.set()
+    panel.task.wait(30)
+    assert panel.task.state == "cancelled" and panel.volume is None
+
+
+def test_phase_step_feeds_the_reconstruction():
+    from tomolab.data import simulate_phase_scan
+
+    scan = simulate_phase_scan(64, n_rows=12, n_angles=90, delta_beta=200.0, distance=0.1)
+    panel = ReconstructionPanel(scan, backend="numpy", background=False)
+    assert panel.delta_beta is None and panel.phase_sweep is None
+    panel.center = scan.attrs["true_center"]
+    panel.phase_checkbox.value = True
+    sweep = panel.phase_sweep
+    assert panel.phase_box.children == (sweep,) and sweep.center == panel.center
+    sweep.compute()
+    assert sweep.task.state == "done", sweep.task.error
+    sweep.use_current()
+    assert panel.delta_beta == sweep.value == sweep.best
+    assert 50 <= panel.delta_beta <= 800  # the truth is 200; the score picks near it
+    panel.rows_input.value = "5:7"
+    volume = panel.reconstruct()
+    assert volume.attrs["phase_delta_beta"] == panel.delta_beta
+
+    panel.phase_checkbox.value = False
+    assert panel.delta_beta is None
+    assert "phase_delta_beta" not in panel.reconstruct().attrs
+    panel.delta_beta = 100.0  # assigning a value switches phase retrieval on
+    assert panel.phase_checkbox.value is True
+
+
+def test_preprocessing_options_reach_the_reconstruction(sample):
+    panel = ReconstructionPanel(sample[0], backend="numpy", background=False)
+    panel.zingers_input.value = 0.2
+    panel.stripes_input.value = "sorting"
+    panel.rows_input.value = "4"
+    volume = panel.reconstruct()
+    assert volume.attrs["zingers_threshold"] == 0.2 and volume.attrs["stripes"] == "sorting"

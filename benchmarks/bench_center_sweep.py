@@ -37,18 +37,30 @@ def main():
     sino = rng.random((na, n), dtype=np.float32)
     angles = np.linspace(0, np.pi, na, endpoint=False)
     centers = (n - 1) / 2 + np.linspace(-25, 25, k)
+    rows = []
+    date = datetime.date.today().isoformat()
+    common = {"date": date, "card": card_name(), "n": n, "angles": na, "candidates": k}
     if gpu:
         import cupy
         data = cupy.asarray(sino)
-        run = lambda: sharpness_scores(sweep_slices(data, angles, centers))  # noqa: E731
-        stack_only = gpu_time(lambda: sweep_slices(data, angles, centers), warmup=1, repeat=5)
-        total = wall_time(run, repeat=5, sync=cupy.cuda.Device().synchronize)
+        for kernel in ("auto", "h8p2"):
+            run = lambda: sharpness_scores(sweep_slices(data, angles, centers, kernel=kernel))  # noqa: E731
+            stack_only = gpu_time(lambda: sweep_slices(data, angles, centers, kernel=kernel),
+                                  warmup=1, repeat=5)
+            total = wall_time(run, repeat=5, sync=cupy.cuda.Device().synchronize)
+            ref = sweep_slices(data, angles, centers[:8])
+            rel = float(cupy.linalg.norm(sweep_slices(data, angles, centers[:8], kernel=kernel) - ref)
+                        / cupy.linalg.norm(ref))
+            rows += [{**common, "what": f"tomolab sweep [{kernel}]: trial slices (rel {rel:.1e})",
+                      "s": round(stack_only, 4), "GU/s": round(k * n * n * na / stack_only / 1e9, 1)},
+                     {**common, "what": f"tomolab sweep [{kernel}]: slices + scores",
+                      "s": round(total, 4), "GU/s": round(k * n * n * na / total / 1e9, 1)}]
+        write_rows(rows, "center_sweep")
+        return
     else:
         run = lambda: sharpness_scores(sweep_slices(sino, angles, centers))  # noqa: E731
         stack_only = wall_time(lambda: sweep_slices(sino, angles, centers), repeat=3)
         total = wall_time(run, repeat=3)
-    date = datetime.date.today().isoformat()
-    common = {"date": date, "card": card_name(), "n": n, "angles": na, "candidates": k}
     write_rows([{**common, "what": "tomolab sweep: trial slices", "s": round(stack_only, 4),
                  "GU/s": round(k * n * n * na / stack_only / 1e9, 1)},
                 {**common, "what": "tomolab sweep: slices + scores", "s": round(total, 4),

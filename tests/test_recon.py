@@ -164,7 +164,7 @@ def test_gpu_many_angles_are_split_into_launches():
 def test_gpu_kernels_agree_with_the_reference(n_z):
     import cupy
 
-    from tomolab.recon.backproject import KERNELS
+    from tomolab.recon.backproject import KERNELS, PREVIEW_KERNELS
 
     rng = np.random.default_rng(n_z)
     q = cupy.asarray(rng.random((n_z, 301, 200)).astype(np.float32))
@@ -174,7 +174,8 @@ def test_gpu_kernels_agree_with_the_reference(n_z):
         out = backproject(q, angles, center=101.7, n=180, kernel=name)
         assert out.shape == (n_z, 180, 180)
         ref = backproject(q, angles, center=101.7, n=180, kernel="reference")
-        assert float(cupy.linalg.norm(out - ref) / cupy.linalg.norm(ref)) < 1e-6, name
+        tolerance = 1e-3 if name in PREVIEW_KERNELS else 1e-6  # half-precision storage
+        assert float(cupy.linalg.norm(out - ref) / cupy.linalg.norm(ref)) < tolerance, name
     assert reference.shape == (n_z, 200, 200)
 
 

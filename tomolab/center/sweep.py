@@ -67,7 +67,8 @@ def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> n
     xp = array_module(stack)
     n = stack.shape[-1]
     inner = slice(int(0.18 * n), n - int(0.18 * n))  # the square inside the circle
-    region = stack[:, inner, inner]
+    stride = max(1, n // 512)  # a 2048² slice is scored on every 4th pixel: the histogram is the same
+    region = stack[:, inner, inner][:, ::stride, ::stride]
     if smooth:
         region = ndimage_module(xp).gaussian_filter(region, (0, smooth, smooth))
     values = metric(region, xp)
@@ -77,7 +78,8 @@ def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> n
 
 
 def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | None = None,
-                 pad_mode: str = "edge", batch: int | None = None, method: str = "auto"):
+                 pad_mode: str = "edge", batch: int | None = None, method: str = "auto",
+                 kernel: str = "auto"):
     """Reconstruct one sinogram at every trial centre, as one batched operation.
 
     Parameters
@@ -100,6 +102,11 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
         candidate, each with its own centre in its phase ramp (the CPU's
         fastest, about ten times the backprojection there). ``"auto"`` picks
         by the array's device.
+    kernel : str
+        GPU backprojection kernel for ``method="fbp"`` (see
+        :func:`tomolab.recon.backproject`); ``"auto"`` is ``"h8p2"``, which
+        stores the filtered sinograms in half precision (2.5e-4 from the
+        float32 kernels: enough for trial slices to the eye, and 1.2 × faster).
 
     Returns
     -------
@@ -139,6 +146,8 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
         batch = int(np.clip(0.3 * free_memory(backend) // per_candidate, 1, centers.size))
     if method == "auto":
         method = "fbp" if xp is not np else "gridrec"
+    if kernel == "auto" and xp is not np:
+        kernel = "h8p2"  # trial slices are for the eye: half-precision storage, 1.2 × faster
     if method not in ("fbp", "gridrec"):
         raise ParameterError("unknown sweep method", where="method", value=method,
                              fix='use "auto", "fbp" or "gridrec"')
@@ -155,6 +164,7 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
     for start in range(0, centers.size, batch):
         chunk = centers[start:start + batch]
         filtered = filter_sinograms(sino, filter=filter, pad_mode=pad_mode, shift=nominal - chunk)
-        backproject(filtered, angles, center=nominal, n=n, out=out[start:start + chunk.size])
+        backproject(filtered, angles, center=nominal, n=n, out=out[start:start + chunk.size],
+                    kernel=kernel)
     out *= np.float32(np.pi / n_angles)
     return out

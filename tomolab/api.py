@@ -20,6 +20,24 @@ from tomolab.errors import ParameterError
 __all__ = ["reconstruct", "find_center", "sweep_center", "resolve_rows", "check_center"]
 
 
+def check_name(value, choices, *, where: str, what: str) -> str:
+    """``value`` if it names one of ``choices`` (a registry), else an error listing them."""
+    if value not in choices:
+        raise ParameterError(f"unknown {what}", where=where, value=value,
+                             fix=f"use one of {', '.join(sorted(choices))}")
+    return value
+
+
+def check_row(scan, row) -> int:
+    """A detector row (default: the middle one), validated against the detector."""
+    n_rows = int(scan.sizes["row"])
+    row = n_rows // 2 if row is None else row
+    if not isinstance(row, (int, np.integer)) or isinstance(row, bool) or not 0 <= row < n_rows:
+        raise ParameterError("row is outside the detector", where="row", value=row,
+                             fix=f"pick a row between 0 and {n_rows - 1}")
+    return int(row)
+
+
 def _source(scan) -> str:
     return str(scan.attrs.get("source_file") or "scan")
 
@@ -132,15 +150,10 @@ def find_center(scan, *, row: int | None = None, method: str = "vo", rows_averag
 
     from tomolab.center import CENTER_METHODS
 
-    if method not in CENTER_METHODS:
-        raise ParameterError("unknown centre-finding method", where="method", value=method,
-                             fix=f"use one of {', '.join(sorted(CENTER_METHODS))}")
+    check_name(method, CENTER_METHODS, where="method", what="centre-finding method")
     backend = resolve_backend(backend)
     n_rows = int(scan.sizes["row"])
-    row = n_rows // 2 if row is None else row
-    if not isinstance(row, (int, np.integer)) or not 0 <= row < n_rows:
-        raise ParameterError("row is outside the detector", where="row", value=row,
-                             fix=f"pick a row between 0 and {n_rows - 1}")
+    row = check_row(scan, row)
     angles = scan["angle"].values
     half = max(1, rows_averaged) // 2
     rows = slice(max(0, row - half), min(n_rows, row + half + 1))
@@ -273,12 +286,8 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     from tomolab.engine import reconstruct_rows, resolve_backend
     from tomolab.recon import ALGORITHMS, FILTERS
 
-    if algorithm not in ALGORITHMS:
-        raise ParameterError("unknown reconstruction algorithm", where="algorithm", value=algorithm,
-                             fix=f"use one of {', '.join(sorted(ALGORITHMS))}")
-    if filter not in FILTERS:
-        raise ParameterError("unknown reconstruction filter", where="filter", value=filter,
-                             fix=f"use one of {', '.join(sorted(FILTERS))}")
+    check_name(algorithm, ALGORITHMS, where="algorithm", what="reconstruction algorithm")
+    check_name(filter, FILTERS, where="filter", what="reconstruction filter")
     backend = resolve_backend(backend)
     row_range = resolve_rows(scan, rows)
     steps = preprocessing_steps(scan, zingers=zingers, stripes=stripes, phase=phase)
@@ -427,17 +436,9 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     from tomolab.recon import FILTERS
 
     backend = resolve_backend(backend)
-    if filter not in FILTERS:
-        raise ParameterError("unknown reconstruction filter", where="filter", value=filter,
-                             fix=f"use one of {', '.join(sorted(FILTERS))}")
-    if score not in SWEEP_SCORES:
-        raise ParameterError("unknown sweep score", where="score", value=score,
-                             fix=f"use one of {', '.join(SWEEP_SCORES)}")
-    n_rows = int(scan.sizes["row"])
-    row = n_rows // 2 if row is None else row
-    if not isinstance(row, (int, np.integer)) or not 0 <= row < n_rows:
-        raise ParameterError("row is outside the detector", where="row", value=row,
-                             fix=f"pick a row between 0 and {n_rows - 1}")
+    check_name(filter, FILTERS, where="filter", what="reconstruction filter")
+    check_name(score, SWEEP_SCORES, where="score", what="sweep score")
+    row = check_row(scan, row)
     estimate = None
     if centers is None:
         with warnings.catch_warnings():

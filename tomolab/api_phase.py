@@ -117,19 +117,13 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     from tomolab.engine import line_integrals, resolve_backend
     from tomolab.recon import FILTERS
 
+    from tomolab.api import check_name, check_row
+
     backend = resolve_backend(backend)
-    if filter not in FILTERS:
-        raise ParameterError("unknown reconstruction filter", where="filter", value=filter,
-                             fix=f"use one of {', '.join(sorted(FILTERS))}")
-    if score not in PHASE_SCORES:
-        raise ParameterError("unknown δ/β sweep score", where="score", value=score,
-                             fix=f"use one of {', '.join(PHASE_SCORES)}")
+    check_name(filter, FILTERS, where="filter", what="reconstruction filter")
+    check_name(score, PHASE_SCORES, where="score", what="δ/β sweep score")
     n_rows, n_cols = int(scan.sizes["row"]), int(scan.sizes["col"])
-    row = n_rows // 2 if row is None else row
-    if not isinstance(row, (int, np.integer)) or isinstance(row, bool) or not 0 <= row < n_rows:
-        raise ParameterError("row is outside the detector", where="row", value=row,
-                             fix=f"pick a row between 0 and {n_rows - 1}")
-    row = int(row)
+    row = check_row(scan, row)
     ratios = _check_ratios(DEFAULT_RATIOS if ratios is None else ratios)
     energy = physical_parameter(scan, "energy", energy)
     distance = physical_parameter(scan, "distance", distance)

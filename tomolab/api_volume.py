@@ -81,8 +81,6 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 64, overwr
     >>> vol.shape, vol.attrs["slab_rows"]
     ((6, 64, 64), 4)
     """
-    import xarray as xr
-
     from tomolab.api import check_center, find_center, reconstruct, resolve_rows
     from tomolab.engine.pipeline import Cancelled
 

@@ -149,17 +149,27 @@ def _gpu_kernel(name: str = "backproject_linear", source: str | None = None):
     return _kernels[key]
 
 
+def _launch_by_angle_chunks(kernel, grid, block, sinograms, trig, n_angles, after):
+    """Launch ``kernel`` once per chunk of angles: the angle table must fit in shared memory.
+
+    The arguments are ``(sinograms[:, a0:a1], trig[a0:a1], *after)`` with the
+    chunk's angle count put where ``None`` stands in ``after``.
+    """
+    step = _GPU_ANGLES_PER_LAUNCH
+    for a0 in range(0, n_angles, step):
+        a1 = min(a0 + step, n_angles)
+        tail = tuple(np.int32(a1 - a0) if arg is None else arg for arg in after)
+        kernel(grid, block, (sinograms[:, a0:a1], trig[a0:a1], *tail),
+               shared_mem=8 * (a1 - a0))
+
+
 def _launch_reference(xp, filtered, trig, center, n, out):
     n_z, n_angles, n_cols = filtered.shape
     block = (32, 8, 1)
     grid = ((n + block[0] - 1) // block[0], (n + block[1] - 1) // block[1], n_z)
-    step = _GPU_ANGLES_PER_LAUNCH  # the angle table must fit in shared memory
-    for a0 in range(0, n_angles, step):
-        a1 = min(a0 + step, n_angles)
-        _gpu_kernel()(grid, block, (filtered[:, a0:a1], trig[a0:a1], np.float32(center),
-                                    np.int32(n), np.int32(a1 - a0), np.int32(n_cols), np.int32(n_z),
-                                    np.int64(n_angles * n_cols), out),
-                      shared_mem=8 * (a1 - a0))
+    _launch_by_angle_chunks(_gpu_kernel(), grid, block, filtered, trig, n_angles,
+                            (np.float32(center), np.int32(n), None, np.int32(n_cols), np.int32(n_z),
+                             np.int64(n_angles * n_cols), out))
 
 
 def _launcher(groups: int, pixels: int):
@@ -179,13 +189,9 @@ def _launcher(groups: int, pixels: int):
         block = (32, 8, 1)
         rows = (n + pixels - 1) // pixels
         grid = ((n + block[0] - 1) // block[0], (rows + block[1] - 1) // block[1], blocks)
-        step = _GPU_ANGLES_PER_LAUNCH
-        for a0 in range(0, n_angles, step):
-            a1 = min(a0 + step, n_angles)
-            kernel(grid, block, (interleaved[:, a0:a1], trig[a0:a1], np.float32(center), np.int32(n),
-                                 np.int32(a1 - a0), np.int32(n_cols),
-                                 np.int64(n_angles * n_cols * groups), np.int32(n_z), out),
-                   shared_mem=8 * (a1 - a0))
+        _launch_by_angle_chunks(kernel, grid, block, interleaved, trig, n_angles,
+                                (np.float32(center), np.int32(n), None, np.int32(n_cols),
+                                 np.int64(n_angles * n_cols * groups), np.int32(n_z), out))
     launch.__name__ = f"launch_{name}"
     return launch
 
@@ -272,13 +278,9 @@ def _launch_h8(xp, filtered, trig, center, n, out):
     kernel = _gpu_kernel("backproject_h8_p2", _CUDA_SOURCE_H8)
     block = (32, 8, 1)
     grid = ((n + block[0] - 1) // block[0], ((n + 1) // 2 + block[1] - 1) // block[1], blocks)
-    step = _GPU_ANGLES_PER_LAUNCH
-    for a0 in range(0, n_angles, step):
-        a1 = min(a0 + step, n_angles)
-        kernel(grid, block, (interleaved[:, a0:a1], trig[a0:a1], np.float32(center), np.int32(n),
-                             np.int32(a1 - a0), np.int32(n_cols), np.int64(n_angles * n_cols),
-                             np.int32(n_z), out),
-               shared_mem=8 * (a1 - a0))
+    _launch_by_angle_chunks(kernel, grid, block, interleaved, trig, n_angles,
+                            (np.float32(center), np.int32(n), None, np.int32(n_cols),
+                             np.int64(n_angles * n_cols), np.int32(n_z), out))
 
 
 #: GPU kernels by name; "auto" picks by the number of slices

@@ -12,6 +12,10 @@ in :data:`STRIPE_METHODS` and reached through :func:`remove_stripes`:
     angle, then algorithm 3 on the smooth part).
 ``"fourier-wavelet"``
     Münch, Trtik, Marone & Stampanoni (2009).
+``"offsets"``
+    A per-column offset, constant along angle, estimated robustly in the
+    angle-sorted domain of Vo et al. (2018) and subtracted (the form a
+    fixed pixel gain error takes after ``-log``).
 
 All take a sinogram ``(angle, col)`` or a stack of them ``(angle, row,
 col)`` (each row's sinogram is corrected on its own, all rows at once) and
@@ -39,7 +43,7 @@ from tomolab.prep._checks import (check_choice, check_int, check_ndim, check_pos
                                   float_dtype_for)
 
 __all__ = ["remove_stripes", "remove_stripes_sorting", "remove_stripes_filtering",
-           "remove_stripes_fourier_wavelet", "STRIPE_METHODS"]
+           "remove_stripes_fourier_wavelet", "remove_stripes_offsets", "STRIPE_METHODS"]
 
 _DIMS = "(angle, col) or (angle, row, col)"
 
@@ -284,11 +288,120 @@ def remove_stripes_fourier_wavelet(sinogram, *, level=None, wavelet="db5", sigma
     return out[:, 0, :] if was_2d else out
 
 
+def remove_stripes_offsets(sinogram, *, size=31, passes=2, sigma=None):
+    """Remove stripes by subtracting a robust per-column offset.
+
+    A pixel whose gain is off by a factor ``g`` adds ``-log(g)`` to every
+    angle of its column in the ``-log`` sinogram: an ADDITIVE offset,
+    constant along angle. This method estimates that offset and subtracts
+    it, leaving every other value of the column untouched (no value is
+    replaced by a neighbour's, unlike algorithm 3):
+
+    1. each column is sorted along angle (Vo, Atwood & Drakopoulos 2018):
+       neighbouring columns then hold similar, monotone profiles whatever
+       the object does;
+    2. the sorted sinogram is median filtered across columns (window
+       ``size``, reflected at the borders): a smooth version that follows
+       the object but not a single column's offset;
+    3. the offset of a column is the median over angles of (sorted - smooth),
+       so a few angles where the object changes fast across columns do not
+       bias it; it is subtracted from the column. With ``passes`` > 1 steps
+       1-3 are repeated on the corrected sinogram, so the neighbours' own
+       offsets no longer shift the median filter;
+    4. optionally (``sigma``), what remains of the angle mean of each column
+       against a Gaussian smoothing (width ``sigma`` columns, after a median
+       of 3 columns) is subtracted too: this averages the offsets of many
+       more columns, for gain errors on every column of a weakly absorbing
+       sample; it also takes the object's own angle-constant detail finer
+       than ``sigma``, so leave it off for strongly absorbing samples and
+       for isolated bad columns.
+
+    Measured on the tests' analytic disk phantom (weakly absorbing, 256
+    columns, 360 angles, gains 1 +- 2 %, seeds 0-4; ring amplitude in the
+    iradon reconstruction, before / after): isolated bad columns 12-24x
+    weaker with the defaults; a gain error on every column 9-13x with the defaults, 11-15x with
+    ``sigma=10`` (which does only 7-10x on isolated columns). The error
+    against the phantom does not grow in any of these cases.
+
+    On a strongly absorbing sample with an independent 1 % gain error on
+    every pixel (``tomolab.data.simulate_scan(256, n_rows=4, n_angles=360,
+    ring_errors=0.01, photons=5e4)``) no stripe filter reaches tenfold: the
+    sample's own angle-averaged profile holds detail at the scale of a few
+    columns that is indistinguishable from offsets (an oracle Wiener filter
+    knowing that profile's exact spectrum removes only 4x). There this
+    method removes ~2x with ``size=31`` and ~3x with ``size=9``, and lowers
+    the error against the phantom by ~15 %.
+
+    Parameters
+    ----------
+    sinogram : ndarray, shape (angle, col) or (angle, row, col)
+        ``-log`` sinogram(s), numpy or cupy; each row is treated on its own.
+    size : int, keyword-only
+        Median window across columns (>= 3, default 31): wider than the
+        widest stripe; narrower follows the sample more closely but averages
+        fewer neighbours' offsets.
+    passes : int, keyword-only
+        Repetitions of steps 1-3 (>= 1, default 2).
+    sigma : float, optional, keyword-only
+        Width in columns of the Gaussian of step 4; ``None`` (default) skips
+        it. About 10 for a gain error on every column of a weak absorber.
+
+    Returns
+    -------
+    ndarray
+        Corrected sinogram, same shape and array module; float32 (float64
+        for float64 input).
+
+    References
+    ----------
+    N. T. Vo, R. C. Atwood, M. Drakopoulos, "Superior techniques for
+    eliminating ring artifacts in X-ray micro-tomography", Opt. Express 26,
+    28396 (2018): sorting along angle (their algorithm 3) and the
+    normalisation of column means against a sorted, median-filtered
+    sinogram (their algorithm 6, here additive and with a median over
+    angles).
+
+    Examples
+    --------
+    An offset on column 30 and another on column 41 of a sinogram that
+    varies along angle only:
+
+    >>> import numpy as np
+    >>> angles = np.linspace(0, np.pi, 90, endpoint=False)
+    >>> clean = np.tile(1 + 0.5 * np.cos(angles)[:, None], (1, 64))
+    >>> striped = clean + 0.05 * (np.arange(64) == 30) - 0.03 * (np.arange(64) == 41)
+    >>> out = remove_stripes_offsets(striped, size=5)
+    >>> float(np.abs(out - clean).max()) < 1e-6
+    True
+    """
+    size = check_int(size, "size", 3, "pass a window width such as 31 (wider than any stripe)")
+    passes = check_int(passes, "passes", 1, "pass 1 or 2")
+    if sigma is not None:
+        sigma = check_positive(sigma, "sigma", "pass a width in columns such as 10, or None")
+    s, was_2d = _as_stack(sinogram)
+    xp = array_module(s)
+    ndi = ndimage_module(xp)
+    out = s
+    for _ in range(passes):
+        sorted_ = xp.sort(out, axis=0)
+        smooth = ndi.median_filter(sorted_, size=(1, 1, size), mode="reflect")
+        offset = xp.median(sorted_ - smooth, axis=0)
+        out = out - offset[None]
+    if sigma is not None:
+        profile = xp.mean(out, axis=0)
+        base = ndi.median_filter(profile, size=(1, 3), mode="reflect")
+        smooth = ndi.gaussian_filter1d(base, sigma, axis=-1, mode="nearest")
+        out = out - (profile - smooth)[None]
+    out = out.astype(s.dtype, copy=False)
+    return out[:, 0, :] if was_2d else out
+
+
 #: Stripe-removal methods by name, for :func:`remove_stripes` and pipelines.
 STRIPE_METHODS = {
     "sorting": remove_stripes_sorting,
     "filtering": remove_stripes_filtering,
     "fourier-wavelet": remove_stripes_fourier_wavelet,
+    "offsets": remove_stripes_offsets,
 }
 
 
@@ -300,7 +413,8 @@ def remove_stripes(sinogram, *, method="sorting", **options):
     sinogram : ndarray, shape (angle, col) or (angle, row, col)
         ``-log`` sinogram(s), numpy or cupy; each row is treated on its own.
     method : str, keyword-only
-        ``"sorting"`` (default), ``"filtering"`` or ``"fourier-wavelet"``.
+        ``"sorting"`` (default), ``"filtering"``, ``"fourier-wavelet"`` or
+        ``"offsets"``.
     **options
         Keyword options of the chosen method (see each function).
 

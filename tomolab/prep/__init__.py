@@ -24,7 +24,8 @@ True
 from tomolab.prep.normalize import minus_log, normalize, normalize_interpolated
 from tomolab.prep.phase import fresnel_propagate, retrieve_phase, wavelength
 from tomolab.prep.stripes import (STRIPE_METHODS, remove_stripes, remove_stripes_filtering,
-                                  remove_stripes_fourier_wavelet, remove_stripes_sorting)
+                                  remove_stripes_fourier_wavelet, remove_stripes_offsets,
+                                  remove_stripes_sorting)
 from tomolab.prep.half_acquisition import (OverlapFit, find_overlap, opposite_projections,
                                            stitch_half_acquisition)
 from tomolab.prep.zingers import remove_zingers
@@ -42,7 +43,7 @@ PREPROCESSING_STEPS = {
 __all__ = [
     "normalize", "normalize_interpolated", "minus_log", "remove_zingers",
     "remove_stripes", "remove_stripes_sorting", "remove_stripes_filtering",
-    "remove_stripes_fourier_wavelet", "STRIPE_METHODS", "retrieve_phase",
+    "remove_stripes_fourier_wavelet", "remove_stripes_offsets", "STRIPE_METHODS", "retrieve_phase",
     "fresnel_propagate", "wavelength", "PREPROCESSING_STEPS", "OverlapFit", "find_overlap",
     "opposite_projections", "stitch_half_acquisition",
 ]

@@ -58,11 +58,13 @@ def resolve_backend(backend: str) -> str:
         raise ParameterError("unknown backend", where="backend", value=backend,
                              fix=f"use one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "cupy" if cupy_available() else "numpy"
-    if backend == "cupy" and not cupy_available():
+        backend = "cupy" if cupy_available() else "numpy"
+    elif backend == "cupy" and not cupy_available():
         raise ParameterError("CuPy or a CUDA GPU is not available", where="backend", value=backend,
                              fix='install tomolab[gpu-cuda12] or [gpu-cuda13] on a GPU machine, '
                                  'or use backend="numpy"')
+    if backend == "cupy":
+        apply_gpu_memory_limit()  # every GPU path starts here: the hub's per-user cap holds
     return backend
 
 

@@ -103,7 +103,7 @@ def test_bad_path_shows_a_readable_error(tmp_path):
 
     not_a_scan = tmp_path / "notes.h5"
     not_a_scan.write_text("not HDF5")
-    panel.open(not_a_scan)
+    panel.open_scan(not_a_scan)
     assert panel.scan is None and "notes.h5" in panel.task.error
 
     # nothing open: the later steps say so instead of raising
@@ -213,3 +213,22 @@ def test_preprocessing_options_reach_the_reconstruction(sample):
     panel.rows_input.value = "4"
     volume = panel.reconstruct()
     assert volume.attrs["zingers_threshold"] == 0.2 and volume.attrs["stripes"] == "sorting"
+
+
+def test_no_widget_shadows_the_ipywidgets_api():
+    """A method that shadows ipywidgets' own (``open`` did once: it opens the comm) leaves the
+    widget without a comm, and the browser shows "Error displaying widget: model not found"."""
+    import ipywidgets
+
+    import tomolab.widgets as tw
+
+    api = {name for name in dir(ipywidgets.DOMWidget) if not name.startswith("_")}
+    for cls_name in tw.__all__:
+        cls = getattr(tw, cls_name)
+        if isinstance(cls, type) and issubclass(cls, ipywidgets.Widget):
+            for klass in cls.__mro__:
+                if klass.__module__.startswith("tomolab"):
+                    clash = api & {n for n, v in vars(klass).items() if callable(v)}
+                    assert not clash, f"{klass.__name__} shadows ipywidgets: {sorted(clash)}"
+    panel = tw.ReconstructionPanel(None, background=False)
+    assert panel.comm is not None

@@ -137,6 +137,11 @@ def jupyter_lab(root_dir=None, *, python=sys.executable, timeout=90):
         IPYTHONDIR=str(home / "ipython"), MPLBACKEND="Agg",
         BOKEH_RESOURCES="inline", PYTHONUNBUFFERED="1",
     )
+    # JupyterLab 4 draws only the cells on screen ("windowing"); a long notebook's later cells
+    # would show empty prompts and look unrun. Draw them all, as a reader scrolling would see them.
+    tracker = home / "settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True, exist_ok=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     log_path = root / ".home" / "jupyterlab.log"
     log = open(log_path, "wb")
     cmd = [python, "-m", "jupyter", "lab", "--no-browser",
@@ -359,8 +364,18 @@ def run_notebook_in_browser(path, *, server: Server | None = None, artifacts_dir
             _log('report.error_outputs = page')
             report.error_outputs = _error_outputs(page, server.root_dir / path.name)
             body = page.locator(".jp-Notebook").inner_text()
-            report.widget_errors = [line for line in body.splitlines()
-                                    if any(m in line for m in WIDGET_ERROR_MARKERS)]
+            # name the cell of each error: its prompt and its first line of code
+            report.widget_errors = page.locator(".jp-Notebook .jp-Cell").evaluate_all(
+                """(cells, markers) => cells.flatMap(c => {
+                    const text = c.innerText;
+                    const hit = markers.filter(m => text.includes(m));
+                    if (!hit.length) return [];
+                    const prompt = (c.querySelector('.jp-InputPrompt') || {}).innerText || '';
+                    const code = ((c.querySelector('.jp-InputArea-editor') || {}).innerText || '')
+                        .split('\\n')[0];
+                    const lines = text.split('\\n').filter(l => markers.some(m => l.includes(m)));
+                    return lines.map(l => `${l} (cell ${prompt.trim()} ${code.trim()})`);
+                })""", list(WIDGET_ERROR_MARKERS))
             report.widget_errors += [m for m in report.console_errors
                                      if "Could not create a view" in m]
             report.n_sliders = page.locator(SEL_SLIDER).count()

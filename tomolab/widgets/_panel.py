@@ -208,7 +208,7 @@ class ReconstructionPanel(widgets.VBox):
         super().__init__(**kwargs)
         self.children = [self.steps]
 
-        self.open_button.on_click(lambda _: self.open())
+        self.open_button.on_click(lambda _: self.open_scan())
         self.preview_button.on_click(lambda _: self.preview())
         self.reconstruct_button.on_click(lambda _: self.reconstruct())
         self.save_button.on_click(lambda _: self.save())
@@ -216,7 +216,7 @@ class ReconstructionPanel(widgets.VBox):
         self.phase_checkbox.observe(self._on_phase_checkbox, "value")
         self.format_input.observe(self._on_format, "value")
         if path_or_scan is not None:
-            self.open(path_or_scan)
+            self.open_scan(path_or_scan)
 
     # -- helpers ----------------------------------------------------------------
     def show_step(self, name: str):
@@ -337,7 +337,7 @@ class ReconstructionPanel(widgets.VBox):
 
     # -- steps --------------------------------------------------------------------
     @guarded
-    def open(self, path_or_scan=None):
+    def open_scan(self, path_or_scan=None):
         """Open a scan (a path, or the path typed in step 1, or an opened scan).
 
         Finds the centre automatically, builds the centre sweep (press its

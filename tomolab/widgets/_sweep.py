@@ -61,7 +61,7 @@ class SweepView(widgets.VBox):
         self._shown_cache = None
         self.task = TaskBar()
         self.slider = widgets.IntSlider(value=0, min=0, max=0, description=label,
-                                        continuous_update=True, readout=False,
+                                        continuous_update=True, readout=True,
                                         layout=widgets.Layout(width="60%"))
         self.readout = widgets.Label("")
         self.use_button = widgets.Button(description=f"Use this {label}", icon="check",
@@ -146,7 +146,7 @@ class SweepView(widgets.VBox):
 
         if self.stack is None:
             return hv.Image(np.zeros((2, 2)), kdims=["x", "y"]).opts(
-                width=self._size, height=self._size, title="press Compute")
+                width=self._size, height=self._size, title="press Compute", framewise=True)
         from tomolab.viz import contrast_limits
 
         if self._shown_cache is None:  # one contrast for the whole stack, so slices compare
@@ -155,18 +155,23 @@ class SweepView(widgets.VBox):
         return hv.Image(plane.rename("value"), kdims=["x", "y"], vdims=["value"]).opts(
             cmap="gray", clim=tuple(self._shown_cache), width=self._size, height=self._size,
             title=f"{self.label} {self.current:.4g}", tools=["hover", "box_zoom", "wheel_zoom"],
-            active_tools=["wheel_zoom"])
+            active_tools=["wheel_zoom"], framewise=True)  # axes follow the stack, not the placeholder
 
     def _curve(self, index, revision):
         import holoviews as hv
 
         opts = dict(width=self._size, height=self._size // 2 + 60, logx=self.log_axis,
-                    title="score (1 = sharpest)", tools=["hover"])
+                    title="score (1 = sharpest)", tools=["hover"], framewise=True)
         if self.stack is None:  # same element types as below: DynamicMaps must not change type
             return (hv.Curve([], self.label, "score").opts(**opts) * hv.VLine(0.0)
                     * hv.Scatter([], self.label, "score"))
         params = self.stack[self.dim].values
         scores = self.stack["score"].values
+        span = params.max() - params.min()
+        low, high = (params.min() - 0.02 * span, params.max() + 0.02 * span) if not self.log_axis \
+            else (params.min() / 1.05, params.max() * 1.05)
+        # explicit limits: the axes must follow each new stack, not the empty first frame
+        opts.update(xlim=(float(low), float(high)), ylim=(-0.05, 1.05))
         curve = hv.Curve((params, scores), self.label, "score").opts(**opts)
         here = hv.Scatter([(params[index], scores[index])], self.label, "score").opts(
             color="#d62728", size=10)

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 import ipywidgets as widgets
 import traitlets
 
-__all__ = ["Cancelled", "Progress", "TaskBar", "dask_progress", "format_error", "guarded"]
+__all__ = ["Cancelled", "Progress", "TaskBar", "call_in_kernel_thread", "dask_progress",
+           "format_error", "guarded"]
 
 
 class Cancelled(Exception):
@@ -55,6 +56,43 @@ def format_error(exc: BaseException) -> str:
         return str(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def call_in_kernel_thread(fn, *args):
+    """Run ``fn(*args)`` on the kernel's main thread (now, if this is it or there is no kernel).
+
+    Widgets made in a worker thread send their comm-open message from that
+    thread, and the frontend can receive the parent's update that shows them
+    first: "Error displaying widget: model not found". Work runs in threads;
+    whatever builds widgets from its result runs here, on the kernel's loop.
+    """
+    if threading.current_thread() is threading.main_thread():
+        return fn(*args)
+    try:
+        from IPython import get_ipython
+        loop = getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
+    except ImportError:
+        loop = None
+    if loop is None:
+        return fn(*args)
+    loop.add_callback(fn, *args)
+    return None
+
+
+class _Once:
+    """A callable that runs its function the first time it is called, and never again."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self):
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._fn()
 
 
 class Progress:
@@ -160,6 +198,7 @@ class TaskBar(widgets.VBox):
         self._thread: threading.Thread | None = None
         self.result = None
         self.exception: BaseException | None = None
+        self._pending = None  # the on_done of the last task, until it has run
 
     @traitlets.validate("progress")
     def _valid_progress(self, proposal):
@@ -237,6 +276,7 @@ class TaskBar(widgets.VBox):
             return None
         handle = Progress(self)
         self._handle = handle
+        self._pending = None
         self.result = None
         self.clear_error()
         self.progress = 0.0
@@ -259,8 +299,8 @@ class TaskBar(widgets.VBox):
             self.progress = 1.0
             self.state = "done"
             if on_done is not None:
-                with self.guard():
-                    on_done(result)
+                self._pending = once = _Once(lambda: self._finish(on_done, result))
+                call_in_kernel_thread(once)
 
         if background:
             self._thread = threading.Thread(target=target, daemon=True, name="tomolab-task")
@@ -270,15 +310,26 @@ class TaskBar(widgets.VBox):
         target()
         return self.result
 
+    def _finish(self, on_done, result):
+        with self.guard():
+            on_done(result)
+
     def cancel(self):
         """Ask the running task to stop (at its next ``progress(...)`` call)."""
         if self._handle is not None:
             self._handle.cancel()
 
     def wait(self, timeout: float | None = None):
-        """Block until a background task ends; return its result (None on error/cancel)."""
+        """Block until a background task ends; return its result (None on error/cancel).
+
+        Its ``on_done`` has run when this returns (here, if the kernel's loop
+        had not got to it yet).
+        """
         if self._thread is not None:
             self._thread.join(timeout)
+        pending = self._pending
+        if pending is not None and (self._thread is None or not self._thread.is_alive()):
+            pending()
         return self.result
 
 

@@ -98,8 +98,9 @@ def fit_axis(rows, centers=None, scores=None, *, max_residual: float = 0.5) -> A
 
     Parameters
     ----------
-    rows : array_like, or dict {row: center} or {row: (center, score)}
-        Detector rows of the measurements.
+    rows : array_like or dict
+        Detector rows of the measurements; or a dict mapping each row to its
+        centre, or to a pair (centre, score).
     centers : array_like, optional
         Centre columns at those rows (not needed with a dict).
     scores : array_like, optional

@@ -261,6 +261,8 @@ def stitch_half_acquisition(sino_360_or_projections, angles, *, center: float,
         the right (``floor(2 (W - 1 - c)) + 1`` on the left).
     angles_180 : ndarray
         The angles of the first half-turn.
+    center : float
+        The axis column in the stitched sinogram (its middle).
 
     Notes
     -----
@@ -268,8 +270,6 @@ def stitch_half_acquisition(sino_360_or_projections, angles, *, center: float,
     it is resampled by a Fourier phase ramp (sinc interpolation), which on a
     simulated scan kept the reconstruction error within 2 % of a full-width
     scan's, where linear interpolation added 10 to 25 %.
-    center : float
-        The axis column in the stitched sinogram (its middle).
 
     Examples
     --------

@@ -20,8 +20,12 @@ def sweep():
 
 
 def _figures(widget):
-    return [m for m in widget._plot.state.references()
-            if hasattr(m, "x_range") and hasattr(m, "renderers")]
+    """The (image, score curve) Bokeh figures; references() is a set, so tell them by title."""
+    figures = [m for m in widget._plot.state.references()
+               if hasattr(m, "x_range") and hasattr(m, "renderers")]
+    curve = next(f for f in figures if f.title.text.startswith("score"))
+    image = next(f for f in figures if f is not curve)
+    return image, curve
 
 
 def test_best_centre_and_use_this(sweep):

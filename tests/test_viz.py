@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
+
+from tomolab.testing import CountingArray
 
 pytest.importorskip("holoviews")
 xr = pytest.importorskip("xarray")
@@ -24,23 +25,6 @@ def numpy_block_mean(a, factors):
     for n, f in zip(padded_shape, factors):
         shape += [n // f, f]
     return np.nanmean(p.reshape(shape), axis=tuple(range(1, 2 * a.ndim, 2)))
-
-
-class CountingArray:
-    """Array-like that records every read, to check what a lazy reduction touches."""
-
-    def __init__(self, data):
-        self.data = data
-        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
-        self.reads = []
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key):
-        out = self.data[key]
-        if out.size:  # dask probes with empty reads for metadata
-            with self._lock:
-                self.reads.append(out.size)
-        return out
 
 
 @pytest.mark.parametrize("shape,max_shape", [((40, 30, 50), (16, 16, 16)),

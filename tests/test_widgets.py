@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from tomolab.testing import CountingArray
+
 pytest.importorskip("ipywidgets")
 pytest.importorskip("holoviews")
 pytest.importorskip("jupyter_bokeh")
@@ -20,21 +22,6 @@ from tomolab.errors import ParameterError  # noqa: E402
 from tomolab.widgets import (  # noqa: E402
     Cancelled, Segmenter, SliceViewer, TaskBar, dask_progress, format_error,
 )
-
-
-class CountingArray:
-    def __init__(self, data):
-        self.data = data
-        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
-        self.reads = []
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key):
-        out = self.data[key]
-        if out.size:
-            with self._lock:
-                self.reads.append(out.size)
-        return out
 
 
 def phantom(shape=(24, 32, 40), seed=0):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tomolab._array import cupy_available
@@ -15,3 +17,20 @@ requires_gpu = pytest.mark.skipif(not cupy_available(), reason=GPU_REASON)
 def gpu_test(func):
     """Mark a test as a GPU test that skips, with the reason, where there is no GPU."""
     return pytest.mark.gpu(requires_gpu(func))
+
+
+class CountingArray:
+    """Array-like that records every read, to check what a lazy computation touches."""
+
+    def __init__(self, data):
+        self.data = data
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.reads = []
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key):
+        out = self.data[key]
+        if out.size:  # dask probes with empty reads for metadata
+            with self._lock:
+                self.reads.append(out.size)
+        return out

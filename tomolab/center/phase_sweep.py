@@ -156,10 +156,9 @@ def phase_scores(stack, *, score: str = "levels", smooth: float = 0.0) -> np.nda
     region = _inner(stack)
     if smooth:
         region = ndimage_module(xp).gaussian_filter(region, (0, smooth, smooth))
-    values = metric(region, xp)
-    values = np.asarray(values.get() if hasattr(values, "get") else values, dtype=np.float64)
-    span = values.max() - values.min()
-    return (values.max() - values) / span if span > 0 else np.ones_like(values)
+    from tomolab.center.sweep import best_is_one
+
+    return best_is_one(metric(region, xp))
 
 
 # ---------------------------------------------------------------------------- sweep

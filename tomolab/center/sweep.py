@@ -47,6 +47,13 @@ def _gradient(stack, xp):
 SWEEP_SCORES = {"entropy": _entropy, "negativity": _negativity, "gradient": _gradient}
 
 
+def best_is_one(values) -> np.ndarray:
+    """Metric values (lower is better, numpy or cupy) as host scores: 1 best, 0 worst."""
+    values = np.asarray(values.get() if hasattr(values, "get") else values, dtype=np.float64)
+    span = values.max() - values.min()
+    return (values.max() - values) / span if span > 0 else np.ones_like(values)
+
+
 def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> np.ndarray:
     """Score each trial slice in [0, 1]: 1 for the sharpest, 0 for the worst.
 
@@ -71,10 +78,7 @@ def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> n
     region = stack[:, inner, inner][:, ::stride, ::stride]
     if smooth:
         region = ndimage_module(xp).gaussian_filter(region, (0, smooth, smooth))
-    values = metric(region, xp)
-    values = np.asarray(values.get() if hasattr(values, "get") else values, dtype=np.float64)
-    span = values.max() - values.min()
-    return (values.max() - values) / span if span > 0 else np.ones_like(values)
+    return best_is_one(metric(region, xp))
 
 
 def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | None = None,

@@ -12,6 +12,7 @@ import datetime as _dt
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -214,8 +215,8 @@ def preprocessing_steps(scan, *, zingers=None, stripes=None, phase=None):
 def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str = "ramp",
                 backend: str = "auto", normalize: bool = True, log: bool = True,
                 zingers: float | None = None, stripes=None, phase=None,
-                pad_mode: str = "edge", size: int | None = None, lazy: bool | int = False,
-                progress: Callable[[int, int], None] | None = None,
+                pad_mode: str = "edge", size: int | None = None, precision: str = "single",
+                lazy: bool | int = False, progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None):
     """Reconstruct slices of a scan.
 
@@ -253,6 +254,12 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
         Detector padding before filtering.
     size : int, optional
         Width of the square slices (default: the detector width).
+    precision : {"single", "half"}
+        ``"half"``: on a GPU, FBP backprojects filtered sinograms rounded to
+        half precision with half-precision sums flushed into float32 (kernel
+        ``hh8p2``): about twice the speed, within a relative difference of
+        1e-3 of ``"single"`` (measured a few 1e-4). The CPU and gridrec always
+        compute in single precision; attrs record what was used.
     progress, cancel : callable, optional
         ``progress(done_rows, total_rows)`` after each slab; ``cancel()`` is
         polled between slabs and stops the work when it returns True.
@@ -283,12 +290,149 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     """
     import xarray as xr
 
-    from tomolab.engine import reconstruct_rows, resolve_backend
+    plan = plan_reconstruction(scan, center=center, rows=rows, algorithm=algorithm, filter=filter,
+                               backend=backend, normalize=normalize, log=log, zingers=zingers,
+                               stripes=stripes, phase=phase, pad_mode=pad_mode, size=size,
+                               precision=precision)
+    started = time.perf_counter()
+    row_range, n = plan.row_range, plan.n
+    if lazy:
+        import dask
+        import dask.array as da
+
+        step = int(lazy) if not isinstance(lazy, bool) else 32
+        blocks = []
+        for a in range(0, len(row_range), step):
+            b = min(a + step, len(row_range))
+            part = range(row_range.start + a, row_range.start + b)
+            blocks.append(da.from_delayed(dask.delayed(plan.run, pure=True)(part),
+                                          shape=(b - a, n, n), dtype=np.float32))
+        data = da.concatenate(blocks, axis=0)
+    else:
+        data = plan.run(row_range, progress=progress, cancel=cancel)
+    attrs = dict(plan.attrs(), seconds=round(time.perf_counter() - started, 4))
+    coords = {name: xr.Variable(*spec) for name, spec in plan.coords().items()}
+    return xr.DataArray(data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name="attenuation")
+
+
+@dataclass(frozen=True)
+class ReconstructionPlan:
+    """Everything :func:`reconstruct` decided before computing: validated, centre resolved.
+
+    Made by :func:`plan_reconstruction`; :meth:`run` computes any rows of it,
+    so :func:`reconstruct` and :func:`tomolab.reconstruct_to` share one
+    validation and one record of parameters.
+    """
+
+    scan: object
+    row_range: range
+    center: object  # float, or ndarray with one column per row of row_range
+    center_source: str
+    center_score: float | None
+    algorithm: str
+    filter: str
+    pad_mode: str
+    backend: str
+    normalize: bool
+    log: bool
+    steps: object
+    n: int
+    precision: str = "single"
+
+    @property
+    def pixel_size(self) -> float:
+        return float(self.scan.attrs.get("pixel_size") or 0.0)
+
+    def run(self, rows: range | None = None, *, sink=None, max_height=None, progress=None,
+            cancel=None, stats=None):
+        """Reconstruct ``rows`` (a sub-range of the plan's, default all) into an array or a sink.
+
+        See :func:`tomolab.engine.reconstruct_rows` for ``sink``, ``max_height``
+        and ``stats``. Values are scaled to 1/m on the device when the scan has
+        a pixel size.
+        """
+        from tomolab.engine import reconstruct_rows
+        from tomolab.recon import ALGORITHMS
+
+        rows = self.row_range if rows is None else rows
+        centers = self.center
+        if np.ndim(centers) == 1:
+            first = rows.start - self.row_range.start
+            centers = centers[first:first + len(rows)]
+        scale = 1.0 / self.pixel_size if self.pixel_size else 1.0
+        extra = {"kernel": "hh8p2"} if self.precision == "half" else {}
+        return reconstruct_rows(self.scan, rows, center=centers, algorithm=ALGORITHMS[self.algorithm],
+                                backend=self.backend, n=self.n, normalize=self.normalize,
+                                log=self.log, steps=self.steps, scale=scale, sink=sink,
+                                max_height=max_height, progress=progress, cancel=cancel,
+                                stats=stats, filter=self.filter, pad_mode=self.pad_mode, **extra)
+
+    def coords(self) -> dict:
+        """``name -> (dims, values, attrs)`` of the volume's coordinates."""
+        unit = self.pixel_size or 1.0
+        n = self.n
+        rows_index = np.arange(self.row_range.start, self.row_range.stop)
+        grid = (np.arange(n) - (n - 1) / 2.0) * unit
+        length = "m" if self.pixel_size else "pixel"
+        coords = {
+            "z": ("z", rows_index * unit,
+                  {"units": length, "long_name": "height (detector row × pixel size)"}),
+            "y": ("y", grid, {"units": length}),
+            "x": ("x", grid, {"units": length}),
+            "row": ("z", rows_index, {"units": "pixel", "long_name": "detector row"}),
+        }
+        if np.ndim(self.center) == 1:
+            coords["center"] = ("z", np.asarray(self.center),
+                                {"units": "pixel", "long_name": "rotation axis column"})
+        return coords
+
+    def attrs(self) -> dict:
+        """The parameters that make the volume (all but the time it took)."""
+        center = self.center
+        attrs = {
+            "long_name": "linear attenuation coefficient",
+            "units": "1/m" if self.pixel_size else "1/pixel",
+            "center": center if np.ndim(center) == 0 else float(np.mean(center)),
+            "center_source": self.center_source,
+            "rows": f"{self.row_range.start}:{self.row_range.stop}",
+            "algorithm": self.algorithm,
+            "filter": self.filter,
+            "pad_mode": self.pad_mode,
+            "precision": self.precision,
+            "backend": self.backend,
+            "normalize": int(self.normalize),
+            "log": int(self.log),
+            "n_angles": int(self.scan.sizes["angle"]),
+            "source_file": str(self.scan.attrs.get("source_file") or ""),
+            "pixel_size": self.pixel_size,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "tomolab_version": __import__("tomolab").__version__,
+        }
+        if self.center_score is not None:
+            attrs["center_score"] = self.center_score
+        attrs.update(self.steps.describe())
+        return attrs
+
+
+def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filter: str = "ramp",
+                        backend: str = "auto", normalize: bool = True, log: bool = True,
+                        zingers: float | None = None, stripes=None, phase=None,
+                        pad_mode: str = "edge", size: int | None = None,
+                        precision: str = "single") -> ReconstructionPlan:
+    """Validate :func:`reconstruct`'s arguments and resolve the centre, computing nothing else.
+
+    Parameters are those of :func:`reconstruct`. ``center="auto"`` runs
+    :func:`find_center` once here, on the middle of ``rows``.
+    """
+    from tomolab.engine import resolve_backend
     from tomolab.recon import ALGORITHMS, FILTERS
 
     check_name(algorithm, ALGORITHMS, where="algorithm", what="reconstruction algorithm")
     check_name(filter, FILTERS, where="filter", what="reconstruction filter")
+    check_name(precision, ("single", "half"), where="precision", what="precision")
     backend = resolve_backend(backend)
+    if backend != "cupy" or algorithm != "fbp":
+        precision = "single"  # the only one there
     row_range = resolve_rows(scan, rows)
     steps = preprocessing_steps(scan, zingers=zingers, stripes=stripes, phase=phase)
     center_source = "given"
@@ -316,69 +460,11 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     if n < 1:
         raise ParameterError("slice size must be positive", where="size", value=size,
                              fix=f"omit it (detector width {n_cols}) or pass a positive int")
-    pixel_size = scan.attrs.get("pixel_size")
-    scale = np.float32(1.0 / float(pixel_size) if pixel_size else 1.0)
-    started = time.perf_counter()
-
-    def compute(rows_here: range, centers, **callbacks):
-        out = reconstruct_rows(scan, rows_here, center=centers, algorithm=ALGORITHMS[algorithm],
-                               backend=backend, n=n, normalize=normalize, log=log, steps=steps,
-                               filter=filter, pad_mode=pad_mode, **callbacks)
-        out *= scale
-        return out
-
-    if lazy:
-        import dask
-        import dask.array as da
-
-        step = int(lazy) if not isinstance(lazy, bool) else 32
-        blocks = []
-        for a in range(0, len(row_range), step):
-            b = min(a + step, len(row_range))
-            part = range(row_range.start + a, row_range.start + b)
-            centers = center if np.ndim(center) == 0 else center[a:b]
-            blocks.append(da.from_delayed(dask.delayed(compute, pure=True)(part, centers),
-                                          shape=(b - a, n, n), dtype=np.float32))
-        data = da.concatenate(blocks, axis=0)
-    else:
-        data = compute(row_range, center, progress=progress, cancel=cancel)
-    elapsed = time.perf_counter() - started
-
-    unit = pixel_size if pixel_size else 1.0
-    rows_index = np.arange(row_range.start, row_range.stop)
-    grid = (np.arange(n) - (n - 1) / 2.0) * unit
-    length = "m" if pixel_size else "pixel"
-    coords = {
-        "z": ("z", rows_index * unit, {"units": length, "long_name": "height (detector row × pixel size)"}),
-        "y": ("y", grid, {"units": length}),
-        "x": ("x", grid, {"units": length}),
-        "row": ("z", rows_index, {"units": "pixel", "long_name": "detector row"}),
-    }
-    attrs = {
-        "long_name": "linear attenuation coefficient",
-        "units": "1/m" if pixel_size else "1/pixel",
-        "center": center if np.ndim(center) == 0 else float(np.mean(center)),
-        "center_source": center_source,
-        "rows": f"{row_range.start}:{row_range.stop}",
-        "algorithm": algorithm,
-        "filter": filter,
-        "pad_mode": pad_mode,
-        "backend": backend,
-        "normalize": int(normalize),
-        "log": int(log),
-        "n_angles": int(scan.sizes["angle"]),
-        "source_file": str(scan.attrs.get("source_file") or ""),
-        "pixel_size": float(pixel_size) if pixel_size else 0.0,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(elapsed, 4),
-        "tomolab_version": __import__("tomolab").__version__,
-    }
-    if score is not None:
-        attrs["center_score"] = score
-    attrs.update(steps.describe())
-    if np.ndim(center) == 1:
-        coords["center"] = ("z", center, {"units": "pixel", "long_name": "rotation axis column"})
-    return xr.DataArray(data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name="attenuation")
+    return ReconstructionPlan(scan=scan, row_range=row_range, center=center,
+                              center_source=center_source, center_score=score,
+                              algorithm=algorithm, filter=filter, pad_mode=pad_mode,
+                              backend=backend, normalize=normalize, log=log, steps=steps, n=n,
+                              precision=precision)
 
 
 def _check_centers(scan, centers) -> np.ndarray:

@@ -230,9 +230,12 @@ def slab_height(n_angles: int, n_cols: int, n_out: int, backend: str, *, n_rows:
 
 def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend: str,
                      n: int, normalize: bool = True, log: bool = True,
-                     steps: Preprocessing = NO_PREPROCESSING,
+                     steps: Preprocessing = NO_PREPROCESSING, scale: float = 1.0,
+                     sink: Callable[[int, int, np.ndarray], None] | None = None,
+                     max_height: int | None = None,
                      progress: Callable[[int, int], None] | None = None,
-                     cancel: Callable[[], bool] | None = None, **algorithm_options) -> np.ndarray:
+                     cancel: Callable[[], bool] | None = None, stats: dict | None = None,
+                     **algorithm_options) -> np.ndarray | None:
     """Reconstruct a contiguous range of detector rows, slab by slab.
 
     Parameters
@@ -241,45 +244,93 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         The axis column, or one per row (tilted axis).
     steps : Preprocessing
         Corrections between flat-fielding and filtering.
+    scale : float
+        Factor applied to the slices on the device (e.g. 1 / pixel size), so
+        the host never makes a pass over the volume.
+    sink : callable(start, stop, slices), optional
+        Receives each finished slab (rows ``start:stop`` of ``rows``, float32
+        ``(stop - start, n, n)`` on the host) instead of collecting the volume;
+        on the GPU it runs in the writer thread, overlapped with the compute,
+        and ``slices`` is only valid during the call. Slabs arrive in order.
+    max_height : int, optional
+        At most this many rows per slab (default: from free memory; on the GPU
+        at most :data:`MAX_GPU_SLAB_ROWS`).
     progress : callable(done, total), optional
         Called after each slab with the number of rows done.
     cancel : callable() -> bool, optional
         Polled between slabs; when it returns True, :class:`Cancelled` is raised.
+    stats : dict, optional
+        Filled with the seconds per stage of the GPU stream
+        (see :func:`tomolab.engine.stream.stream_slabs`).
 
     Returns
     -------
-    ndarray (z, n, n) float32 on the host, attenuation per pixel
+    ndarray (z, n, n) float32 on the host, attenuation per pixel times ``scale``;
+    ``None`` when a ``sink`` took the slabs.
     """
     angles = scan["angle"].values
     n_rows = len(rows)
     height = slab_height(angles.size, scan.sizes["col"], n, backend, n_rows=n_rows)
-    out = np.empty((n_rows, n, n), np.float32)
     if backend == "cupy":
-        _stream_rows_gpu(scan, rows, out, height=height, center=center, algorithm=algorithm, n=n,
-                         normalize=normalize, log=log, steps=steps, progress=progress,
-                         cancel=cancel, **algorithm_options)
+        height = min(height, max_height or MAX_GPU_SLAB_ROWS)
+    elif max_height:
+        height = min(height, max_height)
+    out = None
+    if sink is None:
+        out = np.empty((n_rows, n, n), np.float32)
+    if backend == "cupy":
+        _stream_rows_gpu(scan, rows, out, sink, height=height, center=center, algorithm=algorithm,
+                         n=n, scale=scale, normalize=normalize, log=log, steps=steps,
+                         progress=progress, cancel=cancel, stats=stats, **algorithm_options)
         return out
-    done = 0
-    for start in range(0, n_rows, height):
-        if cancel is not None and cancel():
-            raise Cancelled(f"reconstruction cancelled after {done} of {n_rows} rows")
-        stop = min(start + height, n_rows)
-        sel = slice(rows.start + start, rows.start + stop)
-        sinograms = line_integrals(scan, sel, backend=backend, normalize=normalize, log=log,
-                                   steps=steps)
-        sinograms = sinograms.transpose(1, 0, 2)  # (row, angle, col)
-        centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
-        slices = algorithm(sinograms, angles, center=centers, n=n, **algorithm_options)
-        out[start:stop] = to_numpy(slices)
-        done = stop
-        if progress is not None:
-            progress(done, n_rows)
+    _stream_rows_cpu(scan, rows, out, sink, height=height, center=center, algorithm=algorithm,
+                     n=n, scale=scale, normalize=normalize, log=log, steps=steps,
+                     progress=progress, cancel=cancel, **algorithm_options)
     return out
 
 
-def _stream_rows_gpu(scan, rows: range, out: np.ndarray, *, height: int, center, algorithm,
-                     n: int, normalize: bool, log: bool, steps: Preprocessing, progress, cancel,
-                     **algorithm_options):
+def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algorithm, n: int,
+                     scale: float, normalize: bool, log: bool, steps: Preprocessing, progress,
+                     cancel, **algorithm_options):
+    """The CPU path: slab after slab; a sink writes slab ``k`` while slab ``k + 1`` is computed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    angles = scan["angle"].values
+    n_rows = len(rows)
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomolab-write") if sink else None
+    pending = None
+    try:
+        for start in range(0, n_rows, height):
+            if cancel is not None and cancel():
+                raise Cancelled(f"reconstruction cancelled after {start} of {n_rows} rows")
+            stop = min(start + height, n_rows)
+            sel = slice(rows.start + start, rows.start + stop)
+            sinograms = line_integrals(scan, sel, backend="numpy", normalize=normalize, log=log,
+                                       steps=steps)
+            sinograms = sinograms.transpose(1, 0, 2)  # (row, angle, col)
+            centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
+            slices = to_numpy(algorithm(sinograms, angles, center=centers, n=n,
+                                        **algorithm_options))
+            if scale != 1:
+                slices *= np.float32(scale)
+            if sink is None:
+                out[start:stop] = slices
+            else:
+                if pending is not None:
+                    pending.result()  # one slab in flight: memory stays bounded
+                pending = writer.submit(sink, start, stop, slices)
+            if progress is not None:
+                progress(stop, n_rows)
+        if pending is not None:
+            pending.result()
+    finally:
+        if writer is not None:
+            writer.shutdown(wait=True)
+
+
+def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algorithm, n: int,
+                     scale: float, normalize: bool, log: bool, steps: Preprocessing, progress,
+                     cancel, stats=None, **algorithm_options):
     """The GPU path of :func:`reconstruct_rows`: overlapped slabs (see :mod:`tomolab.engine.stream`)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -313,17 +364,21 @@ def _stream_rows_gpu(scan, rows: range, out: np.ndarray, *, height: int, center,
         sinograms = correct(raw, fields, rows=slice(start, stop + 2 * halo), log=log, halo=halo,
                             steps=steps).transpose(1, 0, 2)
         centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
-        return algorithm(sinograms, angles, center=centers, n=n, **algorithm_options)
+        slices = algorithm(sinograms, angles, center=centers, n=n, **algorithm_options)
+        if scale != 1:
+            slices *= np.float32(scale)
+        return slices
 
     def write(start, stop, host):
+        if sink is not None:
+            sink(start, stop, host)
+            return
         # host memory bandwidth needs several threads; each copies whole slices
         list(copier.map(lambda z: np.copyto(out[start + z], host[z]), range(stop - start)))
 
-    # pinned buffers take time to allocate: a slab of 32 rows already fills the GPU
-    height = min(height, MAX_GPU_SLAB_ROWS)
     try:
         stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h + 2 * halo, n_cols),
                      in_dtype=projections.dtype, out_shape=lambda h: (h, n, n), read=read,
-                     compute=compute, write=write, progress=progress, cancel=cancel)
+                     compute=compute, write=write, progress=progress, cancel=cancel, stats=stats)
     finally:
         copier.shutdown()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -30,7 +31,8 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
                  compute: Callable[[object, int, int], object],
                  write: Callable[[int, int, np.ndarray], None],
                  progress: Callable[[int, int], None] | None = None,
-                 cancel: Callable[[], bool] | None = None, buffers: int = 2) -> None:
+                 cancel: Callable[[], bool] | None = None, buffers: int = 2,
+                 stats: dict | None = None) -> None:
     """Run ``read → upload → compute → download → write`` over slabs of rows, overlapped.
 
     Parameters
@@ -51,11 +53,20 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
         valid during the call.
     progress, cancel : callable, optional
         As for :func:`tomolab.reconstruct`.
+    stats : dict, optional
+        Filled with seconds spent per stage, to tell what bounds a run:
+        ``read`` and ``write`` (busy time of the reader and writer threads),
+        ``compute`` (GPU time of the compute stream, from CUDA events),
+        ``wait_read`` and ``wait_write`` (time the main loop waited for a
+        filled input buffer or a free output buffer), ``setup`` (buffers and
+        threads), ``slabs`` and ``height``.
     """
     import cupy
 
     from tomolab.engine.pipeline import Cancelled
 
+    started = time.perf_counter()
+    timings = {"read": 0.0, "write": 0.0, "compute": 0.0, "wait_read": 0.0, "wait_write": 0.0}
     slabs = [(s, min(s + height, n_rows)) for s in range(0, n_rows, height)]
     # flat buffers, viewed as a contiguous slab of any height (the last slab is shorter)
     in_size, out_size = int(np.prod(in_shape(height))), int(np.prod(out_shape(height)))
@@ -82,7 +93,9 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
                 slot = free_in.get()
                 if stop_event.is_set():
                     return
+                t = time.perf_counter()
                 read(start, stop, view(pinned_in[slot], in_shape(stop - start)))
+                timings["read"] += time.perf_counter() - t
                 ready_in.put((slot, start, stop))
         except BaseException as exc:  # noqa: BLE001  (re-raised in the caller)
             errors.append(exc)
@@ -96,7 +109,9 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
                     return
                 slot, start, stop, event, _result = item  # _result stays alive until downloaded
                 event.synchronize()
+                t = time.perf_counter()
                 write(start, stop, view(pinned_out[slot], out_shape(stop - start)))
+                timings["write"] += time.perf_counter() - t
                 free_out.put(slot)
                 if progress is not None:
                     progress(stop, n_rows)
@@ -107,13 +122,17 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
     threads = [threading.Thread(target=reader, daemon=True), threading.Thread(target=writer, daemon=True)]
     for t in threads:
         t.start()
+    timings["setup"] = time.perf_counter() - started
+    compute_events = []
     try:
         for k in range(len(slabs)):
             if errors:
                 break
             if cancel is not None and cancel():
                 raise Cancelled(f"reconstruction cancelled after {slabs[k][0]} of {n_rows} rows")
+            t = time.perf_counter()
             item = ready_in.get()
+            timings["wait_read"] += time.perf_counter() - t
             if item is None:
                 break
             slot, start, stop = item
@@ -126,13 +145,17 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
                 uploaded = upload.record()
             compute_stream.wait_event(uploaded)
             with compute_stream:
+                began = compute_stream.record()
                 result = compute(d_in, start, stop)
                 computed = compute_stream.record()
+            compute_events.append((began, computed))
             last_use[slot] = computed
             # the pinned input may be refilled once its upload is done
             uploaded.synchronize()
             free_in.put(slot)
+            t = time.perf_counter()
             out_slot = free_out.get()
+            timings["wait_write"] += time.perf_counter() - t
             download.wait_event(computed)
             with download:
                 host = view(pinned_out[out_slot], out_shape(stop - start))
@@ -150,3 +173,6 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
         cupy.cuda.Device().synchronize()
     if errors:
         raise errors[0]
+    if stats is not None:
+        timings["compute"] = sum(cupy.cuda.get_elapsed_time(a, b) for a, b in compute_events) / 1e3
+        stats.update(timings, slabs=len(slabs), height=height)

@@ -12,7 +12,7 @@ __all__ = ["fbp"]
 
 
 def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None = None,
-        pad_mode: str = "edge"):
+        pad_mode: str = "edge", kernel: str = "auto"):
     """Reconstruct slices from line-integral sinograms by filtered backprojection.
 
     Parameters
@@ -32,6 +32,8 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
         grid's middle, ``(n - 1) / 2``.
     pad_mode : {"edge", "constant"}
         Detector padding before filtering.
+    kernel : str
+        GPU backprojection kernel (see :func:`tomolab.recon.backproject`).
 
     Returns
     -------
@@ -62,6 +64,6 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
         common = float(centers.mean())
         filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode,
                                     slice_shift=common - centers)
-    out = backproject(filtered, angles, center=common, n=n)
+    out = backproject(filtered, angles, center=common, n=n, kernel=kernel)
     out *= np.float32(np.pi / angles.size)
     return out

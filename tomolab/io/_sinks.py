@@ -409,6 +409,7 @@ def _write_pyramid(store: Path, levels: int, chunks) -> None:
     for name in list(group.array_keys()):  # left by a run killed while writing the pyramid
         if name.startswith("level"):
             del group[name]
+    group_attrs = dict(group.attrs)  # to_zarr(mode="a") replaces the group's attrs with the new ones
     base = xr.open_zarr(str(store), consolidated=False)["volume"]
     unit = float(base.attrs.get("pixel_size") or 0.0)
     datasets = [("volume", 1)]
@@ -424,6 +425,7 @@ def _write_pyramid(store: Path, levels: int, chunks) -> None:
         level.attrs = {"downsampled": 2 ** k}
         ds = level.to_dataset(name=name).drop_vars(list(level.coords))
         ds = ds.rename_dims({"z": f"z{k}", "y": f"y{k}", "x": f"x{k}"})
+        ds.attrs = group_attrs
         ds.to_zarr(str(store), mode="a", consolidated=False,
                    encoding={name: {"chunks": level_chunks, "compressors": None}})
         datasets.append((name, 2 ** k))

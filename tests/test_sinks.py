@@ -141,7 +141,8 @@ def _assert_layout(path, fmt):
         import tifffile
         assert np.array_equal(tifffile.imread(path / "slice_00004.tif"), VOLUME[4])
         meta = json.loads((path / "metadata.json").read_text())
-        assert meta["shape"] == list(SHAPE) and meta["dtype"] == "float32" and meta["attrs"] == ATTRS
+        assert meta["shape"] == list(SHAPE) and meta["dtype"] == "float32"
+        assert meta["attrs"] == ATTRS
 
 
 def test_zarr_layout_chunks_and_group_attrs(tmp_path, monkeypatch):
@@ -232,6 +233,21 @@ def test_close_without_finish_keeps_the_partial_for_the_next_run(tmp_path, fmt):
     again = _open(path)
     assert again.done == {1}
     _write(again, [0, 2])
+    again.finish()
+    assert np.array_equal(open_volume(path).values, VOLUME)
+
+
+def test_zarr_temporaries_of_a_killed_write_are_removed_on_resume(tmp_path):
+    path = tmp_path / "vol.zarr"
+    sink = _open(path)
+    _write(sink, [0])
+    sink.close()
+    chunk = next(p for p in (sink.partial / "volume" / "c").rglob("*") if p.is_file())
+    stray = chunk.with_suffix(".0123456789abcdef0123456789abcdef.partial")  # as zarr names them
+    stray.write_bytes(b"half a chunk")
+    again = _open(path)
+    assert again.done == {0} and not stray.exists() and chunk.exists()
+    _write(again, [1, 2])
     again.finish()
     assert np.array_equal(open_volume(path).values, VOLUME)
 

@@ -144,7 +144,8 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
                              fix="name the output NAME.zarr for a pyramid, or pass multiscale=0")
     if not isinstance(fingerprint, str) or not fingerprint:
         raise ParameterError("the fingerprint must be a non-empty string", where="fingerprint",
-                             value=fingerprint, fix="pass e.g. a sha256 hex digest of the parameters")
+                             value=fingerprint,
+                             fix="pass e.g. a sha256 hex digest of the parameters")
     coords = _check_coords(coords, shape)
     _refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +182,8 @@ class SlabSink:
 
     format = ""
 
-    def __init__(self, path, *, shape, coords, attrs, slab_rows, fingerprint, overwrite, multiscale):
+    def __init__(self, path, *, shape, coords, attrs, slab_rows, fingerprint, overwrite,
+                 multiscale):
         self.path = path
         self.partial = path.with_name(f".{path.name}.partial")
         self.shape = shape
@@ -349,6 +351,7 @@ class _ZarrSink(SlabSink):
         if tuple(array.shape) != self.shape or tuple(array.chunks) != self._chunks():
             raise _OtherRun
         self._open_handles(group)
+        _remove_zarr_temporaries(self.partial)
         return done
 
     def _create(self):
@@ -400,6 +403,17 @@ class _ZarrSink(SlabSink):
         self._group = self._array = None
 
 
+def _remove_zarr_temporaries(store: Path) -> None:
+    """Delete what a killed process left of zarr's atomic writes (``NAME.<32 hex>.partial``)."""
+    import re
+
+    pattern = re.compile(r"\.[0-9a-f]{32}\.partial$")
+    for folder, _, files in os.walk(store):
+        for name in files:
+            if pattern.search(name):
+                os.unlink(os.path.join(folder, name))
+
+
 def _write_pyramid(store: Path, levels: int, chunks) -> None:
     """Block-mean levels of the stored volume, and their OME-Zarr multiscales metadata."""
     import xarray as xr
@@ -409,7 +423,7 @@ def _write_pyramid(store: Path, levels: int, chunks) -> None:
     for name in list(group.array_keys()):  # left by a run killed while writing the pyramid
         if name.startswith("level"):
             del group[name]
-    group_attrs = dict(group.attrs)  # to_zarr(mode="a") replaces the group's attrs with the new ones
+    group_attrs = dict(group.attrs)  # to_zarr(mode="a") replaces the group's attrs with its own
     base = xr.open_zarr(str(store), consolidated=False)["volume"]
     unit = float(base.attrs.get("pixel_size") or 0.0)
     datasets = [("volume", 1)]
@@ -435,7 +449,8 @@ def _write_pyramid(store: Path, levels: int, chunks) -> None:
         "version": "0.4", "name": "volume",
         "axes": [{"name": axis, **space} for axis in _VOLUME_DIMS],
         "datasets": [{"path": path, "coordinateTransformations": [
-            {"type": "scale", "scale": [(unit or 1.0) * factor] * 3}]} for path, factor in datasets],
+            {"type": "scale", "scale": [(unit or 1.0) * factor] * 3}]}
+            for path, factor in datasets],
         "type": "mean",
     }]
 
@@ -542,7 +557,8 @@ class _TiffSink(SlabSink):
         self.partial.mkdir()
         meta = {"attrs": self._attrs, "dims": list(_VOLUME_DIMS), "dtype": "float32",
                 "shape": list(self.shape),
-                "coords": {name: {"values": _jsonable(np.asarray(values)), "attrs": _jsonable(attrs)}
+                "coords": {name: {"values": _jsonable(np.asarray(values)),
+                                  "attrs": _jsonable(attrs)}
                            for name, (_, values, attrs) in self._coords.items()
                            if name in _VOLUME_DIMS},
                 "aux_coords": {name: {"dims": [dim], "values": _jsonable(np.asarray(values)),
@@ -622,8 +638,9 @@ def _check_coords(coords, shape):
         try:
             dim, values, attrs = entry
         except (TypeError, ValueError):
-            raise ParameterError("each coord is a tuple (dim, values, attrs)", where=f"coords[{name!r}]",
-                                 value=type(entry).__name__, fix="pass e.g. ('z', values, {})") from None
+            raise ParameterError("each coord is a tuple (dim, values, attrs)",
+                                 where=f"coords[{name!r}]", value=type(entry).__name__,
+                                 fix="pass e.g. ('z', values, {})") from None
         values = np.asarray(values)
         if dim not in sizes or values.shape != (sizes[dim],):
             raise ParameterError(f"coord {name!r} must be 1-D along z, y or x, with one value per "
@@ -631,7 +648,8 @@ def _check_coords(coords, shape):
                                  value=f"dim {dim!r}, shape {values.shape}",
                                  fix=f"give it the length of its dim (shape is {shape})")
         if name in _VOLUME_DIMS and dim != name:
-            raise ParameterError(f"coord {name!r} must lie along dim {name!r}", where=f"coords[{name!r}]",
+            raise ParameterError(f"coord {name!r} must lie along dim {name!r}",
+                                 where=f"coords[{name!r}]",
                                  value=dim, fix=f"pass ({name!r}, values, attrs)")
         out[str(name)] = (dim, values, dict(attrs or {}))
     return out

@@ -221,15 +221,23 @@ def test_a_killed_process_resumes_to_the_uninterrupted_output(tmp_path, fmt):
     _assert_aux_coords_stored(path, fmt)
 
 
-def test_close_without_finish_keeps_the_partial_for_the_next_run(tmp_path, fmt):
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_a_sink_left_unfinished_keeps_the_partial_for_the_next_run(tmp_path, fmt, how):
+    import gc
+
     path = tmp_path / NAMES[fmt]
     sink = _open(path)
     _write(sink, [1])
-    sink.close()
-    sink.close()
-    with pytest.raises(ParameterError, match="closed"):
-        _write(sink, [0])
-    assert not path.exists() and sink.partial.exists()
+    partial = sink.partial
+    if how == "close":
+        sink.close()
+        sink.close()
+        with pytest.raises(ParameterError, match="closed"):
+            _write(sink, [0])
+    else:  # forgotten without close(): the garbage collector releases the file
+        del sink
+        gc.collect()
+    assert not path.exists() and partial.exists()
     again = _open(path)
     assert again.done == {1}
     _write(again, [0, 2])

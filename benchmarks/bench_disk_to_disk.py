@@ -1,25 +1,27 @@
 """Full volume disk to disk: a DXchange scan file in, a reconstructed volume on disk out.
 
 Issue target: 2048 slices of 2048² from 1800 angles, disk to disk in at least 80 % of the disk's
-sequential read bandwidth measured on the same machine (14.8 GB of uint16 projections in, 34.4 GB
+sequential read bandwidth measured on the same machine (15.1 GB of uint16 projections in, 34.4 GB
 of float32 slices out).
 
 Method
 ------
-1. Write a DXchange file (``/exchange/data``, ``data_white``, ``data_dark``, ``theta`` in degrees) as
-   a beamline does: uncompressed, one HDF5 chunk per projection (AreaDetector's default;
-   ``--layout contiguous`` for one unchunked dataset). The projections are rolled copies of one
-   random frame: distinct, cheap to make, and incompressible.
+1. Write a DXchange file (``/exchange/data``, ``data_white``, ``data_dark``, ``theta`` in
+   degrees) as a beamline does: uncompressed, one HDF5 chunk per projection (AreaDetector's
+   default; ``--layout contiguous`` for one unchunked dataset). The projections are rolled copies
+   of one random frame: distinct, cheap to make, and incompressible. The reconstruction reads
+   this file in slabs of detector rows, i.e. a short piece of every projection per slab: the hard
+   case of this layout, and the one beamlines hand us.
 2. Measure the file system under ``--dir``: sequential writes of a scratch file (large blocks, one
    stream and ``--threads`` streams at distinct offsets, timed up to the end of ``fsync``), then
-   sequential reads of the scan file itself, one stream and ``--threads`` streams. The larger of each
-   pair is "the disk's" bandwidth.
-3. A file just written sits in the page cache, and reading it again runs at memory speed, which says
-   nothing about the disk. So before every timed read the file is flushed (``fsync``) and its clean
-   pages dropped (``posix_fadvise(POSIX_FADV_DONTNEED)``). Two checks that this worked: ``mincore``
-   reports the fraction of the file still cached, and a warm re-read gives the memory-speed rate that
-   a cold read must stay well below. (On network file systems the server may still cache the file;
-   then the "disk" figures are the server's.)
+   sequential reads of the scan file itself, one stream and ``--threads`` streams. The larger of
+   each pair is "the disk's" bandwidth.
+3. A file just written sits in the page cache, and reading it again runs at memory speed, which
+   says nothing about the disk. So before every timed read the file is flushed (``fsync``) and
+   its clean pages dropped (``posix_fadvise(POSIX_FADV_DONTNEED)``). Two checks that this worked:
+   ``mincore`` reports the fraction of the file still cached, and a warm re-read gives the
+   memory-speed rate that a cold read must stay well below. (On network file systems the server
+   may still cache the file; then the "disk" figures are the server's.)
 4. Time ``tomolab.open_scan`` + ``tomolab.reconstruct_to`` (its final rename included) wall clock,
    then ``os.sync()`` so the volume is on disk; both times are reported, and the target uses the
    synced one: input bytes / seconds against the disk's read bandwidth.
@@ -69,7 +71,8 @@ def write_scan(path, rows, n, n_angles, layout):
         for name, count, value in (("data_white", N_FLATS, 61000), ("data_dark", N_DARKS, 100)):
             f.create_dataset(f"exchange/{name}", data=np.full((count, rows, n), value, np.uint16),
                              chunks=chunks)
-        theta = f.create_dataset("exchange/theta", data=np.linspace(0, 180, n_angles, endpoint=False))
+        degrees = np.linspace(0, 180, n_angles, endpoint=False)
+        theta = f.create_dataset("exchange/theta", data=degrees)
         theta.attrs["units"] = "degree"
 
 
@@ -109,11 +112,23 @@ def evict(path) -> float | None:
     return cached_fraction(path)
 
 
+def readahead_kb(path) -> int | None:
+    """Read-ahead (KiB) of the block device under ``path``: how far the kernel reads ahead."""
+    dev = os.stat(path).st_dev
+    base = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    for queue in (base / "queue", base / ".." / "queue"):  # a disk, or a partition of one
+        try:
+            return int((queue / "read_ahead_kb").read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def stream(path, size, threads, *, write=False, start=0) -> float:
-    """Bytes per second reading (or writing, fsync included) ``size`` bytes, ``threads`` parts at once."""
+    """Bytes/s reading (or writing, fsync included) ``size`` bytes in ``threads`` parts at once."""
     fd = os.open(path, (os.O_WRONLY | os.O_CREAT) if write else os.O_RDONLY, 0o644)
     part = -(-size // threads // BLOCK) * BLOCK
-    payload = np.random.default_rng(1).integers(0, 255, BLOCK, np.uint8).tobytes() if write else None
+    payload = np.random.default_rng(1).bytes(BLOCK) if write else None
 
     def run(k):
         view = memoryview(payload if write else bytearray(BLOCK))
@@ -141,14 +156,15 @@ def main():
     parser.add_argument("--rows", type=int, default=2048)
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--angles", type=int, default=1800)
-    parser.add_argument("--dir", default="d2d-scratch", help="scratch folder on the disk to measure")
+    parser.add_argument("--dir", default="d2d-scratch", help="scratch folder on the disk measured")
     parser.add_argument("--format", choices=list(OUTPUTS), default="zarr")
-    parser.add_argument("--layout", choices=["per-projection", "contiguous"], default="per-projection")
+    parser.add_argument("--layout", choices=["per-projection", "contiguous"],
+                        default="per-projection")
     parser.add_argument("--backend", choices=["auto", "cupy", "numpy"], default="auto")
     parser.add_argument("--threads", type=int, default=4, help="streams of the parallel passes")
     parser.add_argument("--host-to-host-seconds", type=float, help="bench_full_volume.py's time")
     parser.add_argument("--keep", action="store_true", help="keep the scratch files")
-    parser.add_argument("--no-record", action="store_true", help="print only, record no rows in $OUT")
+    parser.add_argument("--no-record", action="store_true", help="print only, no rows in $OUT")
     args = parser.parse_args()
 
     import tomolab
@@ -165,9 +181,9 @@ def main():
     if free < need:
         if made_dir:
             work.rmdir()
-        sys.exit(f"{work}: {free / 1e9:.1f} GB free, but the input ({in_bytes / 1e9:.1f} GB) and the "
-                 f"output ({out_bytes / 1e9:.1f} GB) need {need / 1e9:.1f} GB with margin; "
-                 f"try --rows {max(1, int(rows * free / need) // 8 * 8)}")
+        sys.exit(f"{work}: {free / 1e9:.1f} GB free, but the input ({in_bytes / 1e9:.1f} GB) and "
+                 f"the output ({out_bytes / 1e9:.1f} GB) need {need / 1e9:.1f} GB with margin; "
+                 f"try --rows {max(1, int(0.9 * rows * free / need) // 8 * 8)}")
     scan_path, probe = work / "scan.h5", work / "write-test.bin"
     out_path = work / OUTPUTS[args.format]
     try:
@@ -188,25 +204,27 @@ def main():
         warm = stream(scan_path, tail, 1, start=size - tail)
         for what, rate in speeds.items():
             print(f"  {what:9s} {rate / 1e9:6.2f} GB/s")
-        print(f"  warm read {warm / 1e9:6.2f} GB/s (page cache)")
+        print(f"  warm read {warm / 1e9:6.2f} GB/s (page cache); read-ahead "
+              f"{readahead_kb(scan_path) or '?'} KiB")
         disk_read = max(v for k, v in speeds.items() if k.startswith("read"))
         disk_write = max(v for k, v in speeds.items() if k.startswith("write"))
         if size < 256 << 20:
             print("(the scan is too small for a meaningful bandwidth: use at least 256 MB)")
         elif disk_read > 0.7 * warm:
-            print("WARNING: cold reads ran near page-cache speed: eviction did not work here (or the "
-                  "file system caches elsewhere); the disk read bandwidth is not trustworthy")
+            print("WARNING: cold reads ran near page-cache speed: eviction did not work here (or "
+                  "the file system caches elsewhere); the disk read bandwidth is not trustworthy")
 
         left = evict(scan_path)
         if left:
             print(f"WARNING: {left:.0%} of the scan is still in the page cache before the run")
         t = time.perf_counter()
         scan = tomolab.open_scan(scan_path)
-        tomolab.reconstruct_to(scan, out_path, center=n / 2 - 0.5, backend=args.backend,
+        volume = tomolab.reconstruct_to(scan, out_path, center=n / 2 - 0.5, backend=args.backend,
                                overwrite=True)
         seconds = time.perf_counter() - t
         os.sync()
         synced = time.perf_counter() - t
+        assert np.isfinite(volume[rows // 2].values).all(), "the middle slice is not finite"
     finally:
         if not args.keep:
             for p in [scan_path, probe, out_path, *work.glob(f".{out_path.name}*")]:

@@ -222,14 +222,14 @@ def _opts(options):
 
 
 def print_table(rows):
-    print(f"| {'scan':<40} | {'method':<20} | {'options':<26} | {'rings x (per seed)':<34} "
+    print(f"| {'scan':<42} | {'method':<20} | {'options':<26} | {'rings x (per seed)':<34} "
           f"| {'err %':>13} |")
-    print(f"| {'-' * 40} | {'-' * 20} | {'-' * 26} | {'-' * 34} | {'-' * 13} |")
+    print(f"| {'-' * 42} | {'-' * 20} | {'-' * 26} | {'-' * 34} | {'-' * 13} |")
     for scan, method, options, xs, errs in rows:
         xs_text = " ".join(f"{x:5.1f}" for x in xs)
         err_text = (f"{min(errs):+.0f}..{max(errs):+.0f}" if len(errs) > 1
                     else f"{errs[0]:+.0f}")
-        print(f"| {scan:<40} | {method:<20} | {_opts(options):<26} | {xs_text:<34} "
+        print(f"| {scan:<42} | {method:<20} | {_opts(options):<26} | {xs_text:<34} "
               f"| {err_text:>13} |", flush=True)
 
 

@@ -343,17 +343,22 @@ def remove_stripes_offsets(sinogram, *, size=31, passes=2, sigma=None, fit="medi
     the reconstruction of the exact line integrals) ``fit="quadratic",
     size=15`` removes 3.1-5.5x (4.3x for seed 0), the median with
     ``size=9`` 2.0-4.0x and with ``size=31`` 1.6-2.7x; the error against
-    the phantom drops by 18-25 %. No stripe filter can reach tenfold there:
-    a column offset constant along angle and symmetric about the axis is
-    exactly the sinogram of a rotationally symmetric object (rings), and
-    the sample's own rotationally symmetric profile has 20-300 times more
-    power than the offsets at the coarse scales (periods > 15 columns) that
-    carry most of the rings; even an oracle that removes the offsets
-    exactly at every finer scale leaves 1/5 to 1/8 of the rings. Rows do
-    not help either: the sample's profile changes more from one detector
-    row to the next than the offsets do. And subtracting the exact gain
-    errors leaves the noise of the averaged flats (an offset of its own):
-    5-9.5x (``benchmarks/ring_removal.py`` prints all of this).
+    the phantom drops by 25-27 % (median: 13-22 %). With 16 detector rows,
+    or with 6e4 photons and 200 flats, they are about the same. No stripe
+    filter can reach tenfold there: a column offset constant along angle
+    (its part symmetric about the axis, the part that makes rings) is
+    exactly the sinogram of a rotationally symmetric object, and the
+    sample's own rotationally symmetric profile has 20-300 times more power
+    than the offsets at periods longer than ~15 columns, which carry most
+    of the rings. Even an oracle that removes the exact offsets at every
+    period shorter than 256/15 columns does only 5-12x (7.7x for seed 0),
+    and shorter than 256/20 columns 3.7-6.7x, about what the quadratic
+    fit does. Neighbouring detector rows do not help either: the sample's
+    profile changes more from one row to the next than the offsets do.
+    And subtracting the simulator's exact gain errors leaves the noise of
+    the 10 averaged flats (an angle-constant offset of its own): 5-9.5x;
+    with the flats' noise removed too, photon noise alone allows 26-35x.
+    ``benchmarks/ring_removal.py`` prints all of this.
 
     Parameters
     ----------

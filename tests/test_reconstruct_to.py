@@ -15,40 +15,63 @@ def scan():
     return tomolab.data.simulate_scan(64, n_rows=10, n_angles=90, seed=7)
 
 
-def test_streamed_volume_equals_the_in_memory_one(scan, tmp_path):
-    out = tmp_path / "vol.zarr"
+@pytest.mark.parametrize("name", ["vol.zarr", "vol.h5", "vol_tiff"])
+def test_streamed_volume_equals_the_in_memory_one(scan, tmp_path, name):
+    out = tmp_path / name
     streamed = tomolab.reconstruct_to(scan, out, center=36.2, slab_rows=3, backend="numpy")
     direct = tomolab.reconstruct(scan, center=36.2, backend="numpy")
     assert np.array_equal(streamed.values, direct.values)
-    assert list(streamed["row"].values) == list(range(10))
     assert streamed.attrs["center"] == 36.2 and streamed.attrs["filter"] == "ramp"
-    assert "fingerprint" not in streamed.attrs
-    import xarray as xr
-    group_attrs = xr.open_zarr(out).attrs
-    assert "fingerprint" not in group_attrs and "slabs_done" not in group_attrs
+    assert "fingerprint" not in streamed.attrs and "slabs_done" not in streamed.attrs
+    assert np.allclose(streamed["z"].values, direct["z"].values)
     assert np.array_equal(tomolab.io.open_volume(out).values, direct.values)
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no partial output left
 
 
-def test_killed_run_resumes_without_redoing_slabs(scan, tmp_path, monkeypatch):
-    import tomolab.api as api
+def test_zarr_output_keeps_rows_and_no_resume_bookkeeping(scan, tmp_path):
+    import xarray as xr
 
     out = tmp_path / "vol.zarr"
-    reference = tomolab.reconstruct_to(scan, tmp_path / "ref.zarr", center=36.2, slab_rows=3,
-                                       backend="numpy").values
+    streamed = tomolab.reconstruct_to(scan, out, center=36.2, slab_rows=4, backend="numpy")
+    assert list(streamed["row"].values) == list(range(10))
+    group_attrs = xr.open_zarr(out).attrs
+    assert "fingerprint" not in group_attrs and "slabs_done" not in group_attrs
+
+
+def _count_computed_rows(monkeypatch):
+    """Record the rows each call of the engine computes."""
+    import tomolab.engine
+
     calls = []
-    real = api.reconstruct
-    monkeypatch.setattr(api, "reconstruct", lambda *a, **k: calls.append(k["rows"]) or real(*a, **k))
+    real = tomolab.engine.reconstruct_rows
+
+    def counting(scan, rows, **kwargs):
+        calls.append((rows.start, rows.stop))
+        return real(scan, rows, **kwargs)
+    monkeypatch.setattr(tomolab.engine, "reconstruct_rows", counting)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["vol.zarr", "vol.h5", "vol_tiff"])
+def test_killed_run_resumes_without_redoing_slabs(scan, tmp_path, monkeypatch, name):
+    out = tmp_path / name
+    reference = tomolab.reconstruct(scan, center=36.2, backend="numpy").values
+    finished = []
     with pytest.raises(Cancelled, match="run again with the same parameters"):
         tomolab.reconstruct_to(scan, out, center=36.2, slab_rows=3, backend="numpy",
-                               cancel=lambda: len(calls) >= 2)
+                               progress=lambda done, total: finished.append(done),
+                               cancel=lambda: len(finished) >= 2)
+    assert finished == [3, 6]
     assert not out.exists()  # nothing half-written at the output path
-    assert (tmp_path / ".vol.zarr.partial").exists()
-    assert calls == [(0, 3), (3, 6)]
-    calls.clear()
-    resumed = tomolab.reconstruct_to(scan, out, center=36.2, slab_rows=3, backend="numpy")
-    assert calls == [(6, 9), (9, 10)]  # only the slabs that were not finished
+    assert (tmp_path / f".{name}.partial").exists()
+    calls = _count_computed_rows(monkeypatch)
+    progress = []
+    resumed = tomolab.reconstruct_to(scan, out, center=36.2, slab_rows=3, backend="numpy",
+                                     progress=lambda done, total: progress.append((done, total)))
+    assert calls == [(6, 10)]  # only the rows of the slabs that were not finished
+    assert progress == [(9, 10), (10, 10)]
     assert np.array_equal(resumed.values, reference)
-    assert not (tmp_path / ".vol.zarr.partial").exists()
+    assert not (tmp_path / f".{name}.partial").exists()
 
 
 def test_other_parameters_start_afresh(scan, tmp_path):
@@ -61,12 +84,40 @@ def test_other_parameters_start_afresh(scan, tmp_path):
     assert np.array_equal(vol.values, tomolab.reconstruct(scan, center=35.0, backend="numpy").values)
 
 
-def test_refuses_existing_output_and_other_formats(scan, tmp_path):
+def test_stream_slabs_and_output_slabs_need_not_line_up(scan, tmp_path, monkeypatch):
+    # the engine's slabs (max_height) and the output's (slab_rows) are the same here; force
+    # the engine to smaller ones so output slabs are assembled from pieces
+    import tomolab.engine.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "slab_height", lambda *a, **k: 2)
+    vol = tomolab.reconstruct_to(scan, tmp_path / "vol.zarr", center=36.2, slab_rows=3,
+                                 backend="numpy")
+    assert np.array_equal(vol.values, tomolab.reconstruct(scan, center=36.2, backend="numpy").values)
+
+
+@pytest.mark.parametrize("name", ["vol.zarr", "vol.h5", "vol_tiff"])
+def test_tilted_axis_centres_per_row_are_kept(scan, tmp_path, name):
+    # one centre per row: slabs of 4 rows give the volume computed in one piece
+    centers = np.linspace(35.5, 37.0, 10)
+    vol = tomolab.reconstruct_to(scan, tmp_path / name, center=centers, slab_rows=4,
+                                 backend="numpy")
+    direct = tomolab.reconstruct(scan, center=centers, backend="numpy")
+    assert np.array_equal(vol.values, direct.values)
+    assert np.allclose(vol["center"].values, centers)
+    assert list(vol["row"].values) == list(range(10))
+
+
+def test_refuses_existing_output_and_bad_options(scan, tmp_path):
     (tmp_path / "vol.zarr").mkdir()
-    with pytest.raises(ParameterError, match="output exists.*overwrite=True"):
+    with pytest.raises(ParameterError, match="exists.*overwrite=True"):
         tomolab.reconstruct_to(scan, tmp_path / "vol.zarr", center=36.0)
-    with pytest.raises(ParameterError, match="NAME.zarr"):
-        tomolab.reconstruct_to(scan, tmp_path / "vol.h5", center=36.0)
+    with pytest.raises(ParameterError, match="format"):
+        tomolab.reconstruct_to(scan, tmp_path / "vol.npy", center=36.0)
+    with pytest.raises(ParameterError, match="multiscale"):
+        tomolab.reconstruct_to(scan, tmp_path / "vol.h5", center=36.0, multiscale=2)
+    with pytest.raises(ParameterError, match="slab_rows"):
+        tomolab.reconstruct_to(scan, tmp_path / "v2.zarr", center=36.0, slab_rows=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.zarr"]
 
 
 def test_multiscale_levels_are_block_means_with_ome_metadata(scan, tmp_path):

@@ -361,6 +361,9 @@ class ReconstructionPlan:
             centers = centers[first:first + len(rows)]
         scale = 1.0 / self.pixel_size if self.pixel_size else 1.0
         extra = {"kernel": "hh8p2"} if self.precision == "half" else {}
+        if np.ndim(self.center) == 1 and self.algorithm == "fbp":
+            # one column for all slabs, so slab boundaries leave no trace
+            extra["common_center"] = float(np.mean(self.center))
         return reconstruct_rows(self.scan, rows, center=centers, algorithm=ALGORITHMS[self.algorithm],
                                 backend=self.backend, n=self.n, normalize=self.normalize,
                                 log=self.log, steps=self.steps, scale=scale, sink=sink,

@@ -124,14 +124,11 @@ def cmd_recon(args) -> int:
 
     started = time.perf_counter()
     options = dict(center=args.center, rows=args.rows, filter=args.filter, backend=args.backend,
-                   progress=progress, normalize=not args.no_normalize)
+                   precision=args.precision, progress=progress, normalize=not args.no_normalize)
     try:
-        if output.suffix == ".zarr" and args.format in ("auto", "zarr"):
-            # streamed to disk slab by slab; a killed run resumes when started again
-            volume = tomolab.reconstruct_to(scan, output, overwrite=args.overwrite, **options)
-        else:
-            volume = tomolab.reconstruct(scan, **options)
-            tomolab.save_volume(volume, output, format=args.format, overwrite=args.overwrite)
+        # streamed to disk slab by slab (zarr, HDF5 or TIFF); a killed run resumes when started again
+        volume = tomolab.reconstruct_to(scan, output, format=args.format, overwrite=args.overwrite,
+                                        **options)
     finally:
         for bar in bars:
             bar.close()
@@ -194,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--format", default="auto", choices=["auto", "zarr", "hdf5", "tiff"])
     recon.add_argument("--filter", default="ramp")
     recon.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    recon.add_argument("--precision", default="single", choices=["single", "half"],
+                       help="half: faster GPU backprojection, within 1e-3 of single")
     recon.add_argument("--no-normalize", action="store_true",
                        help="projections are already flat-field corrected")
     recon.add_argument("--overwrite", action="store_true")

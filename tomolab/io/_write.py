@@ -613,6 +613,10 @@ def _save_tiff(volume, tmp, attrs):
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
 
 
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def open_volume(path, *, format="auto"):
     """Open a volume written by :func:`save_volume`, lazily (dask), with its attrs.
 
@@ -649,6 +653,12 @@ def open_volume(path, *, format="auto"):
             dims = tuple(json.loads(attrs.pop("dims", '["z", "y", "x"]')))
             coords = {name: (name, f[name][()], dict(f[name].attrs))
                       for name in dims if name in f}
+            # non-dimension coordinates (detector row, centre per row) carry their dims
+            for name, node in f.items():
+                if name not in coords and name != "volume" and "dims" in node.attrs:
+                    extra = dict(node.attrs)
+                    coord_dims = tuple(json.loads(_text(extra.pop("dims"))))
+                    coords[name] = (coord_dims, node[()], extra)
         return xr.DataArray(to_dask(frames, name=f"volume-{path}"), dims=dims, coords=coords,
                             attrs=attrs, name="volume")
     from tomolab.io._lazy import TiffFrames
@@ -658,5 +668,7 @@ def open_volume(path, *, format="auto"):
                         dtype=meta["dtype"])
     coords = {name: (name, np.asarray(c["values"]), c["attrs"])
               for name, c in meta.get("coords", {}).items()}
+    coords.update({name: (tuple(c["dims"]), np.asarray(c["values"]), c["attrs"])
+                   for name, c in meta.get("aux_coords", {}).items()})
     return xr.DataArray(to_dask(frames, name=f"volume-{path}"), dims=tuple(meta["dims"]),
                         coords=coords, attrs=meta["attrs"], name="volume")

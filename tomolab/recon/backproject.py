@@ -202,9 +202,9 @@ def _launcher(groups: int, pixels: int):
 # overflow or subnormals whatever their units) and the sums multiplied back.
 # "h8p2" accumulates in float32: each stored sample is rounded to 11
 # significant bits (relative 2.4e-4), which averages down over the angles.
-# "hh8p2" also interpolates and sums in half2 arithmetic (two slices per
-# instruction) over runs of _HALF_RUN angles, flushed into float32 sums: about
-# half the instructions per update.
+# The "hhKpP" kernels (K slices x P voxels per thread) also interpolate and sum
+# in half2 arithmetic (two slices per instruction) over runs of _HALF_RUN
+# angles, flushed into float32 sums: about half the instructions per update.
 _HALF_RUN = 8
 _CUDA_SOURCE_H8 = r"""
 #include <cuda_fp16.h>
@@ -300,61 +300,140 @@ KERNEL_HEAD(backproject_h8_p2)
     }
 KERNEL_TAIL
 
-KERNEL_HEAD(backproject_hh8_p2)
-    for (int a0 = 0; a0 < n_angles; a0 += HALF_RUN) {
-        __half2 part[2][4];
-        #pragma unroll
-        for (int k = 0; k < 4; ++k) part[0][k] = part[1][k] = __float2half2_rn(0.f);
-        int a1 = min(a0 + HALF_RUN, n_angles);
-        #pragma unroll 2
-        for (int a = a0; a < a1; ++a) {
-            float2 cs = s_trig[a];
-            float base = center + X * cs.x;
-            const uint4* qa = qg + (size_t)a * n_cols;
-            step_h2(qa, base + Y0 * cs.y, n_cols, part[0]);
-            step_h2(qa, base + (Y0 + 1.f) * cs.y, n_cols, part[1]);
-        }
-        #pragma unroll
-        for (int p = 0; p < 2; ++p)
-            #pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                float2 v = __half22float2(part[p][k]);
-                acc[p][2 * k] += v.x;
-                acc[p][2 * k + 1] += v.y;
-            }
-    }
-KERNEL_TAIL
 """
 
 
-def _half_launcher(name: str):
+def _hh_kernel_source(groups: int, pixels: int) -> str:
+    """Half2-arithmetic kernel: 8·``groups`` slices × ``pixels`` voxels along y per thread."""
+    width = 8 * groups
+    name = f"backproject_hh{width}_p{pixels}"
+    steps = []
+    for p in range(pixels):
+        steps.append(f"""
+            {{
+                float t = base + (Y0 + {p}.f) * cs.y;
+                float fi = floorf(t);
+                int i = (int)fi;
+                float w = t - fi;
+                if (i >= 0 && i < n_cols - 1) {{
+                    const uint4* q0 = qa + (size_t)i * {groups};
+                    __half2 w2 = __float2half2_rn(w), u2 = __float2half2_rn(1.f - w);""")
+        for g in range(groups):
+            steps.append(f"""
+                    {{ uint4 r0 = __ldg(q0 + {g}), r1 = __ldg(q0 + {groups + g});
+                      const __half2* h0 = reinterpret_cast<const __half2*>(&r0);
+                      const __half2* h1 = reinterpret_cast<const __half2*>(&r1);
+                      #pragma unroll
+                      for (int k = 0; k < 4; ++k)
+                          part[{p}][{4 * g} + k] = __hfma2(w2, h1[k], __hfma2(u2, h0[k], part[{p}][{4 * g} + k])); }}""")
+        steps.append(f"""
+                }} else if (i == n_cols - 1 && w == 0.f) {{
+                    const uint4* q0 = qa + (size_t)i * {groups};""")
+        for g in range(groups):
+            steps.append(f"""
+                    {{ uint4 r0 = __ldg(q0 + {g});
+                      const __half2* h0 = reinterpret_cast<const __half2*>(&r0);
+                      #pragma unroll
+                      for (int k = 0; k < 4; ++k) part[{p}][{4 * g} + k] = __hadd2(part[{p}][{4 * g} + k], h0[k]); }}""")
+        steps.append("""
+                }
+            }""")
+    return f"""
+#include <cuda_fp16.h>
+extern "C" __global__ void {name}(
+    const uint4* __restrict__ q, const float2* __restrict__ trig,
+    float center, int n, int n_angles, int n_cols, long long group_stride, int n_z,
+    const float* __restrict__ scale, float* __restrict__ out)
+{{
+    extern __shared__ float2 s_trig[];
+    for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < n_angles; i += blockDim.x * blockDim.y)
+        s_trig[i] = trig[i];
+    __syncthreads();
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y0 = (blockIdx.y * blockDim.y + threadIdx.y) * {pixels};
+    if (x >= n || y0 >= n) return;
+    float half_n = 0.5f * (n - 1);
+    float X = x - half_n, Y0 = y0 - half_n;
+    const uint4* qg = q + (size_t)blockIdx.z * group_stride;
+    float acc[{pixels}][{width}];
+    #pragma unroll
+    for (int p = 0; p < {pixels}; ++p)
+        #pragma unroll
+        for (int k = 0; k < {width}; ++k) acc[p][k] = 0.f;
+    for (int a0 = 0; a0 < n_angles; a0 += {_HALF_RUN}) {{
+        __half2 part[{pixels}][{width // 2}];
+        #pragma unroll
+        for (int p = 0; p < {pixels}; ++p)
+            #pragma unroll
+            for (int k = 0; k < {width // 2}; ++k) part[p][k] = __float2half2_rn(0.f);
+        int a1 = min(a0 + {_HALF_RUN}, n_angles);
+        #pragma unroll 2
+        for (int a = a0; a < a1; ++a) {{
+            float2 cs = s_trig[a];
+            float base = center + X * cs.x;
+            const uint4* qa = qg + (size_t)a * n_cols * {groups};
+{"".join(steps)}
+        }}
+        #pragma unroll
+        for (int p = 0; p < {pixels}; ++p)
+            #pragma unroll
+            for (int k = 0; k < {width // 2}; ++k) {{
+                float2 v = __half22float2(part[p][k]);
+                acc[p][2 * k] += v.x;
+                acc[p][2 * k + 1] += v.y;
+            }}
+    }}
+    float s = scale[0];
+    size_t plane = (size_t)n * n;
+    int z0 = {width} * blockIdx.z;
+    #pragma unroll
+    for (int p = 0; p < {pixels}; ++p) {{
+        if (y0 + p >= n) continue;
+        size_t at = (size_t)(y0 + p) * n + x;
+        #pragma unroll
+        for (int k = 0; k < {width}; ++k)
+            if (z0 + k < n_z) out[(size_t)(z0 + k) * plane + at] += s * acc[p][k];
+    }}
+}}
+"""
+
+
+def _half_launcher(name: str, source: str, width: int = 8, pixels: int = 2):
     def launch(xp, filtered, trig, center, n, out):
         n_z, n_angles, n_cols = filtered.shape
-        blocks = (n_z + 7) // 8
+        blocks = (n_z + width - 1) // width
         # divide by the largest magnitude on the device (no host round trip)
         scale = xp.maximum(xp.abs(filtered).max(), xp.float32(1e-30)).astype(xp.float32).reshape(1)
-        padded = xp.zeros((blocks * 8, n_angles, n_cols), xp.float16)
+        padded = xp.zeros((blocks * width, n_angles, n_cols), xp.float16)
         padded[:n_z] = filtered / scale
         interleaved = xp.ascontiguousarray(
-            padded.reshape(blocks, 8, n_angles, n_cols).transpose(0, 2, 3, 1))
-        source = f"#define HALF_RUN {_HALF_RUN}\n" + _CUDA_SOURCE_H8
+            padded.reshape(blocks, width, n_angles, n_cols).transpose(0, 2, 3, 1))
         kernel = _gpu_kernel(name, source)
         block = (32, 8, 1)
-        grid = ((n + block[0] - 1) // block[0], ((n + 1) // 2 + block[1] - 1) // block[1], blocks)
+        rows = (n + pixels - 1) // pixels
+        grid = ((n + block[0] - 1) // block[0], (rows + block[1] - 1) // block[1], blocks)
         _launch_by_angle_chunks(kernel, grid, block, interleaved, trig, n_angles,
                                 (np.float32(center), np.int32(n), None, np.int32(n_cols),
-                                 np.int64(n_angles * n_cols), np.int32(n_z), scale, out))
+                                 np.int64(n_angles * n_cols * width // 8), np.int32(n_z), scale,
+                                 out))
     launch.__name__ = f"launch_{name}"
     return launch
+
+
+def _hh_launcher(groups: int, pixels: int):
+    return _half_launcher(f"backproject_hh{8 * groups}_p{pixels}", _hh_kernel_source(groups, pixels),
+                          width=8 * groups, pixels=pixels)
 
 
 #: GPU kernels by name; "auto" picks by the number of slices
 KERNELS = {"reference": _launch_reference, "z4": _launcher(1, 1), "z4p2": _launcher(1, 2),
            "z4p4": _launcher(1, 4), "z8": _launcher(2, 1), "z8p2": _launcher(2, 2),
-           "h8p2": _half_launcher("backproject_h8_p2"), "hh8p2": _half_launcher("backproject_hh8_p2")}
+           "h8p2": _half_launcher("backproject_h8_p2", _CUDA_SOURCE_H8),
+           "hh8p1": _hh_launcher(1, 1), "hh8p2": _hh_launcher(1, 2), "hh8p4": _hh_launcher(1, 4),
+           "hh16p1": _hh_launcher(2, 1), "hh16p2": _hh_launcher(2, 2)}
 
 #: kernels that round the filtered sinograms to half precision: not chosen by "auto"
-PREVIEW_KERNELS = ("h8p2", "hh8p2")
+PREVIEW_KERNELS = ("h8p2", "hh8p1", "hh8p2", "hh8p4", "hh16p1", "hh16p2")
 
 
 def backproject(filtered, angles, *, center: float, n: int | None = None, out=None,
@@ -373,12 +452,14 @@ def backproject(filtered, angles, *, center: float, n: int | None = None, out=No
         Width of the square output grid (default: the detector width).
     out : ndarray (z, n, n) float32, optional
         Where to accumulate; it is zeroed first.
-    kernel : {"auto", "reference", "z4", "z4p2", "z4p4", "z8", "z8p2", "h8p2"}
+    kernel : {"auto", "reference", "z4", "z4p2", "z4p4", "z8", "z8p2", "h8p2", "hh8p2", ...}
         GPU kernel (the CPU has one). ``"reference"``: one voxel per thread,
         the simple kernel the fast ones are tested against; ``"zKpP"``: K
         slices and P voxels per thread, from interleaved sinograms;
-        ``"h8p2"``: sinograms stored in half precision, for previews such as
-        centre sweeps (relative difference to the reference about 1e-4).
+        ``"h8p2"``: sinograms stored in half precision (relative difference to
+        the reference about 1e-4), for previews such as centre sweeps;
+        ``"hhKpP"``: half-precision storage and half2 sums flushed to float32
+        every few angles (``PREVIEW_KERNELS`` lists them; below 1e-3).
 
     Returns
     -------

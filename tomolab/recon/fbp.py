@@ -12,7 +12,7 @@ __all__ = ["fbp"]
 
 
 def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None = None,
-        pad_mode: str = "edge", kernel: str = "auto"):
+        pad_mode: str = "edge", kernel: str = "auto", common_center: float | None = None):
     """Reconstruct slices from line-integral sinograms by filtered backprojection.
 
     Parameters
@@ -34,6 +34,11 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
         Detector padding before filtering.
     kernel : str
         GPU backprojection kernel (see :func:`tomolab.recon.backproject`).
+    common_center : float, optional
+        With one centre per slice, the column every sinogram is shifted to
+        before one backprojection (default: their mean). Give the same value
+        for every slab of a volume, so the result does not depend on how the
+        volume is cut into slabs.
 
     Returns
     -------
@@ -61,7 +66,7 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
     else:
         if centers.shape != (sinograms.shape[0],):
             raise ValueError(f"center has {centers.size} values for {sinograms.shape[0]} slices")
-        common = float(centers.mean())
+        common = float(centers.mean() if common_center is None else common_center)
         filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode,
                                     slice_shift=common - centers)
     out = backproject(filtered, angles, center=common, n=n, kernel=kernel)

@@ -219,8 +219,8 @@ def main():
             print(f"WARNING: {left:.0%} of the scan is still in the page cache before the run")
         t = time.perf_counter()
         scan = tomolab.open_scan(scan_path)
-        volume = tomolab.reconstruct_to(scan, out_path, center=n / 2 - 0.5, backend=args.backend,
-                               overwrite=True)
+        volume = tomolab.reconstruct_to(scan, out_path, center=n / 2 - 0.5,
+                                        backend=args.backend, overwrite=True)
         seconds = time.perf_counter() - t
         os.sync()
         synced = time.perf_counter() - t

@@ -257,8 +257,9 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     precision : {"single", "half"}
         ``"half"``: on a GPU, FBP backprojects filtered sinograms rounded to
         half precision with half-precision sums flushed into float32 (kernel
-        ``hh8p2``): about twice the speed, within a relative difference of
-        1e-3 of ``"single"`` (measured a few 1e-4). The CPU and gridrec always
+        ``hh8p1``): about 1.4 times the speed on an H100, within a relative
+        difference of 1e-3 of ``"single"`` (the issue's bound; 3.5e-5 measured
+        on random sinograms, tested on a phantom). The CPU and gridrec always
         compute in single precision; attrs record what was used.
     progress, cancel : callable, optional
         ``progress(done_rows, total_rows)`` after each slab; ``cancel()`` is
@@ -315,6 +316,10 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     return xr.DataArray(data, dims=("z", "y", "x"), coords=coords, attrs=attrs, name="attenuation")
 
 
+#: the backprojection kernel of ``precision="half"`` (fastest on an H100: benchmarks/RESULTS.md)
+HALF_PRECISION_KERNEL = "hh8p1"
+
+
 @dataclass(frozen=True)
 class ReconstructionPlan:
     """Everything :func:`reconstruct` decided before computing: validated, centre resolved.
@@ -338,6 +343,7 @@ class ReconstructionPlan:
     steps: object
     n: int
     precision: str = "single"
+    kernel: str = "auto"  # GPU backprojection kernel of fbp (see tomolab.recon.backproject)
 
     @property
     def pixel_size(self) -> float:
@@ -360,7 +366,7 @@ class ReconstructionPlan:
             first = rows.start - self.row_range.start
             centers = centers[first:first + len(rows)]
         scale = 1.0 / self.pixel_size if self.pixel_size else 1.0
-        extra = {"kernel": "hh8p2"} if self.precision == "half" else {}
+        extra = {"kernel": self.kernel} if self.algorithm == "fbp" else {}
         if np.ndim(self.center) == 1 and self.algorithm == "fbp":
             # one column for all slabs, so slab boundaries leave no trace
             extra["common_center"] = float(np.mean(self.center))
@@ -467,7 +473,8 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
                               center_source=center_source, center_score=score,
                               algorithm=algorithm, filter=filter, pad_mode=pad_mode,
                               backend=backend, normalize=normalize, log=log, steps=steps, n=n,
-                              precision=precision)
+                              precision=precision,
+                              kernel=HALF_PRECISION_KERNEL if precision == "half" else "auto")
 
 
 def _check_centers(scan, centers) -> np.ndarray:

@@ -131,13 +131,15 @@ def field_means(scan, rows, *, backend: str = "numpy", normalize: bool = True) -
                              fix="pass normalize=False if the projections are already "
                                  "flat-field corrected, or give flats= to open_scan/from_arrays")
 
+    from tomolab.io._build import read_frames
+
     def mean(values):
         return xp.asarray(values.mean(axis=0, dtype=np.float64), dtype=xp.float32)
 
     fields = {}
     if "darks" in scan:
-        fields["dark"] = mean(scan["darks"][:, rows, :].values)
-    flats = scan["flats"][:, rows, :].values
+        fields["dark"] = mean(read_frames(scan["darks"], rows))
+    flats = read_frames(scan["flats"], rows)
     before, after = _flats_before_after(scan)
     if before is not None:
         fields["flat_before"], fields["flat_after"] = mean(flats[before]), mean(flats[after])
@@ -212,7 +214,8 @@ def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool
     start, stop, _ = rows.indices(int(scan.sizes["row"]))
     index = row_index(start, stop, halo, int(scan.sizes["row"]))
     fields = field_means(scan, index, backend=backend, normalize=normalize)
-    raw = xp.asarray(np.ascontiguousarray(scan["projections"][:, index, :].values))
+    from tomolab.io._build import read_frames
+    raw = xp.asarray(read_frames(scan["projections"], index))
     return correct(raw, fields, log=log, halo=halo, steps=steps)
 
 
@@ -253,8 +256,8 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         on the GPU it runs in the writer thread, overlapped with the compute,
         and ``slices`` is only valid during the call. Slabs arrive in order.
     max_height : int, optional
-        At most this many rows per slab (default: from free memory; on the GPU
-        at most :data:`MAX_GPU_SLAB_ROWS`).
+        At most this many rows per slab (otherwise from free memory, and on the
+        GPU at most :data:`MAX_GPU_SLAB_ROWS`).
     progress : callable(done, total), optional
         Called after each slab with the number of rows done.
     cancel : callable() -> bool, optional
@@ -271,9 +274,9 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     angles = scan["angle"].values
     n_rows = len(rows)
     height = slab_height(angles.size, scan.sizes["col"], n, backend, n_rows=n_rows)
-    if backend == "cupy":
-        height = min(height, max_height or MAX_GPU_SLAB_ROWS)
-    elif max_height:
+    if backend == "cupy":  # pinned buffers take time to allocate; 32 rows fill an H100
+        height = min(height, MAX_GPU_SLAB_ROWS)
+    if max_height:
         height = min(height, max_height)
     out = None
     if sink is None:
@@ -335,9 +338,8 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    import dask.array as da
-
     from tomolab.engine.stream import stream_slabs
+    from tomolab.io._build import read_frames
 
     angles = scan["angle"].values
     n_angles, n_cols = angles.size, int(scan.sizes["col"])
@@ -351,13 +353,9 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
     copier = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tomolab-copy")
 
     def read(start, stop, buffer):
+        # only the slab's rows, straight into the pinned buffer, frames split among threads
         index = row_index(rows.start + start, rows.start + stop, halo, n_detector_rows)
-        block = projections.data[:, index, :]
-        if isinstance(block, da.Array):
-            # dask writes each chunk of the slab straight into the pinned buffer, in parallel
-            da.store(block, buffer, lock=False, scheduler="threads", num_workers=workers)
-        else:
-            np.copyto(buffer, block)
+        read_frames(projections, index, out=buffer, threads=workers)
 
     def compute(raw, start, stop):
         # the fields start ``halo`` rows above rows.start, as the raw slab does above ``start``

@@ -327,9 +327,110 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
     attrs.update(meta)
     attrs["units"] = SCAN_UNITS
     scan = xr.Dataset(data_vars, coords=coords, attrs=_clean_attrs(attrs))
+    for var in data_vars:
+        arr = projections if var == "projections" else dark_flat.get(var)
+        remember_source(scan[var].variable, arr)
     for message in pending:
         warnings.warn(message, ScanWarning, stacklevel=3)
     return scan
+
+
+_SOURCE = "tomolab_source"
+
+
+def remember_source(variable, array) -> None:
+    """Note in ``variable.encoding`` the lazy frames or array its dask data were made from.
+
+    dask reads whole chunks of frames even when only a few rows are asked for;
+    :func:`read_frames` uses the note to read just those rows, from the file.
+    The note holds the dask name, so it is ignored once the data are changed.
+    """
+    data = variable.data
+    if hasattr(data, "dask") and not hasattr(array, "dask"):
+        variable.encoding[_SOURCE] = (data.name, array)
+
+
+def read_frames(data_array, rows, *, out=None, threads: int = 8):
+    """``data_array[:, rows, :]`` as a numpy array, reading only those rows.
+
+    Parameters
+    ----------
+    data_array : xarray.DataArray (frame, row, col)
+        A variable of a scan (``projections``, ``flats``, ``darks``).
+    rows : slice or ndarray of int
+        Detector rows (ascending; an array may repeat edge rows).
+    out : ndarray, optional
+        Filled in place (e.g. a pinned buffer); its shape must match.
+    threads : int
+        Frames are split among this many threads (host memory bandwidth
+        needs several; files read in parallel where their library allows).
+
+    Examples
+    --------
+    >>> import numpy as np, tomolab
+    >>> scan = tomolab.from_arrays(np.arange(24, dtype=np.uint16).reshape(2, 3, 4), [0.0, 1.0])
+    >>> read_frames(scan["projections"], slice(1, 2))[:, 0, :2]
+    array([[ 4,  5],
+           [16, 17]], dtype=uint16)
+    """
+    import dask.array as da
+
+    data = data_array.data
+    note = data_array.variable.encoding.get(_SOURCE)
+    source = None
+    if note is not None and getattr(data, "name", None) == note[0] and note[1].shape == data.shape:
+        source = note[1]
+    if isinstance(rows, slice):
+        runs = [rows]
+    else:
+        rows = np.asarray(rows)
+        runs = [slice(a, b) for a, b in _runs(rows)]
+    shape = (data.shape[0], len(range(*rows.indices(data.shape[1]))) if isinstance(rows, slice)
+             else rows.size, data.shape[2])
+    if out is None:
+        out = np.empty(shape, data.dtype)
+    if source is None and isinstance(data, da.Array):
+        at = 0
+        for run in runs:
+            height = len(range(*run.indices(data.shape[1])))
+            da.store(data[:, run, :], out[:, at:at + height], lock=False, scheduler="threads",
+                     num_workers=threads)
+            at += height
+        return out
+    source = data if source is None else source
+    n = data.shape[0]
+    parts = [slice(n * k // threads, n * (k + 1) // threads) for k in range(threads)]
+
+    def copy(part):
+        at = 0
+        for run in runs:
+            height = len(range(*run.indices(data.shape[1])))
+            target = out[part, at:at + height]
+            if hasattr(source, "read_into"):
+                source.read_into(part, run, target)
+            else:
+                target[...] = source[part, run, :]
+            at += height
+    if threads > 1 and n >= 2 * threads:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tomolab-read") as pool:
+            list(pool.map(copy, parts))
+    else:
+        copy(slice(0, n))
+    return out
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of consecutive or repeated rows -> (start, stop) of each consecutive run."""
+    runs, start, prev = [], int(rows[0]), int(rows[0])
+    for r in rows[1:]:
+        r = int(r)
+        if r != prev + 1:
+            runs.append((start, prev + 1))
+            start = r
+        prev = r
+    runs.append((start, prev + 1))
+    return runs
 
 
 def _check_positive(value, name):

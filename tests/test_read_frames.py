@@ -71,3 +71,48 @@ def test_changed_data_are_not_read_from_the_file(scan, stack):
     assert np.array_equal(read_frames(shifted, slice(2, 4)), stack[:, 2:4] + 1)
     every_other = scan.isel(angle=slice(None, None, 2))["projections"]
     assert np.array_equal(read_frames(every_other, slice(2, 4)), stack[::2, 2:4])
+
+
+@pytest.mark.parametrize("layout, direct", [
+    ({}, True),                                          # contiguous
+    ({"chunks": (1, 16, 20)}, True),                     # one frame per chunk (AreaDetector)
+    ({"chunks": (5, 16, 20)}, True),                     # several frames per chunk
+    ({"chunks": (1, 4, 20)}, False),                     # chunks split the rows: h5py
+    ({"chunks": (2, 16, 20), "compression": "gzip"}, False),  # compressed: h5py
+])
+def test_hdf5_layouts_read_the_same_directly_or_through_h5py(tmp_path, stack, layout, direct):
+    import h5py
+
+    from tomolab.io._lazy import HDF5Frames
+
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=stack, **layout)
+    runs = [(1, 7), (9, 20)]  # e.g. the projections between flats in an NXtomo file
+    frames = HDF5Frames(path, "data", shape=stack.shape, dtype=stack.dtype, runs=runs)
+    assert (frames._frame_offsets() is not None) == direct
+    expected = np.concatenate([stack[a:b] for a, b in runs])
+    for rows in (slice(0, 16), slice(3, 11), slice(15, 16)):
+        out = np.empty((frames.shape[0], rows.stop - rows.start, 20), stack.dtype)
+        frames.read_into(slice(None), rows, out)
+        assert np.array_equal(out, expected[:, rows])
+        assert np.array_equal(frames[2:5, rows], expected[2:5, rows])
+    import pickle
+    assert np.array_equal(pickle.loads(pickle.dumps(frames))[:, 3:5], expected[:, 3:5])
+
+
+def test_a_truncated_file_is_an_error_not_zeros(tmp_path, stack):
+    import h5py
+
+    from tomolab.io._lazy import HDF5Frames
+
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=stack, chunks=(1, 16, 20))
+    frames = HDF5Frames(path, "data", shape=stack.shape, dtype=stack.dtype)
+    assert frames._frame_offsets() is not None
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size - 2 * 16 * 20 * 2)
+    with pytest.raises(OSError, match="file ends inside frame"):
+        frames.read_into(slice(None), slice(0, 16), np.empty(stack.shape, stack.dtype))

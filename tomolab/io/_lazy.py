@@ -183,10 +183,64 @@ class HDF5Frames(_Frames):
         starts = np.array([a for a, _ in self.runs], dtype=np.int64)
         return starts[k] + (logical - self._offsets[k])
 
+    def _frame_offsets(self):
+        """Byte offset in the file of each stored frame, or None where h5py must read.
+
+        Known without h5py when the frames are stored uncompressed, in native
+        byte order, contiguously or in chunks of whole frames; then rows are
+        read with ``os.preadv``, which (unlike h5py, which lets one thread in
+        at a time) reads from several threads at once.
+        """
+        if "_offsets_in_file" in self.__dict__:
+            return self.__dict__["_offsets_in_file"]
+        import h5py
+
+        offsets = None
+        with h5py.File(self.filename, "r", locking=False) as f:
+            dset = f[self.path]
+            frame_bytes = int(np.prod(dset.shape[1:])) * dset.dtype.itemsize
+            plain = (dset.compression is None and not dset.id.get_create_plist().get_nfilters()
+                     and dset.dtype.isnative and dset.dtype == self.dtype)
+            if plain and dset.chunks is None and dset.id.get_offset() is not None:
+                base = dset.id.get_offset()
+                offsets = base + np.arange(dset.shape[0], dtype=np.int64) * frame_bytes
+            elif plain and dset.chunks is not None and tuple(dset.chunks[1:]) == dset.shape[1:]:
+                per_chunk = dset.chunks[0]
+                offsets = np.empty(dset.shape[0], np.int64)
+                for first in range(0, dset.shape[0], per_chunk):
+                    info = dset.id.get_chunk_info_by_coord((first, 0, 0))
+                    if info.byte_offset is None or info.size != per_chunk * frame_bytes:
+                        offsets = None  # a chunk never written (fill value) or of another size
+                        break
+                    last = min(first + per_chunk, dset.shape[0])
+                    offsets[first:last] = info.byte_offset + np.arange(last - first) * frame_bytes
+        self.__dict__["_offsets_in_file"] = offsets
+        return offsets
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_offsets_in_file", None)  # the file may differ where it is unpickled
+        return state
+
     def _read(self, frames, rows, cols, out):
+        import os
+
         import h5py
 
         stored = self.stored_frames(frames)
+        offsets = self._frame_offsets() if cols == slice(0, self.shape[2], 1) else None
+        if offsets is not None and rows.step == 1 and out.flags.c_contiguous:
+            row_bytes = self.shape[2] * self.dtype.itemsize
+            fd = os.open(self.filename, os.O_RDONLY)
+            try:
+                for k, frame in enumerate(stored):
+                    target = memoryview(out[k]).cast("B")
+                    start = int(offsets[frame]) + rows.start * row_bytes
+                    if os.preadv(fd, [target], start) != target.nbytes:
+                        raise OSError(f"{self.filename}: file ends inside frame {frame}")
+            finally:
+                os.close(fd)
+            return
         # no chunk cache: with one (8 MiB by default in HDF5 2) a frame-sized chunk is read
         # whole for each part of it that is asked for; without, only the bytes of the rows
         with h5py.File(self.filename, "r", locking=False, rdcc_nbytes=0) as f:

@@ -247,3 +247,17 @@ def test_lazy_volume_computes_only_the_slabs_it_needs(scan, monkeypatch):
     assert calls == [(4, 8)]
     eager = tomolab.reconstruct(scan, center=71.3, rows=5, backend="numpy")
     assert np.array_equal(one, eager.values[0])
+
+
+def test_a_volume_larger_than_host_memory_is_refused_with_the_ways_out(monkeypatch, tmp_path):
+    import tomolab.engine.devices as devices
+
+    scan = tomolab.data.simulate_scan(64, n_rows=8, n_angles=60)
+    monkeypatch.setattr(devices, "host_memory_available", lambda: 64 * 64 * 4 * 5)  # 5 slices
+    with pytest.raises(ParameterError, match="reconstruct_to.*rows='A:B'") as info:
+        tomolab.reconstruct(scan, center=32.0, backend="numpy")
+    assert "rows='0:8'" in str(info.value) and "needs 0.1 MB" in str(info.value)
+    assert tomolab.reconstruct(scan, center=32.0, rows="0:3", backend="numpy").shape == (3, 64, 64)
+    streamed = tomolab.reconstruct_to(scan, tmp_path / "v.zarr", center=32.0, slab_rows=2,
+                                      backend="numpy")  # slab by slab: fits
+    assert streamed.shape == (8, 64, 64)

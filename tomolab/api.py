@@ -361,6 +361,8 @@ class ReconstructionPlan:
         from tomolab.recon import ALGORITHMS
 
         rows = self.row_range if rows is None else rows
+        if sink is None:
+            self.check_host_memory(rows)
         centers = self.center
         if np.ndim(centers) == 1:
             first = rows.start - self.row_range.start
@@ -375,6 +377,22 @@ class ReconstructionPlan:
                                 log=self.log, steps=self.steps, scale=scale, sink=sink,
                                 max_height=max_height, progress=progress, cancel=cancel,
                                 stats=stats, filter=self.filter, pad_mode=self.pad_mode, **extra)
+
+    def check_host_memory(self, rows: range) -> None:
+        """Refuse, with the ways out, a volume that host memory cannot hold."""
+        from tomolab.engine.devices import host_memory_available
+
+        need = len(rows) * self.n * self.n * 4
+        available = host_memory_available()
+        if need > 0.8 * available:
+            def size(b):
+                return f"{b / 1e9:.1f} GB" if b >= 1e9 else f"{b / 1e6:.1f} MB"
+            raise ParameterError(
+                f"the volume needs {size(need)} and this process has {size(available)} of "
+                f"host memory left",
+                where="rows", value=f"{rows.start}:{rows.stop}",
+                fix="stream it to disk with tomolab.reconstruct_to(scan, 'volume.zarr', ...), "
+                    "reconstruct fewer rows (rows='A:B'), a smaller size=, or lazy=True")
 
     def coords(self) -> dict:
         """``name -> (dims, values, attrs)`` of the volume's coordinates."""

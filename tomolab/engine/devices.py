@@ -14,7 +14,7 @@ from tomolab._array import cupy_available
 from tomolab.errors import ParameterError
 
 __all__ = ["BACKENDS", "resolve_backend", "gpu_memory_limit", "apply_gpu_memory_limit",
-           "free_memory", "parse_bytes"]
+           "free_memory", "host_memory_available", "parse_bytes"]
 
 BACKENDS = ("auto", "numpy", "cupy")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -80,8 +80,44 @@ def free_memory(backend: str) -> int:
         if limit:
             free = min(free, limit - pool.used_bytes())
         return max(int(free), 0)
+    return host_memory_available()
+
+
+def _read_int(path: str) -> int | None:
     try:
-        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        pages = 2 << 30
-    return int(pages)
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no limit) is None
+
+
+def host_memory_available() -> int:
+    """Bytes of host memory this process may still use.
+
+    The kernel's ``MemAvailable`` (free plus reclaimable cache), lowered to
+    what the container's cgroup limit leaves (Binder and JupyterHub spawners
+    cap memory this way; the machine's total says nothing about it).
+    """
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available = 2 << 30
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None and limit < 1 << 60:
+            available = min(available, max(limit - usage, 0))
+            break
+    return int(available)

@@ -31,6 +31,8 @@ def main():
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--angles", type=int, default=1800)
     parser.add_argument("--precision", nargs="+", default=["single", "half"])
+    parser.add_argument("--half-kernels", nargs="*", default=[],
+                        help="also time these half-precision kernels (stage timings only)")
     args = parser.parse_args()
 
     import cupy
@@ -91,6 +93,18 @@ def main():
         t = time.perf_counter()
         plan_reconstruction(scan, **options).run(stats=stats)
         stage_rows.append({"precision": precision, "wall s": round(time.perf_counter() - t, 2),
+                           **{k: round(v, 2) if isinstance(v, float) else v
+                              for k, v in stats.items()}})
+    for kernel in args.half_kernels:
+        import dataclasses
+        plan = dataclasses.replace(plan_reconstruction(scan, center=n / 2 - 0.5, backend="cupy",
+                                                       precision="half"), kernel=kernel)
+        plan.run(rows=range(16))  # compile
+        stats = {}
+        t = time.perf_counter()
+        plan.run(stats=stats)
+        stage_rows.append({"precision": f"half, kernel {kernel}",
+                           "wall s": round(time.perf_counter() - t, 2),
                            **{k: round(v, 2) if isinstance(v, float) else v
                               for k, v in stats.items()}})
     write_rows(rows_out, "full_volume")

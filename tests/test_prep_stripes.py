@@ -327,3 +327,35 @@ def test_strong_absorber_ceiling(rock_core):
     spectrum = np.fft.rfft(fixed, axis=-1)
     spectrum[:, :15] = 0
     assert factor(np.fft.irfft(spectrum, n=N_COL, axis=-1)) < 10.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("options, factor", [({}, 10.0), ({"sigma": 10.0}, 10.0)])
+def test_weak_absorber_scan_rings_drop_tenfold(seed, options, factor):
+    # The whole simulated scan (darks, 200 flats, beam drift, photon noise, a 1 % gain error
+    # on every pixel) of a weakly absorbing sample (at most 5 % absorption, as in
+    # phase-contrast work): the tenfold holds. Measured seeds 0-2: defaults
+    # 12.6/15.2/12.1x, sigma=10 15.2/16.0/16.3x; the error against the phantom -68 %.
+    from tomolab.data import simulate_scan
+    from tomolab.data.phantom import phantom_from_json, project_slice
+    from tomolab.data.simulate import true_volume
+    from tomolab.engine.pipeline import line_integrals
+    from tomolab.recon import fbp
+
+    scan = simulate_scan(256, n_rows=4, n_angles=360, ring_errors=0.01, photons=6e4, seed=seed,
+                         max_attenuation=0.05, n_flats=200)
+    angles, center = scan.angle.values, scan.attrs["true_center"]
+    exact = project_slice(phantom_from_json(scan.attrs["phantom"]), angles, np.arange(256),
+                          np.arange(4) - 1.5, center=center) * scan.attrs["attenuation_per_pixel"]
+
+    def recon(sino):
+        return np.asarray(fbp(np.asarray(sino, np.float32).transpose(1, 0, 2), angles,
+                              center=center))
+
+    truth = true_volume(scan) * scan.attrs["pixel_size"]
+    sino = np.asarray(line_integrals(scan, slice(None)))
+    reference, striped = recon(exact), recon(sino)
+    corrected = recon(remove_stripes(sino, method="offsets", **options))
+    before, after = _rings(striped, reference), _rings(corrected, reference)
+    assert after * factor <= before, f"rings only {before / after:.1f}x weaker"
+    assert _error(corrected, truth) <= _error(striped, truth)

@@ -15,43 +15,14 @@ import numpy as np
 import pytest
 
 from tomolab._array import to_numpy
+from tomolab.data.rings import (column_gains as gains, disk_image, disk_sinogram,
+                                inside_error, ring_amplitude as _ring_amplitude, ring_scan)
 from tomolab.errors import ParameterError
 from tomolab.prep import STRIPE_METHODS, remove_stripes
 from tomolab.testing import gpu_test
 
 N_COL = 256
 ANGLES = np.linspace(0, np.pi, 360, endpoint=False)
-# (x0, y0, radius, mu): pixels from the centre, attenuation per pixel. A weakly
-# absorbing sample (at most ~10 % absorption), as in phase-contrast work.
-DISKS = [(18.0, 12.0, 80.0, 5e-4), (30.0, -20.0, 35.0, 7.5e-4), (-40.0, 35.0, 20.0, -3e-4)]
-
-
-def disk_image(n=N_COL):
-    y, x = np.mgrid[:n, :n] - n // 2
-    image = np.zeros((n, n))
-    for x0, y0, r, mu in DISKS:
-        image += mu * ((x - x0) ** 2 + (y - y0) ** 2 <= r * r)
-    return image
-
-
-def disk_sinogram(n=N_COL, angles=ANGLES):
-    s = np.arange(n) - n // 2
-    sino = np.zeros((len(angles), n))
-    for x0, y0, r, mu in DISKS:
-        s0 = x0 * np.cos(angles) - y0 * np.sin(angles)
-        sino += mu * 2 * np.sqrt(np.clip(r * r - (s[None, :] - s0[:, None]) ** 2, 0, None))
-    return sino
-
-
-def gains(kind, seed=0, n=N_COL):
-    """Per-column gains 1 +- 2 %: on every column, or on isolated columns (~1 in 10)."""
-    rng = np.random.default_rng(seed)
-    if kind == "every column":
-        return 1 + rng.uniform(-0.02, 0.02, n)
-    g = np.ones(n)
-    base = np.arange(3, n - 3, 10)
-    g[base + rng.integers(-2, 3, len(base))] = 1 + rng.choice([-0.02, 0.02], len(base))
-    return g
 
 
 def reconstruct(sino):
@@ -60,22 +31,13 @@ def reconstruct(sino):
                   filter_name="ramp")
 
 
-_yy, _xx = np.mgrid[:N_COL, :N_COL] - N_COL // 2
-_RADIUS = np.hypot(_yy, _xx)
-_INSIDE = _RADIUS < N_COL // 2 - 2
-_BINS = np.rint(_RADIUS).astype(int)
-
-
 def ring_amplitude(difference):
-    """RMS over radius of the angular mean of a reconstruction difference."""
-    total = np.bincount(_BINS[_INSIDE], difference[_INSIDE])
-    count = np.bincount(_BINS[_INSIDE])
-    profile = total[1:] / count[1:]
-    return float(np.sqrt(np.mean(profile ** 2)))
+    """Rings of an iradon reconstruction difference (iradon's axis: n // 2)."""
+    return _ring_amplitude(difference, 0 * difference, axis=N_COL // 2)
 
 
 def phantom_error(recon):
-    return float(np.sqrt(np.mean((recon - disk_image())[_INSIDE] ** 2)))
+    return inside_error(recon, disk_image(N_COL), axis=N_COL // 2)
 
 
 @pytest.fixture(scope="module")
@@ -234,57 +196,15 @@ def test_cpu_and_gpu_agree(method, options):
 
 @pytest.fixture(scope="module")
 def rock_core():
-    import json
-
-    from tomolab.data import simulate_scan
-    from tomolab.data.phantom import phantom_from_json, project_slice
-    from tomolab.data.simulate import (SimulationParameters, _beam, _drift, _gains,
-                                       _timeline, true_volume)
-    from tomolab.engine.pipeline import line_integrals
-    from tomolab.recon import fbp
-
-    scan = simulate_scan(256, n_rows=4, n_angles=360, ring_errors=0.01, photons=5e4, seed=0)
-    angles, center = scan.angle.values, scan.attrs["true_center"]
-    z = np.arange(4) - 1.5
-    exact = project_slice(phantom_from_json(scan.attrs["phantom"]), angles, np.arange(256), z,
-                          center=center) * scan.attrs["attenuation_per_pixel"]
-
-    def recon(sino):  # (angle, row, col) -> (z, y, x)
-        return np.asarray(fbp(np.asarray(sino, np.float32).transpose(1, 0, 2), angles,
-                              center=center))
-
-    truth = true_volume(scan) * scan.attrs["pixel_size"]  # attenuation per pixel
-    sino = np.asarray(line_integrals(scan, slice(None)))
-    # The simulator's own gains, and the line integrals normalised by the noise-free
-    # beam and dark level instead of the measured flats and darks: their difference
-    # from the measured ones, averaged over angles, is the flats' and darks' noise.
-    params = SimulationParameters(**json.loads(scan.attrs["simulation"]),
-                                  phantom=scan.attrs["phantom"])
-    gain_offsets = -np.log(_gains(params))
-    beam = _beam(params)[None] * _drift(params, _timeline(params)[0])[:, None, None]
-    raw = scan["projections"].values.astype(np.float64)
-    ideal = -np.log(np.clip(raw - params.dark_level, 1.0, None) / beam)
-    fixed_offsets = gain_offsets + (sino - ideal).mean(axis=0)
-    return dict(sino=sino, recon=recon, reference=recon(exact), truth=truth,
-                gain_offsets=gain_offsets, fixed_offsets=fixed_offsets)
-
-
-# tomolab.recon.fbp puts the axis at the grid's middle, (n - 1) / 2 (iradon: n // 2)
-_FBP_RADIUS = np.hypot(*(np.mgrid[:N_COL, :N_COL] - (N_COL - 1) / 2))
-_FBP_INSIDE = _FBP_RADIUS < N_COL // 2 - 2
-_FBP_BINS = np.rint(_FBP_RADIUS[_FBP_INSIDE]).astype(int)
+    return ring_scan(256, n_rows=4, n_angles=360, photons=5e4, seed=0)
 
 
 def _rings(volume, reference):
-    """RMS over radius and slices of the angular mean of volume - reference."""
-    count = np.bincount(_FBP_BINS)
-    profiles = [np.bincount(_FBP_BINS, d[_FBP_INSIDE])[1:] / count[1:]
-                for d in volume - reference]
-    return float(np.sqrt(np.mean(np.square(profiles))))
+    return _ring_amplitude(volume, reference)
 
 
 def _error(volume, truth):
-    return float(np.sqrt(np.mean((volume - truth)[:, _FBP_INSIDE] ** 2)))
+    return inside_error(volume, truth)
 
 
 # Measured on this scan (seed 0; benchmarks/ring_removal.py for seeds 0-4, where
@@ -336,25 +256,10 @@ def test_weak_absorber_scan_rings_drop_tenfold(seed, options, factor):
     # on every pixel) of a weakly absorbing sample (at most 5 % absorption, as in
     # phase-contrast work): the issue's tenfold holds. Measured seeds 0-2: defaults
     # 12.6/15.2/12.1x, sigma=10 15.2/16.0/16.3x; the error against the phantom -68 %.
-    from tomolab.data import simulate_scan
-    from tomolab.data.phantom import phantom_from_json, project_slice
-    from tomolab.data.simulate import true_volume
-    from tomolab.engine.pipeline import line_integrals
-    from tomolab.recon import fbp
-
-    scan = simulate_scan(256, n_rows=4, n_angles=360, ring_errors=0.01, photons=6e4, seed=seed,
-                         max_attenuation=0.05, n_flats=200)
-    angles, center = scan.angle.values, scan.attrs["true_center"]
-    exact = project_slice(phantom_from_json(scan.attrs["phantom"]), angles, np.arange(256),
-                          np.arange(4) - 1.5, center=center) * scan.attrs["attenuation_per_pixel"]
-
-    def recon(sino):
-        return np.asarray(fbp(np.asarray(sino, np.float32).transpose(1, 0, 2), angles,
-                              center=center))
-
-    truth = true_volume(scan) * scan.attrs["pixel_size"]
-    sino = np.asarray(line_integrals(scan, slice(None)))
-    reference, striped = recon(exact), recon(sino)
+    case = ring_scan(256, n_rows=4, n_angles=360, photons=6e4, seed=seed, max_attenuation=0.05,
+                     n_flats=200)
+    sino, recon, reference, truth = (case[k] for k in ("sino", "recon", "reference", "truth"))
+    striped = recon(sino)
     corrected = recon(remove_stripes(sino, method="offsets", **options))
     before, after = _rings(striped, reference), _rings(corrected, reference)
     assert after * factor <= before, f"rings only {before / after:.1f}x weaker"

@@ -39,8 +39,27 @@ def check_row(scan, row) -> int:
     return int(row)
 
 
-def _source(scan) -> str:
+def source_name(scan) -> str:
+    """The scan's file for messages (``"scan"`` for data in memory)."""
     return str(scan.attrs.get("source_file") or "scan")
+
+
+def check_size(scan, size) -> int:
+    """Width of the square slices: ``size`` validated, or the detector width."""
+    n_cols = int(scan.sizes["col"])
+    n = int(size or n_cols)
+    if n < 1:
+        raise ParameterError("slice size must be positive", where="size", value=size,
+                             fix=f"omit it (detector width {n_cols}) or pass a positive int")
+    return n
+
+
+def plane_coords(n: int, pixel_size: float | None) -> dict:
+    """``y`` and ``x`` coordinates of an ``n × n`` slice centred on the axis (metres or pixels)."""
+    unit = float(pixel_size) if pixel_size else 1.0
+    grid = (np.arange(n) - (n - 1) / 2.0) * unit
+    length = "m" if pixel_size else "pixel"
+    return {"y": ("y", grid, {"units": length}), "x": ("x", grid, {"units": length})}
 
 
 def resolve_rows(scan, rows) -> range:
@@ -146,10 +165,8 @@ def find_center(scan, *, row: int | None = None, method: str = "vo", rows_averag
     >>> abs(center - scan.attrs["true_center"]) < 0.5
     True
     """
-    from tomolab.center import LOW_SCORE, opposite_pair
+    from tomolab.center import CENTER_METHODS, LOW_SCORE, opposite_pair
     from tomolab.engine import line_integrals, resolve_backend
-
-    from tomolab.center import CENTER_METHODS
 
     check_name(method, CENTER_METHODS, where="method", what="centre-finding method")
     backend = resolve_backend(backend)
@@ -167,7 +184,7 @@ def find_center(scan, *, row: int | None = None, method: str = "vo", rows_averag
         data = line_integrals(scan.isel(angle=[i, j]), rows, backend=backend, normalize=normalize)
         center, score = CENTER_METHODS[method](data[0], data[1])
     if score < LOW_SCORE:
-        warnings.warn(f"{_source(scan)}: the centre found by {method!r} at row {row} "
+        warnings.warn(f"{source_name(scan)}: the centre found by {method!r} at row {row} "
                       f"({center:.2f}) has a low score ({score:.2f} < {LOW_SCORE}); do not trust "
                       f"it blindly: look at trial slices with tomolab.sweep_center(scan, row={row}, "
                       f"centers=...) or try the other method", stacklevel=2)
@@ -397,15 +414,11 @@ class ReconstructionPlan:
     def coords(self) -> dict:
         """``name -> (dims, values, attrs)`` of the volume's coordinates."""
         unit = self.pixel_size or 1.0
-        n = self.n
         rows_index = np.arange(self.row_range.start, self.row_range.stop)
-        grid = (np.arange(n) - (n - 1) / 2.0) * unit
-        length = "m" if self.pixel_size else "pixel"
         coords = {
-            "z": ("z", rows_index * unit,
-                  {"units": length, "long_name": "height (detector row × pixel size)"}),
-            "y": ("y", grid, {"units": length}),
-            "x": ("x", grid, {"units": length}),
+            "z": ("z", rows_index * unit, {"units": "m" if self.pixel_size else "pixel",
+                                           "long_name": "height (detector row × pixel size)"}),
+            **plane_coords(self.n, self.pixel_size),
             "row": ("z", rows_index, {"units": "pixel", "long_name": "detector row"}),
         }
         if np.ndim(self.center) == 1:
@@ -482,11 +495,7 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
     else:
         center = check_center(scan, center)
     _half_turn(scan["angle"].values)
-    n_cols = int(scan.sizes["col"])
-    n = int(size or n_cols)
-    if n < 1:
-        raise ParameterError("slice size must be positive", where="size", value=size,
-                             fix=f"omit it (detector width {n_cols}) or pass a positive int")
+    n = check_size(scan, size)
     return ReconstructionPlan(scan=scan, row_range=row_range, center=center,
                               center_source=center_source, center_score=score,
                               algorithm=algorithm, filter=filter, pad_mode=pad_mode,
@@ -573,9 +582,6 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     pixel_size = scan.attrs.get("pixel_size")
     if pixel_size:
         stack *= np.float32(1.0 / float(pixel_size))
-    unit = float(pixel_size) if pixel_size else 1.0
-    n = stack.shape[-1]
-    grid = (np.arange(n) - (n - 1) / 2.0) * unit
     best = float(centers[int(np.argmax(scores))])
     attrs = {
         "long_name": "trial slices, one per centre",
@@ -592,9 +598,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     }
     if estimate is not None:
         attrs["estimate"] = float(estimate)
-    length = "m" if pixel_size else "pixel"
     return xr.DataArray(stack, dims=("center", "y", "x"), name="trial_slices", attrs=attrs,
                         coords={"center": ("center", centers, {"units": "pixel"}),
                                 "score": ("center", scores, {"long_name": "sharpness, 1 = best"}),
-                                "y": ("y", grid, {"units": length}),
-                                "x": ("x", grid, {"units": length})})
+                                **plane_coords(stack.shape[-1], pixel_size)})

@@ -85,7 +85,7 @@ def stitch_360(scan, *, center="auto", rows=None, blend: float | None = None,
     import xarray as xr
 
     from tomolab._array import to_numpy
-    from tomolab.api import check_center, resolve_rows
+    from tomolab.api import check_center, resolve_rows, source_name
     from tomolab.engine import line_integrals, resolve_backend
     from tomolab.prep.half_acquisition import (find_overlap, opposite_projections,
                                                stitch_half_acquisition)
@@ -104,7 +104,7 @@ def stitch_360(scan, *, center="auto", rows=None, blend: float | None = None,
         center, _side, score = find_overlap(data, angles)
         center_source = f"auto (find_overlap on rows {band.start}:{band.stop})"
         if score < 0.9:
-            warnings.warn(f"{scan.attrs.get('source_file') or 'scan'}: the overlap found for the "
+            warnings.warn(f"{source_name(scan)}: the overlap found for the "
                           f"half acquisition (axis at column {center:.2f}) correlates poorly "
                           f"({score:.2f} < 0.9); check it, e.g. reconstruct with a few centres "
                           f"around it", stacklevel=2)
@@ -207,7 +207,7 @@ def find_axis(scan, *, rows=None, method: str = "vo", rows_averaged: int = 5,
     >>> abs(fit.slope) < 0.02, abs(float(fit.center(12)) - scan.attrs["true_center"]) < 0.5
     (True, True)
     """
-    from tomolab.api import find_center
+    from tomolab.api import find_center, source_name
     from tomolab.center.axis import fit_axis
 
     n_rows = int(scan.sizes["row"])
@@ -237,7 +237,7 @@ def find_axis(scan, *, rows=None, method: str = "vo", rows_averaged: int = 5,
     if fit.suspect:
         worst = int(fit.rows[np.argmax(np.abs(fit.residuals))])
         warnings.warn(
-            f"{scan.attrs.get('source_file') or 'scan'}: the centres at rows "
+            f"{source_name(scan)}: the centres at rows "
             f"{fit.rows.astype(int).tolist()} ({np.round(fit.centers, 2).tolist()}) do not lie on a "
             f"line (RMS {fit.residual_rms:.2f} px > {max_residual} px"
             f"{', outliers left out' if (~fit.used).any() else ''}); check row {worst} with "

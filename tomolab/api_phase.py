@@ -117,21 +117,18 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     from tomolab.engine import line_integrals, resolve_backend
     from tomolab.recon import FILTERS
 
-    from tomolab.api import check_name, check_row
+    from tomolab.api import check_name, check_row, check_size, plane_coords
 
     backend = resolve_backend(backend)
     check_name(filter, FILTERS, where="filter", what="reconstruction filter")
     check_name(score, PHASE_SCORES, where="score", what="δ/β sweep score")
-    n_rows, n_cols = int(scan.sizes["row"]), int(scan.sizes["col"])
+    n_rows = int(scan.sizes["row"])
     row = check_row(scan, row)
     ratios = _check_ratios(DEFAULT_RATIOS if ratios is None else ratios)
     energy = physical_parameter(scan, "energy", energy)
     distance = physical_parameter(scan, "distance", distance)
     pixel_size = physical_parameter(scan, "pixel_size", pixel_size)
-    n = int(size or n_cols)
-    if n < 1:
-        raise ParameterError("slice size must be positive", where="size", value=size,
-                             fix=f"omit it (detector width {n_cols}) or pass a positive int")
+    n = check_size(scan, size)
     angles = scan["angle"].values
     _half_turn(angles)  # at least 180°
     center_source = "given"
@@ -156,7 +153,6 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     stack *= np.float32(1.0 / pixel_size)
     elapsed = time.perf_counter() - started
 
-    grid = (np.arange(n) - (n - 1) / 2.0) * pixel_size
     best = float(ratios[int(np.argmax(scores))])
     attrs = {
         "long_name": "trial slices, one per δ/β (Paganin)",
@@ -185,5 +181,4 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     return xr.DataArray(stack, dims=("ratio", "y", "x"), name="trial_slices", attrs=attrs,
                         coords={"ratio": ("ratio", ratios, {"long_name": "δ/β"}),
                                 "score": ("ratio", scores, {"long_name": "two-level score, 1 = best"}),
-                                "y": ("y", grid, {"units": "m"}),
-                                "x": ("x", grid, {"units": "m"})})
+                                **plane_coords(n, pixel_size)})

@@ -310,7 +310,6 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
     deapod = (1.0 / Phi(xprime / m)).astype(np.float32)
     deapod2d = xp.asarray(np.outer(deapod, deapod))
     idx = xp.asarray(xprime % m)
-    idx_rows = idx[:, None]
 
     sinograms = xp.asarray(sinograms, dtype=xp.float32)
     out = xp.empty((n_z, n, n), dtype=xp.float32)
@@ -351,7 +350,7 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
         del values
         # inverse FFT over ky for every column, keep the n rows of the slice, then over kx
         g = fft.ifft(grid, axis=-2, norm="forward", overwrite_x=True, **_workers(xp))
-        g = fft.ifft(g[:, idx_rows[:, 0], :], axis=-1, norm="forward", overwrite_x=True,
+        g = fft.ifft(g[:, idx, :], axis=-1, norm="forward", overwrite_x=True,
                      **_workers(xp))
         img = crop(g)
         out[z0:z1:2] = img.real
@@ -360,6 +359,6 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
         values = prepare(n_z - 1, n_z, True)
         grid = _spread(xp, values, ux_step, uy_step, table, table_scale, width, m, m // 2 + 1)
         g = fft.ifft(grid, axis=-2, norm="forward", overwrite_x=True, **_workers(xp))
-        g = fft.irfft(g[:, idx_rows[:, 0], :], n=m, axis=-1, norm="forward", **_workers(xp))
+        g = fft.irfft(g[:, idx, :], n=m, axis=-1, norm="forward", **_workers(xp))
         out[n_z - 1:] = crop(g)
     return out

@@ -55,10 +55,10 @@ def _list(args) -> int:
         return 2
     allocations = Ledger(db).allocations()
     devices = parse_devices(devices_spec) if devices_spec else ()
+    counts = usage(devices, allocations)
     if args.json:
         out = {"ledger": os.path.abspath(db), "allocations": [a.to_state() for a in allocations]}
         if devices:
-            counts = usage(devices, allocations)
             out["devices"] = [
                 {"id": d.id, "policy": d.policy, "max_users": d.max_users, "memory_limit": d.memory_limit,
                  "label": d.label, "in_use": counts[d.id]}
@@ -68,11 +68,9 @@ def _list(args) -> int:
         print()
         return 0
     print(f"ledger: {os.path.abspath(db)}")
-    if devices:
-        counts = usage(devices, allocations)
-        for d in devices:
-            cap = f"{format_bytes(d.memory_limit)} cap each" if d.memory_limit else "no memory cap"
-            print(f"  {d.display:<28} {d.policy:<9} {counts[d.id]}/{d.max_users} in use, {cap}")
+    for d in devices:
+        cap = f"{format_bytes(d.memory_limit)} cap each" if d.memory_limit else "no memory cap"
+        print(f"  {d.display:<28} {d.policy:<9} {counts[d.id]}/{d.max_users} in use, {cap}")
     if not allocations:
         print("no GPU allocations")
         return 0

@@ -19,7 +19,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from .pool import CPU, EXCLUSIVE, SHARED, GPUDevice, format_bytes
+from .pool import CPU, EXCLUSIVE, PROFILE_TITLES, SHARED, GPUDevice, format_bytes
 
 __all__ = ["Allocation", "Ledger", "PoolExhausted"]
 
@@ -37,9 +37,6 @@ CREATE TABLE IF NOT EXISTS allocations (
     UNIQUE (user, server)
 )
 """
-
-_PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive GPU"}
-
 
 class PoolExhausted(Exception):
     """No device can take this server now; ``str(exc)`` is the message for the user."""
@@ -169,7 +166,7 @@ class Ledger:
                     raise PoolExhausted(
                         f"You already hold {len(mine)} GPU server(s), the most one user may hold on this hub "
                         f"({max_per_user}): {held}. Stop one of them first, or start this server with the "
-                        f"'{_PROFILE_TITLES[CPU]}' profile.",
+                        f"'{PROFILE_TITLES[CPU]}' profile.",
                         reason="gpu-per-user-limit",
                     )
             by_device: dict[str, list[Allocation]] = {}
@@ -262,8 +259,8 @@ def _alternatives(profile, devices, by_device) -> str:
         free = sum(max(0, d.max_users - len(by_device.get(d.id, ()))) for d in devs)
         if free:
             what = "GPU" if other == EXCLUSIVE else "place"
-            tips.append(f"the '{_PROFILE_TITLES[other]}' profile ({free} of {places} {what}s free)")
-    tips.append(f"the '{_PROFILE_TITLES[CPU]}' profile")
+            tips.append(f"the '{PROFILE_TITLES[other]}' profile ({free} of {places} {what}s free)")
+    tips.append(f"the '{PROFILE_TITLES[CPU]}' profile")
     return "Try " + ", or ".join(tips) + ", or try again later when a GPU server stops."
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "SHARED",
     "CPU",
     "PROFILES",
+    "PROFILE_TITLES",
     "GPUDevice",
     "PoolConfigError",
     "parse_devices",
@@ -33,6 +34,8 @@ SHARED = "shared"
 CPU = "cpu"
 #: Profile names, in the order the spawn form shows them.
 PROFILES = (CPU, SHARED, EXCLUSIVE)
+#: How each profile is called to users (spawn form, "pool full" messages).
+PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive GPU"}
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B?)\s*$", re.IGNORECASE)

@@ -45,7 +45,7 @@ from traitlets.config import LoggingConfigurable
 from traitlets import TraitError
 
 from .ledger import Allocation, Ledger, PoolExhausted, usage
-from .pool import CPU, EXCLUSIVE, PROFILES, SHARED, PoolConfigError, format_bytes, parse_devices
+from .pool import CPU, PROFILE_TITLES, PROFILES, SHARED, PoolConfigError, format_bytes, parse_devices
 
 try:  # JupyterHub >= 6
     from jupyterhub.spawner import SpawnException
@@ -59,8 +59,6 @@ STATE_KEY = "tomolab_gpu"
 ENV_DEVICES = "CUDA_VISIBLE_DEVICES"
 ENV_MEMORY_LIMIT = "TOMOLAB_GPU_MEMORY_LIMIT"
 ENV_PROFILE = "TOMOLAB_GPU_PROFILE"
-
-PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive GPU"}
 
 # Process-wide view (the hub is one process): per ledger path, the ids of the
 # allocations that a spawner object of this process holds, and whether the

@@ -11,7 +11,6 @@ The slab height comes from free memory.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,11 +62,10 @@ class Preprocessing:
         if self.zingers is not None:
             rows = 2
         if self.phase:
-            from tomolab.prep.phase import PAD_LENGTHS, wavelength
+            from tomolab.center.phase_sweep import paganin_halo
             p = self.phase
-            length = math.sqrt(wavelength(p["energy"]) * p["distance"] * p["delta_beta"]
-                               / (4 * math.pi)) / p["pixel_size"]
-            rows = max(rows, math.ceil(PAD_LENGTHS * length) + 2)
+            rows = max(rows, paganin_halo(p["delta_beta"], p["energy"], p["distance"],
+                                          p["pixel_size"]) + 2)
         return rows
 
     def describe(self) -> dict:
@@ -209,12 +207,13 @@ def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool
     -------
     ndarray (angle, row, col) float32 on the backend's device
     """
+    from tomolab.io._build import read_frames
+
     xp = _array_module(backend)
     halo = steps.halo()
     start, stop, _ = rows.indices(int(scan.sizes["row"]))
     index = row_index(start, stop, halo, int(scan.sizes["row"]))
     fields = field_means(scan, index, backend=backend, normalize=normalize)
-    from tomolab.io._build import read_frames
     raw = xp.asarray(read_frames(scan["projections"], index))
     return correct(raw, fields, log=log, halo=halo, steps=steps)
 

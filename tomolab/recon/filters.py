@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import fft_module
+from tomolab._array import array_module, fft_module
 from tomolab.errors import ParameterError
 
 __all__ = ["FILTERS", "fourier_filter", "padded_width", "filter_sinograms"]
 
 
 def _shepp_logan(freq):
-    omega = np.pi * freq
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(omega == 0, 1.0, np.sin(omega) / np.where(omega == 0, 1.0, omega))
+    return np.sinc(freq)  # sin(πf) / (πf)
 
 
 def _cosine(freq):
@@ -106,22 +104,16 @@ def filter_sinograms(sinograms, *, filter: str = "ramp", pad_mode: str = "edge",
     -------
     ndarray like ``sinograms`` (with a leading shift axis if ``shift`` is an array)
     """
-    from tomolab._array import array_module
-
     xp = array_module(sinograms)
     fft = fft_module(xp)
     n_cols = sinograms.shape[-1]
     n_pad = padded_width(n_cols)
     left = (n_pad - n_cols) // 2
     pad = [(0, 0)] * (sinograms.ndim - 1) + [(left, n_pad - n_cols - left)]
-    if pad_mode == "edge":
-        padded = xp.pad(sinograms, pad, mode="edge")
-    elif pad_mode == "constant":
-        padded = xp.pad(sinograms, pad, mode="constant")
-    else:
+    if pad_mode not in ("edge", "constant"):
         raise ParameterError("unknown padding mode", where="pad_mode", value=pad_mode,
                              fix='use "edge" or "constant"')
-    spectrum = fft.rfft(padded, axis=-1)
+    spectrum = fft.rfft(xp.pad(sinograms, pad, mode=pad_mode), axis=-1)
     response = xp.asarray(fourier_filter(n_pad, filter).astype(np.complex64))
     freq = np.fft.rfftfreq(n_pad)
     if slice_shift is not None:

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from tomolab.data.phantom import Cylinder, Ellipsoid, phantom_to_json, project_slice
+from tomolab.data.simulate import _check_center, _check_photons, _check_rows_angles
 from tomolab.errors import ParameterError
 
 __all__ = ["simulate_phase_scan", "homogeneous_phantom", "DEFAULT_BETA"]
@@ -132,19 +133,12 @@ def simulate_phase_scan(size: int = 128, n_rows: int = 32, n_angles: int = 180, 
     if not isinstance(size, (int, np.integer)) or not 16 <= size <= 4096:
         raise ParameterError("detector width must be an integer between 16 and 4096",
                              where="size", value=size, fix="use e.g. size=128")
-    if int(n_rows) < 1 or int(n_angles) < 2:
-        raise ParameterError("need at least one row and two angles", where="n_rows/n_angles",
-                             value=(n_rows, n_angles), fix="pass n_rows >= 1 and n_angles >= 2")
+    _check_rows_angles(n_rows, n_angles)
     if not (isinstance(delta_beta, (int, float, np.floating)) and delta_beta > 0):
         raise ParameterError("delta/beta must be > 0", where="delta_beta", value=delta_beta,
                              fix="pass the material's delta/beta, e.g. 300")
-    if not 10 <= photons <= 60000:
-        raise ParameterError("photon count per pixel must fit uint16 counts", where="photons",
-                             value=photons, fix="pass between 10 and 60000")
-    center = (size - 1) / 2.0 + 0.031 * size if center is None else float(center)
-    if not 0.0 <= center <= size - 1:
-        raise ParameterError("the rotation axis must lie on the detector", where="center",
-                             value=center, fix=f"pass a column between 0 and {size - 1}")
+    _check_photons(photons)
+    center = _check_center((size - 1) / 2.0 + 0.031 * size if center is None else center, size)
     n_rows, n_angles = int(n_rows), int(n_angles)
     lam = wavelength(energy)
     delta = float(delta_beta) * float(beta)

@@ -65,25 +65,37 @@ class SimulationParameters:
         return phantom_from_json(self.phantom)
 
 
+def _check_rows_angles(n_rows, n_angles) -> None:
+    if int(n_rows) < 1 or int(n_angles) < 2:
+        raise ParameterError("need at least one row and two angles", where="n_rows/n_angles",
+                             value=(n_rows, n_angles), fix="pass n_rows >= 1 and n_angles >= 2")
+
+
+def _check_center(center: float, size: int) -> float:
+    center = float(center)
+    if not 0.0 <= center <= size - 1:
+        raise ParameterError("the rotation axis must lie on the detector", where="center",
+                             value=center, fix=f"pass a column between 0 and {size - 1}")
+    return center
+
+
+def _check_photons(photons: float) -> None:
+    if not 10 <= photons <= 60000:
+        raise ParameterError("photon count per pixel must fit uint16 counts", where="photons",
+                             value=photons, fix="pass between 10 and 60000")
+
+
 def _parameters(size, n_rows, n_angles, center, **options) -> SimulationParameters:
     if not isinstance(size, (int, np.integer)) or not 16 <= size <= 4096:
         raise ParameterError("detector width must be an integer between 16 and 4096",
                              where="size", value=size, fix="use e.g. size=128 (64 to 2048 are typical)")
     n_rows = int(n_rows if n_rows is not None else max(8, size // 4))
     n_angles = int(n_angles if n_angles is not None else int(np.ceil(size * np.pi / 2)))
-    if n_rows < 1 or n_angles < 2:
-        raise ParameterError("need at least one row and two angles", where="n_rows/n_angles",
-                             value=(n_rows, n_angles), fix="pass n_rows >= 1 and n_angles >= 2")
+    _check_rows_angles(n_rows, n_angles)
     if center is None:
         center = (size - 1) / 2.0 + 0.0731 * size  # off the middle, not on a half pixel
-    center = float(center)
-    if not 0.0 <= center <= size - 1:
-        raise ParameterError("the rotation axis must lie on the detector", where="center",
-                             value=center, fix=f"pass a column between 0 and {size - 1}")
-    photons = options.get("photons", SimulationParameters.photons)
-    if not 10 <= photons <= 60000:
-        raise ParameterError("photon count per pixel must fit uint16 counts", where="photons",
-                             value=photons, fix="pass between 10 and 60000")
+    center = _check_center(center, size)
+    _check_photons(options.get("photons", SimulationParameters.photons))
     phantom = options.pop("phantom", None)
     # keep the sample inside the field of view whatever the axis position
     margin = min(center, size - 1 - center) / size

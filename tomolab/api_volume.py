@@ -65,17 +65,6 @@ class _SlabAssembler:
                 self.pending[index] = (buffer, filled)
 
 
-def _runs(indices: list[int]) -> list[list[int]]:
-    """Consecutive runs of slab indices: [0, 1, 3, 4, 5] -> [[0, 1], [3, 4, 5]]."""
-    runs: list[list[int]] = []
-    for i in indices:
-        if runs and runs[-1][-1] == i - 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
-
-
 def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format: str = "auto",
                    overwrite: bool = False, multiscale: int = 0, progress=None, cancel=None,
                    stats: dict | None = None, **options):
@@ -135,6 +124,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     from tomolab.api import plan_reconstruction
     from tomolab.engine.pipeline import Cancelled
     from tomolab.io import open_volume
+    from tomolab.io._lazy import frame_runs
     from tomolab.io._sinks import open_sink
 
     path = Path(os.fspath(path)).expanduser()
@@ -158,8 +148,9 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     try:
         todo = [i for i in range(len(sink.slabs)) if i not in sink.done]
         done_rows = sum(b - a for i, (a, b) in enumerate(sink.slabs) if i in sink.done)
-        for run in _runs(todo):
-            first, last = sink.slabs[run[0]][0], sink.slabs[run[-1]][1]
+        for a, b in frame_runs(todo):  # consecutive slabs run as one stream
+            run = list(range(a, b))
+            first, last = sink.slabs[a][0], sink.slabs[b - 1][1]
             assembler = _SlabAssembler(sink, run, first, n)
 
             def report(done, _total, offset=done_rows):

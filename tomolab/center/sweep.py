@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import array_module, ndimage_module
+from tomolab._array import array_module, ndimage_module, to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["SWEEP_SCORES", "sweep_slices", "sharpness_scores"]
@@ -49,7 +49,7 @@ SWEEP_SCORES = {"entropy": _entropy, "negativity": _negativity, "gradient": _gra
 
 def best_is_one(values) -> np.ndarray:
     """Metric values (lower is better, numpy or cupy) as host scores: 1 best, 0 worst."""
-    values = np.asarray(values.get() if hasattr(values, "get") else values, dtype=np.float64)
+    values = np.asarray(to_numpy(values), dtype=np.float64)
     span = values.max() - values.min()
     return (values.max() - values) / span if span > 0 else np.ones_like(values)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module, ndimage_module
+from tomolab._array import array_module, fft_module, ndimage_module, to_numpy
 
 __all__ = ["vo_metric", "find_center_vo"]
 
@@ -75,7 +75,7 @@ def vo_metric(sinogram, centers, *, ratio: float = 0.5, smooth: bool = True):
     mask = xp.asarray(_wedge_mask(2 * n_rows, n_cols, 0.5 * ratio * n_cols, drop=10))
     spectrum = xp.abs(fft.fftshift(fft.fft2(stacked), axes=(-2, -1)))
     metric = (spectrum * mask).mean(axis=(-2, -1))
-    return np.asarray(metric.get() if hasattr(metric, "get") else metric, dtype=np.float64)
+    return np.asarray(to_numpy(metric), dtype=np.float64)
 
 
 def find_center_vo(sinogram, *, search: tuple[float, float] | None = None, ratio: float = 0.5,

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module
+from tomolab._array import array_module, fft_module, to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["OverlapFit", "opposite_projections", "find_overlap", "stitch_half_acquisition"]
@@ -166,7 +166,7 @@ def find_overlap(sino_360, angles, *, min_overlap: int | None = None) -> Overlap
     cov = cross - sp * sm / count
     var = xp.maximum(sp2 - sp * sp / count, 0) * xp.maximum(sm2 - sm * sm / count, 0)
     ncc = xp.where(var > 0, cov / xp.sqrt(xp.where(var > 0, var, 1.0)), -1.0)
-    ncc = np.asarray(ncc.get() if hasattr(ncc, "get") else ncc)
+    ncc = to_numpy(ncc)
     min_overlap = max(8, n_cols // 32) if min_overlap is None else int(min_overlap)
     ncc[(n_cols - np.abs(shifts)) < min(min_overlap, n_cols)] = -np.inf
     best = int(np.argmax(ncc))

@@ -40,7 +40,13 @@ from pathlib import Path
 import numpy as np
 
 from tomolab.errors import ParameterError
-from tomolab.io._write import _jsonable, _remove, _set_attrs, _volume_format
+from tomolab.io._write import (
+    _h5_volume_layout,
+    _jsonable,
+    _remove,
+    _volume_format,
+    _write_tiff_metadata,
+)
 
 __all__ = ["open_sink", "SlabSink"]
 
@@ -313,10 +319,6 @@ class SlabSink:
             raise _Corrupt(f"slab indices out of range in {done}")
         return set(done)
 
-    def _aux_coords(self):
-        """Coords that are not dimensions (row, center): name -> (dim, values, attrs)."""
-        return {name: c for name, c in self._coords.items() if name not in _VOLUME_DIMS}
-
 
 # ----------------------------------------------------------------------------- zarr
 
@@ -495,15 +497,8 @@ class _HDF5Sink(SlabSink):
         self._file = f = h5py.File(self.partial, "w")
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-        self._dset = f.create_dataset("volume", shape=self.shape, dtype=np.float32,
-                                      chunks=(1, *self.shape[1:]), dcpl=dcpl, fill_time="never")
-        _set_attrs(self._dset, self._attrs)
-        self._dset.attrs["dims"] = json.dumps(list(_VOLUME_DIMS))
-        for name, (dim, values, attrs) in self._coords.items():
-            coord = f.create_dataset(name, data=values)
-            _set_attrs(coord, _jsonable(attrs))
-            if name not in _VOLUME_DIMS:
-                coord.attrs["dims"] = json.dumps([dim])
+        self._dset = _h5_volume_layout(f, self.shape, np.float32, _VOLUME_DIMS, self._coords,
+                                       self._attrs, dcpl=dcpl, fill_time="never")
         f.attrs[_FINGERPRINT] = self._fingerprint
         self._flags = np.zeros(len(self.slabs), np.uint8)
         f.attrs.create(_DONE, self._flags)
@@ -555,18 +550,8 @@ class _TiffSink(SlabSink):
 
     def _create(self):
         self.partial.mkdir()
-        meta = {"attrs": self._attrs, "dims": list(_VOLUME_DIMS), "dtype": "float32",
-                "shape": list(self.shape),
-                "coords": {name: {"values": _jsonable(np.asarray(values)),
-                                  "attrs": _jsonable(attrs)}
-                           for name, (_, values, attrs) in self._coords.items()
-                           if name in _VOLUME_DIMS},
-                "aux_coords": {name: {"dims": [dim], "values": _jsonable(np.asarray(values)),
-                                      "attrs": _jsonable(attrs)}
-                               for name, (dim, values, attrs) in self._aux_coords().items()}}
-        if not meta["aux_coords"]:
-            del meta["aux_coords"]
-        (self.partial / "metadata.json").write_text(json.dumps(meta, indent=1))
+        _write_tiff_metadata(self.partial, self.shape, np.float32, _VOLUME_DIMS, self._coords,
+                             self._attrs)
         self._record_done()
 
     def _slice(self, z):

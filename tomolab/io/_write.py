@@ -582,20 +582,20 @@ def _save_zarr(volume, tmp, attrs):
         ds.to_zarr(tmp, mode="w")
 
 
+def _dim_coords(volume):
+    """The volume's dimension coords as ``name -> (dim, values, attrs)``."""
+    return {name: (name, _host(volume[name].values), dict(volume[name].attrs))
+            for name in volume.dims if name in volume.coords}
+
+
 def _save_hdf5(volume, tmp, attrs):
     import h5py
 
     with h5py.File(tmp, "w") as f:
-        dset = f.create_dataset("volume", shape=volume.shape, dtype=volume.dtype,
-                                chunks=(1, *volume.shape[1:]))
+        dset = _h5_volume_layout(f, volume.shape, volume.dtype, volume.dims,
+                                 _dim_coords(volume), attrs)
         for z0, z1, block in _z_slabs(volume):
             dset[z0:z1] = block
-        _set_attrs(dset, attrs)
-        dset.attrs["dims"] = json.dumps(list(volume.dims))
-        for name in volume.dims:
-            if name in volume.coords:
-                coord = f.create_dataset(name, data=_host(volume[name].values))
-                _set_attrs(coord, _jsonable(dict(volume[name].attrs)))
 
 
 def _save_tiff(volume, tmp, attrs):
@@ -605,12 +605,47 @@ def _save_tiff(volume, tmp, attrs):
     for z0, _, block in _z_slabs(volume):
         for i, plane in enumerate(block):
             tifffile.imwrite(tmp / f"slice_{z0 + i:05d}.tif", plane)
-    meta = {"attrs": attrs, "dims": list(volume.dims), "dtype": str(volume.dtype),
-            "shape": list(volume.shape),
-            "coords": {name: {"values": _jsonable(_host(volume[name].values)),
-                              "attrs": _jsonable(dict(volume[name].attrs))}
-                       for name in volume.dims if name in volume.coords}}
-    (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
+    _write_tiff_metadata(tmp, volume.shape, volume.dtype, volume.dims, _dim_coords(volume),
+                         attrs)
+
+
+# The volume layouts, shared by save_volume and the slab sinks (tomolab.io._sinks);
+# coords are ``name -> (dim, values, attrs)``, those not named in ``dims`` lie along ``dim``.
+
+def _h5_volume_layout(f, shape, dtype, dims, coords, attrs, **create):
+    """Create dataset ``/volume`` chunked ``(1, y, x)`` with attrs and ``dims``, and the coords.
+
+    Coords that are not dimensions get a ``dims`` attribute (JSON list).
+    ``create`` goes to ``create_dataset`` for ``/volume``. Returns that dataset.
+    """
+    dset = f.create_dataset("volume", shape=shape, dtype=dtype, chunks=(1, *shape[1:]), **create)
+    _set_attrs(dset, attrs)
+    dset.attrs["dims"] = json.dumps(list(dims))
+    for name, (dim, values, coord_attrs) in coords.items():
+        coord = f.create_dataset(name, data=values)
+        _set_attrs(coord, _jsonable(coord_attrs))
+        if name not in dims:
+            coord.attrs["dims"] = json.dumps([dim])
+    return dset
+
+
+def _write_tiff_metadata(folder, shape, dtype, dims, coords, attrs):
+    """Write ``metadata.json`` of a TIFF volume folder: attrs, dims, dtype, shape, coords.
+
+    Coords that are not dimensions go under ``aux_coords`` (absent when there are none).
+    """
+    def entry(values, coord_attrs):
+        return {"values": _jsonable(np.asarray(values)), "attrs": _jsonable(coord_attrs)}
+
+    meta = {"attrs": attrs, "dims": list(dims), "dtype": str(np.dtype(dtype)),
+            "shape": list(shape),
+            "coords": {name: entry(values, a) for name, (_, values, a) in coords.items()
+                       if name in dims}}
+    aux = {name: {"dims": [dim], **entry(values, a)} for name, (dim, values, a) in coords.items()
+           if name not in dims}
+    if aux:
+        meta["aux_coords"] = aux
+    (folder / "metadata.json").write_text(json.dumps(meta, indent=1))
 
 
 def _text(value):

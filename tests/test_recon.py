@@ -120,6 +120,18 @@ def test_unknown_filter_names_the_choices():
         fourier_filter(64, "nope")
 
 
+def test_fbp_bad_input_names_the_parameter():
+    """The checks gridrec makes, shared: a wrong angle count is an error, not garbage."""
+    sino = np.zeros((3, 10, 16), np.float32)
+    angles = np.linspace(0, np.pi, 10, endpoint=False)
+    with pytest.raises(ParameterError, match="angles='9 angles for 10"):
+        fbp(sino, angles[:-1], center=8.0)
+    with pytest.raises(ParameterError, match="center='2 values for 3 slices'"):
+        fbp(sino, angles, center=[7.0, 8.0])
+    with pytest.raises(ParameterError, match="sinograms="):
+        fbp(sino[0], angles, center=8.0)
+
+
 def test_filter_shift_matches_recon_at_shifted_center():
     """A phase-ramp shift of the filtered sinogram equals reconstructing at the shifted centre."""
     n = 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tomolab._array import array_module
+from tomolab.errors import ParameterError
 from tomolab.recon.backproject import backproject
 from tomolab.recon.filters import filter_sinograms
 
@@ -58,17 +59,50 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
     """
     xp = array_module(sinograms)
     sinograms = xp.asarray(sinograms, dtype=xp.float32)
-    angles = np.asarray(angles, dtype=np.float64)
+    angles, n = _check_stack(sinograms, angles, n, pad_mode)
     centers = np.asarray(center, dtype=np.float64)
     if centers.ndim == 0 or np.all(centers == centers.flat[0]):
         filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode)
         common = float(centers.flat[0])
     else:
-        if centers.shape != (sinograms.shape[0],):
-            raise ValueError(f"center has {centers.size} values for {sinograms.shape[0]} slices")
+        centers = _slice_centers(centers, sinograms.shape[0])
         common = float(centers.mean() if common_center is None else common_center)
         filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode,
                                     slice_shift=common - centers)
     out = backproject(filtered, angles, center=common, n=n, kernel=kernel)
     out *= np.float32(np.pi / angles.size)
     return out
+
+
+def _check_stack(sinograms, angles, n, pad_mode):
+    """The input checks of fbp and gridrec: ``(angles as float64 (angle,), n as int)``."""
+    if getattr(sinograms, "ndim", 0) != 3:
+        raise ParameterError("sinograms must be a 3D array (z, angle, col)", where="sinograms",
+                             value=getattr(sinograms, "shape", None),
+                             fix="add a leading axis for a single sinogram: sino[None]")
+    angles = np.asarray(angles, dtype=np.float64).ravel()
+    _, n_angles, n_cols = sinograms.shape
+    if angles.size != n_angles:
+        raise ParameterError("one angle per projection is needed", where="angles",
+                             value=f"{angles.size} angles for {n_angles} projections",
+                             fix="pass the angles of the sinograms' second axis")
+    if pad_mode not in ("edge", "constant"):
+        raise ParameterError("unknown padding mode", where="pad_mode", value=pad_mode,
+                             fix='use "edge" or "constant"')
+    n = int(n or n_cols)
+    if n < 1:
+        raise ParameterError("slice size must be positive", where="n", value=n,
+                             fix="omit it (the detector width) or pass a positive int")
+    return angles, n
+
+
+def _slice_centers(center, n_z: int) -> np.ndarray:
+    """``center`` as one float64 column per slice, from one value or ``n_z`` of them."""
+    centers = np.asarray(center, dtype=np.float64)
+    if centers.ndim == 0:
+        return np.full(n_z, float(centers))
+    if centers.shape != (n_z,):
+        raise ParameterError("one centre, or one per slice, is needed", where="center",
+                             value=f"{centers.size} values for {n_z} slices",
+                             fix="pass a single column, or an array of one per sinogram")
+    return centers

@@ -38,7 +38,7 @@ from functools import lru_cache
 import numpy as np
 
 from tomolab._array import array_module, fft_module, is_cupy
-from tomolab.errors import ParameterError
+from tomolab.recon.fbp import _check_stack, _slice_centers
 from tomolab.recon.filters import fourier_filter, padded_width
 
 __all__ = ["gridrec", "kaiser_bessel"]
@@ -264,30 +264,9 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
              width: int = WIDTH, oversampling: float = OVERSAMPLING):
     xp = array_module(sinograms)
     fft = fft_module(xp)
-    if getattr(sinograms, "ndim", 0) != 3:
-        raise ParameterError("sinograms must be a 3D array (z, angle, col)", where="sinograms",
-                             value=getattr(sinograms, "shape", None),
-                             fix="add a leading axis for a single sinogram: sino[None]")
-    angles = np.asarray(angles, dtype=np.float64).ravel()
+    angles, n = _check_stack(sinograms, angles, n, pad_mode)
     n_z, n_angles, n_cols = sinograms.shape
-    if angles.size != n_angles:
-        raise ParameterError("one angle per projection is needed", where="angles",
-                             value=f"{angles.size} angles for {n_angles} projections",
-                             fix="pass the angles of the sinograms' second axis")
-    if pad_mode not in ("edge", "constant"):
-        raise ParameterError("unknown padding mode", where="pad_mode", value=pad_mode,
-                             fix='use "edge" or "constant"')
-    centers = np.asarray(center, dtype=np.float64)
-    if centers.ndim == 0:
-        centers = np.full(n_z, float(centers))
-    elif centers.shape != (n_z,):
-        raise ParameterError("one centre, or one per slice, is needed", where="center",
-                             value=f"{centers.size} values for {n_z} slices",
-                             fix="pass a single column, or an array of one per sinogram")
-    n = int(n or n_cols)
-    if n < 1:
-        raise ParameterError("slice size must be positive", where="n", value=n,
-                             fix="omit it (the detector width) or pass a positive int")
+    centers = _slice_centers(center, n_z)
     # pad enough that the slice's corners (|s| ≤ n/√2) do not wrap around the period
     n_pad = padded_width(max(n_cols, int(math.ceil(0.75 * n))))
     left = (n_pad - n_cols) // 2

@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module, ndimage_module
+from tomolab._array import array_module, fft_module
+from tomolab.center.sweep import _entropy, score_slices
 from tomolab.errors import ParameterError
 
 __all__ = ["paganin_length", "paganin_halo", "sweep_phase_slices", "phase_scores",
@@ -72,13 +73,6 @@ def _check_ratios(ratios) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- scores
 
-def _inner(stack, fraction=0.18):
-    """The square inside the reconstruction circle."""
-    n = stack.shape[-1]
-    inner = slice(int(fraction * n), n - int(fraction * n))
-    return stack[:, inner, inner]
-
-
 def _levels(stack, xp):
     """Mean distance of each pixel to the nearer of two grey levels, per level step.
 
@@ -93,12 +87,6 @@ def _levels(stack, xp):
     rel = (flat - low) / xp.maximum(high - low, 1e-30)
     distance = xp.where(rel < 0, -rel, xp.where(rel > 1, rel - 1, xp.minimum(rel, 1 - rel)))
     return distance.mean(axis=1)
-
-
-def _entropy(stack, xp):
-    from tomolab.center.sweep import _entropy as entropy
-
-    return entropy(stack, xp)
 
 
 #: name -> function(stack (k, y, x), xp) -> (k,) values, lower is better
@@ -152,13 +140,7 @@ def phase_scores(stack, *, score: str = "levels", smooth: float = 0.0) -> np.nda
     except KeyError:
         raise ParameterError("unknown δ/β sweep score", where="score", value=score,
                              fix=f"use one of {', '.join(PHASE_SCORES)}") from None
-    xp = array_module(stack)
-    region = _inner(stack)
-    if smooth:
-        region = ndimage_module(xp).gaussian_filter(region, (0, smooth, smooth))
-    from tomolab.center.sweep import best_is_one
-
-    return best_is_one(metric(region, xp))
+    return score_slices(stack, metric, smooth=smooth)
 
 
 # ---------------------------------------------------------------------------- sweep

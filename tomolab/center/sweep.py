@@ -54,6 +54,19 @@ def best_is_one(values) -> np.ndarray:
     return (values.max() - values) / span if span > 0 else np.ones_like(values)
 
 
+def score_slices(stack, metric, *, smooth: float, stride: int = 1) -> np.ndarray:
+    """``metric`` (lower is better) of the square inside each slice's reconstruction
+    circle, every ``stride``-th pixel, after a Gaussian of ``smooth`` pixels (0: none),
+    as host scores: 1 best, 0 worst."""
+    xp = array_module(stack)
+    n = stack.shape[-1]
+    inner = slice(int(0.18 * n), n - int(0.18 * n))
+    region = stack[:, inner, inner][:, ::stride, ::stride]
+    if smooth:
+        region = ndimage_module(xp).gaussian_filter(region, (0, smooth, smooth))
+    return best_is_one(metric(region, xp))
+
+
 def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> np.ndarray:
     """Score each trial slice in [0, 1]: 1 for the sharpest, 0 for the worst.
 
@@ -71,14 +84,8 @@ def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> n
     except KeyError:
         raise ParameterError("unknown sweep score", where="score", value=score,
                              fix=f"use one of {', '.join(SWEEP_SCORES)}") from None
-    xp = array_module(stack)
-    n = stack.shape[-1]
-    inner = slice(int(0.18 * n), n - int(0.18 * n))  # the square inside the circle
-    stride = max(1, n // 512)  # a 2048² slice is scored on every 4th pixel: the histogram is the same
-    region = stack[:, inner, inner][:, ::stride, ::stride]
-    if smooth:
-        region = ndimage_module(xp).gaussian_filter(region, (0, smooth, smooth))
-    return best_is_one(metric(region, xp))
+    # a 2048² slice is scored on every 4th pixel: the histogram is the same
+    return score_slices(stack, metric, smooth=smooth, stride=max(1, stack.shape[-1] // 512))
 
 
 def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | None = None,

@@ -163,11 +163,32 @@ def _launch_by_angle_chunks(kernel, grid, block, sinograms, trig, n_angles, afte
                shared_mem=8 * (a1 - a0))
 
 
+_BLOCK = (32, 8, 1)
+
+
+def _grid(n: int, pixels: int, blocks: int):
+    """Launch grid over ``n`` columns, ``n / pixels`` thread rows and ``blocks`` along z."""
+    rows = (n + pixels - 1) // pixels
+    return ((n + _BLOCK[0] - 1) // _BLOCK[0], (rows + _BLOCK[1] - 1) // _BLOCK[1], blocks)
+
+
+def _interleave(xp, stack, width: int, dtype):
+    """``(z, angle, col)`` as contiguous ``(z / width, angle, col, width)`` in ``dtype``.
+
+    The last block is completed with zero slices.
+    """
+    n_z, n_angles, n_cols = stack.shape
+    blocks = (n_z + width - 1) // width
+    if blocks * width != n_z or stack.dtype != dtype:
+        padded = xp.zeros((blocks * width, n_angles, n_cols), dtype)
+        padded[:n_z] = stack
+        stack = padded
+    return xp.ascontiguousarray(stack.reshape(blocks, width, n_angles, n_cols).transpose(0, 2, 3, 1))
+
+
 def _launch_reference(xp, filtered, trig, center, n, out):
     n_z, n_angles, n_cols = filtered.shape
-    block = (32, 8, 1)
-    grid = ((n + block[0] - 1) // block[0], (n + block[1] - 1) // block[1], n_z)
-    _launch_by_angle_chunks(_gpu_kernel(), grid, block, filtered, trig, n_angles,
+    _launch_by_angle_chunks(_gpu_kernel(), _grid(n, 1, n_z), _BLOCK, filtered, trig, n_angles,
                             (np.float32(center), np.int32(n), None, np.int32(n_cols), np.int32(n_z),
                              np.int64(n_angles * n_cols), out))
 
@@ -178,18 +199,10 @@ def _launcher(groups: int, pixels: int):
 
     def launch(xp, filtered, trig, center, n, out):
         n_z, n_angles, n_cols = filtered.shape
-        blocks = (n_z + width - 1) // width
-        padded = filtered
-        if blocks * width != n_z:
-            padded = xp.zeros((blocks * width, n_angles, n_cols), xp.float32)
-            padded[:n_z] = filtered
-        interleaved = xp.ascontiguousarray(
-            padded.reshape(blocks, width, n_angles, n_cols).transpose(0, 2, 3, 1))
+        interleaved = _interleave(xp, filtered, width, xp.float32)
         kernel = _gpu_kernel(name, _z_kernel_source(groups, pixels))
-        block = (32, 8, 1)
-        rows = (n + pixels - 1) // pixels
-        grid = ((n + block[0] - 1) // block[0], (rows + block[1] - 1) // block[1], blocks)
-        _launch_by_angle_chunks(kernel, grid, block, interleaved, trig, n_angles,
+        grid = _grid(n, pixels, interleaved.shape[0])
+        _launch_by_angle_chunks(kernel, grid, _BLOCK, interleaved, trig, n_angles,
                                 (np.float32(center), np.int32(n), None, np.int32(n_cols),
                                  np.int64(n_angles * n_cols * groups), np.int32(n_z), out))
     launch.__name__ = f"launch_{name}"
@@ -401,18 +414,12 @@ extern "C" __global__ void {name}(
 def _half_launcher(name: str, source: str, width: int = 8, pixels: int = 2):
     def launch(xp, filtered, trig, center, n, out):
         n_z, n_angles, n_cols = filtered.shape
-        blocks = (n_z + width - 1) // width
         # divide by the largest magnitude on the device (no host round trip)
         scale = xp.maximum(xp.abs(filtered).max(), xp.float32(1e-30)).astype(xp.float32).reshape(1)
-        padded = xp.zeros((blocks * width, n_angles, n_cols), xp.float16)
-        padded[:n_z] = filtered / scale
-        interleaved = xp.ascontiguousarray(
-            padded.reshape(blocks, width, n_angles, n_cols).transpose(0, 2, 3, 1))
+        interleaved = _interleave(xp, filtered / scale, width, xp.float16)
         kernel = _gpu_kernel(name, source)
-        block = (32, 8, 1)
-        rows = (n + pixels - 1) // pixels
-        grid = ((n + block[0] - 1) // block[0], (rows + block[1] - 1) // block[1], blocks)
-        _launch_by_angle_chunks(kernel, grid, block, interleaved, trig, n_angles,
+        grid = _grid(n, pixels, interleaved.shape[0])
+        _launch_by_angle_chunks(kernel, grid, _BLOCK, interleaved, trig, n_angles,
                                 (np.float32(center), np.int32(n), None, np.int32(n_cols),
                                  np.int64(n_angles * n_cols * width // 8), np.int32(n_z), scale,
                                  out))

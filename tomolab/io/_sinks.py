@@ -43,6 +43,8 @@ from tomolab.errors import ParameterError
 from tomolab.io._write import (
     _h5_volume_layout,
     _jsonable,
+    _move_into_place,
+    _quiet_consolidated,
     _remove,
     _volume_format,
     _write_tiff_metadata,
@@ -366,8 +368,7 @@ class _ZarrSink(SlabSink):
                               name="volume")
         ds = volume.to_dataset()
         ds.attrs = dict(self._attrs, **{_FINGERPRINT: self._fingerprint, _DONE: []})
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        with _quiet_consolidated():
             ds.to_zarr(str(self.partial), mode="w", compute=False, consolidated=False,
                        encoding={"volume": {"chunks": chunks, "compressors": None}})
         import zarr
@@ -388,8 +389,7 @@ class _ZarrSink(SlabSink):
     def _finalize(self):
         import zarr
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        with _quiet_consolidated():
             if self._multiscale:
                 _write_pyramid(self.partial, self._multiscale, self._chunks())
             group = zarr.open_group(str(self.partial), mode="r+", use_consolidated=False)
@@ -644,17 +644,6 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise ParameterError("the output already exists", where="path", value=str(path),
                              fix="choose another path or pass overwrite=True")
-
-
-def _move_into_place(partial: Path, path: Path) -> None:
-    """Rename ``partial`` to ``path``; an existing ``path`` is replaced as late as possible."""
-    if path.exists() and (path.is_dir() or partial.is_dir()):
-        trash = path.with_name(f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        os.replace(path, trash)
-        os.replace(partial, path)
-        _remove(trash)
-    else:
-        os.replace(partial, path)  # a file over a file: atomic
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -52,13 +52,18 @@ def _atomic(path, *, overwrite: bool):
     except BaseException:
         _remove(tmp)
         raise
-    if path.exists() and (path.is_dir() or tmp.is_dir()):
-        trash = path.parent / f".{path.name}.old-{tag}"
+    _move_into_place(tmp, path)
+
+
+def _move_into_place(partial: Path, path: Path) -> None:
+    """Rename ``partial`` to ``path``; an existing ``path`` is replaced as late as possible."""
+    if path.exists() and (path.is_dir() or partial.is_dir()):
+        trash = path.with_name(f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.replace(path, trash)
-        os.replace(tmp, path)
+        os.replace(partial, path)
         _remove(trash)
     else:
-        os.replace(tmp, path)
+        os.replace(partial, path)  # a file over a file: atomic
 
 
 def _remove(p: Path) -> None:
@@ -558,9 +563,17 @@ def save_volume(volume, path, *, format="auto", overwrite=False):
             _save_tiff(volume, tmp, attrs)
 
 
-def _save_zarr(volume, tmp, attrs):
+@contextlib.contextmanager
+def _quiet_consolidated():
+    """Silence zarr 3's warning that consolidated metadata is not in the v3 spec yet."""
     import warnings
 
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        yield
+
+
+def _save_zarr(volume, tmp, attrs):
     import dask.array as da
 
     step = _slab_length(volume.shape, volume.dtype)
@@ -576,9 +589,7 @@ def _save_zarr(volume, tmp, attrs):
     ds.attrs = attrs
     for name in ds.coords:
         ds[name].encoding = {}
-    with warnings.catch_warnings():
-        # zarr 3 warns that consolidated metadata is not in the v3 spec yet
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+    with _quiet_consolidated():
         ds.to_zarr(tmp, mode="w")
 
 

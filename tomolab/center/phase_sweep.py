@@ -23,6 +23,9 @@ import numpy as np
 from tomolab._array import array_module, fft_module
 from tomolab.center.sweep import _entropy, score_slices
 from tomolab.errors import ParameterError
+from tomolab.prep._checks import check_positive
+from tomolab.prep.normalize import minus_log
+from tomolab.prep.phase import PAD_LENGTHS, _padded_shape, wavelength
 
 __all__ = ["paganin_length", "paganin_halo", "sweep_phase_slices", "phase_scores",
            "PHASE_SCORES"]
@@ -39,8 +42,6 @@ def paganin_length(ratio, energy, distance, pixel_size) -> float:
     >>> round(paganin_length(1000, 20.0, 0.1, 1e-6), 2)
     22.21
     """
-    from tomolab.prep.phase import wavelength
-
     return math.sqrt(wavelength(energy) * distance * float(ratio) / (4 * math.pi)) / pixel_size
 
 
@@ -56,8 +57,6 @@ def paganin_halo(ratio_max, energy, distance, pixel_size) -> int:
     >>> paganin_halo(1000, 20.0, 0.1, 1e-6)
     134
     """
-    from tomolab.prep.phase import PAD_LENGTHS
-
     return int(math.ceil(PAD_LENGTHS * paganin_length(ratio_max, energy, distance, pixel_size)))
 
 
@@ -174,14 +173,14 @@ def _row_weights(n_rows, row_in_band, padded, ratios, lam, distance, pixel_size)
     return weights
 
 
-def _row_sinograms(band, ratios, row_in_band, lam, distance, pixel_size, xp, batch):
-    """Paganin-filtered transmission at one row of the band, for every ratio: (k, angle, col)."""
-    from tomolab.prep.phase import _padded_shape
+def _row_sinograms(band, ratios, row_in_band, padded, lam, distance, pixel_size, xp, batch):
+    """Paganin-filtered transmission at one row of the band, for every ratio: (k, angle, col).
 
+    ``padded`` is the band's (row, col) shape after :func:`tomolab.prep.retrieve_phase`'s
+    padding for the largest ratio.
+    """
     fft = fft_module(xp)
     n_angles, n_rows, n_cols = band.shape
-    length = math.sqrt(lam * distance * ratios.max() / (4 * math.pi)) / pixel_size
-    padded = _padded_shape((n_rows, n_cols), True, length)
     nx = padded[1]
     weights = xp.asarray(_row_weights(n_rows, row_in_band, padded, ratios, lam, distance,
                                       pixel_size))            # (fx, row, k) real
@@ -251,9 +250,6 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     (2, 32, 32)
     """
     from tomolab.engine.devices import free_memory
-    from tomolab.prep._checks import check_positive
-    from tomolab.prep.normalize import minus_log
-    from tomolab.prep.phase import wavelength
     from tomolab.recon.backproject import backproject
     from tomolab.recon.filters import filter_sinograms
 
@@ -272,16 +268,16 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     distance = check_positive(distance, "distance", "pass the sample-detector distance in metres")
     pixel_size = check_positive(pixel_size, "pixel_size", "pass the pixel size in metres")
     angles = np.asarray(angles, dtype=np.float64)
+    padded = _padded_shape((n_rows, n_cols), True,
+                           paganin_length(ratios.max(), energy, distance, pixel_size))
     if batch is None:
-        from tomolab.prep.phase import _padded_shape
-        _, nx = _padded_shape((n_rows, n_cols), True,
-                              paganin_length(ratios.max(), energy, distance, pixel_size))
+        nx = padded[1]
         per_angle = (n_rows * (nx // 2 + 1) * 8 * 4 + ratios.size * (nx // 2 + 1) * 8 * 3
                      + ratios.size * nx * 4)
         backend = "cupy" if xp is not np else "numpy"
         batch = int(np.clip(0.25 * free_memory(backend) // per_angle, 1, n_angles))
-    transmission = _row_sinograms(band, ratios, int(row_in_band), lam, distance, pixel_size, xp,
-                                  batch)
+    transmission = _row_sinograms(band, ratios, int(row_in_band), padded, lam, distance,
+                                  pixel_size, xp, batch)
     sinograms = minus_log(transmission, floor=1e-30)
     filtered = filter_sinograms(sinograms, filter=filter)
     out = backproject(filtered, angles, center=float(center), n=int(n or n_cols))

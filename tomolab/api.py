@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tomolab._array import to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["reconstruct", "find_center", "sweep_center", "resolve_rows", "check_center"]
@@ -577,7 +578,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     sino = line_integrals(scan, slice(row, row + 1), backend=backend, normalize=normalize)[:, 0, :]
     stack = sweep_slices(sino, angles, centers, filter=filter, n=size)
     scores = sharpness_scores(stack, score=score)
-    stack = stack.get() if hasattr(stack, "get") else stack
+    stack = to_numpy(stack)
     elapsed = time.perf_counter() - started
     pixel_size = scan.attrs.get("pixel_size")
     if pixel_size:

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from tomolab._array import to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["sweep_phase", "physical_parameter", "DEFAULT_RATIOS"]
@@ -149,7 +150,7 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
                                filter=filter, n=n)
     del band
     scores = phase_scores(stack, score=score)
-    stack = stack.get() if hasattr(stack, "get") else stack
+    stack = to_numpy(stack)
     stack *= np.float32(1.0 / pixel_size)
     elapsed = time.perf_counter() - started
 

@@ -231,7 +231,7 @@ def _stitch_right(direct, opposite, center, blend, xp):
     n_direct = min(width, n_cols)
     padded[..., :n_direct] = direct[..., :n_direct]
     out = (1 - w) * padded + w * mirrored
-    return out.astype(direct.dtype, copy=False), float(center), int(overlap.size)
+    return out.astype(direct.dtype, copy=False)
 
 
 def stitch_half_acquisition(sino_360_or_projections, angles, *, center: float,
@@ -307,10 +307,11 @@ def stitch_half_acquisition(sino_360_or_projections, angles, *, center: float,
     opposite = _opposite(data, lower, upper, weight, xp)
     angles_180 = np.asarray(angles, dtype=np.float64)[first]
     if center >= (n_cols - 1) / 2.0:
-        out, new_center, _ = _stitch_right(direct, opposite, center, blend, xp)
+        out = _stitch_right(direct, opposite, center, blend, xp)
+        new_center = center
     else:
-        out, mirrored_center, _ = _stitch_right(direct[..., ::-1], opposite[..., ::-1],
-                                                n_cols - 1 - center, blend, xp)
+        mirrored_center = n_cols - 1 - center
+        out = _stitch_right(direct[..., ::-1], opposite[..., ::-1], mirrored_center, blend, xp)
         out = xp.ascontiguousarray(out[..., ::-1])
         new_center = out.shape[-1] - 1 - mirrored_center
     return out.astype(xp.float32, copy=False), angles_180, float(new_center)

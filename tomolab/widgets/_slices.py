@@ -7,6 +7,7 @@ import numpy as np
 import traitlets
 
 from tomolab.viz import SLICE_AXES, as_volume, contrast_limits, get_slice, subsample
+from tomolab.viz._images import _with_coords
 from tomolab.widgets._bokeh import HoloViewsWidget
 from tomolab.widgets._task import TaskBar, guarded
 
@@ -135,8 +136,7 @@ class SliceViewer(widgets.VBox):
                                  streams=[stream, self._display])
             views.append(dmap)
 
-        counts, edges = np.histogram(sample, bins=128, range=(vmin, vmax)) if sample.size \
-            else (np.zeros(128), np.linspace(0, 1, 129))
+        counts, edges = np.histogram(sample, bins=128, range=(vmin, vmax))
         hist = hv.Histogram((edges, counts), kdims=["value"], vdims=["count"]).opts(
             width=size, height=160, color="#888888", line_color=None, title="histogram",
             tools=[], default_tools=["xpan", "xwheel_zoom", "reset"])
@@ -153,23 +153,13 @@ class SliceViewer(widgets.VBox):
         self.children = [widgets.HBox(controls), self.clim_slider, self.plot_widget, self.task]
 
     # -- traits ---------------------------------------------------------------
-    def _validate_index(self, name, value):
+    @traitlets.validate("z", "y", "x")
+    def _valid_index(self, proposal):
+        name, value = proposal["trait"].name, proposal["value"]
         n = self.volume.sizes[name]
         if not 0 <= value < n:
             raise traitlets.TraitError(f"{name}={value} is outside the volume (0 <= {name} < {n})")
         return value
-
-    @traitlets.validate("z")
-    def _valid_z(self, proposal):
-        return self._validate_index("z", proposal["value"])
-
-    @traitlets.validate("y")
-    def _valid_y(self, proposal):
-        return self._validate_index("y", proposal["value"])
-
-    @traitlets.validate("x")
-    def _valid_x(self, proposal):
-        return self._validate_index("x", proposal["value"])
 
     @traitlets.validate("clim")
     def _valid_clim(self, proposal):
@@ -197,10 +187,7 @@ class SliceViewer(widgets.VBox):
         cached = self._cache.get(axis)
         if cached is not None and cached[0] == index:
             return cached[1]
-        plane = get_slice(self.volume, axis, index, max_pixels=self.max_pixels)
-        for dim in plane.dims:
-            if dim not in plane.coords:
-                plane = plane.assign_coords({dim: np.arange(plane.sizes[dim])})
+        plane = _with_coords(get_slice(self.volume, axis, index, max_pixels=self.max_pixels))
         self._cache[axis] = (index, plane)
         return plane
 

@@ -20,6 +20,14 @@ from tomolab.widgets._task import TaskBar, guarded
 __all__ = ["SweepView", "CenterSweep", "PhaseSweep"]
 
 
+def _row_input(scan, row):
+    """The detector-row box of a sweep (default: the middle row)."""
+    n_rows = int(scan.sizes["row"])
+    return widgets.BoundedIntText(value=n_rows // 2 if row is None else row, min=0,
+                                  max=n_rows - 1, description="row",
+                                  layout=widgets.Layout(width="160px"))
+
+
 class SweepView(widgets.VBox):
     """A stack of trial slices with a slider, the score curve and a "use this" button.
 
@@ -58,7 +66,7 @@ class SweepView(widgets.VBox):
         self.dim, self.label, self.max_pixels, self.log_axis = dim, label, max_pixels, log_axis
         self._size = size
         self.stack = None
-        self._shown_cache = None
+        self._clim = None  # one contrast for the whole stack, so slices compare
         self.task = TaskBar()
         self.slider = widgets.IntSlider(value=0, min=0, max=0, description=label,
                                         continuous_update=True, readout=True,
@@ -86,7 +94,7 @@ class SweepView(widgets.VBox):
         if self.dim not in stack.dims or "score" not in stack.coords:
             raise ValueError(f"a sweep stack needs a {self.dim!r} dimension and a 'score' coordinate")
         self.stack = stack
-        self._shown_cache = None
+        self._clim = None
         scores = stack["score"].values
         best_index = int(np.argmax(scores))
         self.best = float(stack[self.dim].values[best_index])
@@ -117,9 +125,8 @@ class SweepView(widgets.VBox):
         if self.stack is None:
             self.readout.value = ""
             return
-        value = float(self.stack[self.dim].values[self.index])
         score = float(self.stack["score"].values[self.index])
-        self.readout.value = f"{self.label} {value:.4g} — score {score:.2f}"
+        self.readout.value = f"{self.label} {self.current:.4g} — score {score:.2f}"
 
     @property
     def current(self) -> float | None:
@@ -140,6 +147,23 @@ class SweepView(widgets.VBox):
         if self.stack is not None:
             self.value = self.current
 
+    def _compute_stack(self, trials, sweep):
+        """Run ``sweep(trials())`` through the task bar; the result goes to :meth:`show_stack`.
+
+        An error in ``trials`` (the controls) shows in the bar and computes nothing;
+        ``self.background`` (set by the subclass) says where the sweep runs.
+        """
+        with self.task.guard():
+            values = trials()
+        if self.task.error:
+            return
+
+        def work(progress):
+            progress(0.05, f"{values.size} trial slices")
+            return sweep(values)
+
+        self.task.run(work, on_done=self.show_stack, background=self.background)
+
     # -- drawing ------------------------------------------------------------------
     def _image(self, index, revision):
         import holoviews as hv
@@ -149,11 +173,11 @@ class SweepView(widgets.VBox):
                 width=self._size, height=self._size, title="press Compute", framewise=True)
         from tomolab.viz import contrast_limits
 
-        if self._shown_cache is None:  # one contrast for the whole stack, so slices compare
-            self._shown_cache = contrast_limits(self.stack.values[:, ::4, ::4])
+        if self._clim is None:
+            self._clim = contrast_limits(self.stack.values[:, ::4, ::4])
         plane = self.shown()
         return hv.Image(plane.rename("value"), kdims=["x", "y"], vdims=["value"]).opts(
-            cmap="gray", clim=tuple(self._shown_cache), width=self._size, height=self._size,
+            cmap="gray", clim=tuple(self._clim), width=self._size, height=self._size,
             title=f"{self.label} {self.current:.4g}", tools=["hover", "box_zoom", "wheel_zoom"],
             active_tools=["wheel_zoom"], framewise=True)  # axes follow the stack, not the placeholder
 
@@ -220,11 +244,9 @@ class CenterSweep(SweepView):
     def __init__(self, scan, *, row: int | None = None, half_width: float = 10.0,
                  step: float = 0.5, backend: str = "auto", size: int = 420,
                  compute: bool = True, background: bool = True, **kwargs):
-        n_rows, n_cols = int(scan.sizes["row"]), int(scan.sizes["col"])
+        n_cols = int(scan.sizes["col"])
         self.scan, self.backend, self.background = scan, backend, background
-        self.row_input = widgets.BoundedIntText(value=n_rows // 2 if row is None else row, min=0,
-                                                max=n_rows - 1, description="row",
-                                                layout=widgets.Layout(width="160px"))
+        self.row_input = _row_input(scan, row)
         self.start_input = widgets.BoundedFloatText(value=0.0, min=0.0, max=n_cols - 1, step=0.5,
                                                     description="from",
                                                     layout=widgets.Layout(width="170px"))
@@ -284,17 +306,8 @@ class CenterSweep(SweepView):
         """Compute the whole stack once (in the background unless told otherwise)."""
         import tomolab
 
-        with self.task.guard():
-            centers = self.centers()
-        if self.task.error:
-            return
-
-        def work(progress):
-            progress(0.05, f"{centers.size} trial slices")
-            return tomolab.sweep_center(self.scan, row=int(self.row_input.value),
-                                        centers=centers, backend=self.backend)
-
-        self.task.run(work, on_done=self.show_stack, background=self.background)
+        self._compute_stack(self.centers, lambda centers: tomolab.sweep_center(
+            self.scan, row=int(self.row_input.value), centers=centers, backend=self.backend))
 
 
 class PhaseSweep(SweepView):
@@ -313,13 +326,10 @@ class PhaseSweep(SweepView):
     def __init__(self, scan, *, center: float, row: int | None = None, ratios=None,
                  backend: str = "auto", size: int = 420, compute: bool = True,
                  background: bool = True, **kwargs):
-        n_rows = int(scan.sizes["row"])
         self.scan, self.backend, self.background = scan, backend, background
         self.center = float(center)
         ratios = np.geomspace(10, 3000, 25) if ratios is None else np.asarray(ratios, float)
-        self.row_input = widgets.BoundedIntText(value=n_rows // 2 if row is None else row, min=0,
-                                                max=n_rows - 1, description="row",
-                                                layout=widgets.Layout(width="160px"))
+        self.row_input = _row_input(scan, row)
         self.low_input = widgets.FloatLogSlider(value=float(ratios.min()), base=10, min=-1, max=5,
                                                 description="δ/β from", readout_format=".3g")
         self.high_input = widgets.FloatLogSlider(value=float(ratios.max()), base=10, min=-1, max=5,
@@ -359,17 +369,8 @@ class PhaseSweep(SweepView):
         """Compute the whole stack once (in the background unless told otherwise)."""
         from tomolab.api_phase import sweep_phase
 
-        with self.task.guard():
-            ratios = self.ratios()
-        if self.task.error:
-            return
-
-        def work(progress):
-            progress(0.05, f"{ratios.size} trial slices")
-            return sweep_phase(self.scan, row=int(self.row_input.value), ratios=ratios,
-                               center=self.center, energy=float(self.energy_input.value) or None,
-                               distance=float(self.distance_input.value) or None,
-                               pixel_size=float(self.pixel_input.value) or None,
-                               backend=self.backend)
-
-        self.task.run(work, on_done=self.show_stack, background=self.background)
+        self._compute_stack(self.ratios, lambda ratios: sweep_phase(
+            self.scan, row=int(self.row_input.value), ratios=ratios, center=self.center,
+            energy=float(self.energy_input.value) or None,
+            distance=float(self.distance_input.value) or None,
+            pixel_size=float(self.pixel_input.value) or None, backend=self.backend))

@@ -10,6 +10,7 @@ the same function a script would (:func:`tomolab.open_scan`,
 
 from __future__ import annotations
 
+import html
 import io
 import os
 from pathlib import Path
@@ -285,9 +286,8 @@ class ReconstructionPanel(widgets.VBox):
             self.delta_beta = self.phase_sweep.value
 
     def _ensure_phase_sweep(self):
-        from tomolab.widgets._sweep import PhaseSweep
-
         from tomolab.errors import ParameterError
+        from tomolab.widgets._sweep import PhaseSweep
 
         if self.phase_sweep is None:
             if self.center is None:
@@ -368,7 +368,7 @@ class ReconstructionPanel(widgets.VBox):
         self.scan = scan
         self.description.value = (
             '<pre style="white-space:pre-wrap;font-size:90%">'
-            + __import__("html").escape(tomolab.io.describe(scan)) + "</pre>")
+            + html.escape(tomolab.io.describe(scan)) + "</pre>")
         n_rows = int(scan.sizes["row"])
         self.rows_input.placeholder = f"A:B (all: 0:{n_rows})"
         if not self.output_input.value:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tomolab.errors import ParameterError
-from tomolab.viz._arrays import as_volume, block_downsample
+from tomolab.viz._arrays import as_volume, block_downsample, contrast_limits, subsample
 
 __all__ = ["SLICE_AXES", "datashader_available", "get_slice", "slice_image", "histogram"]
 
@@ -114,8 +114,6 @@ def slice_image(volume, axis="z", index=0, *, clim=None, cmap="gray",
     import holoviews as hv
     import holoviews.plotting.bokeh  # noqa: F401  (registers bokeh options; emits no JS)
 
-    from tomolab.viz._arrays import contrast_limits
-
     if rasterize is None:
         rasterize = datashader_available()
     plane = _with_coords(get_slice(volume, axis, index,
@@ -145,8 +143,6 @@ def histogram(data, *, bins=128, max_samples=1_000_000, range=None):
     1000
     """
     import holoviews as hv
-
-    from tomolab.viz._arrays import subsample
 
     values = subsample(data, max_samples)
     counts, edges = np.histogram(values, bins=bins, range=range)

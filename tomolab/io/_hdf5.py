@@ -12,7 +12,7 @@ import numpy as np
 
 from tomolab.errors import ScanFormatError
 from tomolab.io._lazy import HDF5Frames, frame_runs
-from tomolab.io._units import read_quantity, to_radians, units_of
+from tomolab.io._units import _decode, read_quantity, to_radians, units_of
 
 __all__ = ["HDF5_LAYOUTS", "read_hdf5", "detect_layout"]
 
@@ -44,14 +44,6 @@ _DXCHANGE_DISTANCE = [
 _DXCHANGE_MAGNIFICATION = "/measurement/instrument/detection_system/objective/magnification"
 
 _ENTRY_NAME = re.compile(r"^entry\d*$")
-
-
-def _decode(value) -> str:
-    if isinstance(value, np.ndarray):
-        value = value.ravel()[0] if value.size else b""
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 def _is_dataset(group, path) -> bool:

@@ -695,7 +695,7 @@ def open_volume(path, *, format="auto"):
         with h5py.File(path, "r", locking=False) as f:
             dset = f["volume"]
             frames = HDF5Frames(str(path), "/volume", shape=dset.shape, dtype=dset.dtype)
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in dset.attrs.items()}
+            attrs = {k: _text(v) for k, v in dset.attrs.items()}
             dims = tuple(json.loads(attrs.pop("dims", '["z", "y", "x"]')))
             coords = {name: (name, f[name][()], dict(f[name].attrs))
                       for name in dims if name in f}

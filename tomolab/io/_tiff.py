@@ -222,8 +222,8 @@ def read_tiff(path, *, read_angles=True) -> dict:
                       for var, names in SUBFOLDERS.items()}
         if subfolders["projections"] is not None:
             for var, folder in subfolders.items():
-                if folder is not None and _tiffs(folder):
-                    groups[var] = _tiffs(folder)
+                if folder is not None and (files := _tiffs(folder)):
+                    groups[var] = files
             if "projections" not in groups:
                 raise ScanFormatError("the projections folder holds no TIFF files",
                                       where=str(subfolders["projections"]),

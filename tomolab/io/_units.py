@@ -39,6 +39,13 @@ def factor(unit: str, kind: str) -> float | None:
     return _TABLES[kind].get(_key(unit))
 
 
+def _known_factor(unit: str, kind: str) -> float:
+    f = factor(unit, kind)
+    if f is None:
+        raise ValueError(f"unknown {kind} unit {unit!r}")
+    return f
+
+
 def to_metres(value, unit: str) -> float:
     """Convert a length to metres.
 
@@ -47,10 +54,7 @@ def to_metres(value, unit: str) -> float:
     >>> to_metres(650, "mm")
     0.65
     """
-    f = factor(unit, "length")
-    if f is None:
-        raise ValueError(f"unknown length unit {unit!r}")
-    return float(value) * f
+    return _known_factor(unit, "length") * float(value)
 
 
 def to_kev(value, unit: str) -> float:
@@ -61,10 +65,7 @@ def to_kev(value, unit: str) -> float:
     >>> to_kev(25000, "eV")
     25.0
     """
-    f = factor(unit, "energy")
-    if f is None:
-        raise ValueError(f"unknown energy unit {unit!r}")
-    return float(value) * f
+    return _known_factor(unit, "energy") * float(value)
 
 
 def to_radians(values, unit: str) -> np.ndarray:
@@ -77,10 +78,7 @@ def to_radians(values, unit: str) -> np.ndarray:
     """
     if _key(unit) in ("deg", "degree", "degrees", "°"):
         return np.deg2rad(np.asarray(values, dtype=np.float64))
-    f = factor(unit, "angle")
-    if f is None:
-        raise ValueError(f"unknown angle unit {unit!r}")
-    return np.asarray(values, dtype=np.float64) * f
+    return _known_factor(unit, "angle") * np.asarray(values, dtype=np.float64)
 
 
 def _decode(value) -> str:

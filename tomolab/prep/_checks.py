@@ -13,7 +13,7 @@ import numpy as np
 
 from tomolab.errors import ParameterError
 
-__all__ = ["check_ndim", "check_positive", "check_nonnegative", "check_int",
+__all__ = ["check_ndim", "check_positive", "check_nonnegative", "check_int", "check_bool",
            "check_choice", "float_dtype_for"]
 
 
@@ -51,6 +51,13 @@ def check_int(value, name: str, minimum: int, fix: str) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
         raise ParameterError(f"must be an integer >= {minimum}", where=name, value=value, fix=fix)
     return int(value)
+
+
+def check_bool(value, name: str, fix: str) -> bool:
+    """Return ``bool(value)``; raise unless it is ``True`` or ``False`` (numpy's too)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterError("must be True or False", where=name, value=value, fix=fix)
+    return bool(value)
 
 
 def check_choice(value, name: str, choices) -> str:

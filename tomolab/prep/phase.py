@@ -20,7 +20,7 @@ import numpy as np
 
 from tomolab._array import array_module, fft_module
 from tomolab.errors import ParameterError
-from tomolab.prep._checks import (check_choice, check_ndim, check_nonnegative,
+from tomolab.prep._checks import (check_bool, check_choice, check_ndim, check_nonnegative,
                                   check_positive, float_dtype_for)
 from tomolab.prep.normalize import minus_log
 
@@ -86,9 +86,7 @@ def _freq_squared(padded, pixel_size, dtype, xp, real):
 
 
 def _check_pad(pad, pad_mode):
-    if not isinstance(pad, (bool, np.bool_)):
-        raise ParameterError("must be True or False", where="pad", value=pad,
-                             fix="pass pad=True (no edge artefacts) or pad=False (periodic)")
+    check_bool(pad, "pad", "pass pad=True (no edge artefacts) or pad=False (periodic)")
     return check_choice(pad_mode, "pad_mode", ("edge", "reflect", "symmetric"))
 
 

@@ -40,8 +40,9 @@ import warnings
 import numpy as np
 
 from tomolab._array import array_module, fft_module, ndimage_module, to_numpy
-from tomolab.prep._checks import (check_choice, check_int, check_ndim, check_positive,
-                                  float_dtype_for)
+from tomolab.errors import ParameterError
+from tomolab.prep._checks import (check_bool, check_choice, check_int, check_ndim,
+                                  check_positive, float_dtype_for)
 
 __all__ = ["remove_stripes", "remove_stripes_sorting", "remove_stripes_filtering",
            "remove_stripes_fourier_wavelet", "remove_stripes_offsets", "STRIPE_METHODS"]
@@ -161,10 +162,7 @@ def remove_stripes_filtering(sinogram, *, sigma=3.0, size=21, sort=True):
     """
     sigma = check_positive(sigma, "sigma", "pass a low-pass width in frequency samples, e.g. 3")
     size = check_int(size, "size", 3, "pass a window width such as 21 (about 1% of the columns)")
-    if not isinstance(sort, (bool, np.bool_)):
-        from tomolab.errors import ParameterError
-        raise ParameterError("must be True or False", where="sort", value=sort,
-                             fix="pass sort=True (sorting, as in the paper) or sort=False")
+    sort = check_bool(sort, "sort", "pass sort=True (sorting, as in the paper) or sort=False")
     s, was_2d = _as_stack(sinogram)
     xp = array_module(s)
     fft = fft_module(xp)
@@ -242,8 +240,6 @@ def remove_stripes_fourier_wavelet(sinogram, *, level=None, wavelet="db5", sigma
     """
     import pywt
     import scipy.fft
-
-    from tomolab.errors import ParameterError
 
     sigma = check_positive(sigma, "sigma", "pass a damping width in frequency samples, e.g. 2")
     if wavelet not in pywt.wavelist(kind="discrete"):
@@ -430,7 +426,6 @@ def remove_stripes_offsets(sinogram, *, size=31, passes=2, sigma=None, fit="medi
         sigma = check_positive(sigma, "sigma", "pass a width in columns such as 10, or None")
     check_choice(fit, "fit", ("median", "quadratic"))
     if fit == "quadratic" and (size < 5 or size % 2 == 0):
-        from tomolab.errors import ParameterError
         raise ParameterError("a quadratic fit needs an odd window of at least 5 columns",
                              where="size", value=size, fix="pass an odd size such as 15")
     s, was_2d = _as_stack(sinogram)

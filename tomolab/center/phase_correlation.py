@@ -29,7 +29,7 @@ def opposite_pair(angles, *, tolerance: float | None = None) -> tuple[int, int]:
     if angles.size < 2:
         raise ParameterError("need at least two projections", where="angles", value=angles.size,
                              fix="use a scan with projections over 180°")
-    step = np.median(np.abs(np.diff(angles))) if angles.size > 1 else np.pi
+    step = np.median(np.abs(np.diff(angles)))
     tolerance = 1.01 * step if tolerance is None else tolerance
     i = int(np.argmin(angles))
     j = int(np.argmin(np.abs(angles - angles[i] - np.pi)))

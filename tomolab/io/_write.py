@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tomolab.errors import ParameterError
+from tomolab._array import to_numpy
+from tomolab.errors import ParameterError, ScanFormatError
+from tomolab.io._build import _check_positive, auto_angle_chunk, to_dask
 
 __all__ = ["write_dxchange", "write_nxtomo", "write_tiff_stack", "save_volume", "open_volume",
            "iter_blocks"]
@@ -73,11 +75,6 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
-def _slab_length(shape, dtype) -> int:
-    from tomolab.io._build import auto_angle_chunk
-    return auto_angle_chunk(shape, dtype)
-
-
 def iter_blocks(data, what="projections"):
     """Yield ``(k, row, col)`` numpy blocks, in order, from an array or an iterable of blocks.
 
@@ -101,7 +98,7 @@ def iter_blocks(data, what="projections"):
             for i in range(data.numblocks[0]):
                 yield np.asarray(data.blocks[i].compute())
             return
-        step = _slab_length(data.shape, data.dtype)
+        step = auto_angle_chunk(data.shape, data.dtype)
         for start in range(0, data.shape[0], step):
             yield np.asarray(data[start:start + step])
         return
@@ -211,7 +208,6 @@ def _quantity(group, path, value, units):
 
 
 def _check_meta(pixel_size, energy, distance):
-    from tomolab.io._build import _check_positive
     return (_check_positive(pixel_size, "pixel_size"), _check_positive(energy, "energy"),
             _check_positive(distance, "distance"))
 
@@ -498,7 +494,7 @@ def _z_slabs(volume):
     import dask.array as da
 
     data = volume.data
-    step = _slab_length(volume.shape, volume.dtype)
+    step = auto_angle_chunk(volume.shape, volume.dtype)
     if isinstance(data, da.Array):
         data = data.rechunk({0: step, 1: -1, 2: -1})
         z0 = 0
@@ -508,13 +504,8 @@ def _z_slabs(volume):
             z0 += block.shape[0]
         return
     for z0 in range(0, volume.shape[0], step):
-        block = _host(data[z0:z0 + step])
+        block = to_numpy(data[z0:z0 + step])
         yield z0, z0 + block.shape[0], block
-
-
-def _host(data):
-    from tomolab._array import to_numpy
-    return to_numpy(data)
 
 
 def save_volume(volume, path, *, format="auto", overwrite=False):
@@ -576,12 +567,12 @@ def _quiet_consolidated():
 def _save_zarr(volume, tmp, attrs):
     import dask.array as da
 
-    step = _slab_length(volume.shape, volume.dtype)
+    step = auto_angle_chunk(volume.shape, volume.dtype)
     data = volume.data
     if not isinstance(data, da.Array):
-        data = da.from_array(_host(data), chunks=(step, -1, -1))
+        data = da.from_array(to_numpy(data), chunks=(step, -1, -1))
     else:
-        data = data.rechunk((step, -1, -1)).map_blocks(_host, dtype=volume.dtype)
+        data = data.rechunk((step, -1, -1)).map_blocks(to_numpy, dtype=volume.dtype)
     out = volume.copy(data=data)
     out.encoding = {}
     out.attrs = attrs
@@ -595,7 +586,7 @@ def _save_zarr(volume, tmp, attrs):
 
 def _dim_coords(volume):
     """The volume's dimension coords as ``name -> (dim, values, attrs)``."""
-    return {name: (name, _host(volume[name].values), dict(volume[name].attrs))
+    return {name: (name, to_numpy(volume[name].values), dict(volume[name].attrs))
             for name in volume.dims if name in volume.coords}
 
 
@@ -677,9 +668,6 @@ def open_volume(path, *, format="auto"):
         Dims ``(z, y, x)``.
     """
     import xarray as xr
-
-    from tomolab.errors import ScanFormatError
-    from tomolab.io._build import to_dask
 
     path = Path(os.fspath(path)).expanduser()
     if not path.exists():

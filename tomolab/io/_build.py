@@ -295,8 +295,9 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
         raise ScanFormatError(str(exc), where=label("projections"),
                               fix="the image keys and the data disagree; repair the file") from None
 
+    parts = {"projections": projections, **dark_flat}
     for var, dim in (("projections", "angle"), ("flats", "flat"), ("darks", "dark")):
-        arr = projections if var == "projections" else dark_flat.get(var)
+        arr = parts.get(var)
         if arr is None:
             continue
         data = to_dask(arr, chunks=chunks, name=token and f"{var}-{token}",
@@ -328,8 +329,7 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
     attrs["units"] = SCAN_UNITS
     scan = xr.Dataset(data_vars, coords=coords, attrs=_clean_attrs(attrs))
     for var in data_vars:
-        arr = projections if var == "projections" else dark_flat.get(var)
-        remember_source(scan[var].variable, arr)
+        remember_source(scan[var].variable, parts[var])
     for message in pending:
         warnings.warn(message, ScanWarning, stacklevel=3)
     return scan

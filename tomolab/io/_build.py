@@ -23,6 +23,7 @@ import numpy as np
 
 from tomolab._array import is_cupy
 from tomolab.errors import ParameterError, ScanFormatError
+from tomolab.io._lazy import frame_runs
 
 __all__ = ["ScanWarning", "build_scan", "from_arrays", "default_angles", "to_dask",
            "auto_angle_chunk", "SCAN_UNITS"]
@@ -384,7 +385,8 @@ def read_frames(data_array, rows, *, out=None, threads: int = 8):
         runs = [rows]
     else:
         rows = np.asarray(rows)
-        runs = [slice(a, b) for a, b in _runs(rows)]
+        # consecutive runs; an edge row repeated (a halo) starts a run of its own
+        runs = [slice(a, b) for a, b in frame_runs(rows)]
     shape = (data.shape[0], len(range(*rows.indices(data.shape[1]))) if isinstance(rows, slice)
              else rows.size, data.shape[2])
     if out is None:
@@ -418,19 +420,6 @@ def read_frames(data_array, rows, *, out=None, threads: int = 8):
     else:
         copy(slice(0, n))
     return out
-
-
-def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
-    """Runs of consecutive or repeated rows -> (start, stop) of each consecutive run."""
-    runs, start, prev = [], int(rows[0]), int(rows[0])
-    for r in rows[1:]:
-        r = int(r)
-        if r != prev + 1:
-            runs.append((start, prev + 1))
-            start = r
-        prev = r
-    runs.append((start, prev + 1))
-    return runs
 
 
 def _check_positive(value, name):

@@ -53,6 +53,21 @@ def weight_spectra(spectra, weights, alpha_re, alpha_im, hermitian, values):
             e_im *= step_im
 
 
+@numba.njit(inline="always")
+def _k_interval(lo, hi, k_max):
+    """Integer ``k`` in ``[lo, hi] ∩ [-k_max, k_max]``, as ``(first, last)`` (empty: first > last).
+
+    The float bounds come from divisions by ``cos θ`` or ``sin θ``, which are
+    ~1e-16 at 90° or 180°: ±1e19 and beyond, past what an int64 holds. Clamping
+    before the conversion keeps them exact where they matter and finite where
+    they do not (an unclamped conversion is undefined and made the loops over
+    ``k`` run for ever).
+    """
+    lo = min(max(lo, -k_max - 1.0), k_max + 1.0)
+    hi = min(max(hi, -k_max - 1.0), k_max + 1.0)
+    return int(math.ceil(lo)), int(math.floor(hi))
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid):
     """Spread radial samples onto the frequency grid with a separable kernel.
@@ -112,10 +127,8 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
                 else:
                     continue
                 # integer intervals: y range ∩ each x range, merged where they touch
-                a0 = int(math.ceil(max(k_lo, p0_lo)))
-                b0 = int(math.floor(min(k_hi, p0_hi)))
-                a1 = int(math.ceil(max(k_lo, p1_lo)))
-                b1 = int(math.floor(min(k_hi, p1_hi)))
+                a0, b0 = _k_interval(max(k_lo, p0_lo), min(k_hi, p0_hi), float(k_max))
+                a1, b1 = _k_interval(max(k_lo, p1_lo), min(k_hi, p1_hi), float(k_max))
                 if a1 <= b1 and a0 <= b0 and max(a0, a1) <= min(b0, b1) + 1:
                     a0, b0 = min(a0, a1), max(b0, b1)
                     a1, b1 = 1, 0

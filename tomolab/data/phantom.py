@@ -142,7 +142,7 @@ def tissue_phantom(width: int, height: int, *, radius_fraction: float = 0.7,
         ang = rng.uniform(0, 2 * np.pi)
         shapes.append(Ellipsoid(dist * np.cos(ang), dist * np.sin(ang), rng.uniform(-h, h),
                                 rad, rad * rng.uniform(0.4, 1.0), 3 * h + 2 * rad,
-                                rng.uniform(0, np.pi), rng.choice([-0.08, 0.05, 0.15, 0.3])))
+                                rng.uniform(0, np.pi), rng.choice([-0.8, -0.4, 0.5, 1.0, 2.0])))
     return shapes
 
 

@@ -4,9 +4,11 @@ Kept in their own module so that Numba is imported only when the CPU path
 runs, and so that the on-disk cache is keyed to module-level functions.
 
 The spreading kernel is a gather over bands of grid rows: each parallel task
-owns a band of rows of the frequency grid and visits, angle by angle, only
-the radial samples whose kernel footprint reaches its band. No two tasks
-write the same grid row, so there are no races and no private grids to sum.
+owns a band of rows of the frequency grid (of every slice pair in the batch)
+and visits, angle by angle, only the radial samples whose kernel footprint
+reaches its band, computing each sample's position and weights once for the
+whole batch. No two tasks write the same grid row, so there are no races and
+no private grids to sum.
 """
 
 import math
@@ -88,15 +90,15 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
     k_max = (n_k - 1) // 2
     hw = 0.5 * width
     n_bands = (m + band - 1) // band
-    for task in numba.prange(n_b * n_bands):
-        b = task // n_bands
-        r0 = (task - b * n_bands) * band
+    for task in numba.prange(n_bands):
+        r0 = task * band
         r1 = min(r0 + band, m)
-        g = grid[b]
-        for r in range(r0, r1):
-            for c in range(n_store):
-                g[r, c] = 0
+        for b in range(n_b):
+            for r in range(r0, r1):
+                for c in range(n_store):
+                    grid[b, r, c] = 0
         wx = np.empty(width, np.float32)
+        wys = np.empty(width, np.float32)
         cols = np.empty(width, np.int64)
         for a in range(n_a):
             cx = ux_step[a]
@@ -135,7 +137,6 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
                 for part in range(2):
                     lo, hi = (a0, b0) if part == 0 else (a1, b1)
                     for k in range(lo, hi + 1):
-                        v = values[b, a, k + k_max]
                         ux = k * cx
                         uy = k * cy + off
                         iy0 = int(math.floor(uy - hw)) + 1
@@ -161,9 +162,15 @@ def spread_bands(values, ux_step, uy_step, table, table_scale, width, band, grid
                         for row in range(y0, y1):
                             d = abs(row - uy) * table_scale
                             t = int(d)
-                            wy = np.float32(table[t] + (d - t) * (table[t + 1] - table[t]))
-                            vr = v.real * wy
-                            vi = v.imag * wy
-                            grow = g[row]
-                            for j in range(width):
-                                grow[cols[j]] += complex(vr * wx[j], vi * wx[j])
+                            wys[row - y0] = np.float32(table[t] + (d - t) * (table[t + 1] - table[t]))
+                        # the same positions and weights serve every slice (pair) of the batch
+                        for b in range(n_b):
+                            v = values[b, a, k + k_max]
+                            g = grid[b]
+                            for row in range(y0, y1):
+                                wy = wys[row - y0]
+                                vr = v.real * wy
+                                vi = v.imag * wy
+                                grow = g[row]
+                                for j in range(width):
+                                    grow[cols[j]] += complex(vr * wx[j], vi * wx[j])

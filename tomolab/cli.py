@@ -124,7 +124,8 @@ def cmd_recon(args) -> int:
 
     started = time.perf_counter()
     options = dict(center=args.center, rows=args.rows, filter=args.filter, backend=args.backend,
-                   precision=args.precision, progress=progress, normalize=not args.no_normalize)
+                   precision=args.precision, progress=progress, normalize=not args.no_normalize,
+                   log=not args.no_log)
     try:
         # streamed to disk slab by slab (zarr, HDF5 or TIFF); a killed run resumes when started again
         volume = tomolab.reconstruct_to(scan, output, format=args.format, overwrite=args.overwrite,
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="half: faster GPU backprojection, within 1e-3 of single")
     recon.add_argument("--no-normalize", action="store_true",
                        help="projections are already flat-field corrected")
+    recon.add_argument("--no-log", action="store_true",
+                       help="projections are already line integrals (no -log; with --no-normalize)")
     recon.add_argument("--overwrite", action="store_true")
     recon.add_argument("-q", "--quiet", action="store_true")
     recon.set_defaults(func=cmd_recon)

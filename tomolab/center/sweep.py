@@ -14,7 +14,7 @@ import numpy as np
 from tomolab._array import array_module, ndimage_module, to_numpy
 from tomolab.errors import ParameterError
 
-__all__ = ["SWEEP_SCORES", "sweep_slices", "sharpness_scores"]
+__all__ = ["SWEEP_SCORES", "sweep_slices", "sharpness_scores", "peak_center", "bin_slices"]
 
 
 def _entropy(stack, xp, bins: int = 256):
@@ -54,38 +54,92 @@ def best_is_one(values) -> np.ndarray:
     return (values.max() - values) / span if span > 0 else np.ones_like(values)
 
 
-def score_slices(stack, metric, *, smooth: float, stride: int = 1) -> np.ndarray:
+def bin_slices(stack, factor: int):
+    """Average ``factor × factor`` blocks of each slice (a trailing partial block is dropped)."""
+    if factor <= 1:
+        return stack
+    k, ny, nx = stack.shape
+    ny, nx = ny // factor * factor, nx // factor * factor
+    return stack[:, :ny, :nx].reshape(k, ny // factor, factor, nx // factor, factor).mean(axis=(2, 4))
+
+
+def score_slices(stack, metric, *, smooth: float, binning: int = 1) -> np.ndarray:
     """``metric`` (lower is better) of the square inside each slice's reconstruction
-    circle, every ``stride``-th pixel, after a Gaussian of ``smooth`` pixels (0: none),
-    as host scores: 1 best, 0 worst."""
+    circle, averaged over ``binning × binning`` blocks, after a Gaussian of ``smooth``
+    pixels (0: none), as host scores: 1 best, 0 worst."""
     xp = array_module(stack)
     n = stack.shape[-1]
     inner = slice(int(0.18 * n), n - int(0.18 * n))
-    region = stack[:, inner, inner][:, ::stride, ::stride]
+    region = bin_slices(stack[:, inner, inner], binning)
     if smooth:
         region = ndimage_module(xp).gaussian_filter(region, (0, smooth, smooth))
     return best_is_one(metric(region, xp))
 
 
+#: the scored square is averaged down to about this width (noise averages out; arcs stay)
+SCORED_WIDTH = 384
+
+
 def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> np.ndarray:
     """Score each trial slice in [0, 1]: 1 for the sharpest, 0 for the worst.
 
-    The square inside the reconstruction circle is scored after a Gaussian
-    smoothing of ``smooth`` pixels, which keeps photon noise from deciding.
-    ``"entropy"`` (the default; of the histogram, as TomoPy uses) is low when
-    the slice has few distinct grey levels; ``"negativity"`` measures how far a
-    slice dips below zero (the arcs of a wrong centre are half negative);
-    ``"gradient"`` is the mean gradient magnitude. On simulated scans from
-    500 to 20000 photons per pixel, entropy after smoothing by one pixel picked
-    the centre to within half a pixel every time; the others failed on some.
+    The square inside the reconstruction circle is averaged in blocks down to
+    about :data:`SCORED_WIDTH` pixels and smoothed by ``smooth`` pixels, which
+    keeps photon noise from deciding: on a noisy 2560-pixel scan, picking every
+    5th pixel instead (aliasing the noise) made neighbouring centres' scores
+    jump at random. ``"entropy"`` (the default; of the histogram, as TomoPy
+    uses) is low when the slice has few distinct grey levels; ``"negativity"``
+    measures how far a slice dips below zero (the arcs of a wrong centre are
+    half negative; meaningless for a sample wider than the detector, whose
+    slices are offset anyway); ``"gradient"`` is the mean gradient magnitude.
+    On simulated scans from 500 to 20000 photons per pixel, entropy picked the
+    centre to within half a pixel every time; the others failed on some.
     """
     try:
         metric = SWEEP_SCORES[score]
     except KeyError:
         raise ParameterError("unknown sweep score", where="score", value=score,
                              fix=f"use one of {', '.join(SWEEP_SCORES)}") from None
-    # a 2048² slice is scored on every 4th pixel: the histogram is the same
-    return score_slices(stack, metric, smooth=smooth, stride=max(1, stack.shape[-1] // 512))
+    inner = stack.shape[-1] - 2 * int(0.18 * stack.shape[-1])
+    return score_slices(stack, metric, smooth=smooth,
+                        binning=max(1, int(round(inner / SCORED_WIDTH))))
+
+
+def peak_center(centers, scores) -> float:
+    """Where the scores peak: the vertex of a parabola through the top of the peak.
+
+    The points around the best score down to 75 % of the scores' span take
+    part (at least the best and its two neighbours); a plateau's middle comes
+    out instead of whichever of its points noise put highest. The answer lies
+    between the points used, so it is inside the range of ``centers``.
+
+    Examples
+    --------
+    >>> round(peak_center([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.8, 1.0, 0.8, 0.1]), 2)
+    3.0
+    """
+    centers = np.asarray(centers, float)
+    scores = np.asarray(scores, float)
+    order = np.argsort(centers)
+    centers, scores = centers[order], scores[order]
+    best = int(np.argmax(scores))
+    if centers.size < 3:
+        return float(centers[best])
+    floor = scores.max() - 0.25 * (scores.max() - scores.min())
+    lo = best
+    while lo > 0 and scores[lo - 1] >= floor:
+        lo -= 1
+    hi = best
+    while hi < centers.size - 1 and scores[hi + 1] >= floor:
+        hi += 1
+    lo, hi = max(0, min(lo, best - 1)), min(centers.size - 1, max(hi, best + 1))
+    x, y = centers[lo:hi + 1], scores[lo:hi + 1]
+    if x.size < 3:
+        return float(centers[best])
+    a, b, _ = np.polyfit(x - x.mean(), y, 2)
+    if a >= 0:  # not a peak (flat or a valley): the best point itself
+        return float(centers[best])
+    return float(np.clip(-b / (2 * a) + x.mean(), x[0], x[-1]))
 
 
 def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | None = None,

@@ -182,8 +182,8 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
         and 180° (up to 64 rows around ``row``). ``"auto"`` (default): both
         where the scan has a 0°/180° pair, combined by their scores; when they
         disagree by more than half a pixel, trial slices between them
-        (:func:`sweep_center`) decide, and the distance from the sweep's peak
-        to the nearest method lowers the score.
+        (:func:`sweep_center`) give a third centre, the answer is the median
+        of the three, and a warning names all three.
     rows_averaged : int
         Number of neighbouring rows averaged into the sinogram (noise).
     backend : {"auto", "numpy", "cupy"}
@@ -243,47 +243,49 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
     result = combine_centers(estimates)
     if method == "auto" and result.spread > CENTER_AGREEMENT:
         result = _settle_by_sweep(scan, row, estimates, backend=backend, normalize=normalize,
-                                  log=log) or result
+                                  log=log)
     center, score = result
     where = f"{source_name(scan)}, row {row}"
-    found = ", ".join(f"{name} {c:.2f} (score {sc:.2f})" for name, (c, sc) in estimates.items())
-    if score < LOW_SCORE or result.spread > CENTER_AGREEMENT:
-        lo = min(c for c, _ in estimates.values())
-        hi = max(c for c, _ in estimates.values())
-        why = (f"has a low score ({score:.2f} < {LOW_SCORE})" if score < LOW_SCORE else
-               f"comes from methods that disagree by {result.spread:.2f} px "
-               f"(> {CENTER_AGREEMENT} px; score {score:.2f})")
-        warnings.warn(f"{where}: the centre {center:.2f} {why} [{found}]; do not trust it "
-                      f"blindly: look at trial slices with tomolab.sweep_center(scan, row={row}, "
-                      f"centers=numpy.arange({np.floor(lo) - 3:.0f}, {np.ceil(hi) + 3.5:.1f}, 0.5))"
+    found = ", ".join(f"{name} {c:.2f} (score {sc:.2f})" for name, (c, sc) in result.estimates.items())
+    disagree = result.spread > CENTER_AGREEMENT
+    if score < LOW_SCORE or disagree:
+        lo = min(c for c, _ in result.estimates.values())
+        hi = max(c for c, _ in result.estimates.values())
+        why = [f"the methods disagree by {result.spread:.2f} px (> {CENTER_AGREEMENT} px)"] \
+            if disagree else []
+        why += [f"it has a low score ({score:.2f} < {LOW_SCORE})"] if score < LOW_SCORE else []
+        warnings.warn(f"{where}: centre {center:.2f}, but {' and '.join(why)} [{found}]; do not "
+                      f"trust it blindly: look at trial slices with tomolab.sweep_center(scan, "
+                      f"row={row}, centers=numpy.arange({np.floor(lo) - 3:.0f}, "
+                      f"{np.ceil(hi) + 3.5:.1f}, 0.5))"
                       f"{' or try the other method' if len(estimates) == 1 else ''}", stacklevel=2)
     return result
 
 
-def _settle_by_sweep(scan, row, estimates, **options) -> CenterEstimate | None:
-    """When the methods disagree, trial slices between them decide (None if they cannot).
+def _settle_by_sweep(scan, row, estimates, **options) -> CenterEstimate:
+    """When the methods disagree, trial slices between them add a third opinion.
 
-    The sweep runs 0.5 px apart from 2 px below the lowest estimate to 2 px above
-    the highest; its score is how far the range's ends fall below the peak
-    (1: a clear peak inside, 0: no peak), times the agreement factor of
-    :func:`combine_centers` with the nearest method.
+    The sweep runs 0.5 px apart from 2 px below the lowest estimate to 2 px
+    above the highest; its own score is how far the range's ends fall below
+    its peak (1: a clear peak inside, 0: none). The answer is the median of the
+    three centres (one method gone astray cannot move it); its score is the
+    median score times the agreement factor of :func:`combine_centers` for the
+    distance from the median to the nearest other centre.
     """
-    from tomolab.center import LOW_SCORE
-
     n_cols = int(scan.sizes["col"])
     lo = min(c for c, _ in estimates.values())
     hi = max(c for c, _ in estimates.values())
     centers = np.unique(np.clip(np.arange(np.floor(lo) - 2.0, np.ceil(hi) + 2.25, 0.5), 0, n_cols - 1))
     stack = sweep_center(scan, row=row, centers=centers, **options)
     scores = stack["score"].values
-    peak = float(stack.attrs["best_center"])
     clarity = float(np.clip(1.0 - 0.5 * (scores[0] + scores[-1]), 0.0, 1.0))
-    if clarity < LOW_SCORE:
-        return None
-    nearest = min(abs(c - peak) for c, _ in estimates.values())
-    score = clarity / (1.0 + (nearest / CENTER_AGREEMENT) ** 2)
-    result = CenterEstimate(peak, score, {**estimates, "sweep": (peak, clarity)})
-    result.spread = nearest  # how far the deciding sweep is from the closest method
+    estimates = {**estimates, "sweep": (float(stack.attrs["best_center"]), clarity)}
+    found = np.array([c for c, _ in estimates.values()])
+    center = float(np.median(found))
+    nearest = float(np.sort(np.abs(found - center))[1])
+    score = float(np.median([sc for _, sc in estimates.values()]))
+    result = CenterEstimate(center, score / (1.0 + (nearest / CENTER_AGREEMENT) ** 2), estimates)
+    result.spread = hi - lo  # the disagreement that called for the sweep
     return result
 
 

@@ -108,7 +108,7 @@ def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> n
 def peak_center(centers, scores) -> float:
     """Where the scores peak: the vertex of a parabola through the top of the peak.
 
-    The points around the best score down to 75 % of the scores' span take
+    The points around the best score down to half the scores' span take
     part (at least the best and its two neighbours); a plateau's middle comes
     out instead of whichever of its points noise put highest. The answer lies
     between the points used, so it is inside the range of ``centers``.
@@ -125,7 +125,7 @@ def peak_center(centers, scores) -> float:
     best = int(np.argmax(scores))
     if centers.size < 3:
         return float(centers[best])
-    floor = scores.max() - 0.25 * (scores.max() - scores.min())
+    floor = scores.max() - 0.5 * (scores.max() - scores.min())
     lo = best
     while lo > 0 and scores[lo - 1] >= floor:
         lo -= 1

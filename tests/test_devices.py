@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tomolab.engine.devices import gpu_memory_limit, parse_bytes, resolve_backend
+from tomolab.devices import gpu_memory_limit, parse_bytes, resolve_backend
 from tomolab.errors import ParameterError
 from tomolab.testing import gpu_test
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tomolab
-from tomolab._array import to_numpy
+from tomolab.arrays import to_numpy
 from tomolab.api_geometry import stitch_360
 from tomolab.data.phantom import default_phantom, phantom_slice, project_slice
 from tomolab.errors import ParameterError

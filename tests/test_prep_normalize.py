@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tomolab._array import to_numpy
+from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
 from tomolab.prep import minus_log, normalize, normalize_interpolated
 from tomolab.testing import gpu_test

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tomolab._array import to_numpy
+from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
 from tomolab.prep import fresnel_propagate, minus_log, retrieve_phase, wavelength
 from tomolab.testing import gpu_test

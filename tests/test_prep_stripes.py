@@ -14,7 +14,7 @@ is centred on the axis, since such a disk would itself be angle-constant, like a
 import numpy as np
 import pytest
 
-from tomolab._array import to_numpy
+from tomolab.arrays import to_numpy
 from tomolab.data.rings import (column_gains as gains, disk_image, disk_sinogram,
                                 inside_error, ring_amplitude as _ring_amplitude, ring_scan)
 from tomolab.errors import ParameterError

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tomolab._array import to_numpy
+from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
 from tomolab.prep import remove_zingers
 from tomolab.testing import gpu_test

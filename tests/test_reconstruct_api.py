@@ -64,7 +64,7 @@ def test_progress_and_cancel(scan, monkeypatch):
     tomolab.reconstruct(scan, center=70.0, rows="0:6", backend="numpy",
                         progress=lambda done, total: calls.append((done, total)))
     assert calls == [(2, 6), (4, 6), (6, 6)]
-    with pytest.raises(tomolab.engine.Cancelled, match="after 2 of 6 rows"):
+    with pytest.raises(tomolab.errors.Cancelled, match="after 2 of 6 rows"):
         tomolab.reconstruct(scan, center=70.0, rows="0:6", backend="numpy",
                             cancel=lambda: len(calls) > 3,
                             progress=lambda done, total: calls.append(done))
@@ -152,7 +152,7 @@ def test_gpu_streaming_over_many_slabs_matches_the_cpu(scan, monkeypatch):
     cpu = tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="numpy")
     assert done == [3, 6, 9, 11]
     assert np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values) < 1e-4
-    with pytest.raises(tomolab.engine.Cancelled):
+    with pytest.raises(tomolab.errors.Cancelled):
         tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="cupy",
                             cancel=lambda: len(done) > 5, progress=lambda d, t: done.append(d))
 
@@ -250,7 +250,7 @@ def test_lazy_volume_computes_only_the_slabs_it_needs(scan, monkeypatch):
 
 
 def test_a_volume_larger_than_host_memory_is_refused_with_the_ways_out(monkeypatch, tmp_path):
-    import tomolab.engine.devices as devices
+    import tomolab.devices as devices
 
     scan = tomolab.data.simulate_scan(64, n_rows=8, n_angles=60)
     monkeypatch.setattr(devices, "host_memory_available", lambda: 64 * 64 * 4 * 5)  # 5 slices

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tomolab
-from tomolab.engine import Cancelled
+from tomolab.errors import Cancelled
 from tomolab.errors import ParameterError
 from tomolab.testing import gpu_test
 

@@ -35,6 +35,7 @@ _LAZY = {
     "center": "tomolab.center",
     "io": "tomolab.io",
     "engine": "tomolab.engine",
+    "devices": "tomolab.devices",
     "viz": "tomolab.viz",
     "widgets": "tomolab.widgets",
 }

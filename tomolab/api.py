@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tomolab._array import to_numpy
+from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["reconstruct", "find_center", "sweep_center", "resolve_rows", "check_center",
@@ -210,7 +210,8 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
     True
     """
     from tomolab.center import CENTER_METHODS, LOW_SCORE, opposite_pair
-    from tomolab.engine import line_integrals, resolve_backend
+    from tomolab.devices import resolve_backend
+    from tomolab.engine import line_integrals
 
     if method != "auto":
         check_name(method, CENTER_METHODS, where="method", what="centre-finding method")
@@ -527,7 +528,7 @@ class ReconstructionPlan:
 
     def check_host_memory(self, rows: range) -> None:
         """Refuse, with the ways out, a volume that host memory cannot hold."""
-        from tomolab.engine.devices import host_memory_available
+        from tomolab.devices import host_memory_available
 
         need = len(rows) * self.n * self.n * 4
         available = host_memory_available()
@@ -594,7 +595,7 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
     Parameters are those of :func:`reconstruct`. ``center="auto"`` runs
     :func:`find_center` once here, on the middle of ``rows``.
     """
-    from tomolab.engine import resolve_backend
+    from tomolab.devices import resolve_backend
     from tomolab.recon import ALGORITHMS, FILTERS
 
     check_name(algorithm, ALGORITHMS, where="algorithm", what="reconstruction algorithm")
@@ -709,7 +710,8 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     import xarray as xr
 
     from tomolab.center.sweep import SWEEP_SCORES, peak_center, sharpness_scores, sweep_slices
-    from tomolab.engine import line_integrals, resolve_backend
+    from tomolab.devices import resolve_backend
+    from tomolab.engine import line_integrals
     from tomolab.recon import FILTERS
 
     backend = resolve_backend(backend)

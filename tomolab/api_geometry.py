@@ -84,9 +84,10 @@ def stitch_360(scan, *, center="auto", rows=None, blend: float | None = None,
     import dask.array as da
     import xarray as xr
 
-    from tomolab._array import to_numpy
+    from tomolab.arrays import to_numpy
     from tomolab.api import check_center, resolve_rows, source_name
-    from tomolab.engine import line_integrals, resolve_backend
+    from tomolab.devices import batch_size, resolve_backend
+    from tomolab.engine import line_integrals
     from tomolab.prep.half_acquisition import (find_overlap, opposite_projections,
                                                stitch_half_acquisition)
 
@@ -115,7 +116,7 @@ def stitch_360(scan, *, center="auto", rows=None, blend: float | None = None,
     n_half = int(first.size)
 
     frame = n_half * width * 4 + angles.size * n_cols * 4 * 3
-    height = int(np.clip((256 << 20) // max(frame, 1), 1, len(row_range)))
+    height = batch_size(frame, backend=backend, count=len(row_range), ceiling=256 << 20)
 
     def slab(start, stop):
         data = line_integrals(scan, slice(start, stop), backend=backend, normalize=normalize,

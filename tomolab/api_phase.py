@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from tomolab._array import to_numpy
+from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["sweep_phase", "physical_parameter", "DEFAULT_RATIOS"]
@@ -115,7 +115,8 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     from tomolab.api import _half_turn, check_center, find_center
     from tomolab.center.phase_sweep import (PHASE_SCORES, _check_ratios, paganin_halo,
                                             phase_scores, sweep_phase_slices)
-    from tomolab.engine import line_integrals, resolve_backend
+    from tomolab.devices import resolve_backend
+    from tomolab.engine import line_integrals
     from tomolab.recon import FILTERS
 
     from tomolab.api import check_name, check_row, check_size, plane_coords

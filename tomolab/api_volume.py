@@ -122,7 +122,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     ((6, 64, 64), 4)
     """
     from tomolab.api import plan_reconstruction
-    from tomolab.engine.pipeline import Cancelled
+    from tomolab.errors import Cancelled
     from tomolab.io import open_volume
     from tomolab.io._lazy import frame_runs
     from tomolab.io._sinks import open_sink

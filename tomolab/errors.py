@@ -7,7 +7,7 @@ message as one line and exits non-zero; notebooks show it as it is.
 
 from __future__ import annotations
 
-__all__ = ["TomolabError", "ScanFormatError", "ParameterError"]
+__all__ = ["TomolabError", "ScanFormatError", "ParameterError", "Cancelled"]
 
 
 class TomolabError(ValueError):
@@ -61,3 +61,7 @@ class ScanFormatError(TomolabError):
 
 class ParameterError(TomolabError):
     """A parameter is out of range or inconsistent with the data."""
+
+
+class Cancelled(RuntimeError):
+    """Raised when a long computation is cancelled by the user (a button, a callback)."""

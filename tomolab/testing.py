@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tomolab._array import cupy_available
+from tomolab.arrays import cupy_available
 
 GPU_REASON = "needs a CUDA GPU with CuPy (CI has none; run on the GPU machine)"
 

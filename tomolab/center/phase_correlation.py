@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import to_numpy
+from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["opposite_pair", "find_center_phase_correlation"]

@@ -20,10 +20,10 @@ import math
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module
+from tomolab.arrays import array_module, fft_module
 from tomolab.center.sweep import _entropy, score_slices
 from tomolab.errors import ParameterError
-from tomolab.prep._checks import check_positive
+from tomolab.checks import check_positive
 from tomolab.prep.normalize import minus_log
 from tomolab.prep.phase import PAD_LENGTHS, _padded_shape, wavelength
 
@@ -249,7 +249,7 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     >>> stack.shape
     (2, 32, 32)
     """
-    from tomolab.engine.devices import free_memory
+    from tomolab.devices import backend_of, batch_size
     from tomolab.recon.backproject import backproject
     from tomolab.recon.filters import filter_sinograms
 
@@ -274,8 +274,7 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
         nx = padded[1]
         per_angle = (n_rows * (nx // 2 + 1) * 8 * 4 + ratios.size * (nx // 2 + 1) * 8 * 3
                      + ratios.size * nx * 4)
-        backend = "cupy" if xp is not np else "numpy"
-        batch = int(np.clip(0.25 * free_memory(backend) // per_angle, 1, n_angles))
+        batch = batch_size(per_angle, backend=backend_of(xp), count=n_angles)
     transmission = _row_sinograms(band, ratios, int(row_in_band), padded, lam, distance,
                                   pixel_size, xp, batch)
     sinograms = minus_log(transmission, floor=1e-30)

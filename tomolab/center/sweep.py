@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import array_module, ndimage_module, to_numpy
+from tomolab.arrays import array_module, ndimage_module, to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["SWEEP_SCORES", "sweep_slices", "sharpness_scores", "peak_center", "bin_slices"]
@@ -191,7 +191,7 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
     >>> stack.shape, int(np.argmax(sharpness_scores(stack)))
     ((3, 80, 80), 1)
     """
-    from tomolab.engine.devices import free_memory
+    from tomolab.devices import backend_of, batch_size
     from tomolab.recon.backproject import backproject
     from tomolab.recon.filters import filter_sinograms, padded_width
 
@@ -208,8 +208,8 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
     if batch is None:
         per_candidate = n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2 + n_angles * n_cols * 4 \
             + n * n * 4
-        backend = "cupy" if xp is not np else "numpy"
-        batch = int(np.clip(0.3 * free_memory(backend) // per_candidate, 1, centers.size))
+        batch = batch_size(per_candidate, backend=backend_of(xp), count=centers.size,
+                           fraction=0.3)
     if method == "auto":
         method = "fbp" if xp is not np else "gridrec"
     if kernel == "auto" and xp is not np:

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module, ndimage_module, to_numpy
+from tomolab.arrays import array_module, fft_module, ndimage_module, to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["vo_metric", "find_center_vo", "estimate_ratio"]
@@ -128,9 +128,8 @@ def _batch_size(xp, bytes_per_center: int, batch: int | None) -> int:
                                  where="batch", value=batch,
                                  fix="pass batch=None to size it from free memory")
         return int(batch)
-    from tomolab.engine.devices import free_memory
-    budget = min(BATCH_BYTES_CEILING, free_memory("cupy" if xp.__name__ == "cupy" else "numpy") // 4)
-    return max(1, int(budget // max(1, bytes_per_center)))
+    from tomolab.devices import backend_of, batch_size
+    return batch_size(bytes_per_center, backend=backend_of(xp), ceiling=BATCH_BYTES_CEILING)
 
 
 def vo_metric(sinogram, centers, *, ratio: float | None = None, smooth: bool = True,

@@ -1,8 +1,8 @@
-"""The engine: devices, memory budgets and the slab-by-slab pipeline."""
+"""The engine: the slab-by-slab pipeline (read, correct, reconstruct, write), on CPU or GPU.
 
-from tomolab.engine.devices import (BACKENDS, apply_gpu_memory_limit, free_memory,
-                                    gpu_memory_limit, resolve_backend)
-from tomolab.engine.pipeline import Cancelled, line_integrals, reconstruct_rows, slab_height
+Devices and memory budgets are in :mod:`tomolab.devices` (the base layer).
+"""
 
-__all__ = ["BACKENDS", "Cancelled", "apply_gpu_memory_limit", "free_memory", "gpu_memory_limit",
-           "line_integrals", "reconstruct_rows", "resolve_backend", "slab_height"]
+from tomolab.engine.pipeline import line_integrals, reconstruct_rows, slab_height
+
+__all__ = ["line_integrals", "reconstruct_rows", "slab_height"]

@@ -16,20 +16,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tomolab._array import to_numpy
-from tomolab.engine.devices import free_memory
-from tomolab.errors import ParameterError
+from tomolab.arrays import to_numpy
+from tomolab.devices import batch_size
+from tomolab.errors import Cancelled, ParameterError
 from tomolab.prep.normalize import minus_log, normalize as flat_field, normalize_interpolated
 
-__all__ = ["Cancelled", "Preprocessing", "line_integrals", "reconstruct_rows", "slab_height"]
+__all__ = ["Preprocessing", "line_integrals", "reconstruct_rows", "slab_height"]
 
 
 #: rows per slab on the GPU path, at most (the kernels are saturated well before)
 MAX_GPU_SLAB_ROWS = 32
-
-
-class Cancelled(RuntimeError):
-    """Raised when a long computation is cancelled by the user."""
 
 
 @dataclass(frozen=True)
@@ -226,8 +222,7 @@ def slab_height(n_angles: int, n_cols: int, n_out: int, backend: str, *, n_rows:
     per_row = (n_angles * n_cols * (2 + 4 * 3)          # raw counts, corrected, filtered, temporaries
                + n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2  # spectra
                + n_out * n_out * 4 * 2)                  # slices on device and host
-    height = int(fraction * free_memory(backend)) // per_row
-    return int(np.clip(height, 1, n_rows))
+    return batch_size(per_row, backend=backend, count=n_rows, fraction=fraction)
 
 
 def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend: str,

@@ -63,7 +63,7 @@ def stream_slabs(n_rows: int, height: int, *, in_shape: Callable[[int], tuple], 
     """
     import cupy
 
-    from tomolab.engine.pipeline import Cancelled
+    from tomolab.errors import Cancelled
 
     started = time.perf_counter()
     timings = {"read": 0.0, "write": 0.0, "compute": 0.0, "wait_read": 0.0, "wait_write": 0.0}

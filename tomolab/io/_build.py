@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from tomolab._array import is_cupy
+from tomolab.arrays import is_cupy
 from tomolab.errors import ParameterError, ScanFormatError
 from tomolab.io._lazy import frame_runs
 

@@ -245,7 +245,7 @@ class SlabSink:
             raise ParameterError("no such slab", where="index", value=index,
                                  fix=f"pass an index from 0 to {len(self.slabs) - 1}")
         start, stop = self.slabs[int(index)]
-        from tomolab._array import to_numpy
+        from tomolab.arrays import to_numpy
         data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
         expected = (stop - start,) + tuple(self.shape[1:])
         if data.shape != expected:

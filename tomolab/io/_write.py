@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tomolab._array import to_numpy
+from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError, ScanFormatError
 from tomolab.io._build import _check_positive, auto_angle_chunk, to_dask
 

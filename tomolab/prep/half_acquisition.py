@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module, to_numpy
+from tomolab.arrays import array_module, fft_module, to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["OverlapFit", "opposite_projections", "find_overlap", "stitch_half_acquisition"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import array_module
+from tomolab.arrays import array_module
 from tomolab.errors import ParameterError
-from tomolab.prep._checks import check_int, check_ndim, check_positive
+from tomolab.checks import check_int, check_ndim, check_positive
 
 __all__ = ["normalize", "normalize_interpolated", "minus_log"]
 

@@ -18,9 +18,9 @@ import math
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module
+from tomolab.arrays import array_module, fft_module
 from tomolab.errors import ParameterError
-from tomolab.prep._checks import (check_bool, check_choice, check_ndim, check_nonnegative,
+from tomolab.checks import (check_bool, check_choice, check_ndim, check_nonnegative,
                                   check_positive, float_dtype_for)
 from tomolab.prep.normalize import minus_log
 

@@ -39,9 +39,9 @@ import warnings
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module, ndimage_module, to_numpy
+from tomolab.arrays import array_module, fft_module, ndimage_module, to_numpy
 from tomolab.errors import ParameterError
-from tomolab.prep._checks import (check_bool, check_choice, check_int, check_ndim,
+from tomolab.checks import (check_bool, check_choice, check_int, check_ndim,
                                   check_positive, float_dtype_for)
 
 __all__ = ["remove_stripes", "remove_stripes_sorting", "remove_stripes_filtering",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import array_module, ndimage_module
-from tomolab.prep._checks import check_choice, check_int, check_ndim, check_positive
+from tomolab.arrays import array_module, ndimage_module
+from tomolab.checks import check_choice, check_int, check_ndim, check_positive
 
 __all__ = ["remove_zingers"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import array_module, is_cupy
+from tomolab.arrays import array_module, is_cupy
 
 __all__ = ["backproject"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import array_module
+from tomolab.arrays import array_module
 from tomolab.errors import ParameterError
 from tomolab.recon.backproject import backproject
 from tomolab.recon.filters import filter_sinograms

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module
+from tomolab.arrays import array_module, fft_module
 from tomolab.errors import ParameterError
 
 __all__ = ["FILTERS", "fourier_filter", "padded_width", "filter_sinograms"]

@@ -37,7 +37,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from tomolab._array import array_module, fft_module, is_cupy
+from tomolab.arrays import array_module, fft_module, is_cupy
+from tomolab.devices import backend_of, batch_size
 from tomolab.recon.fbp import _check_stack, _slice_centers
 from tomolab.recon.filters import fourier_filter, padded_width
 
@@ -206,13 +207,6 @@ def _workers(xp):
     return {} if xp is not np else {"workers": -1}
 
 
-def _batch_pairs(n_items: int, per_item_bytes: int, xp) -> int:
-    """How many slice pairs to grid at once: a quarter of free memory, at least one."""
-    from tomolab.engine.devices import free_memory
-
-    budget = 0.25 * free_memory("cupy" if xp is not np else "numpy")
-    return int(max(1, min(n_items, budget // max(per_item_bytes, 1))))
-
 
 def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None = None,
             pad_mode: str = "edge"):
@@ -296,7 +290,7 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
     per_pair = 8 * (n_angles * (2 * n_pad + 2) + 3 * m * m) + 8 * n_angles * n_cols
     if xp is not np:
         per_pair += 16 * 6 * n_angles * (n_pad + 1)  # complex128 phases of the twin
-    step = _batch_pairs(n_pairs, per_pair, xp) if n_pairs else 0
+    step = batch_size(per_pair, backend=backend_of(xp), count=n_pairs) if n_pairs else 0
     pad = ((0, 0), (0, 0), (left, n_pad - n_cols - left))
 
     def prepare(z0, z1, hermitian):

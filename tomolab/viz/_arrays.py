@@ -169,7 +169,7 @@ def subsample(data, max_samples=1_000_000):
         arr = arr[tuple(slice(min(step // 2, n - 1), None, step) for n in arr.shape)]
     if hasattr(arr, "compute"):
         arr = arr.compute()
-    from tomolab._array import to_numpy
+    from tomolab.arrays import to_numpy
 
     flat = to_numpy(arr).ravel()
     if flat.dtype.kind == "f":

@@ -20,7 +20,7 @@ import numpy as np
 import traitlets
 import xarray as xr
 
-from tomolab.widgets._task import Cancelled, TaskBar, guarded
+from tomolab.widgets._task import TaskBar, guarded
 
 __all__ = ["ReconstructionPanel"]
 
@@ -427,7 +427,6 @@ class ReconstructionPanel(widgets.VBox):
         a Cancel button. Returns the volume when ``background=False``.
         """
         import tomolab
-        from tomolab.engine import Cancelled as EngineCancelled
         from tomolab.errors import ParameterError
 
         with self.task.guard():
@@ -446,11 +445,8 @@ class ReconstructionPanel(widgets.VBox):
                 handle(done / max(total, 1), f"{done} of {total} rows")
 
             handle(0.0, "starting")
-            try:
-                return tomolab.reconstruct(scan, progress=report,
-                                           cancel=lambda: handle.cancelled, **params)
-            except EngineCancelled as exc:  # the engine noticed the cancel first
-                raise Cancelled(str(exc)) from exc
+            return tomolab.reconstruct(scan, progress=report, cancel=lambda: handle.cancelled,
+                                       **params)
 
         def done(volume):
             self.recon_label.value = (f"{volume.sizes['z']} slices of {volume.sizes['y']} × "

@@ -31,12 +31,10 @@ from contextlib import contextmanager
 import ipywidgets as widgets
 import traitlets
 
+from tomolab.errors import Cancelled
+
 __all__ = ["Cancelled", "Progress", "TaskBar", "call_in_kernel_thread", "dask_progress",
            "format_error", "guarded"]
-
-
-class Cancelled(Exception):
-    """Raised inside work (by :class:`Progress`) when the user pressed cancel."""
 
 
 def format_error(exc: BaseException) -> str:

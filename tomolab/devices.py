@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import re
 
-from tomolab._array import cupy_available
+from tomolab.arrays import cupy_available
 from tomolab.errors import ParameterError
 
 __all__ = ["BACKENDS", "resolve_backend", "gpu_memory_limit", "apply_gpu_memory_limit",
-           "free_memory", "host_memory_available", "parse_bytes"]
+           "free_memory", "host_memory_available", "parse_bytes", "backend_of", "batch_size"]
 
 BACKENDS = ("auto", "numpy", "cupy")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -81,6 +81,35 @@ def free_memory(backend: str) -> int:
             free = min(free, limit - pool.used_bytes())
         return max(int(free), 0)
     return host_memory_available()
+
+
+def backend_of(xp) -> str:
+    """The backend name of an array module: ``"cupy"`` or ``"numpy"``."""
+    return "cupy" if getattr(xp, "__name__", "") == "cupy" else "numpy"
+
+
+def batch_size(bytes_per_item: int, *, backend: str, count: int | None = None,
+               fraction: float = 0.25, ceiling: int | None = None) -> int:
+    """How many items of ``bytes_per_item`` fit in ``fraction`` of :func:`free_memory`.
+
+    The one memory-budget rule of the package: every batch (slice pairs,
+    trial centres, angles, slab rows) is sized here, from free memory on the
+    backend (within the hub's GPU cap or the container's memory limit), never
+    from a constant. ``ceiling`` caps the budget in bytes; the answer is at
+    least 1 and at most ``count``.
+
+    Examples
+    --------
+    >>> batch_size(1 << 20, backend="numpy", count=3)
+    3
+    >>> batch_size(1 << 60, backend="numpy")
+    1
+    """
+    budget = fraction * free_memory(backend)
+    if ceiling is not None:
+        budget = min(budget, ceiling)
+    items = max(1, int(budget // max(int(bytes_per_item), 1)))
+    return items if count is None else min(items, max(1, int(count)))
 
 
 def _read_int(path: str) -> int | None:

@@ -25,39 +25,10 @@ from tomolab.center.sweep import _entropy, score_slices
 from tomolab.errors import ParameterError
 from tomolab.checks import check_positive
 from tomolab.prep.normalize import minus_log
-from tomolab.prep.phase import PAD_LENGTHS, _padded_shape, wavelength
+from tomolab.prep.phase import padded_shape, paganin_halo, paganin_length, wavelength
 
 __all__ = ["paganin_length", "paganin_halo", "sweep_phase_slices", "phase_scores",
            "PHASE_SCORES"]
-
-
-def paganin_length(ratio, energy, distance, pixel_size) -> float:
-    """Paganin's length ``sqrt(lambda z (delta/beta) / (4 pi))`` in pixels.
-
-    The filter's kernel decays as ``exp(-r / L)``; :func:`retrieve_phase`
-    pads each side by :data:`tomolab.prep.phase.PAD_LENGTHS` of them.
-
-    Examples
-    --------
-    >>> round(paganin_length(1000, 20.0, 0.1, 1e-6), 2)
-    22.21
-    """
-    return math.sqrt(wavelength(energy) * distance * float(ratio) / (4 * math.pi)) / pixel_size
-
-
-def paganin_halo(ratio_max, energy, distance, pixel_size) -> int:
-    """Rows needed above and below a slice so its Paganin filter sees all it needs.
-
-    ``ceil(PAD_LENGTHS * L)`` for Paganin's length ``L`` at the largest ratio:
-    the same margin :func:`tomolab.prep.retrieve_phase` pads with, beyond
-    which the filter's kernel has fallen below ``exp(-6)``.
-
-    Examples
-    --------
-    >>> paganin_halo(1000, 20.0, 0.1, 1e-6)
-    134
-    """
-    return int(math.ceil(PAD_LENGTHS * paganin_length(ratio_max, energy, distance, pixel_size)))
 
 
 def _check_ratios(ratios) -> np.ndarray:
@@ -268,7 +239,7 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     distance = check_positive(distance, "distance", "pass the sample-detector distance in metres")
     pixel_size = check_positive(pixel_size, "pixel_size", "pass the pixel size in metres")
     angles = np.asarray(angles, dtype=np.float64)
-    padded = _padded_shape((n_rows, n_cols), True,
+    padded = padded_shape((n_rows, n_cols), True,
                            paganin_length(ratios.max(), energy, distance, pixel_size))
     if batch is None:
         nx = padded[1]

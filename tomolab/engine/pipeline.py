@@ -58,7 +58,7 @@ class Preprocessing:
         if self.zingers is not None:
             rows = 2
         if self.phase:
-            from tomolab.center.phase_sweep import paganin_halo
+            from tomolab.prep import paganin_halo
             p = self.phase
             rows = max(rows, paganin_halo(p["delta_beta"], p["energy"], p["distance"],
                                           p["pixel_size"]) + 2)

@@ -22,7 +22,8 @@ True
 """
 
 from tomolab.prep.normalize import minus_log, normalize, normalize_interpolated
-from tomolab.prep.phase import fresnel_propagate, retrieve_phase, wavelength
+from tomolab.prep.phase import (fresnel_propagate, padded_shape, paganin_halo, paganin_length,
+                                retrieve_phase, wavelength)
 from tomolab.prep.stripes import (STRIPE_METHODS, remove_stripes, remove_stripes_filtering,
                                   remove_stripes_fourier_wavelet, remove_stripes_offsets,
                                   remove_stripes_sorting)
@@ -44,6 +45,7 @@ __all__ = [
     "normalize", "normalize_interpolated", "minus_log", "remove_zingers",
     "remove_stripes", "remove_stripes_sorting", "remove_stripes_filtering",
     "remove_stripes_fourier_wavelet", "remove_stripes_offsets", "STRIPE_METHODS", "retrieve_phase",
-    "fresnel_propagate", "wavelength", "PREPROCESSING_STEPS", "OverlapFit", "find_overlap",
+    "fresnel_propagate", "wavelength", "paganin_length", "paganin_halo", "padded_shape",
+    "PREPROCESSING_STEPS", "OverlapFit", "find_overlap",
     "opposite_projections", "stitch_half_acquisition",
 ]

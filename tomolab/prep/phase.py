@@ -24,7 +24,8 @@ from tomolab.checks import (check_bool, check_choice, check_ndim, check_nonnegat
                                   check_positive, float_dtype_for)
 from tomolab.prep.normalize import minus_log
 
-__all__ = ["retrieve_phase", "fresnel_propagate", "wavelength", "HC_KEV_M"]
+__all__ = ["retrieve_phase", "fresnel_propagate", "wavelength", "paganin_length", "paganin_halo",
+           "padded_shape", "HC_KEV_M", "PAD_LENGTHS"]
 
 #: h*c in keV*m: ``wavelength[m] = HC_KEV_M / energy[keV]``.
 HC_KEV_M = 12.398419843320026e-10
@@ -55,9 +56,44 @@ def _frame_check(images, name):
 PAD_LENGTHS = 6
 
 
-def _padded_shape(shape, pad, length=0.0):
+def paganin_length(ratio, energy, distance, pixel_size) -> float:
+    """Paganin's length ``sqrt(lambda z (delta/beta) / (4 pi))`` in pixels.
+
+    The filter's kernel decays as ``exp(-r / L)``; :func:`retrieve_phase`
+    pads each side by :data:`PAD_LENGTHS` of them.
+
+    Examples
+    --------
+    >>> round(paganin_length(1000, 20.0, 0.1, 1e-6), 2)
+    22.21
+    """
+    return math.sqrt(wavelength(energy) * distance * float(ratio) / (4 * math.pi)) / pixel_size
+
+
+def paganin_halo(ratio_max, energy, distance, pixel_size) -> int:
+    """Rows needed above and below a slice so its Paganin filter sees all it needs.
+
+    ``ceil(PAD_LENGTHS * L)`` for Paganin's length ``L`` at the largest ratio:
+    the same margin :func:`retrieve_phase` pads with, beyond which the
+    filter's kernel has fallen below ``exp(-6)``.
+
+    Examples
+    --------
+    >>> paganin_halo(1000, 20.0, 0.1, 1e-6)
+    134
+    """
+    return int(math.ceil(PAD_LENGTHS * paganin_length(ratio_max, energy, distance, pixel_size)))
+
+
+def padded_shape(shape, pad, length=0.0):
     """Next fast FFT lengths of at least twice each frame axis, with at least
-    ``PAD_LENGTHS * length`` pixels of padding on each side (or as is)."""
+    ``PAD_LENGTHS * length`` pixels of padding on each side (or as is).
+
+    Examples
+    --------
+    >>> padded_shape((20, 30), True), padded_shape((20, 30), False)
+    ((40, 60), (20, 30))
+    """
     import scipy.fft
     if not pad:
         return tuple(shape)
@@ -194,8 +230,8 @@ def retrieve_phase(projections, *, delta_beta, energy, distance, pixel_size, bet
     image = projections.astype(dtype, copy=False)
     # Paganin's length sqrt(z delta / mu) is the decay length of the filter's
     # kernel, exp(-r / L): the padding must hold several of them.
-    length = math.sqrt(lam * distance * delta_beta / (4 * math.pi)) / pixel_size
-    padded = _padded_shape(image.shape[-2:], pad, length)
+    padded = padded_shape(image.shape[-2:], pad,
+                          paganin_length(delta_beta, energy, distance, pixel_size))
     work, crop = _pad(image, padded, pad_mode, xp)
 
     f2 = _freq_squared(padded, pixel_size, dtype, xp, real=True)
@@ -286,7 +322,7 @@ def fresnel_propagate(thickness, *, delta, beta, energy, distance, pixel_size, p
     dtype = float_dtype_for(thickness.dtype)
     cdtype = np.complex128 if dtype == np.float64 else np.complex64
     t = thickness.astype(dtype, copy=False)
-    padded = _padded_shape(t.shape[-2:], pad)
+    padded = padded_shape(t.shape[-2:], pad)
     t, crop = _pad(t, padded, pad_mode, xp)
 
     k = 2.0 * math.pi / lam

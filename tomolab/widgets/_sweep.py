@@ -276,13 +276,14 @@ class CenterSweep(SweepView):
     def estimate(self):
         """Auto-estimate the centre (Vo's method) and centre the range on it."""
         import tomolab
+        from tomolab.center import LOW_SCORE
 
         center, score = tomolab.find_center(self.scan, row=int(self.row_input.value),
                                             backend=self.backend)
         n_cols = int(self.scan.sizes["col"])
         self.start_input.value = max(0.0, np.floor(center) - self._half_width)
         self.stop_input.value = min(n_cols - 1.0, np.floor(center) + self._half_width)
-        trust = "" if score >= 0.3 else " — <b>low score: check the sweep</b>"
+        trust = "" if score >= LOW_SCORE else " — <b>low score: check the sweep</b>"
         self.estimate_label.value = f"estimate {center:.2f} px (score {score:.2f}){trust}"
         return center
 

@@ -15,12 +15,12 @@ from tomolab.viz._arrays import (
     as_volume, block_downsample, block_factors, contrast_limits, subsample,
 )
 from tomolab.viz._images import (
-    SLICE_AXES, datashader_available, get_slice, histogram, slice_image,
+    SLICE_AXES, datashader_available, get_slice, histogram, slice_image, with_coords,
 )
 from tomolab.viz._notebook import ensure_extension, setup_notebook
 
 __all__ = [
     "SLICE_AXES", "as_volume", "block_downsample", "block_factors", "contrast_limits",
     "datashader_available", "ensure_extension", "get_slice", "histogram",
-    "setup_notebook", "slice_image", "subsample",
+    "setup_notebook", "slice_image", "subsample", "with_coords",
 ]

@@ -62,8 +62,19 @@ def get_slice(volume, axis="z", index=0, *, max_pixels=MAX_SLICE_PIXELS):
     return plane
 
 
-def _with_coords(plane):
-    # holoviews needs coordinates; volumes without them get voxel indices
+def with_coords(plane):
+    """``plane`` with a coordinate on every dimension (voxel indices where it had none).
+
+    HoloViews needs coordinates to place an image; this is what
+    :func:`slice_image` and the slice viewer show.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> plane = with_coords(xr.DataArray(np.zeros((2, 3)), dims=("y", "x")))
+    >>> plane["x"].values.tolist(), plane["y"].values.tolist()
+    ([0, 1, 2], [0, 1])
+    """
     for dim in plane.dims:
         if dim not in plane.coords:
             plane = plane.assign_coords({dim: np.arange(plane.sizes[dim])})
@@ -116,7 +127,7 @@ def slice_image(volume, axis="z", index=0, *, clim=None, cmap="gray",
 
     if rasterize is None:
         rasterize = datashader_available()
-    plane = _with_coords(get_slice(volume, axis, index,
+    plane = with_coords(get_slice(volume, axis, index,
                                    max_pixels=None if rasterize else max_pixels))
     hdim, vdim = SLICE_AXES[axis]
     if clim is None:

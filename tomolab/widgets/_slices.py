@@ -6,8 +6,7 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
-from tomolab.viz import SLICE_AXES, as_volume, contrast_limits, get_slice, subsample
-from tomolab.viz._images import _with_coords
+from tomolab.viz import SLICE_AXES, as_volume, contrast_limits, get_slice, subsample, with_coords
 from tomolab.widgets._bokeh import HoloViewsWidget
 from tomolab.widgets._task import TaskBar, guarded
 
@@ -187,7 +186,7 @@ class SliceViewer(widgets.VBox):
         cached = self._cache.get(axis)
         if cached is not None and cached[0] == index:
             return cached[1]
-        plane = _with_coords(get_slice(self.volume, axis, index, max_pixels=self.max_pixels))
+        plane = with_coords(get_slice(self.volume, axis, index, max_pixels=self.max_pixels))
         self._cache[axis] = (index, plane)
         return plane
 

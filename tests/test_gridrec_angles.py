@@ -118,7 +118,7 @@ def _check(reports):
         # angles than π/2 × the width (or gaps), about 1 % with 2000 angles (the edge's ringing)
         assert report["outside"] < (0.02 if report["name"] == "2000-even" else 0.12) * MU, case
         # every row of the stack is the same slice, whether it went in a pair or alone
-        assert report["spread"] < 2e-4 * MU, case
+        assert report["spread"] < 5e-4 * MU, case  # float32 sums (atomic on the GPU: 2.4e-4 at 4096)
 
 
 @pytest.mark.parametrize("module", ["numpy", pytest.param("cupy", marks=[requires_gpu,

@@ -31,7 +31,7 @@ def main():
     na = args.angles or (1800 if gpu else 720)
     k = args.candidates or (101 if gpu else 21)
 
-    from tomolab.center.sweep import sharpness_scores, sweep_slices
+    from tomolab.sweep import sharpness_scores, sweep_slices
 
     rng = np.random.default_rng(0)
     sino = rng.random((na, n), dtype=np.float32)

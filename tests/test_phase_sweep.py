@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage
 
 from tomolab.api_phase import sweep_phase
-from tomolab.center.phase_sweep import paganin_halo, paganin_length, phase_scores, sweep_phase_slices
+from tomolab.prep import paganin_halo, paganin_length
+from tomolab.sweep import phase_scores, sweep_phase_slices
 from tomolab.data.phase_contrast import simulate_phase_scan
 from tomolab.data.simulate import true_volume
 from tomolab.engine import line_integrals

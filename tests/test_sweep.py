@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tomolab
-from tomolab.center.sweep import sharpness_scores, sweep_slices
+from tomolab.sweep import sharpness_scores, sweep_slices
 from tomolab.errors import ParameterError
 
 

@@ -33,6 +33,7 @@ _LAZY = {
     "prep": "tomolab.prep",
     "recon": "tomolab.recon",
     "center": "tomolab.center",
+    "sweep": "tomolab.sweep",
     "io": "tomolab.io",
     "engine": "tomolab.engine",
     "devices": "tomolab.devices",

@@ -679,7 +679,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     filter : str
         Reconstruction filter.
     score : {"entropy", "negativity", "gradient"}
-        Sharpness measure; see :func:`tomolab.center.sweep.sharpness_scores`.
+        Sharpness measure; see :func:`tomolab.sweep.sharpness_scores`.
     size : int, optional
         Width of the trial slices in detector pixels (default: the detector width).
     backend : {"auto", "numpy", "cupy"}
@@ -696,7 +696,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     xarray.DataArray (center, y, x) float32
         One slice per trial centre (attenuation, as :func:`reconstruct`), with
         coordinate ``score`` along ``center`` (1 = sharpest) and attrs
-        ``best_center`` (where the scores peak: :func:`tomolab.center.sweep.peak_center`,
+        ``best_center`` (where the scores peak: :func:`tomolab.sweep.peak_center`,
         inside the range of ``centers``), ``row``, ``binning`` and every parameter.
 
     Examples
@@ -709,7 +709,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     """
     import xarray as xr
 
-    from tomolab.center.sweep import SWEEP_SCORES, peak_center, sharpness_scores, sweep_slices
+    from tomolab.sweep import SWEEP_SCORES, peak_center, sharpness_scores, sweep_slices
     from tomolab.devices import resolve_backend
     from tomolab.engine import line_integrals
     from tomolab.recon import FILTERS

@@ -1,6 +1,6 @@
 """δ/β sweep of a scan: trial slices for many Paganin ratios, computed at once.
 
-The api-level wrapper of :func:`tomolab.center.phase_sweep.sweep_phase_slices`:
+The api-level wrapper of :func:`tomolab.sweep.sweep_phase_slices`:
 it reads the band of rows that Paganin's filter needs around the chosen row,
 takes the physical parameters from the scan's attrs unless given, and returns
 an :class:`xarray.DataArray` ``(ratio, y, x)`` with a score per ratio.
@@ -72,7 +72,7 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
         counts with flats (or ``normalize=False`` for transmission ``I/I0``).
     row : int, optional
         Detector row (default: the middle row). Paganin's filter is 2D, so the
-        rows within :func:`tomolab.center.phase_sweep.paganin_halo` of it are
+        rows within :func:`tomolab.prep.paganin_halo` of it are
         read as well (those the detector has).
     ratios : array_like, optional
         Trial δ/β (default :data:`DEFAULT_RATIOS`, 10 to 3000).
@@ -84,7 +84,7 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     filter : str
         Reconstruction filter.
     score : {"levels", "entropy"}
-        See :func:`tomolab.center.phase_sweep.phase_scores`.
+        See :func:`tomolab.sweep.phase_scores`.
     size : int, optional
         Width of the trial slices (default: the detector width).
     backend : {"auto", "numpy", "cupy"}
@@ -113,8 +113,8 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     import xarray as xr
 
     from tomolab.api import _half_turn, check_center, find_center
-    from tomolab.center.phase_sweep import (PHASE_SCORES, _check_ratios, paganin_halo,
-                                            phase_scores, sweep_phase_slices)
+    from tomolab.prep import paganin_halo
+    from tomolab.sweep import PHASE_SCORES, check_ratios, phase_scores, sweep_phase_slices
     from tomolab.devices import resolve_backend
     from tomolab.engine import line_integrals
     from tomolab.recon import FILTERS
@@ -126,7 +126,7 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     check_name(score, PHASE_SCORES, where="score", what="δ/β sweep score")
     n_rows = int(scan.sizes["row"])
     row = check_row(scan, row)
-    ratios = _check_ratios(DEFAULT_RATIOS if ratios is None else ratios)
+    ratios = check_ratios(DEFAULT_RATIOS if ratios is None else ratios)
     energy = physical_parameter(scan, "energy", energy)
     distance = physical_parameter(scan, "distance", distance)
     pixel_size = physical_parameter(scan, "pixel_size", pixel_size)

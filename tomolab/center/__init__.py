@@ -3,14 +3,11 @@
 Each method in :data:`CENTER_METHODS` takes line-integral data and returns
 ``(center, score)``: the axis as a detector column in pixels, and a score in
 [0, 1] that says how far to trust it (below :data:`LOW_SCORE`: check with a
-sweep).
+sweep, :mod:`tomolab.sweep`).
 """
 
 from tomolab.center.axis import AxisFit, fit_axis
 from tomolab.center.phase_correlation import find_center_phase_correlation, opposite_pair
-from tomolab.center.phase_sweep import (paganin_halo, paganin_length, phase_scores,
-                                        sweep_phase_slices)
-from tomolab.center.sweep import SWEEP_SCORES, sharpness_scores, sweep_slices
 from tomolab.center.vo import find_center_vo, vo_metric
 
 #: below this score a centre estimate should not be trusted without a sweep
@@ -23,7 +20,5 @@ CENTER_METHODS = {
     "phase-correlation": find_center_phase_correlation,
 }
 
-__all__ = ["AxisFit", "CENTER_METHODS", "LOW_SCORE", "SWEEP_SCORES", "find_center_vo",
-           "find_center_phase_correlation", "fit_axis", "opposite_pair", "paganin_halo",
-           "paganin_length", "phase_scores", "sharpness_scores", "sweep_phase_slices",
-           "sweep_slices", "vo_metric"]
+__all__ = ["AxisFit", "CENTER_METHODS", "LOW_SCORE", "find_center_vo",
+           "find_center_phase_correlation", "fit_axis", "opposite_pair", "vo_metric"]

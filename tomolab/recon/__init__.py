@@ -6,11 +6,11 @@ returns slices ``(z, y, x)`` in attenuation per pixel.
 """
 
 from tomolab.recon.backproject import backproject
-from tomolab.recon.fbp import fbp
-from tomolab.recon.filters import FILTERS, filter_sinograms, fourier_filter
+from tomolab.recon.fbp import fbp, fbp_centers
+from tomolab.recon.filters import FILTERS, filter_sinograms, fourier_filter, padded_width
 from tomolab.recon.gridrec import gridrec
 
 ALGORITHMS = {"fbp": fbp, "gridrec": gridrec}
 
-__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "filter_sinograms", "fourier_filter",
-           "gridrec"]
+__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "fbp_centers", "filter_sinograms",
+           "fourier_filter", "gridrec", "padded_width"]

@@ -1,10 +1,10 @@
 """Trial slices for many centres at once, with a sharpness score for each.
 
-Each trial centre is folded into the reconstruction filter as a phase ramp:
-one forward FFT of the sinogram, one batched inverse FFT that yields every
-shifted, filtered sinogram, and one batched backprojection in which the trial
-centres play the part of slices. So a sweep of N centres costs one batched
-operation, not N reconstructions.
+Each trial centre is folded into the reconstruction filter as a phase ramp
+(:func:`tomolab.recon.fbp_centers`): one forward FFT of the sinogram, one
+batched inverse FFT that yields every shifted, filtered sinogram, and one
+batched backprojection in which the trial centres play the part of slices.
+So a sweep of N centres costs one batched operation, not N reconstructions.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 from tomolab.arrays import array_module, ndimage_module, to_numpy
 from tomolab.errors import ParameterError
 
-__all__ = ["SWEEP_SCORES", "sweep_slices", "sharpness_scores", "peak_center", "bin_slices"]
+__all__ = ["SWEEP_SCORES", "SCORED_WIDTH", "sweep_slices", "sharpness_scores", "peak_center",
+           "bin_slices", "score_slices", "best_is_one"]
 
 
 def _entropy(stack, xp, bins: int = 256):
@@ -162,11 +163,11 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
     batch : int, optional
         Candidates per batch (default: from free memory).
     method : {"auto", "fbp", "gridrec"}
-        ``"fbp"``: the phase-ramp filter and one batched backprojection (the
-        GPU's fastest). ``"gridrec"``: the same sinogram gridded once per
-        candidate, each with its own centre in its phase ramp (the CPU's
-        fastest, about ten times the backprojection there). ``"auto"`` picks
-        by the array's device.
+        ``"fbp"``: the phase-ramp filter and one batched backprojection
+        (:func:`tomolab.recon.fbp_centers`; the GPU's fastest). ``"gridrec"``:
+        the same sinogram gridded once per candidate, each with its own centre
+        in its phase ramp (the CPU's fastest, about ten times the
+        backprojection there). ``"auto"`` picks by the array's device.
     kernel : str
         GPU backprojection kernel for ``method="fbp"`` (see
         :func:`tomolab.recon.backproject`); ``"auto"`` is ``"hh8p1"``, which
@@ -192,8 +193,7 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
     ((3, 80, 80), 1)
     """
     from tomolab.devices import backend_of, batch_size
-    from tomolab.recon.backproject import backproject
-    from tomolab.recon.filters import filter_sinograms, padded_width
+    from tomolab.recon import fbp_centers, gridrec, padded_width
 
     xp = array_module(sinogram)
     sino = xp.asarray(sinogram, dtype=xp.float32)
@@ -204,7 +204,6 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
     n_angles, n_cols = sino.shape
     centers = np.atleast_1d(np.asarray(centers, dtype=np.float64))
     n = int(n or n_cols)
-    nominal = (n_cols - 1) / 2.0
     if batch is None:
         per_candidate = n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2 + n_angles * n_cols * 4 \
             + n * n * 4
@@ -219,8 +218,6 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
                              fix='use "auto", "fbp" or "gridrec"')
     out = xp.empty((centers.size, n, n), dtype=xp.float32)
     if method == "gridrec":
-        from tomolab.recon.gridrec import gridrec
-
         for start in range(0, centers.size, batch):
             chunk = centers[start:start + batch]
             copies = xp.broadcast_to(sino, (chunk.size, n_angles, n_cols))
@@ -229,8 +226,6 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
         return out
     for start in range(0, centers.size, batch):
         chunk = centers[start:start + batch]
-        filtered = filter_sinograms(sino, filter=filter, pad_mode=pad_mode, shift=nominal - chunk)
-        backproject(filtered, angles, center=nominal, n=n, out=out[start:start + chunk.size],
-                    kernel=kernel)
-    out *= np.float32(np.pi / n_angles)
+        fbp_centers(sino, angles, chunk, filter=filter, n=n, pad_mode=pad_mode, kernel=kernel,
+                    out=out[start:start + chunk.size])
     return out

@@ -1,8 +1,8 @@
 """Trial slices for many δ/β ratios at once (Paganin phase retrieval), each with a score.
 
 Paganin's filter is two-dimensional, so a slice needs a band of detector rows
-around it (:func:`paganin_halo`). Each projection band is Fourier transformed
-once along the columns. For each ratio the filtered band is needed at the
+around it (:func:`tomolab.prep.paganin_halo`). Each projection band is
+Fourier transformed once along the columns. For each ratio the filtered band is needed at the
 target row only: along the rows that is one value of a circular convolution,
 a weighted sum of the band's rows whose weights (per column frequency and
 ratio) are the filter's row kernel, the edge-padded rows folded into the
@@ -11,7 +11,8 @@ batched matrix product (band rows × ratios, for every column frequency) and
 K one-row inverse FFTs: the same numbers as :func:`tomolab.prep.retrieve_phase`
 on the whole band K times and keeping one row, at a fraction of the cost.
 The K sinograms are then reconstructed by one batched filtered
-backprojection in which the ratios play the part of slices.
+backprojection (:func:`tomolab.recon.fbp`) in which the ratios play the
+part of slices.
 """
 
 from __future__ import annotations
@@ -21,17 +22,22 @@ import math
 import numpy as np
 
 from tomolab.arrays import array_module, fft_module
-from tomolab.center.sweep import _entropy, score_slices
-from tomolab.errors import ParameterError
 from tomolab.checks import check_positive
-from tomolab.prep.normalize import minus_log
-from tomolab.prep.phase import padded_shape, paganin_halo, paganin_length, wavelength
+from tomolab.errors import ParameterError
+from tomolab.prep import minus_log, padded_shape, paganin_length, wavelength
+from tomolab.sweep.center import _entropy, score_slices
 
-__all__ = ["paganin_length", "paganin_halo", "sweep_phase_slices", "phase_scores",
-           "PHASE_SCORES"]
+__all__ = ["check_ratios", "sweep_phase_slices", "phase_scores", "PHASE_SCORES"]
 
 
-def _check_ratios(ratios) -> np.ndarray:
+def check_ratios(ratios) -> np.ndarray:
+    """Trial δ/β ratios as a float64 vector; raise unless they are all finite and positive.
+
+    Examples
+    --------
+    >>> check_ratios([10, 300]).tolist()
+    [10.0, 300.0]
+    """
     values = np.atleast_1d(np.asarray(ratios, dtype=np.float64))
     bad = values[~np.isfinite(values) | (values <= 0)]
     if values.size == 0 or bad.size or values.ndim != 1:
@@ -181,9 +187,9 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     ----------
     projection_band : ndarray (angle, row, col), numpy or cupy
         Flat-field normalised transmission ``I / I0`` of a band of rows around
-        the target row, :func:`paganin_halo` rows on each side where the
-        detector has them (at the detector's top and bottom the band is
-        continued with its edge rows, as :func:`tomolab.prep.retrieve_phase`
+        the target row, :func:`tomolab.prep.paganin_halo` rows on each side
+        where the detector has them (at the detector's top and bottom the band
+        is continued with its edge rows, as :func:`tomolab.prep.retrieve_phase`
         pads).
     angles : array_like (angle,)
         Radians, covering 180°.
@@ -221,8 +227,7 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     (2, 32, 32)
     """
     from tomolab.devices import backend_of, batch_size
-    from tomolab.recon.backproject import backproject
-    from tomolab.recon.filters import filter_sinograms
+    from tomolab.recon import fbp
 
     xp = array_module(projection_band)
     band = xp.asarray(projection_band, dtype=xp.float32)
@@ -234,13 +239,13 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     if not isinstance(row_in_band, (int, np.integer)) or not 0 <= row_in_band < n_rows:
         raise ParameterError("the target row is outside the band", where="row_in_band",
                              value=row_in_band, fix=f"pass a row between 0 and {n_rows - 1}")
-    ratios = _check_ratios(ratios)
+    ratios = check_ratios(ratios)
     lam = wavelength(energy)
     distance = check_positive(distance, "distance", "pass the sample-detector distance in metres")
     pixel_size = check_positive(pixel_size, "pixel_size", "pass the pixel size in metres")
     angles = np.asarray(angles, dtype=np.float64)
     padded = padded_shape((n_rows, n_cols), True,
-                           paganin_length(ratios.max(), energy, distance, pixel_size))
+                          paganin_length(ratios.max(), energy, distance, pixel_size))
     if batch is None:
         nx = padded[1]
         per_angle = (n_rows * (nx // 2 + 1) * 8 * 4 + ratios.size * (nx // 2 + 1) * 8 * 3
@@ -249,7 +254,4 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     transmission = _row_sinograms(band, ratios, int(row_in_band), padded, lam, distance,
                                   pixel_size, xp, batch)
     sinograms = minus_log(transmission, floor=1e-30)
-    filtered = filter_sinograms(sinograms, filter=filter)
-    out = backproject(filtered, angles, center=float(center), n=int(n or n_cols))
-    out *= np.float32(np.pi / n_angles)
-    return out
+    return fbp(sinograms, angles, center=float(center), filter=filter, n=int(n or n_cols))

@@ -143,3 +143,22 @@ def test_slice_image_holds_the_slice():
 def test_slice_image_rasterizes_with_datashader():
     img = tv.slice_image(np.random.rand(2, 50, 50), "z", 0, rasterize=True)
     assert type(img).__name__ == "DynamicMap"
+
+
+def test_png_is_a_percentile_stretch_of_the_finite_values(tmp_path):
+    from PIL import Image
+
+    image = np.linspace(0.0, 1.0, 200 * 100).reshape(100, 200).astype(np.float32)
+    image[0, 0] = np.nan
+    data = tv.png_bytes(image)
+    tv.save_png(image, tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes() == data
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temporary file left
+    pixels = np.asarray(Image.open(tmp_path / "a.png"))
+    assert pixels.shape == (100, 200) and pixels.dtype == np.uint8
+    assert pixels[0, 0] == 0 and pixels[0, 1] == 0 and pixels[-1, -1] == 255
+    lo, hi = np.nanpercentile(image.astype(np.float64), tv.PNG_PERCENTILES)
+    middle = (image[50, 100] - lo) / (hi - lo)
+    assert pixels[50, 100] == int(middle * 255)
+    assert tv.png_bytes(np.full((4, 4), np.nan))[:4] == b"\x89PNG"  # all NaN: black, no error

@@ -24,34 +24,13 @@ def _parse_center(text: str):
                                          "column in pixels, or auto") from None
 
 
-def save_png(image, path, *, percentiles=(0.5, 99.5)) -> None:
-    """Write a 2D array as an 8-bit greyscale PNG, contrast from percentiles (atomically)."""
-    import os
-    import tempfile
-
-    import numpy as np
-    from PIL import Image
-
-    lo, hi = np.percentile(image, percentiles)
-    scaled = np.clip((image - lo) / max(hi - lo, 1e-30), 0, 1)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray((scaled * 255).astype(np.uint8)).save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def cmd_demo(args) -> int:
     import numpy as np
 
     import tomolab
     from tomolab.data import iter_projection_slabs
     from tomolab.data.simulate import _parameters, simulate_flats_darks, simulation_attrs
+    from tomolab.viz import save_png
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

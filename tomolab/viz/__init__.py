@@ -2,7 +2,8 @@
 
 Pure helpers, no widgets: block-averaged downsampling for 3-D views,
 contrast limits from percentiles of a subsample, holoviews images of slices,
-and the notebook set-up that keeps every JavaScript resource local.
+the one PNG encoder (:func:`png_bytes`, :func:`save_png`), and the notebook
+set-up that keeps every JavaScript resource local.
 
 >>> import numpy as np
 >>> import tomolab.viz as tv
@@ -18,9 +19,10 @@ from tomolab.viz._images import (
     SLICE_AXES, datashader_available, get_slice, histogram, slice_image, with_coords,
 )
 from tomolab.viz._notebook import ensure_extension, setup_notebook
+from tomolab.viz._png import PNG_PERCENTILES, png_bytes, save_png
 
 __all__ = [
-    "SLICE_AXES", "as_volume", "block_downsample", "block_factors", "contrast_limits",
-    "datashader_available", "ensure_extension", "get_slice", "histogram",
-    "setup_notebook", "slice_image", "subsample", "with_coords",
+    "PNG_PERCENTILES", "SLICE_AXES", "as_volume", "block_downsample", "block_factors",
+    "contrast_limits", "datashader_available", "ensure_extension", "get_slice", "histogram",
+    "png_bytes", "save_png", "setup_notebook", "slice_image", "subsample", "with_coords",
 ]

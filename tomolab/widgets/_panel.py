@@ -11,7 +11,6 @@ the same function a script would (:func:`tomolab.open_scan`,
 from __future__ import annotations
 
 import html
-import io
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import traitlets
 import xarray as xr
 
+from tomolab.viz import png_bytes
 from tomolab.widgets._task import TaskBar, guarded
 
 __all__ = ["ReconstructionPanel"]
@@ -29,19 +29,6 @@ STEPS = ("file", "preview", "centre", "phase", "preprocessing", "reconstruction"
          "viewers")
 
 _SUFFIX = {"zarr": ".zarr", "hdf5": ".h5", "tiff": ""}
-
-
-def _png(image, *, percentiles=(0.5, 99.5)) -> bytes:
-    """An 8-bit greyscale PNG of a 2D array, contrast from percentiles."""
-    from PIL import Image
-
-    image = np.asarray(image, dtype=np.float64)
-    finite = image[np.isfinite(image)]
-    lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
-    scaled = np.clip((np.nan_to_num(image, nan=lo) - lo) / max(hi - lo, 1e-30), 0, 1)
-    buffer = io.BytesIO()
-    Image.fromarray((scaled * 255).astype(np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class ReconstructionPanel(widgets.VBox):
@@ -406,7 +393,7 @@ class ReconstructionPanel(widgets.VBox):
                                        **options)
 
         def show(slab):
-            self.preview_image.value = _png(slab.values[0])
+            self.preview_image.value = png_bytes(slab.values[0])
             phase = f", δ/β {slab.attrs['phase_delta_beta']:.4g}" \
                 if "phase_delta_beta" in slab.attrs else ""
             self.preview_label.value = (f"row {row} at centre <b>{slab.attrs['center']:.2f}</b> px"

@@ -16,10 +16,10 @@ from tomolab.widgets import ReconstructionPanel  # noqa: E402
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """A DXchange file of the analytic phantom (as ``tomolab demo`` writes it), and its truth."""
-    from tomolab.data import iter_projection_slabs
-    from tomolab.data.simulate import _parameters, simulate_flats_darks, simulation_attrs
+    from tomolab.data import (iter_projection_slabs, simulate_flats_darks, simulation_attrs,
+                              simulation_parameters)
 
-    params = _parameters(96, 8, 150, None, seed=3)
+    params = simulation_parameters(96, 8, 150, seed=3)
     flats, darks = simulate_flats_darks(params)
     path = tmp_path_factory.mktemp("scan") / "sample.h5"
     tomolab.io.write_dxchange(path, iter_projection_slabs(params), params.angles, flats, darks,

@@ -28,14 +28,14 @@ def cmd_demo(args) -> int:
     import numpy as np
 
     import tomolab
-    from tomolab.data import iter_projection_slabs
-    from tomolab.data.simulate import _parameters, simulate_flats_darks, simulation_attrs
+    from tomolab.data import (iter_projection_slabs, simulate_flats_darks, simulation_attrs,
+                              simulation_parameters)
     from tomolab.viz import save_png
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    params = _parameters(args.size, args.rows, args.angles, None, seed=args.seed)
+    params = simulation_parameters(args.size, args.rows, args.angles, seed=args.seed)
     sample = out / "sample.h5"
     flats, darks = simulate_flats_darks(params)
     tomolab.io.write_dxchange(sample, iter_projection_slabs(params), params.angles, flats, darks,
@@ -120,11 +120,12 @@ def cmd_recon(args) -> int:
 
 def cmd_simulate(args) -> int:
     import tomolab
-    from tomolab.data import iter_projection_slabs
-    from tomolab.data.simulate import _parameters, simulate_flats_darks, simulation_attrs
+    from tomolab.data import (iter_projection_slabs, simulate_flats_darks, simulation_attrs,
+                              simulation_parameters)
 
-    params = _parameters(args.size, args.rows, args.angles, args.center, seed=args.seed,
-                         ring_errors=args.rings, zingers=args.zingers, photons=args.photons)
+    params = simulation_parameters(args.size, args.rows, args.angles, center=args.center,
+                                   seed=args.seed, ring_errors=args.rings, zingers=args.zingers,
+                                   photons=args.photons)
     flats, darks = simulate_flats_darks(params)
     meta = dict(pixel_size=params.pixel_size, energy=params.energy, distance=params.distance,
                 attrs=simulation_attrs(params), overwrite=args.overwrite)

@@ -21,8 +21,8 @@ from tomolab.data.phantom import (default_phantom, phantom_from_json,
                                   phantom_slice, phantom_to_json, project_slice)
 from tomolab.errors import ParameterError
 
-__all__ = ["SimulationParameters", "simulate_scan", "simulate_arrays",
-           "iter_projection_slabs", "true_volume"]
+__all__ = ["SimulationParameters", "simulation_parameters", "simulate_scan", "simulate_arrays",
+           "simulate_flats_darks", "simulation_attrs", "iter_projection_slabs", "true_volume"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,22 @@ def _check_photons(photons: float) -> None:
                              value=photons, fix="pass between 10 and 60000")
 
 
-def _parameters(size, n_rows, n_angles, center, **options) -> SimulationParameters:
+def simulation_parameters(size: int = 128, n_rows: int | None = None,
+                          n_angles: int | None = None, *, center: float | None = None,
+                          **options) -> SimulationParameters:
+    """The checked :class:`SimulationParameters` that :func:`simulate_scan` would use.
+
+    Same arguments and defaults as :func:`simulate_scan`. With
+    :func:`iter_projection_slabs`, :func:`simulate_flats_darks` and
+    :func:`simulation_attrs` it writes a simulated scan to a file slab by
+    slab, without holding the projections in memory.
+
+    Examples
+    --------
+    >>> params = simulation_parameters(64, n_rows=4, n_angles=60, seed=1)
+    >>> params.n_cols, params.n_rows, params.n_angles, params.seed
+    (64, 4, 60, 1)
+    """
     if not isinstance(size, (int, np.integer)) or not 16 <= size <= 4096:
         raise ParameterError("detector width must be an integer between 16 and 4096",
                              where="size", value=size, fix="use e.g. size=128 (64 to 2048 are typical)")
@@ -197,7 +212,7 @@ def simulate_arrays(size: int = 128, n_rows: int | None = None, n_angles: int | 
     flats, darks : ndarray uint16
     params : SimulationParameters
     """
-    params = _parameters(size, n_rows, n_angles, center, **options)
+    params = simulation_parameters(size, n_rows, n_angles, center=center, **options)
     projections = np.empty((params.n_angles, params.n_rows, params.n_cols), np.uint16)
     for start, stop, block in iter_projection_slabs(params):
         projections[start:stop] = block

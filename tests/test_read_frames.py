@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tomolab
-from tomolab.io._build import read_frames
+from tomolab.io import read_frames
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import xarray as xr
 from tomolab.errors import ParameterError
 from tomolab.io import open_volume, save_volume
 from tomolab.io import _sinks
-from tomolab.io._sinks import open_sink
+from tomolab.io import open_sink
 
 NAMES = {"zarr": "vol.zarr", "hdf5": "vol.h5", "tiff": "vol"}
 SHAPE = (8, 6, 5)
@@ -185,7 +185,7 @@ def test_zarr_chunks_are_one_slab_high_and_at_most_16_mib(tmp_path):
 _KILLED_RUN = textwrap.dedent("""
     import os, pickle, signal, sys
     import numpy as np
-    from tomolab.io._sinks import open_sink
+    from tomolab.io import open_sink
     kwargs, volume, indices = pickle.load(open(sys.argv[1], "rb"))
     sink = open_sink(**kwargs)
     for i in indices:

@@ -123,9 +123,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     """
     from tomolab.api import plan_reconstruction
     from tomolab.errors import Cancelled
-    from tomolab.io import open_volume
-    from tomolab.io._lazy import frame_runs
-    from tomolab.io._sinks import open_sink
+    from tomolab.io import frame_runs, open_sink, open_volume
 
     path = Path(os.fspath(path)).expanduser()
     if not isinstance(slab_rows, (int, np.integer)) or isinstance(slab_rows, bool) or slab_rows < 1:

@@ -125,7 +125,7 @@ def field_means(scan, rows, *, backend: str = "numpy", normalize: bool = True) -
                              fix="pass normalize=False if the projections are already "
                                  "flat-field corrected, or give flats= to open_scan/from_arrays")
 
-    from tomolab.io._build import read_frames
+    from tomolab.io import read_frames
 
     def mean(values):
         return xp.asarray(values.mean(axis=0, dtype=np.float64), dtype=xp.float32)
@@ -203,7 +203,7 @@ def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool
     -------
     ndarray (angle, row, col) float32 on the backend's device
     """
-    from tomolab.io._build import read_frames
+    from tomolab.io import read_frames
 
     xp = _array_module(backend)
     halo = steps.halo()
@@ -333,7 +333,7 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
     from concurrent.futures import ThreadPoolExecutor
 
     from tomolab.engine.stream import stream_slabs
-    from tomolab.io._build import read_frames
+    from tomolab.io import read_frames
 
     angles = scan["angle"].values
     n_angles, n_cols = angles.size, int(scan.sizes["col"])

@@ -13,12 +13,20 @@ The public API::
     write_dxchange / write_nxtomo / write_tiff_stack(path, projections, angles, flats=None,
                 darks=None, *, pixel_size=None, energy=None, distance=None, attrs=None, ...)
     save_volume(volume, path, *, format="auto", overwrite=False), open_volume(path)
+
+For the engine and the api's streamed writes::
+
+    read_frames(data_array, rows, *, out=None, threads=8)   # rows of every frame, as numpy
+    frame_runs(indices) -> [(start, stop), ...]              # ascending indices as runs
+    open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, ...) -> SlabSink
 """
 
 from __future__ import annotations
 
-from tomolab.io._build import ScanWarning, from_arrays
+from tomolab.io._build import ScanWarning, from_arrays, read_frames
+from tomolab.io._lazy import frame_runs
 from tomolab.io._open import LAYOUTS, describe, open_scan
+from tomolab.io._sinks import SlabSink, open_sink
 from tomolab.io._write import (
     open_volume,
     save_volume,
@@ -30,4 +38,5 @@ from tomolab.io._write import (
 __all__ = [
     "open_scan", "from_arrays", "describe", "save_volume", "open_volume",
     "write_dxchange", "write_nxtomo", "write_tiff_stack", "ScanWarning", "LAYOUTS",
+    "read_frames", "frame_runs", "open_sink", "SlabSink",
 ]

@@ -128,7 +128,7 @@ def simulate_phase_scan(size: int = 128, n_rows: int = 32, n_angles: int = 180, 
     ((30, 8, 64), 300.0)
     """
     from tomolab.io import from_arrays
-    from tomolab.prep.phase import fresnel_propagate, wavelength
+    from tomolab.prep import fresnel_propagate, wavelength
 
     if not isinstance(size, (int, np.integer)) or not 16 <= size <= 4096:
         raise ParameterError("detector width must be an integer between 16 and 4096",

@@ -141,7 +141,7 @@ def ring_scan(size: int = 256, *, n_rows: int = 4, n_angles: int = 360, seed: in
     from tomolab.data.phantom import phantom_from_json, project_slice
     from tomolab.data.simulate import (SimulationParameters, _beam, _drift, _gains, _timeline,
                                        simulate_scan, true_volume)
-    from tomolab.engine.pipeline import line_integrals
+    from tomolab.engine import line_integrals
     from tomolab.recon import fbp
 
     scan = simulate_scan(size, n_rows=n_rows, n_angles=n_angles, ring_errors=ring_errors,

@@ -3,6 +3,11 @@
 Chunk sizes come from free memory, never from a constant. On a shared GPU the
 hub sets ``TOMOLAB_GPU_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix), and
 tomolab caps CuPy's memory pool at it before the first allocation.
+
+Standard library only at import: the hub process reads its pool's memory
+limits with :func:`parse_bytes` from here (one parser for both sides of
+``TOMOLAB_GPU_MEMORY_LIMIT``) and must not load NumPy; array helpers are
+imported where they are used.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 
-from tomolab.arrays import cupy_available
 from tomolab.errors import ParameterError
 
 __all__ = ["BACKENDS", "resolve_backend", "gpu_memory_limit", "apply_gpu_memory_limit",
@@ -54,6 +58,8 @@ def apply_gpu_memory_limit() -> int | None:
 
 def resolve_backend(backend: str) -> str:
     """``"auto"`` → ``"cupy"`` when a GPU is usable, else ``"numpy"``."""
+    from tomolab.arrays import cupy_available
+
     if backend not in BACKENDS:
         raise ParameterError("unknown backend", where="backend", value=backend,
                              fix=f"use one of {', '.join(BACKENDS)}")

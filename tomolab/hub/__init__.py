@@ -1,8 +1,9 @@
 """JupyterHub integration: a spawner that shares a pool of GPUs among users.
 
-Runs inside the hub process, so it imports nothing from the rest of
-tomolab (no NumPy, no CuPy). The pool and the ledger are standard library
-only; the spawner classes import JupyterHub when first used::
+Runs inside the hub process, so it imports only tomolab's base layer
+(:func:`tomolab.devices.parse_bytes`, the one reader of memory sizes, and
+:mod:`tomolab.errors`; no NumPy, no CuPy). The pool and the ledger need
+nothing else; the spawner classes import JupyterHub when first used::
 
     c.JupyterHub.spawner_class = "tomolab.hub.GPUPoolLocalProcessSpawner"
     c.GPUPoolMixin.gpu_devices = [

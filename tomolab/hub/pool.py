@@ -1,7 +1,8 @@
 """The GPU pool: devices, their sharing policy, and per-user memory caps.
 
-Pure standard library, so the hub process (and ``python -m tomolab.hub``)
-stays light. A pool is a list of :class:`GPUDevice`; it is described in the
+Standard library and tomolab's base layer only (:mod:`tomolab.devices`,
+:mod:`tomolab.errors`, which load no NumPy), so the hub process (and
+``python -m tomolab.hub``) stays light. A pool is a list of :class:`GPUDevice`; it is described in the
 hub's configuration as a list of dicts::
 
     c.GPUPoolMixin.gpu_devices = [
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from tomolab.devices import parse_bytes as _parse_size
+from tomolab.errors import ParameterError
 
 __all__ = [
     "EXCLUSIVE",
@@ -37,8 +41,7 @@ PROFILES = (CPU, SHARED, EXCLUSIVE)
 #: How each profile is called to users (spawn form, "pool full" messages).
 PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive GPU"}
 
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B?)\s*$", re.IGNORECASE)
+_SCALES = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 _DEVICE_ID_RE = re.compile(r"^(\d+|(?:MIG|GPU)-[0-9A-Za-z/\-]+)$")
 
 
@@ -50,7 +53,11 @@ def parse_bytes(value, *, where="memory_limit") -> int:
     """Return a byte count from an int or a string such as ``"20G"``.
 
     Suffixes K, M, G, T are powers of 1024, as in JupyterHub's ``mem_limit``
-    (``"20G"``, ``"20Gi"`` and ``"20GiB"`` all mean 20 × 1024³ bytes).
+    (``"20G"``, ``"20Gi"`` and ``"20GiB"`` all mean 20 × 1024³ bytes). Strings
+    are read by :func:`tomolab.devices.parse_bytes`, the parser the user's
+    server applies to ``TOMOLAB_GPU_MEMORY_LIMIT``, so the hub accepts
+    exactly the sizes the servers understand; the hub also requires a
+    positive whole number of bytes and raises :class:`PoolConfigError`.
 
     Examples
     --------
@@ -68,13 +75,13 @@ def parse_bytes(value, *, where="memory_limit") -> int:
     elif isinstance(value, float) and value.is_integer():
         n = int(value)
     elif isinstance(value, str):
-        m = _BYTES_RE.match(value)
-        if not m:
+        try:
+            n = _parse_size(value, where=where)
+        except ParameterError:
             raise PoolConfigError(
                 f"{where}: cannot read {value!r} as a size; write bytes (21474836480) "
                 "or a number with K, M, G or T (1024-based), e.g. '20G'"
-            )
-        n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+            ) from None
     else:
         raise PoolConfigError(f"{where}: expected bytes (int) or a size like '20G', got {value!r}")
     if n <= 0:
@@ -94,8 +101,7 @@ def format_bytes(n: int | None) -> str:
     """
     if n is None:
         return "no cap"
-    for unit in ("TiB", "GiB", "MiB", "KiB"):
-        scale = _UNITS[unit[0]]
+    for unit, scale in _SCALES:
         if n >= scale:
             v = n / scale
             return f"{v:.0f} {unit}" if v.is_integer() else f"{v:.1f} {unit}"

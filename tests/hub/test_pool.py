@@ -39,6 +39,13 @@ def test_parse_bytes_rejects_with_the_fix(value):
         parse_bytes(value)
 
 
+@pytest.mark.parametrize("text", ["512", "1K", "20G", "20Gi", "20GiB", "1.5M", "2 T", " 3 g "])
+def test_the_hub_reads_sizes_as_the_servers_do(text):
+    from tomolab.devices import parse_bytes as server_parse_bytes  # TOMOLAB_GPU_MEMORY_LIMIT
+
+    assert parse_bytes(text) == server_parse_bytes(text)
+
+
 def test_format_bytes_round_trips_parse_bytes():
     for text in ["512 B", "1 KiB", "20 GiB", "1.5 MiB", "2 TiB"]:
         assert format_bytes(parse_bytes(text)) == text

@@ -21,7 +21,7 @@ def opposite_pair(angles, *, tolerance: float | None = None) -> tuple[int, int]:
 
     Raises
     ------
-    ParameterError
+    tomolab.errors.ParameterError
         When no two angles are within ``tolerance`` of 180° apart (default: one
         angular step).
     """

@@ -107,7 +107,7 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
 
     Raises
     ------
-    ParameterError
+    tomolab.errors.ParameterError
         If ``path`` exists and not ``overwrite``, the format is unknown,
         ``multiscale`` is asked of HDF5 or TIFF, or the shape, coords or
         ``slab_rows`` do not fit together.
@@ -262,7 +262,7 @@ class SlabSink:
 
         Raises
         ------
-        ParameterError
+        tomolab.errors.ParameterError
             If a slab is missing (the partial output stays, for resuming), or
             ``path`` appeared meanwhile and ``overwrite`` is False.
         """

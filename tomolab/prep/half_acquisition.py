@@ -52,7 +52,7 @@ def opposite_projections(angles):
 
     Raises
     ------
-    ParameterError
+    tomolab.errors.ParameterError
         When the angles do not cover 360°.
 
     Examples

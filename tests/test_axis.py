@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tomolab
-from tomolab.api_geometry import default_axis_rows, find_axis
+from tomolab.api import default_axis_rows, find_axis
 from tomolab.center.axis import fit_axis
 from tomolab.data.phantom import default_phantom, project_slice
 from tomolab.errors import ParameterError

@@ -7,7 +7,7 @@ import pytest
 
 import tomolab
 from tomolab.arrays import to_numpy
-from tomolab.api_geometry import stitch_360
+from tomolab.api import stitch_360
 from tomolab.data.phantom import default_phantom, phantom_slice, project_slice
 from tomolab.errors import ParameterError
 from tomolab.prep.half_acquisition import find_overlap, opposite_projections, stitch_half_acquisition

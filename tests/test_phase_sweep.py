@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tomolab.api_phase import sweep_phase
+from tomolab.api import sweep_phase
 from tomolab.prep import paganin_halo, paganin_length
 from tomolab.sweep import phase_scores, sweep_phase_slices
 from tomolab.data.phase_contrast import simulate_phase_scan

@@ -24,11 +24,11 @@ _LAZY = {
     "reconstruct": "tomolab.api",
     "find_center": "tomolab.api",
     "sweep_center": "tomolab.api",
-    "sweep_phase": "tomolab.api_phase",
-    "stitch_360": "tomolab.api_geometry",
-    "find_axis": "tomolab.api_geometry",
+    "sweep_phase": "tomolab.api",
+    "stitch_360": "tomolab.api",
+    "find_axis": "tomolab.api",
     "save_volume": "tomolab.io",
-    "reconstruct_to": "tomolab.api_volume",
+    "reconstruct_to": "tomolab.api",
     "data": "tomolab.data",
     "prep": "tomolab.prep",
     "recon": "tomolab.recon",
@@ -53,9 +53,8 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'tomolab' has no attribute {name!r}") from None
     module = importlib.import_module(module_name)
     value = module if module_name == f"tomolab.{name}" else getattr(module, name)
-    if module_name in ("tomolab.io", "tomolab.api", "tomolab.api_phase", "tomolab.api_geometry",
-                       "tomolab.api_volume", "tomolab.data"):
-        importlib.import_module("tomolab.accessor")  # scans get their .tomo methods
+    if module_name in ("tomolab.io", "tomolab.api", "tomolab.data"):
+        importlib.import_module("tomolab.api.accessor")  # scans get their .tomo methods
     globals()[name] = value
     return value
 

@@ -60,12 +60,21 @@ def check_bool(value, name: str, fix: str) -> bool:
     return bool(value)
 
 
-def check_choice(value, name: str, choices) -> str:
-    """Return ``value``; raise unless it is one of ``choices``."""
+def check_choice(value, choices, *, where: str, what: str | None = None):
+    """Return ``value``; raise unless it names one of ``choices`` (a registry or a tuple).
+
+    Examples
+    --------
+    >>> check_choice("ramp", ("ramp", "hann"), where="filter")
+    'ramp'
+    >>> check_choice("nope", ("ramp", "hann"), where="filter", what="reconstruction filter")
+    Traceback (most recent call last):
+    ...
+    tomolab.errors.ParameterError: filter='nope': unknown reconstruction filter; fix: use one of 'hann', 'ramp'
+    """
     if value not in choices:
-        valid = ", ".join(repr(c) for c in choices)
-        raise ParameterError(f"unknown {name}; valid: {valid}", where=name, value=value,
-                             fix=f"pass one of {valid}")
+        raise ParameterError(f"unknown {what or where}", where=where, value=value,
+                             fix=f"use one of {', '.join(repr(c) for c in sorted(map(str, choices)))}")
     return value
 
 

@@ -123,7 +123,7 @@ def _freq_squared(padded, pixel_size, dtype, xp, real):
 
 def _check_pad(pad, pad_mode):
     check_bool(pad, "pad", "pass pad=True (no edge artefacts) or pad=False (periodic)")
-    return check_choice(pad_mode, "pad_mode", ("edge", "reflect", "symmetric"))
+    return check_choice(pad_mode, ("edge", "reflect", "symmetric"), where="pad_mode")
 
 
 def retrieve_phase(projections, *, delta_beta, energy, distance, pixel_size, beta=None,
@@ -213,7 +213,7 @@ def retrieve_phase(projections, *, delta_beta, energy, distance, pixel_size, bet
                               "pass the sample-detector distance in metres (> 0), e.g. 0.05")
     pixel_size = check_positive(pixel_size, "pixel_size",
                                 "pass the effective pixel size in metres (> 0), e.g. 1e-6")
-    output = check_choice(output, "output", ("attenuation", "thickness", "intensity"))
+    output = check_choice(output, ("attenuation", "thickness", "intensity"), where="output")
     pad_mode = _check_pad(pad, pad_mode)
     mu = None
     if output == "thickness":

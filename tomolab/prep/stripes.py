@@ -424,7 +424,7 @@ def remove_stripes_offsets(sinogram, *, size=31, passes=2, sigma=None, fit="medi
     passes = check_int(passes, "passes", 1, "pass 1 or 2")
     if sigma is not None:
         sigma = check_positive(sigma, "sigma", "pass a width in columns such as 10, or None")
-    check_choice(fit, "fit", ("median", "quadratic"))
+    check_choice(fit, ("median", "quadratic"), where="fit")
     if fit == "quadratic" and (size < 5 or size % 2 == 0):
         raise ParameterError("a quadratic fit needs an odd window of at least 5 columns",
                              where="size", value=size, fix="pass an odd size such as 15")
@@ -491,5 +491,5 @@ def remove_stripes(sinogram, *, method="sorting", **options):
     >>> bool(np.allclose(out, 1.0, atol=1e-5))
     True
     """
-    check_choice(method, "method", tuple(STRIPE_METHODS))
+    check_choice(method, tuple(STRIPE_METHODS), where="method")
     return STRIPE_METHODS[method](sinogram, **options)

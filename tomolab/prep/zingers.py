@@ -57,7 +57,7 @@ def remove_zingers(projections, *, threshold=0.1, size=3, mode="relative"):
     threshold = check_positive(threshold, "threshold", "pass e.g. threshold=0.1 (relative) "
                                "or a value in data units with mode='absolute'")
     size = check_int(size, "size", 3, "pass an odd window width such as 3 or 5")
-    mode = check_choice(mode, "mode", ("relative", "absolute"))
+    mode = check_choice(mode, ("relative", "absolute"), where="mode")
     xp = array_module(projections)
     ndi = ndimage_module(xp)
 

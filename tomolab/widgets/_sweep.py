@@ -368,7 +368,7 @@ class PhaseSweep(SweepView):
 
     def compute(self):
         """Compute the whole stack once (in the background unless told otherwise)."""
-        from tomolab.api_phase import sweep_phase
+        from tomolab.api import sweep_phase
 
         self._compute_stack(self.ratios, lambda ratios: sweep_phase(
             self.scan, row=int(self.row_input.value), ratios=ratios, center=self.center,

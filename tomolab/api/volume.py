@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tomolab.api.reconstruct import plan_reconstruction
 from tomolab.errors import ParameterError
 
 __all__ = ["reconstruct_to"]
@@ -121,7 +122,6 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     >>> vol.shape, vol.attrs["slab_rows"]
     ((6, 64, 64), 4)
     """
-    from tomolab.api import plan_reconstruction
     from tomolab.errors import Cancelled
     from tomolab.io import frame_runs, open_sink, open_volume
 

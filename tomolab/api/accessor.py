@@ -24,17 +24,17 @@ class TomoAccessor:
 
     def reconstruct(self, **options):
         """See :func:`tomolab.reconstruct`."""
-        from tomolab.api import reconstruct
+        from tomolab.api.reconstruct import reconstruct
         return reconstruct(self._scan, **options)
 
     def find_center(self, **options):
         """See :func:`tomolab.find_center`."""
-        from tomolab.api import find_center
+        from tomolab.api.center import find_center
         return find_center(self._scan, **options)
 
     def sweep_center(self, **options):
         """See :func:`tomolab.sweep_center`."""
-        from tomolab.api import sweep_center
+        from tomolab.api.center import sweep_center
         return sweep_center(self._scan, **options)
 
     def describe(self) -> str:

@@ -13,6 +13,10 @@ import warnings
 
 import numpy as np
 
+from tomolab.api.center import find_center
+from tomolab.api.provenance import provenance
+from tomolab.api.validate import (check_center, check_choice, check_row, check_size, half_turn,
+                                  plane_coords)
 from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
 
@@ -112,18 +116,16 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     """
     import xarray as xr
 
-    from tomolab.api import _half_turn, check_center, find_center
     from tomolab.prep import paganin_halo
     from tomolab.sweep import PHASE_SCORES, check_ratios, phase_scores, sweep_phase_slices
     from tomolab.devices import resolve_backend
     from tomolab.engine import line_integrals
     from tomolab.recon import FILTERS
 
-    from tomolab.api import check_name, check_row, check_size, plane_coords
 
     backend = resolve_backend(backend)
-    check_name(filter, FILTERS, where="filter", what="reconstruction filter")
-    check_name(score, PHASE_SCORES, where="score", what="δ/β sweep score")
+    check_choice(filter, FILTERS, where="filter", what="reconstruction filter")
+    check_choice(score, PHASE_SCORES, where="score", what="δ/β sweep score")
     n_rows = int(scan.sizes["row"])
     row = check_row(scan, row)
     ratios = check_ratios(DEFAULT_RATIOS if ratios is None else ratios)
@@ -132,7 +134,7 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     pixel_size = physical_parameter(scan, "pixel_size", pixel_size)
     n = check_size(scan, size)
     angles = scan["angle"].values
-    _half_turn(angles)  # at least 180°
+    half_turn(angles)  # at least 180°
     center_source = "given"
     if isinstance(center, str) and center == "auto":
         with warnings.catch_warnings():
@@ -159,23 +161,11 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     attrs = {
         "long_name": "trial slices, one per δ/β (Paganin)",
         "units": "1/m",
-        "best_ratio": best,
-        "row": row,
-        "center": float(center),
-        "center_source": center_source,
-        "energy": energy,
-        "distance": distance,
-        "pixel_size": pixel_size,
-        "halo": int(halo),
-        "band": f"{first}:{last}",
-        "filter": filter,
-        "score_method": score,
-        "backend": backend,
-        "normalize": int(normalize),
-        "n_angles": int(angles.size),
-        "source_file": str(scan.attrs.get("source_file") or ""),
-        "seconds": round(elapsed, 4),
-        "tomolab_version": __import__("tomolab").__version__,
+        **provenance(scan, backend=backend, normalize=normalize, best_ratio=best, row=row,
+                     center=float(center), center_source=center_source, energy=energy,
+                     distance=distance, pixel_size=pixel_size, halo=int(halo),
+                     band=f"{first}:{last}", filter=filter, score_method=score,
+                     n_angles=int(angles.size), seconds=round(elapsed, 4)),
     }
     if last - first < 2 * halo + 1:
         attrs["band_note"] = ("the detector has fewer rows than the filter reaches; the band is "

@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from tomolab.api.center import find_center
+from tomolab.api.validate import check_center, resolve_rows, source_name
 from tomolab.errors import ParameterError
 
 __all__ = ["stitch_360", "find_axis", "default_axis_rows"]
@@ -85,7 +87,6 @@ def stitch_360(scan, *, center="auto", rows=None, blend: float | None = None,
     import xarray as xr
 
     from tomolab.arrays import to_numpy
-    from tomolab.api import check_center, resolve_rows, source_name
     from tomolab.devices import batch_size, resolve_backend
     from tomolab.engine import line_integrals
     from tomolab.prep.half_acquisition import (find_overlap, opposite_projections,
@@ -208,7 +209,6 @@ def find_axis(scan, *, rows=None, method: str = "vo", rows_averaged: int = 5,
     >>> abs(fit.slope) < 0.02, abs(float(fit.center(12)) - scan.attrs["true_center"]) < 0.5
     (True, True)
     """
-    from tomolab.api import find_center, source_name
     from tomolab.center.axis import fit_axis
 
     n_rows = int(scan.sizes["row"])

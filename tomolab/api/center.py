@@ -1,0 +1,324 @@
+"""Centre of rotation at the api level: the automatic estimate and the trial-slice sweep."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from tomolab.api.provenance import provenance
+from tomolab.api.validate import (check_centers, check_choice, check_row, check_size, half_turn,
+                                  plane_coords, source_name)
+from tomolab.arrays import to_numpy
+from tomolab.errors import ParameterError
+
+__all__ = ["CenterEstimate", "find_center", "combine_centers", "sweep_center", "sweep_binning",
+           "CENTER_AGREEMENT"]
+
+
+class CenterEstimate(tuple):
+    """``(center, score)`` from :func:`find_center`, with what each method found.
+
+    Unpacks as a pair (``center, score = find_center(scan)``); ``estimates``
+    maps each method that ran to its own ``(center, score)``, and ``spread``
+    is the largest distance between the centres of the methods that counted
+    (pixels; 0 when only one did).
+    """
+
+    def __new__(cls, center: float, score: float, estimates: dict):
+        self = super().__new__(cls, (float(center), float(score)))
+        self.estimates = {name: (float(c), float(sc)) for name, (c, sc) in estimates.items()}
+        centers = [c for c, _ in self.estimates.values()]
+        self.spread = float(max(centers) - min(centers)) if centers else 0.0
+        return self
+
+    @property
+    def center(self) -> float:
+        return self[0]
+
+    @property
+    def score(self) -> float:
+        return self[1]
+
+
+#: two methods further apart than this (pixels) are reported as disagreeing
+CENTER_AGREEMENT = 0.5
+#: rows of the 0°/180° pair registered by phase correlation ("auto"): two frames, so cheap
+PAIR_ROWS = 64
+
+
+def find_center(scan, *, row: int | None = None, method: str = "auto", rows_averaged: int = 5,
+                backend: str = "auto", normalize: bool = True, log: bool = True):
+    """Find the rotation axis: a detector column in pixels, and a trust score.
+
+    Parameters
+    ----------
+    scan : xarray.Dataset
+        From :func:`tomolab.open_scan` or :func:`tomolab.from_arrays`.
+    row : int, optional
+        Detector row to use (default: the middle row).
+    method : {"auto", "vo", "phase-correlation"}
+        ``"vo"``: Vo's Fourier metric on the sinogram of ``rows_averaged``
+        rows. ``"phase-correlation"``: registration of the projections at 0°
+        and 180° (up to 64 rows around ``row``). ``"auto"`` (default): both
+        where the scan has a 0°/180° pair, combined by their scores; when they
+        disagree by more than half a pixel, trial slices between them
+        (:func:`sweep_center`) give a third centre, the answer is the median
+        of the three, and a warning names all three.
+    rows_averaged : int
+        Number of neighbouring rows averaged into the sinogram (noise).
+    backend : {"auto", "numpy", "cupy"}
+    normalize, log : bool
+        Flat/dark correction and ``-log``, as for :func:`tomolab.reconstruct`:
+        pass ``normalize=False, log=False`` for data that are already line
+        integrals (a second ``-log`` moves the centre).
+
+    Returns
+    -------
+    CenterEstimate
+        Unpacks as ``center, score``: the detector column of the rotation axis,
+        and a score between 0 and 1. Below :data:`tomolab.center.LOW_SCORE`,
+        or when the methods disagree by more than half a pixel, a warning says
+        not to trust the answer and suggests :func:`tomolab.sweep_center`.
+        ``.estimates`` holds each method's own ``(center, score)``.
+
+    Examples
+    --------
+    >>> import tomolab
+    >>> scan = tomolab.data.simulate_scan(96, n_rows=8, n_angles=180)
+    >>> center, score = tomolab.find_center(scan, backend="numpy")
+    >>> abs(center - scan.attrs["true_center"]) < 0.5
+    True
+    """
+    from tomolab.center import CENTER_METHODS, LOW_SCORE, opposite_pair
+    from tomolab.devices import resolve_backend
+    from tomolab.engine import line_integrals
+
+    if method != "auto":
+        check_choice(method, CENTER_METHODS, where="method", what="centre-finding method")
+    backend = resolve_backend(backend)
+    n_rows = int(scan.sizes["row"])
+    row = check_row(scan, row)
+    angles = scan["angle"].values
+
+    def band(count):
+        half = max(1, count) // 2
+        return slice(max(0, row - half), min(n_rows, row + half + 1))
+
+    estimates = {}
+    if method in ("auto", "vo"):
+        keep = half_turn(angles)
+        data = line_integrals(scan.isel(angle=keep), band(rows_averaged), backend=backend,
+                              normalize=normalize, log=log)
+        estimates["vo"] = CENTER_METHODS["vo"](data.mean(axis=1))
+    if method in ("auto", "phase-correlation"):
+        try:
+            i, j = opposite_pair(angles)
+        except ParameterError:
+            if method != "auto":
+                raise
+        else:
+            rows = band(max(rows_averaged, PAIR_ROWS)) if method == "auto" else band(rows_averaged)
+            data = line_integrals(scan.isel(angle=[i, j]), rows, backend=backend,
+                                  normalize=normalize, log=log)
+            estimates["phase-correlation"] = CENTER_METHODS["phase-correlation"](data[0], data[1])
+    result = combine_centers(estimates)
+    if method == "auto" and result.spread > CENTER_AGREEMENT:
+        result = _settle_by_sweep(scan, row, estimates, backend=backend, normalize=normalize,
+                                  log=log)
+    center, score = result
+    where = f"{source_name(scan)}, row {row}"
+    found = ", ".join(f"{name} {c:.2f} (score {sc:.2f})" for name, (c, sc) in result.estimates.items())
+    disagree = result.spread > CENTER_AGREEMENT
+    if score < LOW_SCORE or disagree:
+        lo = min(c for c, _ in result.estimates.values())
+        hi = max(c for c, _ in result.estimates.values())
+        why = [f"the methods disagree by {result.spread:.2f} px (> {CENTER_AGREEMENT} px)"] \
+            if disagree else []
+        why += [f"it has a low score ({score:.2f} < {LOW_SCORE})"] if score < LOW_SCORE else []
+        warnings.warn(f"{where}: centre {center:.2f}, but {' and '.join(why)} [{found}]; do not "
+                      f"trust it blindly: look at trial slices with tomolab.sweep_center(scan, "
+                      f"row={row}, centers=numpy.arange({np.floor(lo) - 3:.0f}, "
+                      f"{np.ceil(hi) + 3.5:.1f}, 0.5))"
+                      f"{' or try the other method' if len(estimates) == 1 else ''}", stacklevel=2)
+    return result
+
+
+def _settle_by_sweep(scan, row, estimates, **options) -> CenterEstimate:
+    """When the methods disagree, trial slices between them add a third opinion.
+
+    The sweep runs 0.5 px apart from 2 px below the lowest estimate to 2 px
+    above the highest; its own score is how far the range's ends fall below
+    its peak (1: a clear peak inside, 0: none). The answer is the median of the
+    three centres (one method gone astray cannot move it); its score is the
+    median score times the agreement factor of :func:`combine_centers` for the
+    distance from the median to the nearest other centre.
+    """
+    n_cols = int(scan.sizes["col"])
+    lo = min(c for c, _ in estimates.values())
+    hi = max(c for c, _ in estimates.values())
+    centers = np.unique(np.clip(np.arange(np.floor(lo) - 2.0, np.ceil(hi) + 2.25, 0.5), 0, n_cols - 1))
+    stack = sweep_center(scan, row=row, centers=centers, **options)
+    scores = stack["score"].values
+    clarity = float(np.clip(1.0 - 0.5 * (scores[0] + scores[-1]), 0.0, 1.0))
+    estimates = {**estimates, "sweep": (float(stack.attrs["best_center"]), clarity)}
+    found = np.array([c for c, _ in estimates.values()])
+    center = float(np.median(found))
+    nearest = float(np.sort(np.abs(found - center))[1])
+    score = float(np.median([sc for _, sc in estimates.values()]))
+    result = CenterEstimate(center, score / (1.0 + (nearest / CENTER_AGREEMENT) ** 2), estimates)
+    result.spread = hi - lo  # the disagreement that called for the sweep
+    return result
+
+
+def combine_centers(estimates: dict) -> CenterEstimate:
+    """One centre from several methods' ``(center, score)``: score-weighted, disagreement-aware.
+
+    Methods scoring below :data:`tomolab.center.LOW_SCORE` are left out while
+    another scores above it. The centre is the score-weighted mean of the rest;
+    the score is their weighted mean score times ``1 / (1 + (spread / 0.5)²)``,
+    so two trusted methods half a pixel apart halve it and two pixels apart
+    take it below ``LOW_SCORE``.
+
+    Examples
+    --------
+    >>> round(combine_centers({"vo": (100.0, 0.8), "phase-correlation": (100.2, 0.9)}).center, 3)
+    100.106
+    >>> round(combine_centers({"vo": (100.0, 0.8), "phase-correlation": (102.0, 0.8)}).score, 3)
+    0.047
+    >>> combine_centers({"vo": (100.0, 0.8), "phase-correlation": (130.0, 0.05)}).center
+    100.0
+    """
+    from tomolab.center import LOW_SCORE
+
+    trusted = {name: e for name, e in estimates.items() if e[1] >= LOW_SCORE} or estimates
+    centers = np.array([c for c, _ in trusted.values()], float)
+    scores = np.array([sc for _, sc in trusted.values()], float)
+    weights = np.clip(scores, 1e-6, None)
+    center = float((centers * weights).sum() / weights.sum())
+    spread = float(centers.max() - centers.min())
+    score = float((scores * weights).sum() / weights.sum()) / (1.0 + (spread / CENTER_AGREEMENT) ** 2)
+    result = CenterEstimate(center, score, estimates)
+    result.spread = spread  # among the methods that counted
+    return result
+
+
+def sweep_binning(n_cols: int, backend: str) -> int:
+    """Columns averaged per pixel of the CPU's trial slices: none on the GPU, else to ≤ 1280.
+
+    A sweep is scored on slices averaged down to a few hundred pixels anyway;
+    on two CPU cores a 2560-wide trial slice costs about 1 s, a 1280-wide one
+    a quarter of that.
+
+    Examples
+    --------
+    >>> sweep_binning(2560, "numpy"), sweep_binning(1280, "numpy"), sweep_binning(2560, "cupy")
+    (2, 1, 1)
+    """
+    return 1 if backend == "cupy" else max(1, -(-int(n_cols) // 1280))
+
+
+def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "ramp",
+                 score: str = "entropy", size: int | None = None, backend: str = "auto",
+                 normalize: bool = True, log: bool = True, binning: int | None = None):
+    """Trial slices of one row at many centres, computed at once, each with a score.
+
+    Parameters
+    ----------
+    scan : xarray.Dataset
+    row : int, optional
+        Detector row (default: the middle row).
+    centers : array_like, optional
+        Trial centre columns in pixels (default: 41 centres 0.5 px apart around
+        :func:`find_center`'s estimate).
+    filter : str
+        Reconstruction filter.
+    score : {"entropy", "negativity", "gradient"}
+        Sharpness measure; see :func:`tomolab.sweep.sharpness_scores`.
+    size : int, optional
+        Width of the trial slices in detector pixels (default: the detector width).
+    backend : {"auto", "numpy", "cupy"}
+    normalize, log : bool
+        Flat/dark correction and ``-log``, as for :func:`reconstruct`.
+    binning : int, optional
+        Detector columns averaged into one pixel of the trial slices (the
+        centres stay full-resolution detector columns). Default: none on the
+        GPU; on the CPU enough to keep the slices at most 1280 wide
+        (:func:`sweep_binning`), so a 2560-wide scan sweeps in seconds.
+
+    Returns
+    -------
+    xarray.DataArray (center, y, x) float32
+        One slice per trial centre (attenuation, as :func:`reconstruct`), with
+        coordinate ``score`` along ``center`` (1 = sharpest) and attrs
+        ``best_center`` (where the scores peak: :func:`tomolab.sweep.peak_center`,
+        inside the range of ``centers``), ``row``, ``binning`` and every parameter.
+
+    Examples
+    --------
+    >>> import numpy as np, tomolab
+    >>> scan = tomolab.data.simulate_scan(96, n_rows=4, n_angles=150)
+    >>> stack = tomolab.sweep_center(scan, centers=np.arange(52, 60, 0.5), backend="numpy")
+    >>> stack.dims, abs(stack.attrs["best_center"] - scan.attrs["true_center"]) <= 0.5
+    (('center', 'y', 'x'), True)
+    """
+    import xarray as xr
+
+    from tomolab.sweep import SWEEP_SCORES, peak_center, sharpness_scores, sweep_slices
+    from tomolab.devices import resolve_backend
+    from tomolab.engine import line_integrals
+    from tomolab.recon import FILTERS
+
+    backend = resolve_backend(backend)
+    check_choice(filter, FILTERS, where="filter", what="reconstruction filter")
+    check_choice(score, SWEEP_SCORES, where="score", what="sweep score")
+    row = check_row(scan, row)
+    n_cols = int(scan.sizes["col"])
+    n = check_size(scan, size)
+    if binning is None:
+        binning = sweep_binning(n_cols, backend)
+    elif not isinstance(binning, (int, np.integer)) or isinstance(binning, bool) \
+            or not 1 <= binning <= n_cols // 16:
+        raise ParameterError("binning must be a whole number of columns", where="binning",
+                             value=binning, fix=f"pass an integer from 1 to {max(1, n_cols // 16)}, "
+                                                "or omit it")
+    binning = int(binning)
+    estimate = None
+    if centers is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimate, _ = find_center(scan, row=int(row), backend=backend, normalize=normalize,
+                                      log=log)
+        centers = np.clip(np.round(2 * estimate) / 2 + np.arange(-10, 10.25, 0.5), 0, n_cols - 1)
+        centers = np.unique(centers)
+    centers = check_centers(scan, centers)
+    angles = scan["angle"].values
+    half_turn(angles)  # validates that the scan covers 180°
+    started = time.perf_counter()
+    sino = line_integrals(scan, slice(row, row + 1), backend=backend, normalize=normalize,
+                          log=log)[:, 0, :]
+    if binning > 1:
+        sino = sino[:, :n_cols // binning * binning].reshape(sino.shape[0], -1, binning).mean(axis=-1)
+    stack = sweep_slices(sino, angles, (centers + 0.5) / binning - 0.5, filter=filter,
+                         n=-(-n // binning))
+    scores = sharpness_scores(stack, score=score)
+    stack = to_numpy(stack)
+    elapsed = time.perf_counter() - started
+    pixel_size = scan.attrs.get("pixel_size")
+    # slices of binned columns hold attenuation per binned pixel
+    stack *= np.float32(1.0 / (binning * (float(pixel_size) if pixel_size else 1.0)))
+    best = peak_center(centers, scores)
+    attrs = {
+        "long_name": "trial slices, one per centre",
+        "units": "1/m" if pixel_size else "1/pixel",
+        **provenance(scan, backend=backend, normalize=normalize, log=log, best_center=best,
+                     row=int(row), filter=filter, score_method=score, binning=binning,
+                     seconds=round(elapsed, 4)),
+    }
+    if estimate is not None:
+        attrs["estimate"] = float(estimate)
+    return xr.DataArray(stack, dims=("center", "y", "x"), name="trial_slices", attrs=attrs,
+                        coords={"center": ("center", centers, {"units": "pixel"}),
+                                "score": ("center", scores, {"long_name": "sharpness, 1 = best"}),
+                                **plane_coords(stack.shape[-1], pixel_size, binning=binning)})

@@ -1,0 +1,131 @@
+"""Validation against the scan: every api function checks its arguments here first.
+
+Each check names the parameter, the value and the fix
+(:class:`tomolab.errors.ParameterError`); none reads data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tomolab.checks import check_choice
+from tomolab.errors import ParameterError
+
+__all__ = ["check_choice", "check_row", "source_name", "check_size", "plane_coords",
+           "resolve_rows", "check_center", "check_centers", "half_turn"]
+
+
+def check_row(scan, row) -> int:
+    """A detector row (default: the middle one), validated against the detector."""
+    n_rows = int(scan.sizes["row"])
+    row = n_rows // 2 if row is None else row
+    if not isinstance(row, (int, np.integer)) or isinstance(row, bool) or not 0 <= row < n_rows:
+        raise ParameterError("row is outside the detector", where="row", value=row,
+                             fix=f"pick a row between 0 and {n_rows - 1}")
+    return int(row)
+
+
+def source_name(scan) -> str:
+    """The scan's file for messages (``"scan"`` for data in memory)."""
+    return str(scan.attrs.get("source_file") or "scan")
+
+
+def check_size(scan, size) -> int:
+    """Width of the square slices: ``size`` validated, or the detector width."""
+    n_cols = int(scan.sizes["col"])
+    n = int(size or n_cols)
+    if n < 1:
+        raise ParameterError("slice size must be positive", where="size", value=size,
+                             fix=f"omit it (detector width {n_cols}) or pass a positive int")
+    return n
+
+
+def plane_coords(n: int, pixel_size: float | None, *, binning: int = 1) -> dict:
+    """``y`` and ``x`` coordinates of an ``n × n`` slice centred on the axis (metres or pixels),
+    each of its pixels ``binning`` detector pixels wide."""
+    unit = binning * (float(pixel_size) if pixel_size else 1.0)
+    grid = (np.arange(n) - (n - 1) / 2.0) * unit
+    length = "m" if pixel_size else "pixel"
+    return {"y": ("y", grid, {"units": length}), "x": ("x", grid, {"units": length})}
+
+
+def resolve_rows(scan, rows) -> range:
+    """Turn ``rows`` (None, int, slice, ``"A:B"`` or ``(A, B)``) into a range of detector rows.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> scan = xr.Dataset(coords={"row": np.arange(10)})
+    >>> resolve_rows(scan, "2:5"), resolve_rows(scan, 7), resolve_rows(scan, None)
+    (range(2, 5), range(7, 8), range(0, 10))
+    """
+    n_rows = int(scan.sizes["row"])
+    original = rows
+    if rows is None:
+        return range(n_rows)
+    if isinstance(rows, str):
+        try:
+            parts = [int(p) if p.strip() else None for p in rows.split(":")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2):
+            raise ParameterError("rows must be a row or a range A:B", where="rows", value=original,
+                                 fix=f"use e.g. 0:{n_rows} or {n_rows // 2}")
+        rows = parts[0] if len(parts) == 1 else slice(*parts)
+    if isinstance(rows, tuple) and len(rows) == 2:
+        rows = slice(*rows)
+    if isinstance(rows, (int, np.integer)):
+        if not 0 <= rows < n_rows:
+            raise ParameterError("row is outside the detector", where="rows", value=original,
+                                 fix=f"pick a row between 0 and {n_rows - 1}")
+        return range(int(rows), int(rows) + 1)
+    if isinstance(rows, slice):
+        if rows.step not in (None, 1):
+            raise ParameterError("row ranges must be contiguous", where="rows", value=original,
+                                 fix="use a step of 1 and select every n-th slice afterwards")
+        start = 0 if rows.start is None else int(rows.start)
+        stop = n_rows if rows.stop is None else int(rows.stop)
+        if not (0 <= start < stop <= n_rows):
+            raise ParameterError("row range is outside the detector or empty", where="rows",
+                                 value=original, fix=f"use a range within 0:{n_rows}")
+        return range(start, stop)
+    raise ParameterError("rows must be None, an int, a slice or 'A:B'", where="rows", value=original,
+                         fix=f"use e.g. rows=slice(0, {n_rows}) or rows='0:{n_rows}'")
+
+
+def check_center(scan, center) -> float:
+    """Validate a centre column against the detector width."""
+    n_cols = int(scan.sizes["col"])
+    try:
+        value = float(center)
+    except (TypeError, ValueError):
+        raise ParameterError("centre must be a detector column in pixels", where="center",
+                             value=center, fix='pass a number, or "auto" to find it') from None
+    if not np.isfinite(value) or not 0.0 <= value <= n_cols - 1:
+        raise ParameterError("centre is outside the detector", where="center", value=center,
+                             fix=f"pass a column between 0 and {n_cols - 1}, or \"auto\"")
+    return value
+
+
+def half_turn(angles: np.ndarray) -> np.ndarray:
+    """Indices of the projections within the first 180° of the scan."""
+    step = float(np.median(np.diff(np.sort(angles)))) if angles.size > 1 else np.pi
+    first = angles.min()
+    keep = np.nonzero(angles - first < np.pi - 0.5 * step)[0]
+    if angles[keep].max() - first < np.pi - 1.5 * step:
+        raise ParameterError("the scan covers less than 180°", where="angles",
+                             value=f"{np.degrees(angles.max() - first):.1f}°",
+                             fix="centre finding and FBP need at least 180° of projections")
+    return keep
+
+
+def check_centers(scan, centers) -> np.ndarray:
+    n_cols = int(scan.sizes["col"])
+    values = np.atleast_1d(np.asarray(centers, dtype=np.float64))
+    bad = values[~np.isfinite(values) | (values < 0) | (values > n_cols - 1)]
+    if values.size == 0 or bad.size:
+        raise ParameterError("trial centres must lie on the detector", where="centers",
+                             value=float(bad[0]) if bad.size else "[]",
+                             fix=f"pass columns between 0 and {n_cols - 1}, e.g. "
+                                 f"numpy.arange({n_cols // 2 - 10}, {n_cols // 2 + 10}, 0.5)")
+    return values

@@ -51,6 +51,8 @@ OVERSAMPLING = 2
 _TABLE_DENSITY = 512
 #: grid rows per CPU task
 _BAND = 16
+#: at most this much memory for one batch of slice pairs on the CPU
+CPU_BATCH_BYTES = 512 << 20
 
 _kernels: dict = {}
 
@@ -290,7 +292,9 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
     per_pair = 8 * (n_angles * (2 * n_pad + 2) + 3 * m * m) + 8 * n_angles * n_cols
     if xp is not np:
         per_pair += 16 * 6 * n_angles * (n_pad + 1)  # complex128 phases of the twin
-    step = batch_size(per_pair, backend=backend_of(xp), count=n_pairs) if n_pairs else 0
+    # the CPU gains nothing from batches past a few pairs (each is gridded on its own): cap them
+    ceiling = CPU_BATCH_BYTES if xp is np else None
+    step = batch_size(per_pair, backend=backend_of(xp), count=n_pairs, ceiling=ceiling) if n_pairs else 0
     pad = ((0, 0), (0, 0), (left, n_pad - n_cols - left))
 
     def prepare(z0, z1, hermitian):

@@ -58,7 +58,7 @@ def test_uniform_disk_value_and_geometry(n_out, xp):
     angles = np.linspace(0, np.pi, n_angles, endpoint=False)
     disk = [Cylinder(12.0, -20.0, -1, 1, 10, 10, 0, 0.02)]
     sino = project_slice(disk, angles, np.arange(n), [0.0], center=center).transpose(1, 0, 2)
-    img = _as_host(gridrec(xp.asarray(sino.astype(np.float32)), angles, center=center, n=n_out))[0]
+    img = _as_host(gridrec(xp.asarray(sino.astype(np.float32)), angles, center=center, size=n_out))[0]
     m = n_out or n
     assert img.shape == (m, m)
     yy, xx = np.mgrid[:m, :m] - (m - 1) / 2.0
@@ -103,9 +103,9 @@ def test_matches_the_exact_fourier_sum(n, n_cols, center):
     sino = rng.random((2, 23, n_cols))
     for filter_name in ("ramp", "hann"):
         exact = [_exact_fourier_sum(s, angles, center, filter_name, n) for s in sino]
-        ours = gridrec(sino.astype(np.float32), angles, center=center, filter=filter_name, n=n)
+        ours = gridrec(sino.astype(np.float32), angles, center=center, filter=filter_name, size=n)
         single = gridrec(sino[:1].astype(np.float32), angles, center=center, filter=filter_name,
-                         n=n)
+                         size=n)
         scale = np.abs(exact[0]).max()
         assert np.abs(ours[0] - exact[0]).max() < 3e-4 * scale  # a slice pair (complex sinogram)
         assert np.abs(ours[1] - exact[1]).max() < 3e-4 * scale
@@ -239,7 +239,7 @@ def test_cpu_and_gpu_agree(n_z, filter_name):
     rng = np.random.default_rng(n_z)
     sino = rng.random((n_z, 181, 150)).astype(np.float32)
     angles = np.sort(rng.uniform(0, np.pi, 181))
-    cpu = gridrec(sino, angles, center=77.3, filter=filter_name, n=140)
-    gpu = gridrec(cupy.asarray(sino), angles, center=77.3, filter=filter_name, n=140)
+    cpu = gridrec(sino, angles, center=77.3, filter=filter_name, size=140)
+    gpu = gridrec(cupy.asarray(sino), angles, center=77.3, filter=filter_name, size=140)
     assert isinstance(gpu, cupy.ndarray) and gpu.dtype == cupy.float32
     assert np.linalg.norm(gpu.get() - cpu) / np.linalg.norm(cpu) < 1e-5

@@ -66,7 +66,7 @@ def test_stitched_reconstruction_matches_full_width(center, xp):
     disk = np.hypot(yy, xx) < 0.47 * width
 
     def error(sinogram, c=new_center):
-        img = to_numpy(fbp(sinogram[None], angles_180, center=c, n=width)[0])
+        img = to_numpy(fbp(sinogram[None], angles_180, center=c, size=width)[0])
         return np.linalg.norm((img - truth)[disk]) / np.linalg.norm(truth[disk])
 
     stitched, reference = error(wide), error(full)

@@ -139,7 +139,7 @@ def test_filter_shift_matches_recon_at_shifted_center():
     disk = [Cylinder(4.0, 2.0, -1, 1, 10, 7, 0.3, 0.03)]
     sino = project_slice(disk, angles, np.arange(n), [0.0], center=35.0).transpose(1, 0, 2)
     sino = sino.astype(np.float32)
-    shifted = filter_sinograms(sino, shift=np.array([-3.0]))[0]  # content moves from 35 to 32
+    shifted = filter_sinograms(sino, centers=np.array([35.0]), to_column=32.0)[0]  # 35 -> 32
     a = backproject(shifted, angles, center=32.0)
     b = backproject(filter_sinograms(sino), angles, center=35.0)
     mask = _disk_mask(n, 0.3)
@@ -183,9 +183,9 @@ def test_gpu_kernels_agree_with_the_reference(n_z):
     angles = np.linspace(0, np.pi, 301, endpoint=False)
     reference = backproject(q, angles, center=101.7, kernel="reference")
     for name in KERNELS:
-        out = backproject(q, angles, center=101.7, n=180, kernel=name)
+        out = backproject(q, angles, center=101.7, size=180, kernel=name)
         assert out.shape == (n_z, 180, 180)
-        ref = backproject(q, angles, center=101.7, n=180, kernel="reference")
+        ref = backproject(q, angles, center=101.7, size=180, kernel="reference")
         tolerance = 1e-3 if name in PREVIEW_KERNELS else 1e-6  # half-precision storage
         assert float(cupy.linalg.norm(out - ref) / cupy.linalg.norm(ref)) < tolerance, name
     assert reference.shape == (n_z, 200, 200)

@@ -275,7 +275,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     check_choice(score, SWEEP_SCORES, where="score", what="sweep score")
     row = check_row(scan, row)
     n_cols = int(scan.sizes["col"])
-    n = check_size(scan, size)
+    size = check_size(scan, size)
     if binning is None:
         binning = sweep_binning(n_cols, backend)
     elif not isinstance(binning, (int, np.integer)) or isinstance(binning, bool) \
@@ -301,7 +301,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     if binning > 1:
         sino = sino[:, :n_cols // binning * binning].reshape(sino.shape[0], -1, binning).mean(axis=-1)
     stack = sweep_slices(sino, angles, (centers + 0.5) / binning - 0.5, filter=filter,
-                         n=-(-n // binning))
+                         size=-(-size // binning))
     scores = sharpness_scores(stack, score=score)
     stack = to_numpy(stack)
     elapsed = time.perf_counter() - started

@@ -132,7 +132,7 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     energy = physical_parameter(scan, "energy", energy)
     distance = physical_parameter(scan, "distance", distance)
     pixel_size = physical_parameter(scan, "pixel_size", pixel_size)
-    n = check_size(scan, size)
+    size = check_size(scan, size)
     angles = scan["angle"].values
     half_turn(angles)  # at least 180°
     center_source = "given"
@@ -150,7 +150,7 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
                           log=False)
     stack = sweep_phase_slices(band, angles, ratios, row_in_band=row - first, center=center,
                                energy=energy, distance=distance, pixel_size=pixel_size,
-                               filter=filter, n=n)
+                               filter=filter, size=size)
     del band
     scores = phase_scores(stack, score=score)
     stack = to_numpy(stack)
@@ -173,4 +173,4 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     return xr.DataArray(stack, dims=("ratio", "y", "x"), name="trial_slices", attrs=attrs,
                         coords={"ratio": ("ratio", ratios, {"long_name": "δ/β"}),
                                 "score": ("ratio", scores, {"long_name": "two-level score, 1 = best"}),
-                                **plane_coords(n, pixel_size)})
+                                **plane_coords(size, pixel_size)})

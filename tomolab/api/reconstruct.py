@@ -147,7 +147,7 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
                                stripes=stripes, phase=phase, pad_mode=pad_mode, size=size,
                                precision=precision)
     started = time.perf_counter()
-    row_range, n = plan.row_range, plan.n
+    row_range, size = plan.row_range, plan.size
     if lazy:
         import dask
         import dask.array as da
@@ -158,7 +158,7 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
             b = min(a + step, len(row_range))
             part = range(row_range.start + a, row_range.start + b)
             blocks.append(da.from_delayed(dask.delayed(plan.run, pure=True)(part),
-                                          shape=(b - a, n, n), dtype=np.float32))
+                                          shape=(b - a, size, size), dtype=np.float32))
         data = da.concatenate(blocks, axis=0)
     else:
         data = plan.run(row_range, progress=progress, cancel=cancel)
@@ -192,7 +192,7 @@ class ReconstructionPlan:
     normalize: bool
     log: bool
     steps: object
-    n: int
+    size: int  # width of the square slices, in pixels
     precision: str = "single"
     kernel: str = "auto"  # GPU backprojection kernel of fbp (see tomolab.recon.backproject)
 
@@ -224,7 +224,7 @@ class ReconstructionPlan:
             # one column for all slabs, so slab boundaries leave no trace
             extra["common_center"] = float(np.mean(self.center))
         return reconstruct_rows(self.scan, rows, center=centers, algorithm=ALGORITHMS[self.algorithm],
-                                backend=self.backend, n=self.n, normalize=self.normalize,
+                                backend=self.backend, size=self.size, normalize=self.normalize,
                                 log=self.log, steps=self.steps, scale=scale, sink=sink,
                                 max_height=max_height, progress=progress, cancel=cancel,
                                 stats=stats, filter=self.filter, pad_mode=self.pad_mode, **extra)
@@ -233,13 +233,13 @@ class ReconstructionPlan:
         """Refuse, with the ways out, a volume that host memory cannot hold."""
         from tomolab.devices import host_memory_available
 
-        need = len(rows) * self.n * self.n * 4
+        need = len(rows) * self.size * self.size * 4
         available = host_memory_available()
         if need > 0.8 * available:
-            def size(b):
+            def human(b):
                 return f"{b / 1e9:.1f} GB" if b >= 1e9 else f"{b / 1e6:.1f} MB"
             raise ParameterError(
-                f"the volume needs {size(need)} and this process has {size(available)} of "
+                f"the volume needs {human(need)} and this process has {human(available)} of "
                 f"host memory left",
                 where="rows", value=f"{rows.start}:{rows.stop}",
                 fix="stream it to disk with tomolab.reconstruct_to(scan, 'volume.zarr', ...), "
@@ -252,7 +252,7 @@ class ReconstructionPlan:
         coords = {
             "z": ("z", rows_index * unit, {"units": "m" if self.pixel_size else "pixel",
                                            "long_name": "height (detector row × pixel size)"}),
-            **plane_coords(self.n, self.pixel_size),
+            **plane_coords(self.size, self.pixel_size),
             "row": ("z", rows_index, {"units": "pixel", "long_name": "detector row"}),
         }
         if np.ndim(self.center) == 1:
@@ -303,7 +303,7 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
     row_range = resolve_rows(scan, rows)
     steps = preprocessing_steps(scan, zingers=zingers, stripes=stripes, phase=phase)
     half_turn(scan["angle"].values)  # checked before any data are read for an automatic centre
-    n = check_size(scan, size)
+    size = check_size(scan, size)
     center_source = "given"
     score = None
     if isinstance(center, str) and center == "auto":
@@ -327,7 +327,7 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
     return ReconstructionPlan(scan=scan, row_range=row_range, center=center,
                               center_source=center_source, center_score=score,
                               algorithm=algorithm, filter=filter, pad_mode=pad_mode,
-                              backend=backend, normalize=normalize, log=log, steps=steps, n=n,
+                              backend=backend, normalize=normalize, log=log, steps=steps, size=size,
                               precision=precision,
                               kernel=HALF_PRECISION_KERNEL if precision == "half" else "auto")
 

@@ -41,8 +41,8 @@ class _SlabAssembler:
     exactly one output slab is written straight from the stream's buffer.
     """
 
-    def __init__(self, sink, indices: list[int], first_row: int, n: int):
-        self.sink, self.n = sink, n
+    def __init__(self, sink, indices: list[int], first_row: int, size: int):
+        self.sink, self.size = sink, size
         self.slabs = {i: sink.slabs[i] for i in indices}
         self.first_row = first_row  # output row of the stream's row 0
         self.pending: dict[int, tuple[np.ndarray, int]] = {}
@@ -56,7 +56,7 @@ class _SlabAssembler:
             if (lo, hi) == (a, b) and index not in self.pending:
                 self.sink.write(index, block[a - start:b - start])
                 continue
-            buffer, filled = self.pending.get(index) or (np.empty((b - a, self.n, self.n), np.float32), 0)
+            buffer, filled = self.pending.get(index) or (np.empty((b - a, self.size, self.size), np.float32), 0)
             buffer[lo - a:hi - a] = block[lo - start:hi - start]
             filled += hi - lo
             if filled == b - a:
@@ -133,13 +133,13 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
         raise ParameterError("levels of the pyramid must be an integer from 0 to 8",
                              where="multiscale", value=multiscale, fix="pass e.g. multiscale=3")
     plan = plan_reconstruction(scan, center=center, rows=rows, **options)
-    row_range, n = plan.row_range, plan.n
+    row_range, size = plan.row_range, plan.size
     per_row = np.ndim(plan.center) == 1
     params = {"center": plan.center.tolist() if per_row else plan.center,
               "rows": [row_range.start, row_range.stop], "slab_rows": int(slab_rows),
-              "size": n, **{k: v for k, v in options.items() if k not in ("backend", "size")}}
+              "size": size, **{k: v for k, v in options.items() if k not in ("backend", "size")}}
     attrs = dict(plan.attrs(), slab_rows=int(slab_rows))
-    sink = open_sink(path, shape=(len(row_range), n, n), coords=plan.coords(), attrs=attrs,
+    sink = open_sink(path, shape=(len(row_range), size, size), coords=plan.coords(), attrs=attrs,
                      slab_rows=int(slab_rows), fingerprint=_fingerprint(scan, params),
                      format=format, overwrite=overwrite, multiscale=int(multiscale))
     total = len(row_range)
@@ -149,7 +149,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
         for a, b in frame_runs(todo):  # consecutive slabs run as one stream
             run = list(range(a, b))
             first, last = sink.slabs[a][0], sink.slabs[b - 1][1]
-            assembler = _SlabAssembler(sink, run, first, n)
+            assembler = _SlabAssembler(sink, run, first, size)
 
             def report(done, _total, offset=done_rows):
                 if progress is not None:

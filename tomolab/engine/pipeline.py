@@ -214,19 +214,19 @@ def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool
     return correct(raw, fields, log=log, halo=halo, steps=steps)
 
 
-def slab_height(n_angles: int, n_cols: int, n_out: int, backend: str, *, n_rows: int,
+def slab_height(n_angles: int, n_cols: int, size: int, backend: str, *, n_rows: int,
                 fraction: float = 0.25) -> int:
     """Detector rows per slab so that one slab uses at most ``fraction`` of free memory."""
     from tomolab.recon.filters import padded_width
 
     per_row = (n_angles * n_cols * (2 + 4 * 3)          # raw counts, corrected, filtered, temporaries
                + n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2  # spectra
-               + n_out * n_out * 4 * 2)                  # slices on device and host
+               + size * size * 4 * 2)                    # slices on device and host
     return batch_size(per_row, backend=backend, count=n_rows, fraction=fraction)
 
 
 def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend: str,
-                     n: int, normalize: bool = True, log: bool = True,
+                     size: int, normalize: bool = True, log: bool = True,
                      steps: Preprocessing = NO_PREPROCESSING, scale: float = 1.0,
                      sink: Callable[[int, int, np.ndarray], None] | None = None,
                      max_height: int | None = None,
@@ -239,6 +239,8 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     ----------
     center : float or ndarray (len(rows),)
         The axis column, or one per row (tilted axis).
+    size : int
+        Width of the square slices, in pixels (the axis at their middle).
     steps : Preprocessing
         Corrections between flat-fielding and filtering.
     scale : float
@@ -246,7 +248,7 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         the host never makes a pass over the volume.
     sink : callable(start, stop, slices), optional
         Receives each finished slab (rows ``start:stop`` of ``rows``, float32
-        ``(stop - start, n, n)`` on the host) instead of collecting the volume;
+        ``(stop - start, size, size)`` on the host) instead of collecting the volume;
         on the GPU it runs in the writer thread, overlapped with the compute,
         and ``slices`` is only valid during the call. Slabs arrive in order.
     max_height : int, optional
@@ -262,31 +264,31 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
 
     Returns
     -------
-    ndarray (z, n, n) float32 on the host, attenuation per pixel times ``scale``;
+    ndarray (z, size, size) float32 on the host, attenuation per pixel times ``scale``;
     ``None`` when a ``sink`` took the slabs.
     """
     angles = scan["angle"].values
     n_rows = len(rows)
-    height = slab_height(angles.size, scan.sizes["col"], n, backend, n_rows=n_rows)
+    height = slab_height(angles.size, scan.sizes["col"], size, backend, n_rows=n_rows)
     if backend == "cupy":  # pinned buffers take time to allocate; 32 rows fill an H100
         height = min(height, MAX_GPU_SLAB_ROWS)
     if max_height:
         height = min(height, max_height)
     out = None
     if sink is None:
-        out = np.empty((n_rows, n, n), np.float32)
+        out = np.empty((n_rows, size, size), np.float32)
     if backend == "cupy":
         _stream_rows_gpu(scan, rows, out, sink, height=height, center=center, algorithm=algorithm,
-                         n=n, scale=scale, normalize=normalize, log=log, steps=steps,
+                         size=size, scale=scale, normalize=normalize, log=log, steps=steps,
                          progress=progress, cancel=cancel, stats=stats, **algorithm_options)
         return out
     _stream_rows_cpu(scan, rows, out, sink, height=height, center=center, algorithm=algorithm,
-                     n=n, scale=scale, normalize=normalize, log=log, steps=steps,
+                     size=size, scale=scale, normalize=normalize, log=log, steps=steps,
                      progress=progress, cancel=cancel, **algorithm_options)
     return out
 
 
-def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algorithm, n: int,
+def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algorithm, size: int,
                      scale: float, normalize: bool, log: bool, steps: Preprocessing, progress,
                      cancel, **algorithm_options):
     """The CPU path: slab after slab; a sink writes slab ``k`` while slab ``k + 1`` is computed."""
@@ -306,7 +308,7 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algor
                                        steps=steps)
             sinograms = sinograms.transpose(1, 0, 2)  # (row, angle, col)
             centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
-            slices = to_numpy(algorithm(sinograms, angles, center=centers, n=n,
+            slices = to_numpy(algorithm(sinograms, angles, center=centers, size=size,
                                         **algorithm_options))
             if scale != 1:
                 slices *= np.float32(scale)
@@ -325,7 +327,7 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algor
             writer.shutdown(wait=True)
 
 
-def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algorithm, n: int,
+def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algorithm, size: int,
                      scale: float, normalize: bool, log: bool, steps: Preprocessing, progress,
                      cancel, stats=None, **algorithm_options):
     """The GPU path of :func:`reconstruct_rows`: overlapped slabs (see :mod:`tomolab.engine.stream`)."""
@@ -356,7 +358,7 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
         sinograms = correct(raw, fields, rows=slice(start, stop + 2 * halo), log=log, halo=halo,
                             steps=steps).transpose(1, 0, 2)
         centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
-        slices = algorithm(sinograms, angles, center=centers, n=n, **algorithm_options)
+        slices = algorithm(sinograms, angles, center=centers, size=size, **algorithm_options)
         if scale != 1:
             slices *= np.float32(scale)
         return slices
@@ -370,7 +372,7 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
 
     try:
         stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h + 2 * halo, n_cols),
-                     in_dtype=projections.dtype, out_shape=lambda h: (h, n, n), read=read,
+                     in_dtype=projections.dtype, out_shape=lambda h: (h, size, size), read=read,
                      compute=compute, write=write, progress=progress, cancel=cancel, stats=stats)
     finally:
         copier.shutdown()

@@ -1,11 +1,11 @@
 """Parallel-beam backprojection, one kernel for the CPU and one for the GPU.
 
-Both compute, for every slice ``z`` and voxel ``(y, x)`` of an ``n × n`` grid
+Both compute, for every slice ``z`` and voxel ``(y, x)`` of a ``size × size`` grid
 centred on the rotation axis,
 
     out[z, y, x] = sum_a  q[z, a, t(a, y, x)],
     t = center + X cos(theta_a) + Y sin(theta_a),
-    X = x - (n - 1) / 2,  Y = y - (n - 1) / 2,
+    X = x - (size - 1) / 2,  Y = y - (size - 1) / 2,
 
 with linear interpolation along the detector and zero outside it. The CPU
 kernel is Numba (threads over rows of voxels); the GPU kernel is CUDA C
@@ -444,9 +444,9 @@ KERNELS = {"reference": _launch_reference, "z4": _launcher(1, 1), "z4p2": _launc
 PREVIEW_KERNELS = ("h8p2", "hh8p1", "hh8p2")
 
 
-def backproject(filtered, angles, *, center: float, n: int | None = None, out=None,
+def backproject(filtered, angles, *, center: float, size: int | None = None, out=None,
                 kernel: str = "auto"):
-    """Backproject filtered sinograms onto ``n × n`` slices.
+    """Backproject filtered sinograms onto ``size × size`` slices.
 
     Parameters
     ----------
@@ -456,9 +456,9 @@ def backproject(filtered, angles, *, center: float, n: int | None = None, out=No
         Projection angles in radians.
     center : float
         Detector column of the rotation axis, in pixels.
-    n : int, optional
+    size : int, optional
         Width of the square output grid (default: the detector width).
-    out : ndarray (z, n, n) float32, optional
+    out : ndarray (z, size, size) float32, optional
         Where to accumulate; it is zeroed first.
     kernel : {"auto", "reference", "z4", "z4p2", "z4p4", "z8", "z8p2", "h8p2", "hh8p2", ...}
         GPU kernel (the CPU has one). ``"reference"``: one voxel per thread,
@@ -471,7 +471,7 @@ def backproject(filtered, angles, *, center: float, n: int | None = None, out=No
 
     Returns
     -------
-    ndarray (z, n, n) float32, on the device of ``filtered``
+    ndarray (z, size, size) float32, on the device of ``filtered``
         The unscaled sum over angles.
 
     Examples
@@ -486,11 +486,11 @@ def backproject(filtered, angles, *, center: float, n: int | None = None, out=No
     if filtered.ndim != 3:
         raise ValueError(f"filtered must be (z, angle, col), got shape {filtered.shape}")
     n_z, n_angles, n_cols = filtered.shape
-    n = int(n or n_cols)
+    size = int(size or n_cols)
     filtered = xp.ascontiguousarray(filtered, dtype=xp.float32)
     angles = np.asarray(angles, dtype=np.float64)
     if out is None:
-        out = xp.zeros((n_z, n, n), dtype=xp.float32)
+        out = xp.zeros((n_z, size, size), dtype=xp.float32)
     else:
         out[...] = 0
     if is_cupy(filtered):
@@ -501,8 +501,8 @@ def backproject(filtered, angles, *, center: float, n: int | None = None, out=No
             raise ParameterError("unknown backprojection kernel", where="kernel", value=kernel,
                                  fix=f"use auto or one of {', '.join(KERNELS)}")
         trig = xp.asarray(np.stack([np.cos(angles), np.sin(angles)], axis=-1).astype(np.float32))
-        KERNELS[kernel](xp, filtered, trig, center, n, out)
+        KERNELS[kernel](xp, filtered, trig, center, size, out)
     else:
         _cpu_kernel()(filtered, np.cos(angles).astype(np.float64), np.sin(angles).astype(np.float64),
-                      float(center), n, out)
+                      float(center), size, out)
     return out

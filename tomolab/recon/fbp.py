@@ -12,7 +12,7 @@ from tomolab.recon.filters import filter_sinograms
 __all__ = ["fbp", "fbp_centers"]
 
 
-def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None = None,
+def fbp(sinograms, angles, *, center: float, filter: str = "ramp", size: int | None = None,
         pad_mode: str = "edge", kernel: str = "auto", common_center: float | None = None):
     """Reconstruct slices from line-integral sinograms by filtered backprojection.
 
@@ -28,9 +28,9 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
         phase ramp in the filter, so every slice is centred on its own axis.
     filter : str
         ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann`` or ``parzen``.
-    n : int, optional
+    size : int, optional
         Output grid width (default: the detector width). The axis is at the
-        grid's middle, ``(n - 1) / 2``.
+        grid's middle, ``(size - 1) / 2``.
     pad_mode : {"edge", "constant"}
         Detector padding before filtering.
     kernel : str
@@ -43,7 +43,7 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
 
     Returns
     -------
-    ndarray (z, n, n) float32
+    ndarray (z, size, size) float32
         Attenuation per pixel of path, on the same device as ``sinograms``.
 
     Examples
@@ -59,7 +59,7 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
     """
     xp = array_module(sinograms)
     sinograms = xp.asarray(sinograms, dtype=xp.float32)
-    angles, n = _check_stack(sinograms, angles, n, pad_mode)
+    angles, size = _check_stack(sinograms, angles, size, pad_mode)
     centers = np.asarray(center, dtype=np.float64)
     if centers.ndim == 0 or np.all(centers == centers.flat[0]):
         filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode)
@@ -67,12 +67,12 @@ def fbp(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None
     else:
         centers = _slice_centers(centers, sinograms.shape[0])
         common = float(centers.mean() if common_center is None else common_center)
-        filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode,
-                                    slice_shift=common - centers)
-    return _backproject_scaled(filtered, angles, center=common, n=n, kernel=kernel)
+        filtered = filter_sinograms(sinograms, filter=filter, pad_mode=pad_mode, center=centers,
+                                    to_column=common)
+    return _backproject_scaled(filtered, angles, center=common, size=size, kernel=kernel)
 
 
-def fbp_centers(sinogram, angles, centers, *, filter: str = "ramp", n: int | None = None,
+def fbp_centers(sinogram, angles, centers, *, filter: str = "ramp", size: int | None = None,
                 pad_mode: str = "edge", kernel: str = "auto", out=None):
     """Reconstruct one sinogram at each of several trial centres, in one batched operation.
 
@@ -92,13 +92,13 @@ def fbp_centers(sinogram, angles, centers, *, filter: str = "ramp", n: int | Non
         Radians.
     centers : array_like (k,)
         Trial centre columns, in pixels.
-    filter, n, pad_mode, kernel : as for :func:`fbp`
-    out : ndarray (k, n, n) float32, optional
+    filter, size, pad_mode, kernel : as for :func:`fbp`
+    out : ndarray (k, size, size) float32, optional
         Where to write the slices (on the device of ``sinogram``).
 
     Returns
     -------
-    ndarray (k, n, n) float32
+    ndarray (k, size, size) float32
         Attenuation per pixel of path, on the same device as ``sinogram``.
 
     Examples
@@ -117,22 +117,23 @@ def fbp_centers(sinogram, angles, centers, *, filter: str = "ramp", n: int | Non
     if sinogram.ndim != 2:
         raise ParameterError("one sinogram (angle, col) is needed", where="sinogram",
                              value=tuple(sinogram.shape), fix="select one detector row")
-    angles, n = _check_stack(sinogram[None], angles, n, pad_mode)
+    angles, size = _check_stack(sinogram[None], angles, size, pad_mode)
     nominal = (sinogram.shape[1] - 1) / 2.0
     centers = np.atleast_1d(np.asarray(centers, dtype=np.float64))
-    filtered = filter_sinograms(sinogram, filter=filter, pad_mode=pad_mode, shift=nominal - centers)
-    return _backproject_scaled(filtered, angles, center=nominal, n=n, kernel=kernel, out=out)
+    filtered = filter_sinograms(sinogram, filter=filter, pad_mode=pad_mode, centers=centers,
+                                to_column=nominal)
+    return _backproject_scaled(filtered, angles, center=nominal, size=size, kernel=kernel, out=out)
 
 
-def _backproject_scaled(filtered, angles, *, center: float, n: int, kernel: str, out=None):
+def _backproject_scaled(filtered, angles, *, center: float, size: int, kernel: str, out=None):
     """Backproject filtered sinograms and scale the sum by the angle step: attenuation per pixel."""
-    out = backproject(filtered, angles, center=center, n=n, out=out, kernel=kernel)
+    out = backproject(filtered, angles, center=center, size=size, out=out, kernel=kernel)
     out *= np.float32(np.pi / angles.size)
     return out
 
 
-def _check_stack(sinograms, angles, n, pad_mode):
-    """The input checks of fbp and gridrec: ``(angles as float64 (angle,), n as int)``."""
+def _check_stack(sinograms, angles, size, pad_mode):
+    """The input checks of fbp and gridrec: ``(angles as float64 (angle,), size as int)``."""
     if getattr(sinograms, "ndim", 0) != 3:
         raise ParameterError("sinograms must be a 3D array (z, angle, col)", where="sinograms",
                              value=getattr(sinograms, "shape", None),
@@ -146,11 +147,11 @@ def _check_stack(sinograms, angles, n, pad_mode):
     if pad_mode not in ("edge", "constant"):
         raise ParameterError("unknown padding mode", where="pad_mode", value=pad_mode,
                              fix='use "edge" or "constant"')
-    n = int(n or n_cols)
-    if n < 1:
-        raise ParameterError("slice size must be positive", where="n", value=n,
+    size = int(size or n_cols)
+    if size < 1:
+        raise ParameterError("slice size must be positive", where="size", value=size,
                              fix="omit it (the detector width) or pass a positive int")
-    return angles, n
+    return angles, size
 
 
 def _slice_centers(center, n_z: int) -> np.ndarray:

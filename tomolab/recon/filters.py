@@ -78,9 +78,15 @@ def fourier_filter(n_padded: int, name: str = "ramp") -> np.ndarray:
     return ramp * window(freq)
 
 
-def filter_sinograms(sinograms, *, filter: str = "ramp", pad_mode: str = "edge", shift: float = 0.0,
-                     slice_shift=None):
-    """Filter sinograms along the detector axis (the last axis).
+def filter_sinograms(sinograms, *, filter: str = "ramp", pad_mode: str = "edge", center=None,
+                     centers=None, to_column: float | None = None):
+    """Filter sinograms along the detector axis (the last axis), moving the axis to a column.
+
+    Without ``center`` or ``centers`` the sinograms are only filtered. With
+    one of them, the rotation axis is also moved from its column to
+    ``to_column`` by a phase ramp in the same FFT (content moves by
+    ``to_column - center`` pixels), so the result can be backprojected with
+    ``center=to_column``.
 
     Parameters
     ----------
@@ -91,18 +97,29 @@ def filter_sinograms(sinograms, *, filter: str = "ramp", pad_mode: str = "edge",
         How the detector is extended before filtering. ``"edge"`` repeats the
         border values, which avoids cupping when the sample is wider than the
         field of view.
-    shift : float or ndarray (n_shift,)
-        Shift of the sinograms along the detector in pixels, applied as a
-        phase ramp in the same FFT (positive moves content to higher columns).
-        An array of shifts gives a new leading axis: one filtered stack per
-        shift for the price of one forward FFT.
-    slice_shift : ndarray (z,), optional
-        One shift per sinogram of a ``(z, angle, col)`` stack (no new axis):
-        how a tilted axis, with a centre per row, is brought to one centre.
+    center : float or ndarray (z,), optional
+        Detector column of the rotation axis, in pixels; or one per sinogram
+        of a ``(z, angle, col)`` stack (a tilted axis, brought to one column).
+    centers : array_like (k,), optional
+        Trial axis columns (instead of ``center``): a new leading axis, one
+        filtered stack per column, for the price of one forward FFT.
+    to_column : float, optional
+        Where the axis ends up, a detector column in pixels (default: the
+        detector's middle, ``(n_cols - 1) / 2``).
 
     Returns
     -------
-    ndarray like ``sinograms`` (with a leading shift axis if ``shift`` is an array)
+    ndarray like ``sinograms`` (with a leading axis of ``len(centers)`` if ``centers`` is given)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sino = np.zeros((1, 4, 64), np.float32); sino[..., 40] = 1.0
+    >>> moved = filter_sinograms(sino, center=40.0, to_column=31.0)
+    >>> int(moved[0, 0].argmax())
+    31
+    >>> filter_sinograms(sino[0], centers=[30.0, 31.5, 33.0]).shape
+    (3, 4, 64)
     """
     xp = array_module(sinograms)
     fft = fft_module(xp)
@@ -113,19 +130,33 @@ def filter_sinograms(sinograms, *, filter: str = "ramp", pad_mode: str = "edge",
     if pad_mode not in ("edge", "constant"):
         raise ParameterError("unknown padding mode", where="pad_mode", value=pad_mode,
                              fix='use "edge" or "constant"')
+    if center is not None and centers is not None:
+        raise ParameterError("one centre (or one per sinogram), or trial centres, not both",
+                             where="centers", value="center= and centers=",
+                             fix="pass center= to move the axis, or centers= for one stack per "
+                                 "trial column")
+    if to_column is None:
+        to_column = (n_cols - 1) / 2.0
     spectrum = fft.rfft(xp.pad(sinograms, pad, mode=pad_mode), axis=-1)
     response = xp.asarray(fourier_filter(n_pad, filter).astype(np.complex64))
     freq = np.fft.rfftfreq(n_pad)
-    if slice_shift is not None:
-        per_slice = np.asarray(slice_shift, float).reshape(-1)
-        if sinograms.ndim != 3 or per_slice.size != sinograms.shape[0]:
-            raise ValueError("slice_shift needs one shift per sinogram of a (z, angle, col) stack")
-        ramps = np.exp(-2j * np.pi * freq[None, :] * per_slice[:, None]).astype(np.complex64)
-        response = xp.asarray(ramps)[:, None, :] * response
-    shifts = np.asarray(shift, float)
-    if shifts.ndim == 0 and shifts == 0:
+    if center is None and centers is None:
         filtered = fft.irfft(spectrum * response, n=n_pad, axis=-1)
         return filtered[..., left:left + n_cols].astype(sinograms.dtype, copy=False)
+    if center is not None and np.ndim(center) == 0:
+        centers = np.asarray(center, float)  # one axis: a leading axis of one, dropped below
+    elif center is not None:
+        per_slice = to_column - np.asarray(center, float).reshape(-1)
+        if sinograms.ndim != 3 or per_slice.size != sinograms.shape[0]:
+            raise ParameterError("one centre per sinogram of a (z, angle, col) stack is needed",
+                                 where="center", value=f"{per_slice.size} centres for shape "
+                                 f"{tuple(sinograms.shape)}",
+                                 fix="pass a single column, or one per sinogram")
+        ramps = np.exp(-2j * np.pi * freq[None, :] * per_slice[:, None]).astype(np.complex64)
+        response = xp.asarray(ramps)[:, None, :] * response
+        filtered = fft.irfft(spectrum * response, n=n_pad, axis=-1)
+        return filtered[..., left:left + n_cols].astype(sinograms.dtype, copy=False)
+    shifts = to_column - np.asarray(centers, float)
     ramps = np.exp(-2j * np.pi * freq[None, :] * np.atleast_1d(shifts)[:, None]).astype(np.complex64)
     ramps = xp.asarray(ramps) * response  # (n_shift, n_freq)
     ramps = ramps.reshape(ramps.shape[:1] + (1,) * (sinograms.ndim - 1) + ramps.shape[-1:])

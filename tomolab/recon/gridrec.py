@@ -10,7 +10,7 @@ transform (deapodization). The result is FBP's sum over angles with exact
 (band-limited) interpolation along the detector instead of linear.
 
 Discretely, with ``s = X cos θ + Y sin θ`` (``X, Y`` relative to the grid's
-middle ``(n - 1) / 2``, as in :func:`tomolab.recon.backproject`),
+middle ``(size - 1) / 2``, as in :func:`tomolab.recon.backproject`),
 
     f(X, Y) = π / (n_angles · n_pad) · Σ_a Σ_k H(k) P_a(k) exp(2πi k s / n_pad),
 
@@ -210,7 +210,7 @@ def _workers(xp):
 
 
 
-def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", n: int | None = None,
+def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int | None = None,
             pad_mode: str = "edge"):
     """Reconstruct slices from line-integral sinograms by gridding (Fourier) reconstruction.
 
@@ -231,15 +231,15 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", n: int | 
         tilted axis), each folded into that slice's phase ramp at no cost.
     filter : str
         ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann`` or ``parzen``.
-    n : int, optional
+    size : int, optional
         Output grid width (default: the detector width). The axis is at the
-        grid's middle, ``(n - 1) / 2``.
+        grid's middle, ``(size - 1) / 2``.
     pad_mode : {"edge", "constant"}
         Detector padding before filtering.
 
     Returns
     -------
-    ndarray (z, n, n) float32
+    ndarray (z, size, size) float32
         Attenuation per pixel of path, on the same device as ``sinograms``.
 
     Examples
@@ -253,27 +253,27 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", n: int | 
     >>> round(float(img[0, 28:36, 28:36].mean()), 3)
     0.01
     """
-    return _gridrec(sinograms, angles, center=center, filter=filter, n=n, pad_mode=pad_mode)
+    return _gridrec(sinograms, angles, center=center, filter=filter, size=size, pad_mode=pad_mode)
 
 
-def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge",
+def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="edge",
              width: int = WIDTH, oversampling: float = OVERSAMPLING):
     xp = array_module(sinograms)
     fft = fft_module(xp)
-    angles, n = _check_stack(sinograms, angles, n, pad_mode)
+    angles, size = _check_stack(sinograms, angles, size, pad_mode)
     n_z, n_angles, n_cols = sinograms.shape
     centers = _slice_centers(center, n_z)
-    # pad enough that the slice's corners (|s| ≤ n/√2) do not wrap around the period
-    n_pad = padded_width(max(n_cols, int(math.ceil(0.75 * n))))
+    # pad enough that the slice's corners (|s| ≤ size/√2) do not wrap around the period
+    n_pad = padded_width(max(n_cols, int(math.ceil(0.75 * size))))
     left = (n_pad - n_cols) // 2
-    m = _grid_size(n, oversampling)
+    m = _grid_size(size, oversampling)
     half = n_pad // 2
 
     # filter × FBP's scale × 1/n_pad of the inverse DFT, Nyquist shared between ±n_pad/2
     weights = fourier_filter(n_pad, filter) * (np.pi / (n_angles * n_pad))
     weights[half] *= 0.5
-    # output pixel p sits at X = p - (n-1)/2 = x' + delta with integer x' = p - n//2
-    delta = n // 2 - (n - 1) / 2.0
+    # output pixel p sits at X = p - (size-1)/2 = x' + delta with integer x' = p - size//2
+    delta = size // 2 - (size - 1) / 2.0
     cos_t, sin_t = np.cos(angles), np.sin(angles)
     alpha = left + centers[:, None] + delta * (cos_t + sin_t)[None, :]  # (z, angle)
     rho = m / n_pad
@@ -281,13 +281,13 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
     table = _table(width, oversampling)
     table_scale = float(_TABLE_DENSITY)
     _, Phi = kaiser_bessel(width, oversampling)
-    xprime = np.arange(n) - n // 2
+    xprime = np.arange(size) - size // 2
     deapod = (1.0 / Phi(xprime / m)).astype(np.float32)
     deapod2d = xp.asarray(np.outer(deapod, deapod))
     idx = xp.asarray(xprime % m)
 
     sinograms = xp.asarray(sinograms, dtype=xp.float32)
-    out = xp.empty((n_z, n, n), dtype=xp.float32)
+    out = xp.empty((n_z, size, size), dtype=xp.float32)
     n_pairs = n_z // 2
     per_pair = 8 * (n_angles * (2 * n_pad + 2) + 3 * m * m) + 8 * n_angles * n_cols
     if xp is not np:
@@ -325,7 +325,7 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", n=None, pad_mode="edge
         values = prepare(z0, z1, False)
         grid = _spread(xp, values, ux_step, uy_step, table, table_scale, width, m, m)
         del values
-        # inverse FFT over ky for every column, keep the n rows of the slice, then over kx
+        # inverse FFT over ky for every column, keep the size rows of the slice, then over kx
         g = fft.ifft(grid, axis=-2, norm="forward", overwrite_x=True, **_workers(xp))
         g = fft.ifft(g[:, idx, :], axis=-1, norm="forward", overwrite_x=True,
                      **_workers(xp))

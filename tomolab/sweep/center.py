@@ -143,7 +143,7 @@ def peak_center(centers, scores) -> float:
     return float(np.clip(-b / (2 * a) + x.mean(), x[0], x[-1]))
 
 
-def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | None = None,
+def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", size: int | None = None,
                  pad_mode: str = "edge", batch: int | None = None, method: str = "auto",
                  kernel: str = "auto"):
     """Reconstruct one sinogram at every trial centre, as one batched operation.
@@ -158,7 +158,7 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
         Trial centre columns, in pixels.
     filter, pad_mode : str
         As for :func:`tomolab.recon.fbp`.
-    n : int, optional
+    size : int, optional
         Width of the trial slices (default: the detector width).
     batch : int, optional
         Candidates per batch (default: from free memory).
@@ -177,7 +177,7 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
 
     Returns
     -------
-    ndarray (k, n, n) float32 on the device of ``sinogram``
+    ndarray (k, size, size) float32 on the device of ``sinogram``
         Trial slice ``i`` is the slice reconstructed with ``centers[i]``, with
         that axis at the middle of the grid, in attenuation per pixel.
 
@@ -203,10 +203,10 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
     angles = np.asarray(angles, dtype=np.float64)
     n_angles, n_cols = sino.shape
     centers = np.atleast_1d(np.asarray(centers, dtype=np.float64))
-    n = int(n or n_cols)
+    size = int(size or n_cols)
     if batch is None:
         per_candidate = n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2 + n_angles * n_cols * 4 \
-            + n * n * 4
+            + size * size * 4
         batch = batch_size(per_candidate, backend=backend_of(xp), count=centers.size,
                            fraction=0.3)
     if method == "auto":
@@ -216,16 +216,16 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", n: int | No
     if method not in ("fbp", "gridrec"):
         raise ParameterError("unknown sweep method", where="method", value=method,
                              fix='use "auto", "fbp" or "gridrec"')
-    out = xp.empty((centers.size, n, n), dtype=xp.float32)
+    out = xp.empty((centers.size, size, size), dtype=xp.float32)
     if method == "gridrec":
         for start in range(0, centers.size, batch):
             chunk = centers[start:start + batch]
             copies = xp.broadcast_to(sino, (chunk.size, n_angles, n_cols))
             out[start:start + chunk.size] = gridrec(copies, angles, center=chunk, filter=filter,
-                                                    n=n, pad_mode=pad_mode)
+                                                    size=size, pad_mode=pad_mode)
         return out
     for start in range(0, centers.size, batch):
         chunk = centers[start:start + batch]
-        fbp_centers(sino, angles, chunk, filter=filter, n=n, pad_mode=pad_mode, kernel=kernel,
+        fbp_centers(sino, angles, chunk, filter=filter, size=size, pad_mode=pad_mode, kernel=kernel,
                     out=out[start:start + chunk.size])
     return out

@@ -95,7 +95,7 @@ def phase_scores(stack, *, score: str = "levels", smooth: float = 0.0) -> np.nda
 
     Parameters
     ----------
-    stack : ndarray (k, n, n), numpy or cupy
+    stack : ndarray (k, size, size), numpy or cupy
         Trial slices, one per ratio.
     score : {"levels", "entropy"}
     smooth : float
@@ -180,7 +180,7 @@ def _row_sinograms(band, ratios, row_in_band, padded, lam, distance, pixel_size,
 
 def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, center: float,
                        energy: float, distance: float, pixel_size: float, filter: str = "ramp",
-                       n: int | None = None, batch: int | None = None):
+                       size: int | None = None, batch: int | None = None):
     """Reconstruct one row at every trial δ/β ratio, as one batched operation.
 
     Parameters
@@ -203,14 +203,14 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
         keV, metres, metres.
     filter : str
         Reconstruction filter, as for :func:`tomolab.recon.fbp`.
-    n : int, optional
+    size : int, optional
         Width of the slices (default: the detector width).
     batch : int, optional
         Projections per Fourier batch (default: from free memory).
 
     Returns
     -------
-    ndarray (k, n, n) float32 on the device of ``projection_band``
+    ndarray (k, size, size) float32 on the device of ``projection_band``
         Slice ``i`` is ``fbp`` of ``retrieve_phase(band, delta_beta=ratios[i])``
         at the target row: attenuation per pixel of path (multiply by
         ``1 / pixel_size`` for 1/m).
@@ -254,4 +254,4 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     transmission = _row_sinograms(band, ratios, int(row_in_band), padded, lam, distance,
                                   pixel_size, xp, batch)
     sinograms = minus_log(transmission, floor=1e-30)
-    return fbp(sinograms, angles, center=float(center), filter=filter, n=int(n or n_cols))
+    return fbp(sinograms, angles, center=float(center), filter=filter, size=int(size or n_cols))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tomolab.devices import parse_bytes as _parse_size
+from tomolab import devices
 from tomolab.errors import ParameterError
 
 __all__ = [
@@ -76,7 +76,7 @@ def parse_bytes(value, *, where="memory_limit") -> int:
         n = int(value)
     elif isinstance(value, str):
         try:
-            n = _parse_size(value, where=where)
+            n = devices.parse_bytes(value, where=where)
         except ParameterError:
             raise PoolConfigError(
                 f"{where}: cannot read {value!r} as a size; write bytes (21474836480) "

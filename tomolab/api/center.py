@@ -44,7 +44,7 @@ class CenterEstimate(tuple):
 
 #: two methods further apart than this (pixels) are reported as disagreeing
 CENTER_AGREEMENT = 0.5
-#: rows of the 0°/180° pair registered by phase correlation ("auto"): two frames, so cheap
+#: rows of the 0°/180° pair registered by phase correlation: two frames, so cheap
 PAIR_ROWS = 64
 
 
@@ -61,7 +61,8 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
     method : {"auto", "vo", "phase-correlation"}
         ``"vo"``: Vo's Fourier metric on the sinogram of ``rows_averaged``
         rows. ``"phase-correlation"``: registration of the projections at 0°
-        and 180° (up to 64 rows around ``row``). ``"auto"`` (default): both
+        and 180° (:data:`PAIR_ROWS` rows around ``row``, or ``rows_averaged``
+        if more: two frames, so cheap). ``"auto"`` (default): both
         where the scan has a 0°/180° pair, combined by their scores; when they
         disagree by more than half a pixel, trial slices between them
         (:func:`sweep_center`) give a third centre, the answer is the median
@@ -119,8 +120,8 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
             if method != "auto":
                 raise
         else:
-            rows = band(max(rows_averaged, PAIR_ROWS)) if method == "auto" else band(rows_averaged)
-            data = line_integrals(scan.isel(angle=[i, j]), rows, backend=backend,
+            data = line_integrals(scan.isel(angle=[i, j]), band(max(rows_averaged, PAIR_ROWS)),
+                                  backend=backend,
                                   normalize=normalize, log=log)
             estimates["phase-correlation"] = CENTER_METHODS["phase-correlation"](data[0], data[1])
     result = combine_centers(estimates)

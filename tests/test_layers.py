@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,16 @@ def test_notebooks_and_docs_use_public_names(where, code):
     for target, name, line in found:
         private = [p for p in target.split(".") if p.startswith("_")]
         assert not private and not (name or "").startswith("_"), f"{where}: {target} {name}"
+
+
+def test_scripts_around_the_package_use_public_names():
+    """Binder's postBuild, the deployment files, CI scripts and benchmarks import public names."""
+    private = re.compile(r"\btomolab(?:\.[A-Za-z]\w*)*\._\w+|\bfrom tomolab(?:\.\w+)* import .*\b_[a-z]\w*")
+    hits = []
+    for folder in ("binder", "deploy", ".ci", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and path.suffix in ("", ".py", ".sh", ".yml", ".yaml", ".cfg", ".txt"):
+                for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                    if private.search(line):
+                        hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not hits, "\n".join(hits)

@@ -86,7 +86,7 @@ def cmd_recon(args) -> int:
     import tomolab
     from tomolab.errors import ParameterError
 
-    output = Path(args.output)
+    output = tomolab.io.check_replaceable(args.output, protect=[args.file])
     if output.exists() and not args.overwrite:
         raise ParameterError("output exists", where="-o/--output", value=str(output),
                              fix="choose another path or pass --overwrite")

@@ -28,6 +28,7 @@ from tomolab.io._lazy import frame_runs
 from tomolab.io._open import LAYOUTS, describe, open_scan
 from tomolab.io._sinks import SlabSink, open_sink
 from tomolab.io._write import (
+    check_replaceable,
     open_volume,
     save_volume,
     write_dxchange,
@@ -38,5 +39,5 @@ from tomolab.io._write import (
 __all__ = [
     "open_scan", "from_arrays", "describe", "save_volume", "open_volume",
     "write_dxchange", "write_nxtomo", "write_tiff_stack", "ScanWarning", "LAYOUTS",
-    "read_frames", "frame_runs", "open_sink", "SlabSink",
+    "read_frames", "frame_runs", "open_sink", "SlabSink", "check_replaceable",
 ]

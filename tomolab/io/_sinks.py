@@ -47,6 +47,7 @@ from tomolab.io._write import (
     _quiet_consolidated,
     _remove,
     _volume_format,
+    check_replaceable,
     _write_tiff_metadata,
 )
 
@@ -155,6 +156,7 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
                              value=fingerprint,
                              fix="pass e.g. a sha256 hex digest of the parameters")
     coords = _check_coords(coords, shape)
+    check_replaceable(path, protect=[(attrs or {}).get("source_file")])
     _refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     cls = {"zarr": _ZarrSink, "hdf5": _HDF5Sink, "tiff": _TiffSink}[fmt]

@@ -39,10 +39,47 @@ __all__ = ["write_dxchange", "write_nxtomo", "write_tiff_stack", "save_volume", 
 
 # ----------------------------------------------------------------------------- helpers
 
-@contextlib.contextmanager
-def _atomic(path, *, overwrite: bool):
-    """Yield a temporary path next to ``path``; move it to ``path`` on success."""
+def check_replaceable(path, *, protect=()) -> Path:
+    """Refuse an output path whose replacement could destroy data tomolab did not write.
+
+    Never the current folder or a folder above it, the home folder or a file
+    system root; never a path in ``protect`` (the input scan) or a folder that
+    holds one. Checked before anything is written, whether or not the path
+    exists (``overwrite`` decides only whether an earlier output may go).
+
+    Examples
+    --------
+    >>> check_replaceable("volume.zarr").name
+    'volume.zarr'
+    >>> check_replaceable(".")
+    Traceback (most recent call last):
+    ...
+    tomolab.errors.ParameterError: .: the output would replace the current folder or a folder above it; fix: name a new file or folder for the output, e.g. ./volume.zarr
+    """
     path = Path(os.fspath(path)).expanduser()
+    target = path.resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents or target == Path.home().resolve() \
+            or target == Path(target.anchor):
+        raise ParameterError("the output would replace the current folder or a folder above it",
+                             where=str(path),
+                             fix="name a new file or folder for the output, e.g. ./volume.zarr")
+    for item in protect:
+        if not item:
+            continue
+        source = Path(os.fspath(item)).expanduser().resolve()
+        if target == source or target in source.parents:
+            what = "the input scan" if target == source else "a folder that holds the input scan"
+            raise ParameterError(f"the output would replace {what} ({source})", where=str(path),
+                                 fix="write the output to a new path beside the scan, e.g. "
+                                     f"{source.with_suffix('')}_volume.zarr")
+    return path
+
+
+@contextlib.contextmanager
+def _atomic(path, *, overwrite: bool, protect=()):
+    """Yield a temporary path next to ``path``; move it to ``path`` on success."""
+    path = check_replaceable(path, protect=protect)
     if path.exists() and not overwrite:
         raise ParameterError("the output already exists", where=str(path),
                              fix="choose another path or pass overwrite=True")
@@ -545,7 +582,8 @@ def save_volume(volume, path, *, format="auto", overwrite=False):
     fmt = _volume_format(path, format)
     volume = _as_volume(volume)
     attrs = _jsonable(dict(volume.attrs))
-    with _atomic(path, overwrite=overwrite) as tmp:
+    # never over the scan the volume came from, nor a folder that holds it
+    with _atomic(path, overwrite=overwrite, protect=[attrs.get("source_file")]) as tmp:
         if fmt == "zarr":
             _save_zarr(volume, tmp, attrs)
         elif fmt == "hdf5":

@@ -22,15 +22,14 @@ class CenterEstimate(tuple):
 
     Unpacks as a pair (``center, score = find_center(scan)``); ``estimates``
     maps each method that ran to its own ``(center, score)``, and ``spread``
-    is the largest distance between the centres of the methods that counted
-    (pixels; 0 when only one did).
+    is how far apart the methods that counted were (pixels; 0 when only one
+    did).
     """
 
-    def __new__(cls, center: float, score: float, estimates: dict):
+    def __new__(cls, center: float, score: float, estimates: dict, spread: float = 0.0):
         self = super().__new__(cls, (float(center), float(score)))
         self.estimates = {name: (float(c), float(sc)) for name, (c, sc) in estimates.items()}
-        centers = [c for c, _ in self.estimates.values()]
-        self.spread = float(max(centers) - min(centers)) if centers else 0.0
+        self.spread = float(spread)
         return self
 
     @property
@@ -46,6 +45,11 @@ class CenterEstimate(tuple):
 CENTER_AGREEMENT = 0.5
 #: rows of the 0°/180° pair registered by phase correlation: two frames, so cheap
 PAIR_ROWS = 64
+
+
+def _agreement(distance: float) -> float:
+    """Factor on a score for methods ``distance`` px apart: 1 together, ½ at CENTER_AGREEMENT."""
+    return 1.0 / (1.0 + (distance / CENTER_AGREEMENT) ** 2)
 
 
 def find_center(scan, *, row: int | None = None, method: str = "auto", rows_averaged: int = 5,
@@ -172,9 +176,8 @@ def _settle_by_sweep(scan, row, estimates, **options) -> CenterEstimate:
     center = float(np.median(found))
     nearest = float(np.sort(np.abs(found - center))[1])
     score = float(np.median([sc for _, sc in estimates.values()]))
-    result = CenterEstimate(center, score / (1.0 + (nearest / CENTER_AGREEMENT) ** 2), estimates)
-    result.spread = hi - lo  # the disagreement that called for the sweep
-    return result
+    # spread: the disagreement that called for the sweep
+    return CenterEstimate(center, score * _agreement(nearest), estimates, spread=hi - lo)
 
 
 def combine_centers(estimates: dict) -> CenterEstimate:
@@ -203,10 +206,8 @@ def combine_centers(estimates: dict) -> CenterEstimate:
     weights = np.clip(scores, 1e-6, None)
     center = float((centers * weights).sum() / weights.sum())
     spread = float(centers.max() - centers.min())
-    score = float((scores * weights).sum() / weights.sum()) / (1.0 + (spread / CENTER_AGREEMENT) ** 2)
-    result = CenterEstimate(center, score, estimates)
-    result.spread = spread  # among the methods that counted
-    return result
+    score = float((scores * weights).sum() / weights.sum()) * _agreement(spread)
+    return CenterEstimate(center, score, estimates, spread=spread)
 
 
 #: the CPU's trial slices are binned to at most this width (see :func:`sweep_binning`)

@@ -64,14 +64,16 @@ def bin_slices(stack, factor: int):
     return stack[:, :ny, :nx].reshape(k, ny // factor, factor, nx // factor, factor).mean(axis=(2, 4))
 
 
-def score_slices(stack, metric, *, smooth: float, binning: int = 1) -> np.ndarray:
+def score_slices(stack, metric, *, smooth: float, width: int | None = None) -> np.ndarray:
     """``metric`` (lower is better) of the square inside each slice's reconstruction
-    circle, averaged over ``binning × binning`` blocks, after a Gaussian of ``smooth``
-    pixels (0: none), as host scores: 1 best, 0 worst."""
+    circle, averaged in blocks down to about ``width`` pixels (None: not averaged),
+    after a Gaussian of ``smooth`` pixels (0: none), as host scores: 1 best, 0 worst."""
     xp = array_module(stack)
     n = stack.shape[-1]
     inner = slice(int(0.18 * n), n - int(0.18 * n))
-    region = bin_slices(stack[:, inner, inner], binning)
+    region = stack[:, inner, inner]
+    if width:
+        region = bin_slices(region, max(1, int(round(region.shape[-1] / width))))
     if smooth:
         region = ndimage_module(xp).gaussian_filter(region, (0, smooth, smooth))
     return best_is_one(metric(region, xp))
@@ -101,9 +103,7 @@ def sharpness_scores(stack, *, score: str = "entropy", smooth: float = 1.0) -> n
     except KeyError:
         raise ParameterError("unknown sweep score", where="score", value=score,
                              fix=f"use one of {', '.join(SWEEP_SCORES)}") from None
-    inner = stack.shape[-1] - 2 * int(0.18 * stack.shape[-1])
-    return score_slices(stack, metric, smooth=smooth,
-                        binning=max(1, int(round(inner / SCORED_WIDTH))))
+    return score_slices(stack, metric, smooth=smooth, width=SCORED_WIDTH)
 
 
 def peak_center(centers, scores) -> float:

@@ -243,7 +243,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
         Detector row (default: the middle row).
     centers : array_like, optional
         Trial centre columns in pixels (default: 41 centres 0.5 px apart around
-        :func:`find_center`'s estimate).
+        Vo's estimate, :func:`find_center` with ``method="vo"``).
     filter : str
         Reconstruction filter.
     score : {"entropy", "negativity", "gradient"}
@@ -304,8 +304,9 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     if centers is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            estimate, _ = find_center(scan, row=int(row), backend=backend, normalize=normalize,
-                                      log=log)
+            # Vo alone places the ±10 px range; "auto" could run a sweep of its own first
+            estimate, _ = find_center(scan, row=int(row), method="vo", backend=backend,
+                                      normalize=normalize, log=log)
         centers = np.clip(np.round(2 * estimate) / 2 + np.arange(-10, 10.25, 0.5), 0, n_cols - 1)
         centers = np.unique(centers)
     centers = check_centers(scan, centers)

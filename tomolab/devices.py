@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 from tomolab.errors import ParameterError
 
 __all__ = ["BACKENDS", "resolve_backend", "gpu_memory_limit", "apply_gpu_memory_limit",
-           "free_memory", "host_memory_available", "parse_bytes", "backend_of", "batch_size"]
+           "free_memory", "host_memory_available", "parse_bytes", "backend_of", "batch_size",
+           "MEMORY_MARGIN", "MemoryBound", "cgroup_memory", "rlimit_memory", "host_memory_bounds",
+           "gpu_memory_bounds", "memory_bounds", "require_memory", "human_bytes"]
 
 BACKENDS = ("auto", "numpy", "cupy")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -77,15 +80,7 @@ def resolve_backend(backend: str) -> str:
 def free_memory(backend: str) -> int:
     """Bytes that a computation on ``backend`` may use now."""
     if backend == "cupy":
-        import cupy
-        apply_gpu_memory_limit()
-        pool = cupy.get_default_memory_pool()
-        free, _total = cupy.cuda.runtime.memGetInfo()
-        free += pool.free_bytes()  # cached blocks are reusable
-        limit = pool.get_limit()
-        if limit:
-            free = min(free, limit - pool.used_bytes())
-        return max(int(free), 0)
+        return gpu_memory_bounds()[0].available  # cached pool blocks count as free
     return host_memory_available()
 
 
@@ -95,14 +90,15 @@ def backend_of(xp) -> str:
 
 
 def batch_size(bytes_per_item: int, *, backend: str, count: int | None = None,
-               fraction: float = 0.25, ceiling: int | None = None) -> int:
+               fraction: float = 0.25, ceiling: int | None = None, reserved: int = 0) -> int:
     """How many items of ``bytes_per_item`` fit in ``fraction`` of :func:`free_memory`.
 
     The one memory-budget rule of the package: every batch (slice pairs,
     trial centres, angles, slab rows) is sized here, from free memory on the
     backend (within the hub's GPU cap or the container's memory limit), never
-    from a constant. ``ceiling`` caps the budget in bytes; the answer is at
-    least 1 and at most ``count``.
+    from a constant. ``ceiling`` caps the budget in bytes; ``reserved`` bytes
+    (an output the caller is about to hold, say) are taken off the free
+    memory first. The answer is at least 1 and at most ``count``.
 
     Examples
     --------
@@ -111,11 +107,53 @@ def batch_size(bytes_per_item: int, *, backend: str, count: int | None = None,
     >>> batch_size(1 << 60, backend="numpy")
     1
     """
-    budget = fraction * free_memory(backend)
+    budget = fraction * max(free_memory(backend) - int(reserved), 0)
     if ceiling is not None:
         budget = min(budget, ceiling)
     items = max(1, int(budget // max(int(bytes_per_item), 1)))
     return items if count is None else min(items, max(1, int(count)))
+
+
+# ---------------------------------------------------------------------------- memory limits
+
+#: share of the available memory a request may not use: room for other processes, allocator
+#: fragmentation and the error of the estimate (see :func:`require_memory`)
+MEMORY_MARGIN = 0.10
+
+_NO_LIMIT = 1 << 60  # cgroup v1 writes 2**63 - 4096 for "no limit"
+
+
+@dataclass(frozen=True)
+class MemoryBound:
+    """One thing that bounds the memory a process may use, and what it leaves.
+
+    ``name`` says what it is (``"MemAvailable"``, ``"cgroup memory.max"``,
+    ``"RLIMIT_AS"``, ...), ``limit`` is the limit itself in bytes (None where
+    there is none, as for the kernel's ``MemAvailable``) and ``available`` the
+    bytes it still leaves this process.
+    """
+
+    name: str
+    limit: int | None
+    available: int
+
+    def describe(self) -> str:
+        """``"cgroup memory.max 16.0 GB"``, or the name alone when there is no limit."""
+        return self.name if self.limit is None else f"{self.name} {human_bytes(self.limit)}"
+
+
+def human_bytes(count: float) -> str:
+    """Bytes for a message, in decimal units.
+
+    Examples
+    --------
+    >>> human_bytes(38.2e9), human_bytes(131072), human_bytes(512)
+    ('38.2 GB', '0.1 MB', '512 B')
+    """
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if abs(count) >= size or unit == "MB" and abs(count) >= 1e5:
+            return f"{count / size:.1f} {unit}"
+    return f"{int(count)} B"
 
 
 def _read_int(path: str) -> int | None:
@@ -127,32 +165,240 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None  # "max" (no limit) is None
 
 
-def host_memory_available() -> int:
-    """Bytes of host memory this process may still use.
-
-    The kernel's ``MemAvailable`` (free plus reclaimable cache), lowered to
-    what the container's cgroup limit leaves (Binder and JupyterHub spawners
-    cap memory this way; the machine's total says nothing about it).
-    """
-    available = None
+def _read_stat(path: str, key: str) -> int:
+    """A counter of a cgroup's ``memory.stat`` (0 when absent)."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
+                name, _, value = line.partition(" ")
+                if name == key and value.strip().isdigit():
+                    return int(value)
     except OSError:
         pass
-    if available is None:
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            available = 2 << 30
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        limit, usage = _read_int(limit_file), _read_int(usage_file)
-        if limit is not None and usage is not None and limit < 1 << 60:
-            available = min(available, max(limit - usage, 0))
-            break
-    return int(available)
+    return 0
+
+
+def _cgroup_paths(membership: str) -> tuple[str | None, str | None]:
+    """This process's cgroup v2 path and v1 memory-controller path, from ``/proc/self/cgroup``."""
+    v2 = v1 = None
+    try:
+        with open(membership) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2 = parts[2]
+        elif "memory" in parts[1].split(","):
+            v1 = parts[2]
+    return v2, v1
+
+
+def _ancestors(root: str, path: str) -> list[str]:
+    """``root/path`` and each folder above it up to ``root`` (``root`` alone if it does not exist)."""
+    root = os.path.normpath(root)
+    here = os.path.normpath(os.path.join(root, path.lstrip("/"))) if path else root
+    if not here.startswith(root) or not os.path.isdir(here):
+        here = root  # a cgroup namespace shows "/" or a path that is not mounted here: its root
+    folders = [here]
+    while here != root:
+        here = os.path.dirname(here)
+        folders.append(here)
+    return folders
+
+
+def cgroup_memory(*, root: str = "/sys/fs/cgroup",
+                  membership: str = "/proc/self/cgroup") -> MemoryBound | None:
+    """The tightest cgroup memory limit on this process, and what it leaves; None without one.
+
+    The process's cgroup is read from ``membership`` (``/proc/self/cgroup``),
+    and every cgroup from it up to ``root`` counts (a limit on a parent binds
+    its children). What a limit leaves is the limit minus the cgroup's usage,
+    less the inactive file cache that the kernel reclaims before it kills (as
+    the kubelet counts a container's working set). cgroup v2 (``memory.max``,
+    ``memory.current``) is tried first, then v1 (``memory/…/memory.limit_in_bytes``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> for name, text in [("memory.max", "1000000"), ("memory.current", "300000"),
+    ...                    ("memory.stat", "anon 250000\\ninactive_file 50000\\n")]:
+    ...     _ = open(os.path.join(root, name), "w").write(text)
+    >>> cgroup_memory(root=root, membership="/nonexistent")
+    MemoryBound(name='cgroup memory.max', limit=1000000, available=750000)
+    """
+    v2, v1 = _cgroup_paths(membership)
+    candidates = [(folder, "memory.max", "memory.current", "inactive_file")
+                  for folder in _ancestors(root, v2 or "")]
+    v1_root = os.path.join(root, "memory")
+    if os.path.isdir(v1_root):
+        candidates += [(folder, "memory.limit_in_bytes", "memory.usage_in_bytes",
+                        "total_inactive_file") for folder in _ancestors(v1_root, v1 or "")]
+    best = None
+    for folder, limit_name, usage_name, inactive_name in candidates:
+        limit = _read_int(os.path.join(folder, limit_name))
+        usage = _read_int(os.path.join(folder, usage_name))
+        if limit is None or usage is None or limit >= _NO_LIMIT:
+            continue
+        working_set = max(usage - _read_stat(os.path.join(folder, "memory.stat"), inactive_name), 0)
+        bound = MemoryBound(f"cgroup {limit_name}", limit, max(limit - working_set, 0))
+        if best is None or bound.available < best.available:
+            best = bound
+    return best
+
+
+def _status_bytes(key: str, status: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmSize``, ``VmData``) in bytes."""
+    try:
+        with open(status) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rlimit_memory(*, status: str = "/proc/self/status") -> list[MemoryBound]:
+    """This process's address-space and data limits (``ulimit -v``, ``ulimit -d``) and what they leave.
+
+    ``RLIMIT_AS`` bounds the virtual size (``VmSize``: every mapping, also
+    thread stacks and allocator arenas that are reserved but not touched),
+    ``RLIMIT_DATA`` the private writable mappings (``VmData``); a request
+    beyond either fails in ``malloc`` however much memory the machine has free.
+    """
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return []
+    bounds = []
+    for name, key in (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")):
+        soft, _hard = resource.getrlimit(getattr(resource, name))
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            continue
+        used = _status_bytes(key, status) or 0
+        bounds.append(MemoryBound(name, int(soft), max(int(soft) - used, 0)))
+    return bounds
+
+
+def _mem_available(meminfo: str) -> int:
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2 << 30
+
+
+def host_memory_bounds(*, cgroup_root: str = "/sys/fs/cgroup",
+                       membership: str = "/proc/self/cgroup",
+                       meminfo: str = "/proc/meminfo",
+                       status: str = "/proc/self/status") -> list[MemoryBound]:
+    """Everything that bounds this process's host memory, tightest first.
+
+    The kernel's ``MemAvailable`` (free plus reclaimable cache), the cgroup
+    limit of the container (:func:`cgroup_memory`: Binder, JupyterHub
+    spawners, SLURM and Kubernetes cap memory this way; the machine's total
+    says nothing about it) and the process's own ``RLIMIT_AS`` /
+    ``RLIMIT_DATA`` (:func:`rlimit_memory`). The paths are keywords so that
+    tests can point them at files of their own.
+    """
+    bounds = [MemoryBound("MemAvailable", None, _mem_available(meminfo))]
+    cgroup = cgroup_memory(root=cgroup_root, membership=membership)
+    if cgroup is not None:
+        bounds.append(cgroup)
+    bounds += rlimit_memory(status=status)
+    return sorted(bounds, key=lambda b: b.available)
+
+
+def host_memory_available(**paths) -> int:
+    """Bytes of host memory this process may still use: the tightest of :func:`host_memory_bounds`."""
+    return int(host_memory_bounds(**paths)[0].available)
+
+
+def gpu_memory_bounds() -> list[MemoryBound]:
+    """What bounds this process's GPU memory, tightest first: the device's free memory
+    (plus the blocks CuPy's pool holds for reuse) and the per-user cap
+    ``TOMOLAB_GPU_MEMORY_LIMIT`` (less what the pool has in use)."""
+    import cupy
+
+    apply_gpu_memory_limit()
+    pool = cupy.get_default_memory_pool()
+    free, _total = cupy.cuda.runtime.memGetInfo()
+    bounds = [MemoryBound("free device memory", None, int(free + pool.free_bytes()))]
+    limit = pool.get_limit()
+    if limit:
+        bounds.append(MemoryBound("TOMOLAB_GPU_MEMORY_LIMIT", int(limit),
+                                  max(int(limit - pool.used_bytes()), 0)))
+    return sorted(bounds, key=lambda b: b.available)
+
+
+def memory_bounds(backend: str) -> list[MemoryBound]:
+    """:func:`gpu_memory_bounds` for ``"cupy"``, else :func:`host_memory_bounds`."""
+    return gpu_memory_bounds() if backend == "cupy" else host_memory_bounds()
+
+
+def require_memory(nbytes: float, *, backend: str, what: str, fix: str, where: str | None = None,
+                   value=None, margin: float = MEMORY_MARGIN) -> int:
+    """Refuse, before allocating, a request of ``nbytes`` that ``backend``'s memory cannot hold.
+
+    A request fits when it needs at most ``1 - margin`` of the memory
+    available on the backend (:func:`free_memory`: for the host the tightest
+    of ``MemAvailable``, the cgroup limit and the process's ``RLIMIT_AS`` /
+    ``RLIMIT_DATA``; for the GPU its free memory within
+    ``TOMOLAB_GPU_MEMORY_LIMIT``). Otherwise :class:`~tomolab.errors.InsufficientMemory`
+    says how much is needed and available, what bounds it, the margin kept,
+    and the way out in ``fix``. Nothing is allocated either way.
+
+    Parameters
+    ----------
+    nbytes : number
+        The estimate of the request (count every intermediate that is alive at once).
+    backend : {"numpy", "cupy"}
+    what : str
+        What needs it, e.g. ``"a volume of 2000 × 2560 × 2560"``.
+    fix : str
+        The ways out, e.g. ``"reconstruct fewer rows (rows='A:B')"``.
+    where, value : optional
+        The parameter (or file) and value that made the request big.
+
+    Returns
+    -------
+    int
+        The bytes available on the backend.
+
+    Examples
+    --------
+    >>> require_memory(1 << 20, backend="numpy", what="a test", fix="none") > 1 << 20
+    True
+    >>> require_memory(1 << 62, backend="numpy", what="a volume", where="size", value=10**9,
+    ...                fix="pass a smaller size=")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tomolab.errors.InsufficientMemory: size=1000000000: a volume needs 4611686.0 TB of host memory, ... available (...; keeping a 10 % margin); fix: pass a smaller size=
+    """
+    from tomolab.errors import InsufficientMemory
+
+    available = free_memory(backend)
+    if nbytes <= (1.0 - margin) * available:
+        return available
+    kind = "GPU" if backend == "cupy" else "host"
+    bounds = memory_bounds(backend)
+    binding = next((b for b in bounds if b.available == available), None)
+    limits = [b.describe() for b in bounds if b.limit is not None and b is not binding]
+    context = "; ".join(([binding.describe()] if binding is not None else [])
+                        + ([f"other limits: {', '.join(limits)}"] if limits else [])
+                        + [f"keeping a {margin * 100:.0f} % margin"])
+    raise InsufficientMemory(
+        f"{what} needs {human_bytes(nbytes)} of {kind} memory, {human_bytes(available)} "
+        f"available ({context})",
+        where=where, value=value, fix=fix, needed=int(nbytes), available=int(available))

@@ -7,7 +7,7 @@ message as one line and exits non-zero; notebooks show it as it is.
 
 from __future__ import annotations
 
-__all__ = ["TomolabError", "ScanFormatError", "ParameterError", "Cancelled"]
+__all__ = ["TomolabError", "ScanFormatError", "ParameterError", "InsufficientMemory", "Cancelled"]
 
 
 class TomolabError(ValueError):
@@ -61,6 +61,19 @@ class ScanFormatError(TomolabError):
 
 class ParameterError(TomolabError):
     """A parameter is out of range or inconsistent with the data."""
+
+
+class InsufficientMemory(ParameterError):
+    """A request would not fit in the memory this process may use; refused before allocating.
+
+    Raised by :func:`tomolab.devices.require_memory`; ``needed`` and
+    ``available`` are in bytes.
+    """
+
+    def __init__(self, what: str, *, where: str | None = None, value=None,
+                 fix: str | None = None, needed: int = 0, available: int = 0):
+        self.needed, self.available = int(needed), int(available)
+        super().__init__(what, where=where, value=value, fix=fix)
 
 
 class Cancelled(RuntimeError):

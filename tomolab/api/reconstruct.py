@@ -18,7 +18,7 @@ import numpy as np
 from tomolab.api.center import find_center
 from tomolab.api.provenance import provenance
 from tomolab.api.validate import (check_center, check_choice, check_size, half_turn, plane_coords,
-                                  resolve_rows)
+                                  resolve_rows, source_name)
 from tomolab.errors import ParameterError
 
 __all__ = ["reconstruct", "plan_reconstruction", "ReconstructionPlan", "preprocessing_steps",
@@ -213,7 +213,7 @@ class ReconstructionPlan:
 
         rows = self.row_range if rows is None else rows
         if sink is None:
-            self.check_host_memory(rows)
+            self.check_memory(rows)
         centers = self.center
         if np.ndim(centers) == 1:
             first = rows.start - self.row_range.start
@@ -229,21 +229,74 @@ class ReconstructionPlan:
                                 max_height=max_height, progress=progress, cancel=cancel,
                                 stats=stats, filter=self.filter, pad_mode=self.pad_mode, **extra)
 
-    def check_host_memory(self, rows: range) -> None:
-        """Refuse, with the ways out, a volume that host memory cannot hold."""
-        from tomolab.devices import host_memory_available
+    def memory_needed(self, rows: range, *, slab_rows: int | None = None) -> dict:
+        """Bytes a run of ``rows`` needs at least: ``{"slab": ..., "numpy": ..., "cupy": ...}``.
 
-        need = len(rows) * self.size * self.size * 4
-        available = host_memory_available()
-        if need > 0.8 * available:
-            def human(b):
-                return f"{b / 1e9:.1f} GB" if b >= 1e9 else f"{b / 1e6:.1f} MB"
-            raise ParameterError(
-                f"the volume needs {human(need)} and this process has {human(available)} of "
-                f"host memory left",
-                where="rows", value=f"{rows.start}:{rows.stop}",
-                fix="stream it to disk with tomolab.reconstruct_to(scan, 'volume.zarr', ...), "
-                    "reconstruct fewer rows (rows='A:B'), a smaller size=, or lazy=True")
+        ``"slab"`` is the working memory of one detector row (the least a
+        slab can be: :func:`tomolab.engine.slab_bytes`, halo and flat/dark
+        frames included) on the backend that computes; ``"numpy"`` is all the
+        host needs (that, or the GPU path's pinned buffers, plus the volume
+        held in memory, or with ``slab_rows`` the output slab being assembled
+        and the one being written); ``"cupy"`` the GPU's share, on the GPU path.
+        """
+        from tomolab.engine import slab_bytes
+
+        scan = self.scan
+        n_angles, n_cols = int(scan.sizes["angle"]), int(scan.sizes["col"])
+        itemsize = scan["projections"].dtype.itemsize
+        halo = self.steps.halo()
+        n_fields = sum(int(scan.sizes[d]) for d in ("flat", "dark") if d in scan.sizes) \
+            if self.normalize else 0
+        one_row = slab_bytes(1, n_angles=n_angles, n_cols=n_cols, size=self.size, itemsize=itemsize,
+                             halo=halo, n_fields=n_fields)
+        slice_bytes = self.size * self.size * 4
+        output = len(rows) * slice_bytes if slab_rows is None else 2 * int(slab_rows) * slice_bytes
+        if self.backend != "cupy":
+            return {"slab": one_row, "numpy": output + one_row}
+        raw = n_angles * (1 + 2 * halo) * n_cols * itemsize
+        pinned = 2 * (raw + slice_bytes)  # two pinned input and output buffers of one row
+        return {"slab": one_row + 2 * raw, "numpy": output + pinned, "cupy": one_row + 2 * raw}
+
+    def check_memory(self, rows: range, *, slab_rows: int | None = None) -> None:
+        """Refuse, with the ways out, a run that memory cannot hold, before anything is allocated.
+
+        ``slab_rows``: the volume is streamed to disk in slabs of this many
+        rows (:func:`tomolab.reconstruct_to`); None: it is held in memory.
+        Limits, margin and message: :func:`tomolab.devices.require_memory`.
+        """
+        from tomolab.devices import require_memory
+
+        need = self.memory_needed(rows, slab_rows=slab_rows)
+        scan = self.scan
+        shape = f"{scan.sizes['angle']} angles × {scan.sizes['col']} columns"
+        size_fix = f"a smaller size= (now {self.size})" if self.size > 1 else ""
+        require_memory(need["slab"], backend=self.backend,
+                       what=f"one detector row of this scan ({shape}, slices of {self.size}²)",
+                       where=source_name(scan), value=None,
+                       fix=", ".join(filter(None, [
+                           size_fix, "fewer angles (scan.isel(angle=slice(None, None, 2)))",
+                           'backend="numpy"' if self.backend == "cupy" else "",
+                           "or run where more memory is available"])))
+        if self.backend == "cupy":
+            require_memory(need["cupy"], backend="cupy", what="the GPU's share of one slab",
+                           where="backend", value="cupy",
+                           fix='free GPU memory (other notebooks or processes), a smaller size=, '
+                               'or backend="numpy"')
+        rows_text = f"{rows.start}:{rows.stop}"
+        if slab_rows is None:
+            require_memory(need["numpy"], backend="numpy",
+                           what=f"a volume of {len(rows)} × {self.size} × {self.size} float32 "
+                                f"held in memory, with one slab's working memory,",
+                           where="rows", value=rows_text,
+                           fix="stream it to disk with tomolab.reconstruct_to(scan, 'volume.zarr', "
+                               "...), reconstruct fewer rows (rows='A:B'), a smaller size=, "
+                               "or lazy=True")
+        else:
+            require_memory(need["numpy"], backend="numpy",
+                           what=f"streaming slabs of {slab_rows} × {self.size} × {self.size} "
+                                f"float32 to disk, with one slab's working memory,",
+                           where="slab_rows", value=int(slab_rows),
+                           fix="a smaller slab_rows= or size=, or fewer angles")
 
     def coords(self) -> dict:
         """``name -> (dims, values, attrs)`` of the volume's coordinates."""

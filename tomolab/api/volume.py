@@ -134,6 +134,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
                              where="multiscale", value=multiscale, fix="pass e.g. multiscale=3")
     plan = plan_reconstruction(scan, center=center, rows=rows, **options)
     row_range, size = plan.row_range, plan.size
+    plan.check_memory(row_range, slab_rows=int(slab_rows))  # before a partial output exists
     per_row = np.ndim(plan.center) == 1
     params = {"center": plan.center.tolist() if per_row else plan.center,
               "rows": [row_range.start, row_range.stop], "slab_rows": int(slab_rows),

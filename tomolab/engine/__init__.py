@@ -3,6 +3,6 @@
 Devices and memory budgets are in :mod:`tomolab.devices` (the base layer).
 """
 
-from tomolab.engine.pipeline import line_integrals, reconstruct_rows, slab_height
+from tomolab.engine.pipeline import line_integrals, reconstruct_rows, slab_bytes, slab_height
 
-__all__ = ["line_integrals", "reconstruct_rows", "slab_height"]
+__all__ = ["line_integrals", "reconstruct_rows", "slab_bytes", "slab_height"]

@@ -21,7 +21,7 @@ from tomolab.devices import batch_size
 from tomolab.errors import Cancelled, ParameterError
 from tomolab.prep.normalize import minus_log, normalize as flat_field, normalize_interpolated
 
-__all__ = ["Preprocessing", "line_integrals", "reconstruct_rows", "slab_height"]
+__all__ = ["Preprocessing", "line_integrals", "reconstruct_rows", "slab_bytes", "slab_height"]
 
 
 #: rows per slab on the GPU path, at most (the kernels are saturated well before)
@@ -214,15 +214,42 @@ def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool
     return correct(raw, fields, log=log, halo=halo, steps=steps)
 
 
-def slab_height(n_angles: int, n_cols: int, size: int, backend: str, *, n_rows: int,
-                fraction: float = 0.25) -> int:
-    """Detector rows per slab so that one slab uses at most ``fraction`` of free memory."""
+def slab_bytes(height: int, *, n_angles: int, n_cols: int, size: int, itemsize: int = 2,
+               halo: int = 0, n_fields: int = 0) -> int:
+    """Working memory of one slab of ``height`` rows: what is alive at once while it is reconstructed.
+
+    Counted as if all were alive together (they are not quite: the estimate
+    errs on the safe side): the raw counts of the slab and its halo
+    (``itemsize`` bytes per pixel), the corrected float32 sinograms, the
+    padded sinograms of the filter with their complex64 spectrum and its
+    filtered copy, the filtered sinograms, and the slices; ``n_fields`` flat
+    and dark frames of the slab's rows as they are read and averaged. The
+    measured peak of a CPU reconstruction is 0.7 to 0.85 of it
+    (``tests/test_resource_guards.py`` checks).
+
+    Examples
+    --------
+    >>> slab_bytes(1, n_angles=1000, n_cols=1000, size=1000)
+    38616000
+    """
     from tomolab.recon.filters import padded_width
 
-    per_row = (n_angles * n_cols * (2 + 4 * 3)          # raw counts, corrected, filtered, temporaries
-               + n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2  # spectra
-               + size * size * 4 * 2)                    # slices on device and host
-    return batch_size(per_row, backend=backend, count=n_rows, fraction=fraction)
+    rows_read = height + 2 * halo
+    n_pad = padded_width(n_cols)
+    read = n_angles * rows_read * n_cols * (itemsize + 4)
+    fields = n_fields * rows_read * n_cols * itemsize + rows_read * n_cols * 8 * 3
+    filtered = n_angles * height * (n_pad * 4 + (n_pad // 2 + 1) * 8 * 2 + n_cols * 4)
+    return int(read + fields + filtered + height * size * size * 4)
+
+
+def slab_height(n_angles: int, n_cols: int, size: int, backend: str, *, n_rows: int,
+                fraction: float = 0.25, itemsize: int = 2, reserved: int = 0) -> int:
+    """Detector rows per slab so that one slab uses at most ``fraction`` of free memory.
+
+    ``reserved`` bytes (the volume the caller holds) are not free.
+    """
+    per_row = slab_bytes(1, n_angles=n_angles, n_cols=n_cols, size=size, itemsize=itemsize)
+    return batch_size(per_row, backend=backend, count=n_rows, fraction=fraction, reserved=reserved)
 
 
 def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend: str,
@@ -269,9 +296,19 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     """
     angles = scan["angle"].values
     n_rows = len(rows)
-    height = slab_height(angles.size, scan.sizes["col"], size, backend, n_rows=n_rows)
+    volume = n_rows * size * size * 4 if sink is None and backend != "cupy" else 0
+    height = slab_height(angles.size, scan.sizes["col"], size, backend, n_rows=n_rows,
+                         itemsize=scan["projections"].dtype.itemsize, reserved=volume)
     if backend == "cupy":  # pinned buffers take time to allocate; 32 rows fill an H100
         height = min(height, MAX_GPU_SLAB_ROWS)
+        # two pinned input and output buffers of a slab, on the host next to the volume
+        halo = steps.halo()
+        pinned_row = 2 * (angles.size * scan.sizes["col"] * scan["projections"].dtype.itemsize
+                          + size * size * 4)
+        pinned_halo = 2 * angles.size * 2 * halo * scan.sizes["col"] * scan["projections"].dtype.itemsize
+        volume = n_rows * size * size * 4 if sink is None else 0
+        height = min(height, batch_size(pinned_row, backend="numpy", count=n_rows,
+                                        reserved=volume + pinned_halo))
     if max_height:
         height = min(height, max_height)
     out = None

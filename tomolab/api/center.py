@@ -52,6 +52,53 @@ def _agreement(distance: float) -> float:
     return 1.0 / (1.0 + (distance / CENTER_AGREEMENT) ** 2)
 
 
+def read_bytes(scan, n_rows: int, *, n_angles: int | None = None, normalize: bool = True) -> int:
+    """Memory of :func:`tomolab.engine.line_integrals` of ``n_rows`` rows: counts, float32, fields."""
+    n_angles = int(scan.sizes["angle"]) if n_angles is None else int(n_angles)
+    n_cols = int(scan.sizes["col"])
+    itemsize = scan["projections"].dtype.itemsize
+    fields = sum(int(scan.sizes[d]) for d in ("flat", "dark") if d in scan.sizes) if normalize else 0
+    return int(n_angles * n_rows * n_cols * (itemsize + 4)
+               + (fields * itemsize + 8 * 3) * n_rows * n_cols)
+
+
+def _require_on(backend: str, need_device: int, need_host: int, **message) -> None:
+    """:func:`tomolab.devices.require_memory` on the backend, and on the host for what comes back."""
+    from tomolab.devices import require_memory
+
+    require_memory(need_device, backend=backend, **message)
+    if backend == "cupy":
+        require_memory(need_host, backend="numpy", **message)
+
+
+def center_bytes(scan, *, method: str, rows_averaged: int) -> int:
+    """Memory :func:`find_center` needs at least for ``method`` (``"auto"``: both methods, one at a time).
+
+    Vo: the sinogram of ``rows_averaged`` rows over 180° as it is read, its
+    smoothed, mirrored and transformed copies, and one trial centre's
+    batch. Phase correlation: the two frames of :data:`PAIR_ROWS` rows, in
+    float64 with their complex128 spectra and the upsampled cross-power.
+    The batches of trial centres grow into free memory when there is room;
+    this is the least they need.
+    """
+    n_angles, n_cols = int(scan.sizes["angle"]), int(scan.sizes["col"])
+    n_rows = int(scan.sizes["row"])
+    need = 0
+    if method in ("auto", "vo"):
+        half = min(n_angles, int(np.ceil(n_angles / 2)) + 1) if n_angles > 2 else n_angles
+        band = min(n_rows, max(1, rows_averaged) // 2 * 2 + 1)
+        sinogram = half * n_cols * 4
+        per_center = half * (8 * (n_cols + 1) + 4 * 2 * n_cols + 8 * n_cols
+                             + 3 * 8 * 2 * (n_cols // 2 + 1))
+        need = read_bytes(scan, band, n_angles=n_angles) // n_angles * half \
+            + 12 * sinogram + per_center
+    if method in ("auto", "phase-correlation"):
+        band = min(n_rows, max(rows_averaged, PAIR_ROWS) // 2 * 2 + 1)
+        pair = read_bytes(scan, band, n_angles=2) + 2 * band * n_cols * 16 * 8
+        need = max(need, pair)
+    return int(need)
+
+
 def find_center(scan, *, row: int | None = None, method: str = "auto", rows_averaged: int = 5,
                 backend: str = "auto", normalize: bool = True, log: bool = True):
     """Find the rotation axis: a detector column in pixels, and a trust score.
@@ -106,6 +153,14 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
     n_rows = int(scan.sizes["row"])
     row = check_row(scan, row)
     angles = scan["angle"].values
+    if not isinstance(rows_averaged, (int, np.integer)) or isinstance(rows_averaged, bool) \
+            or rows_averaged < 1:
+        raise ParameterError("rows averaged must be a positive whole number", where="rows_averaged",
+                             value=rows_averaged, fix="pass e.g. rows_averaged=5")
+    need = center_bytes(scan, method=method, rows_averaged=int(rows_averaged))
+    _require_on(backend, need, need, what=f"finding the centre of this scan ({n_angles_cols(scan)})",
+                where=source_name(scan), fix="fewer angles (scan.isel(angle=slice(None, None, 2))), "
+                "a smaller rows_averaged=, or run where more memory is available")
 
     def band(count):
         half = max(1, count) // 2
@@ -148,6 +203,11 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
                       f"{np.ceil(hi) + 3.5:.1f}, 0.5))"
                       f"{' or try the other method' if len(estimates) == 1 else ''}", stacklevel=2)
     return result
+
+
+def n_angles_cols(scan) -> str:
+    """``"1800 angles × 2560 columns"`` for messages."""
+    return f"{scan.sizes['angle']} angles × {scan.sizes['col']} columns"
 
 
 def _settle_by_sweep(scan, row, estimates, **options) -> CenterEstimate:
@@ -281,7 +341,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     """
     import xarray as xr
 
-    from tomolab.sweep import SWEEP_SCORES, peak_center, sharpness_scores, sweep_slices
+    from tomolab.sweep import SWEEP_SCORES, peak_center, sharpness_scores, sweep_bytes, sweep_slices
     from tomolab.devices import resolve_backend
     from tomolab.engine import line_integrals
     from tomolab.recon import FILTERS
@@ -312,6 +372,15 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     centers = check_centers(scan, centers)
     angles = scan["angle"].values
     half_turn(angles)  # validates that the scan covers 180°
+    width = -(-size // binning)
+    stack_bytes = centers.size * width * width * 4
+    _require_on(backend, read_bytes(scan, 1, normalize=normalize)
+                + sweep_bytes(angles.size, n_cols // binning, centers.size, width),
+                stack_bytes * 2,
+                what=f"{centers.size} trial slices of {width} × {width} pixels",
+                where="centers", value=f"{centers.size} centres",
+                fix="fewer centres (centers=), a smaller size=, or a larger binning= "
+                    f"(now {binning})")
     started = time.perf_counter()
     sino = line_integrals(scan, slice(row, row + 1), backend=backend, normalize=normalize,
                           log=log)[:, 0, :]

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from tomolab.api.center import find_center
+from tomolab.api.center import _require_on, find_center, read_bytes
 from tomolab.api.provenance import provenance
 from tomolab.api.validate import (check_center, check_choice, check_row, check_size, half_turn,
                                   plane_coords)
@@ -116,8 +116,10 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     """
     import xarray as xr
 
-    from tomolab.prep import paganin_halo
-    from tomolab.sweep import PHASE_SCORES, check_ratios, phase_scores, sweep_phase_slices
+    from tomolab.api.center import n_angles_cols
+    from tomolab.prep import padded_shape, paganin_halo, paganin_length
+    from tomolab.sweep import (PHASE_SCORES, check_ratios, phase_scores, phase_sweep_bytes,
+                               sweep_phase_slices)
     from tomolab.devices import resolve_backend
     from tomolab.engine import line_integrals
     from tomolab.recon import FILTERS
@@ -143,9 +145,21 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
         center_source = f"auto (vo at row {row})"
     center = check_center(scan, center)
 
-    started = time.perf_counter()
     halo = paganin_halo(ratios.max(), energy, distance, pixel_size)
     first, last = max(0, row - halo), min(n_rows, row + halo + 1)
+    n_cols = int(scan.sizes["col"])
+    padded = padded_shape((last - first, n_cols), True,
+                          paganin_length(ratios.max(), energy, distance, pixel_size))
+    _require_on(backend, read_bytes(scan, last - first, normalize=normalize)
+                + phase_sweep_bytes(angles.size, last - first, n_cols, ratios.size, size, padded[1]),
+                2 * ratios.size * size * size * 4,
+                what=f"{ratios.size} trial slices of {size} × {size} pixels from a band of "
+                     f"{last - first} rows × {n_angles_cols(scan)}",
+                where="ratios", value=f"{ratios.size} ratios",
+                fix="fewer ratios (ratios=), a smaller size=, fewer angles "
+                    "(scan.isel(angle=slice(None, None, 2))), or a smaller largest ratio "
+                    "(its filter reaches further: a wider band of rows)")
+    started = time.perf_counter()
     band = line_integrals(scan, slice(first, last), backend=backend, normalize=normalize,
                           log=False)
     stack = sweep_phase_slices(band, angles, ratios, row_in_band=row - first, center=center,

@@ -249,6 +249,11 @@ class ReconstructionPlan:
             if self.normalize else 0
         one_row = slab_bytes(1, n_angles=n_angles, n_cols=n_cols, size=self.size, itemsize=itemsize,
                              halo=halo, n_fields=n_fields)
+        read = n_angles * (1 + 2 * halo) * n_cols
+        if self.steps.zingers is not None:
+            one_row += read * 4 * 2  # the median-filtered copy and the mask
+        if self.steps.phase:
+            one_row += read * 64  # Paganin: padded to twice each side, complex64, and its product
         slice_bytes = self.size * self.size * 4
         output = len(rows) * slice_bytes if slab_rows is None else 2 * int(slab_rows) * slice_bytes
         if self.backend != "cupy":

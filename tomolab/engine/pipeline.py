@@ -232,14 +232,12 @@ def slab_bytes(height: int, *, n_angles: int, n_cols: int, size: int, itemsize: 
     >>> slab_bytes(1, n_angles=1000, n_cols=1000, size=1000)
     38616000
     """
-    from tomolab.recon.filters import padded_width
+    from tomolab.recon import fbp_bytes
 
     rows_read = height + 2 * halo
-    n_pad = padded_width(n_cols)
-    read = n_angles * rows_read * n_cols * (itemsize + 4)
+    raw = n_angles * rows_read * n_cols * itemsize + n_angles * 2 * halo * n_cols * 4  # + halo, float32
     fields = n_fields * rows_read * n_cols * itemsize + rows_read * n_cols * 8 * 3
-    filtered = n_angles * height * (n_pad * 4 + (n_pad // 2 + 1) * 8 * 2 + n_cols * 4)
-    return int(read + fields + filtered + height * size * size * 4)
+    return int(raw + fields + fbp_bytes(height, n_angles=n_angles, n_cols=n_cols, size=size))
 
 
 def slab_height(n_angles: int, n_cols: int, size: int, backend: str, *, n_rows: int,

@@ -17,11 +17,11 @@ backprojected with that column. The slices are ``size × size`` pixels
 """
 
 from tomolab.recon.backproject import backproject
-from tomolab.recon.fbp import fbp, fbp_centers
+from tomolab.recon.fbp import fbp, fbp_bytes, fbp_centers
 from tomolab.recon.filters import FILTERS, filter_sinograms, fourier_filter, padded_width
 from tomolab.recon.gridrec import gridrec
 
 ALGORITHMS = {"fbp": fbp, "gridrec": gridrec}
 
-__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "fbp_centers", "filter_sinograms",
+__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "fbp_bytes", "fbp_centers", "filter_sinograms",
            "fourier_filter", "gridrec", "padded_width"]

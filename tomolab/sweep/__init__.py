@@ -15,9 +15,11 @@ Examples
 """
 
 from tomolab.sweep.center import (SCORED_WIDTH, SWEEP_SCORES, best_is_one, bin_slices,
-                                  peak_center, score_slices, sharpness_scores, sweep_slices)
-from tomolab.sweep.phase import PHASE_SCORES, check_ratios, phase_scores, sweep_phase_slices
+                                  peak_center, score_slices, sharpness_scores, sweep_bytes,
+                                  sweep_slices)
+from tomolab.sweep.phase import (PHASE_SCORES, check_ratios, phase_scores, phase_sweep_bytes,
+                                 sweep_phase_slices)
 
 __all__ = ["PHASE_SCORES", "SCORED_WIDTH", "SWEEP_SCORES", "best_is_one", "bin_slices",
-           "check_ratios", "peak_center", "phase_scores", "score_slices", "sharpness_scores",
-           "sweep_phase_slices", "sweep_slices"]
+           "check_ratios", "peak_center", "phase_scores", "phase_sweep_bytes", "score_slices",
+           "sharpness_scores", "sweep_bytes", "sweep_phase_slices", "sweep_slices"]

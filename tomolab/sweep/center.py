@@ -15,7 +15,7 @@ from tomolab.arrays import array_module, ndimage_module, to_numpy
 from tomolab.errors import ParameterError
 
 __all__ = ["SWEEP_SCORES", "SCORED_WIDTH", "sweep_slices", "sharpness_scores", "peak_center",
-           "bin_slices", "score_slices", "best_is_one"]
+           "bin_slices", "score_slices", "best_is_one", "sweep_bytes"]
 
 
 def _entropy(stack, xp, bins: int = 256):
@@ -143,6 +143,32 @@ def peak_center(centers, scores) -> float:
     return float(np.clip(-b / (2 * a) + x.mean(), x[0], x[-1]))
 
 
+def _candidate_bytes(n_angles: int, n_cols: int, size: int) -> int:
+    """Working memory of one trial centre in a batch of :func:`sweep_slices`."""
+    from tomolab.recon import padded_width
+
+    return n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2 + n_angles * n_cols * 4 \
+        + size * size * 4
+
+
+def sweep_bytes(n_angles: int, n_cols: int, n_centers: int, size: int) -> int:
+    """Memory a centre sweep needs at least on its device: the stack, one candidate's batch, the scoring.
+
+    The stack of ``n_centers`` float32 slices of ``size²``, the working memory
+    of a batch of one trial centre (the batch grows into what is free), and
+    the scoring's copies of the scored square (two stacks, counted high).
+    The batch grows into free memory when there is room; this is the least
+    the sweep needs.
+
+    Examples
+    --------
+    >>> sweep_bytes(1000, 1000, 41, 1000) / 1e6
+    516.4
+    """
+    stack = n_centers * size * size * 4
+    return int(3 * stack + _candidate_bytes(n_angles, n_cols, size))
+
+
 def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", size: int | None = None,
                  pad_mode: str = "edge", batch: int | None = None, method: str = "auto",
                  kernel: str = "auto"):
@@ -193,7 +219,7 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", size: int |
     ((3, 80, 80), 1)
     """
     from tomolab.devices import backend_of, batch_size
-    from tomolab.recon import fbp_centers, gridrec, padded_width
+    from tomolab.recon import fbp_centers, gridrec
 
     xp = array_module(sinogram)
     sino = xp.asarray(sinogram, dtype=xp.float32)
@@ -205,10 +231,9 @@ def sweep_slices(sinogram, angles, centers, *, filter: str = "ramp", size: int |
     centers = np.atleast_1d(np.asarray(centers, dtype=np.float64))
     size = int(size or n_cols)
     if batch is None:
-        per_candidate = n_angles * (padded_width(n_cols) // 2 + 1) * 8 * 2 + n_angles * n_cols * 4 \
-            + size * size * 4
-        batch = batch_size(per_candidate, backend=backend_of(xp), count=centers.size,
-                           fraction=0.3)
+        batch = batch_size(_candidate_bytes(n_angles, n_cols, size), backend=backend_of(xp),
+                           count=centers.size, fraction=0.3,
+                           reserved=centers.size * size * size * 4)
     if method == "auto":
         method = "fbp" if xp is not np else "gridrec"
     if kernel == "auto" and xp is not np:

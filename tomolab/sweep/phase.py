@@ -27,7 +27,7 @@ from tomolab.errors import ParameterError
 from tomolab.prep import minus_log, padded_shape, paganin_length, wavelength
 from tomolab.sweep.center import _entropy, score_slices
 
-__all__ = ["check_ratios", "sweep_phase_slices", "phase_scores", "PHASE_SCORES"]
+__all__ = ["check_ratios", "sweep_phase_slices", "phase_scores", "PHASE_SCORES", "phase_sweep_bytes"]
 
 
 def check_ratios(ratios) -> np.ndarray:
@@ -178,6 +178,37 @@ def _row_sinograms(band, ratios, row_in_band, padded, lam, distance, pixel_size,
     return out
 
 
+def _angle_bytes(n_rows: int, padded_cols: int, n_ratios: int) -> int:
+    """Working memory of one projection in a Fourier batch of :func:`_row_sinograms`."""
+    nx = padded_cols
+    return n_rows * (nx // 2 + 1) * 8 * 4 + n_ratios * (nx // 2 + 1) * 8 * 3 + n_ratios * nx * 4
+
+
+def phase_sweep_bytes(n_angles: int, n_rows: int, n_cols: int, n_ratios: int, size: int,
+                      padded_cols: int) -> int:
+    """Memory a δ/β sweep needs at least on its device, its band of ``n_rows`` included.
+
+    The band (float32), the weights, the ratios' transmission sinograms and
+    their ``-log``, the batched filtered backprojection of all of them at
+    once (:func:`tomolab.recon.fbp_bytes` with the ratios as slices), the
+    scoring's copies (3 stacks), and one projection's Fourier batch.
+
+    Examples
+    --------
+    >>> round(phase_sweep_bytes(1000, 41, 1000, 25, 1000, 2048) / 1e9, 2)
+    1.49
+    """
+    from tomolab.recon import fbp_bytes
+
+    band = n_angles * n_rows * n_cols * 4
+    weights = (padded_cols // 2 + 1) * n_rows * n_ratios * 4
+    transmission = n_ratios * n_angles * n_cols * 4  # fbp_bytes counts their -log
+    fbp = fbp_bytes(n_ratios, n_angles=n_angles, n_cols=n_cols, size=size)
+    scoring = 3 * n_ratios * size * size * 4
+    return int(band + weights + transmission + fbp + scoring
+               + _angle_bytes(n_rows, padded_cols, n_ratios))
+
+
 def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, center: float,
                        energy: float, distance: float, pixel_size: float, filter: str = "ramp",
                        size: int | None = None, batch: int | None = None):
@@ -247,10 +278,8 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     padded = padded_shape((n_rows, n_cols), True,
                           paganin_length(ratios.max(), energy, distance, pixel_size))
     if batch is None:
-        nx = padded[1]
-        per_angle = (n_rows * (nx // 2 + 1) * 8 * 4 + ratios.size * (nx // 2 + 1) * 8 * 3
-                     + ratios.size * nx * 4)
-        batch = batch_size(per_angle, backend=backend_of(xp), count=n_angles)
+        batch = batch_size(_angle_bytes(n_rows, padded[1], ratios.size), backend=backend_of(xp),
+                           count=n_angles, reserved=2 * ratios.size * n_angles * n_cols * 4)
     transmission = _row_sinograms(band, ratios, int(row_in_band), padded, lam, distance,
                                   pixel_size, xp, batch)
     sinograms = minus_log(transmission, floor=1e-30)

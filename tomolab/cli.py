@@ -212,6 +212,14 @@ def main(argv=None) -> int:
         message = " ".join(str(exc).split())
         print(f"tomolab {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except MemoryError:
+        if args.debug:
+            raise
+        # the estimates refuse what cannot fit before allocating; this is the last resort
+        print(f"tomolab {args.command}: error: out of memory (a request the estimates let "
+              "through); fix: a smaller request (--rows, --size), or run where more memory is "
+              "available", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"tomolab {args.command}: interrupted", file=sys.stderr)
         return 130

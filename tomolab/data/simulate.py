@@ -22,7 +22,14 @@ from tomolab.data.phantom import (default_phantom, phantom_from_json,
 from tomolab.errors import ParameterError
 
 __all__ = ["SimulationParameters", "simulation_parameters", "simulate_scan", "simulate_arrays",
-           "simulate_flats_darks", "simulation_attrs", "iter_projection_slabs", "true_volume"]
+           "simulate_flats_darks", "simulation_attrs", "iter_projection_slabs", "true_volume",
+           "simulation_bytes"]
+
+#: float64 temporaries of one projection in :func:`iter_projection_slabs` (chords of 3
+#: sub-samples, 4 temporaries), in bytes per detector pixel
+_BYTES_PER_PIXEL = 8 * 3 * 4
+#: :func:`iter_projection_slabs` keeps a block's temporaries under this many bytes
+BLOCK_MEMORY = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,10 @@ def simulation_parameters(size: int = 128, n_rows: int | None = None,
     margin = min(center, size - 1 - center) / size
     shapes = phantom if phantom is not None else default_phantom(
         size, n_rows, radius_fraction=min(0.42, 0.95 * margin))
-    return SimulationParameters(n_cols=int(size), n_rows=n_rows, n_angles=n_angles, center=center,
-                                phantom=phantom_to_json(shapes), **options)
+    params = SimulationParameters(n_cols=int(size), n_rows=n_rows, n_angles=n_angles,
+                                  center=center, phantom=phantom_to_json(shapes), **options)
+    _check_memory(params, in_memory=False)
+    return params
 
 
 def _beam(params: SimulationParameters, rows: slice = slice(None)) -> np.ndarray:
@@ -156,8 +165,48 @@ def _counts(rng, expected, params: SimulationParameters) -> np.ndarray:
     return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
 
 
+def _block_length(params: SimulationParameters, memory: int = BLOCK_MEMORY) -> int:
+    per_projection = params.n_rows * params.n_cols * _BYTES_PER_PIXEL
+    return int(np.clip(memory // per_projection, 1, 64))
+
+
+def simulation_bytes(params: SimulationParameters, *, in_memory: bool) -> int:
+    """Host memory a simulation needs: streamed block by block, or (``in_memory``) as arrays.
+
+    One block of projections with its float64 temporaries, the flats or
+    darks (whichever are more) as they are drawn (five float64 temporaries
+    a pixel), the beam and gains; ``in_memory`` adds the uint16 projections.
+
+    Examples
+    --------
+    >>> params = simulation_parameters(256, n_rows=16, n_angles=400)
+    >>> round(simulation_bytes(params, in_memory=True) / 1e6, 1)
+    31.0
+    """
+    frame = params.n_rows * params.n_cols
+    block = _block_length(params) * frame * (_BYTES_PER_PIXEL + 2)
+    fields = max(params.n_flats, params.n_darks, 1) * frame * (8 * 5 + 2)
+    need = block + fields + frame * 8 * 4
+    if in_memory:
+        need += params.n_angles * frame * 2 + (params.n_flats + params.n_darks) * frame * 2
+    return int(need)
+
+
+def _check_memory(params: SimulationParameters, *, in_memory: bool) -> None:
+    from tomolab.devices import require_memory
+
+    require_memory(simulation_bytes(params, in_memory=in_memory), backend="numpy",
+                   what=f"simulating {params.n_angles} projections of {params.n_rows} × "
+                        f"{params.n_cols}" + (" in memory" if in_memory else ""),
+                   where="size/n_rows/n_angles",
+                   value=(params.n_cols, params.n_rows, params.n_angles),
+                   fix="a smaller size=, fewer n_rows= or n_angles="
+                       + (" (or write it to a file block by block: tomolab simulate)"
+                          if in_memory else ""))
+
+
 def iter_projection_slabs(params: SimulationParameters, *, block: int | None = None,
-                          memory: int = 256 << 20) -> Iterator[tuple[int, int, np.ndarray]]:
+                          memory: int = BLOCK_MEMORY) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, counts)`` blocks of projections, in bounded memory.
 
     Each block is ``uint16`` of shape ``(stop - start, n_rows, n_cols)``. The
@@ -167,8 +216,7 @@ def iter_projection_slabs(params: SimulationParameters, *, block: int | None = N
     the same however it is cut into blocks.
     """
     if block is None:
-        per_projection = params.n_rows * params.n_cols * 8 * 3 * 4  # chords of 3 sub-samples, x4 temps
-        block = int(np.clip(memory // per_projection, 1, 64))
+        block = _block_length(params, memory)
     shapes = params.shapes()
     gains = _gains(params)
     beam = _beam(params)
@@ -213,6 +261,7 @@ def simulate_arrays(size: int = 128, n_rows: int | None = None, n_angles: int | 
     params : SimulationParameters
     """
     params = simulation_parameters(size, n_rows, n_angles, center=center, **options)
+    _check_memory(params, in_memory=True)
     projections = np.empty((params.n_angles, params.n_rows, params.n_cols), np.uint16)
     for start, stop, block in iter_projection_slabs(params):
         projections[start:stop] = block

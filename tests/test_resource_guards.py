@@ -28,22 +28,23 @@ REPO = Path(__file__).resolve().parents[1]
 ADDRESS_SPACE = 3 << 30
 
 
-def run_limited(args, *, cwd, limit: int = ADDRESS_SPACE, timeout: float = 300):
-    """Run ``python args...`` under ``RLIMIT_AS = limit``, single-threaded libraries."""
+def run_limited(args, *, cwd, limit: int = ADDRESS_SPACE, timeout: float = 300,
+                which: str = "RLIMIT_AS"):
+    """Run ``python args...`` under the resource limit ``which``, single-threaded libraries."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
                                                                     os.environ.get("PYTHONPATH")])),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                NUMBA_NUM_THREADS="1")
 
     def limit_address_space():
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(getattr(resource, which), (limit, limit))
 
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, preexec_fn=limit_address_space)
 
 
-def run_code(code: str, *, cwd, limit: int = ADDRESS_SPACE):
-    return run_limited(["-c", textwrap.dedent(code)], cwd=cwd, limit=limit)
+def run_code(code: str, *, cwd, limit: int = ADDRESS_SPACE, which: str = "RLIMIT_AS"):
+    return run_limited(["-c", textwrap.dedent(code)], cwd=cwd, limit=limit, which=which)
 
 
 def write_giant_scan(path: Path, *, n_angles=3000, n_rows=8, n_cols=100_000) -> Path:
@@ -86,7 +87,8 @@ def test_cgroup_v2_the_tightest_limit_on_the_way_up_counts(tmp_path):
     bound = cgroup_memory(root=str(root), membership=str(membership))
     assert (bound.limit, bound.available) == (4 << 30, 3 << 30)
     bounds = host_memory_bounds(cgroup_root=str(root), membership=str(membership))
-    assert bounds[0] == bound and [b.available for b in bounds] == sorted(b.available for b in bounds)
+    assert bounds[0] == bound
+    assert [b.available for b in bounds] == sorted(b.available for b in bounds)
 
 
 def test_cgroup_v2_namespace_root_and_no_limit(tmp_path):
@@ -120,19 +122,22 @@ def test_cgroup_v1_memory_controller(tmp_path):
 
 # ---------------------------------------------------------------------------- rlimits
 
-def test_rlimit_as_is_seen_with_what_it_leaves(tmp_path):
-    out = run_code("""
+@pytest.mark.parametrize("which, mapped", [("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")])
+def test_rlimits_are_seen_with_what_they_leave(which, mapped, tmp_path):
+    out = run_code(f"""
         from tomolab.devices import rlimit_memory, host_memory_bounds
-        vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
-        (bound,) = [b for b in rlimit_memory() if b.name == "RLIMIT_AS"]
-        print(bound.limit, bound.available, vm, host_memory_bounds()[0].name)
-    """, cwd=tmp_path)
+        status = open("/proc/self/status").read()
+        used = int(status.split("{mapped}:")[1].split()[0]) * 1024
+        (bound,) = [b for b in rlimit_memory() if b.name == "{which}"]
+        print(bound.limit, bound.available, used, host_memory_bounds()[0].name)
+    """, cwd=tmp_path, which=which)
     assert out.returncode == 0, out.stderr
-    limit, available, vm, tightest = out.stdout.split()
-    assert int(limit) == ADDRESS_SPACE and tightest == "RLIMIT_AS"
-    # what is left is the limit less the address space already mapped (read a moment apart)
-    assert abs(int(available) - (ADDRESS_SPACE - int(vm))) < 64 << 20
-    assert all(b.name != "RLIMIT_AS" for b in rlimit_memory())  # this process has no such limit
+    limit, available, used, tightest = out.stdout.split()
+    assert int(limit) == ADDRESS_SPACE and tightest == which
+    # what is left is the limit less what is already mapped (read a moment apart)
+    assert abs(int(available) - (ADDRESS_SPACE - int(used))) < 64 << 20
+    unlimited = resource.getrlimit(getattr(resource, which))[0] == resource.RLIM_INFINITY
+    assert any(b.name == which for b in rlimit_memory()) != unlimited  # and in this process
 
 
 def test_require_memory_names_the_numbers_the_margin_and_the_fix(backend, monkeypatch):
@@ -205,7 +210,8 @@ def test_api_refuses_what_the_address_space_cannot_hold(tmp_path):
         assert "RLIMIT_AS 3.2 GB" in lines[name], lines[name]
         assert "keeping a 10 % margin" in lines[name] and "; fix: " in lines[name]
     assert "rows='0:8'" in lines["reconstruct"] and "reconstruct_to" in lines["reconstruct"]
-    assert "slab_rows=64" in lines["reconstruct_to"] and "smaller slab_rows=" in lines["reconstruct_to"]
+    assert "slab_rows=64" in lines["reconstruct_to"]
+    assert "smaller slab_rows=" in lines["reconstruct_to"]
     assert "fewer centres" in lines["sweep_center"] and "fewer ratios" in lines["sweep_phase"]
     assert "giant.h5" in lines["find_center"] and "100000 columns" in lines["giant_recon"]
     assert lines["small"] == "RAN (8, 64, 64)"
@@ -227,8 +233,8 @@ def test_cli_refuses_with_one_line_and_leaves_nothing(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("tomolab recon: error: ")
         assert "needs" in lines[0] and "RLIMIT_AS" in lines[0] and "fix: " in lines[0]
         assert "Traceback" not in out.stderr and "MemoryError" not in out.stderr
-    sim = run_limited(["-m", "tomolab.cli", "simulate", "big.h5", "--size", "4096", "--rows", "200000",
-                       "--angles", "10"], cwd=tmp_path)
+    sim = run_limited(["-m", "tomolab.cli", "simulate", "big.h5", "--size", "4096",
+                       "--rows", "200000", "--angles", "10"], cwd=tmp_path)
     assert sim.returncode == 2 and len(sim.stderr.strip().splitlines()) == 1, sim.stderr
     assert "simulating 10 projections of 200000 × 4096" in sim.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["giant.h5"]  # no partial, no output

@@ -198,7 +198,7 @@ def _cgroup_paths(membership: str) -> tuple[str | None, str | None]:
 
 
 def _ancestors(root: str, path: str) -> list[str]:
-    """``root/path`` and each folder above it up to ``root`` (``root`` alone if it does not exist)."""
+    """``root/path`` and each folder above it up to ``root`` (``root`` alone if it is not there)."""
     root = os.path.normpath(root)
     here = os.path.normpath(os.path.join(root, path.lstrip("/"))) if path else root
     if not here.startswith(root) or not os.path.isdir(here):
@@ -264,7 +264,7 @@ def _status_bytes(key: str, status: str) -> int | None:
 
 
 def rlimit_memory(*, status: str = "/proc/self/status") -> list[MemoryBound]:
-    """This process's address-space and data limits (``ulimit -v``, ``ulimit -d``) and what they leave.
+    """This process's address-space and data limits (``ulimit -v``, ``-d``) and what they leave.
 
     ``RLIMIT_AS`` bounds the virtual size (``VmSize``: every mapping, also
     thread stacks and allocator arenas that are reserved but not touched),
@@ -321,7 +321,7 @@ def host_memory_bounds(*, cgroup_root: str = "/sys/fs/cgroup",
 
 
 def host_memory_available(**paths) -> int:
-    """Bytes of host memory this process may still use: the tightest of :func:`host_memory_bounds`."""
+    """Bytes of host memory this process may still use: the tightest :func:`host_memory_bounds`."""
     return int(host_memory_bounds(**paths)[0].available)
 
 
@@ -384,7 +384,7 @@ def require_memory(nbytes: float, *, backend: str, what: str, fix: str, where: s
     ...                fix="pass a smaller size=")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    tomolab.errors.InsufficientMemory: size=1000000000: a volume needs 4611686.0 TB of host memory, ... available (...; keeping a 10 % margin); fix: pass a smaller size=
+    tomolab.errors.InsufficientMemory: size=1000000000: a volume needs 4611686.0 TB of host ...
     """
     from tomolab.errors import InsufficientMemory
 

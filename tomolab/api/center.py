@@ -53,17 +53,18 @@ def _agreement(distance: float) -> float:
 
 
 def read_bytes(scan, n_rows: int, *, n_angles: int | None = None, normalize: bool = True) -> int:
-    """Memory of :func:`tomolab.engine.line_integrals` of ``n_rows`` rows: counts, float32, fields."""
+    """Memory of :func:`tomolab.engine.line_integrals` of ``n_rows`` rows."""
     n_angles = int(scan.sizes["angle"]) if n_angles is None else int(n_angles)
     n_cols = int(scan.sizes["col"])
     itemsize = scan["projections"].dtype.itemsize
-    fields = sum(int(scan.sizes[d]) for d in ("flat", "dark") if d in scan.sizes) if normalize else 0
+    fields = sum(int(scan.sizes[d]) for d in ("flat", "dark") if d in scan.sizes)
+    fields = fields if normalize else 0
     return int(n_angles * n_rows * n_cols * (itemsize + 4)
                + (fields * itemsize + 8 * 3) * n_rows * n_cols)
 
 
 def _require_on(backend: str, need_device: int, need_host: int, **message) -> None:
-    """:func:`tomolab.devices.require_memory` on the backend, and on the host for what comes back."""
+    """:func:`tomolab.devices.require_memory` on the backend, and on the host for the results."""
     from tomolab.devices import require_memory
 
     require_memory(need_device, backend=backend, **message)
@@ -72,7 +73,7 @@ def _require_on(backend: str, need_device: int, need_host: int, **message) -> No
 
 
 def center_bytes(scan, *, method: str, rows_averaged: int) -> int:
-    """Memory :func:`find_center` needs at least for ``method`` (``"auto"``: both methods, one at a time).
+    """Memory :func:`find_center` needs at least for ``method`` (``"auto"``: both, one at a time).
 
     Vo: the sinogram of ``rows_averaged`` rows over 180° as it is read, its
     smoothed, mirrored and transformed copies, and one trial centre's
@@ -158,9 +159,11 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
         raise ParameterError("rows averaged must be a positive whole number", where="rows_averaged",
                              value=rows_averaged, fix="pass e.g. rows_averaged=5")
     need = center_bytes(scan, method=method, rows_averaged=int(rows_averaged))
-    _require_on(backend, need, need, what=f"finding the centre of this scan ({n_angles_cols(scan)})",
-                where=source_name(scan), fix="fewer angles (scan.isel(angle=slice(None, None, 2))), "
-                "a smaller rows_averaged=, or run where more memory is available")
+    _require_on(backend, need, need,
+                what=f"finding the centre of this scan ({n_angles_cols(scan)})",
+                where=source_name(scan),
+                fix="fewer angles (scan.isel(angle=slice(None, None, 2))), a smaller "
+                    "rows_averaged=, or run where more memory is available")
 
     def band(count):
         half = max(1, count) // 2

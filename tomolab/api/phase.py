@@ -151,7 +151,8 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     padded = padded_shape((last - first, n_cols), True,
                           paganin_length(ratios.max(), energy, distance, pixel_size))
     _require_on(backend, read_bytes(scan, last - first, normalize=normalize)
-                + phase_sweep_bytes(angles.size, last - first, n_cols, ratios.size, size, padded[1]),
+                + phase_sweep_bytes(angles.size, last - first, n_cols, ratios.size, size,
+                                    padded[1]),
                 2 * ratios.size * size * size * 4,
                 what=f"{ratios.size} trial slices of {size} × {size} pixels from a band of "
                      f"{last - first} rows × {n_angles_cols(scan)}",

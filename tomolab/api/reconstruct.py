@@ -230,14 +230,15 @@ class ReconstructionPlan:
                                 stats=stats, filter=self.filter, pad_mode=self.pad_mode, **extra)
 
     def memory_needed(self, rows: range, *, slab_rows: int | None = None) -> dict:
-        """Bytes a run of ``rows`` needs at least: ``{"slab": ..., "numpy": ..., "cupy": ...}``.
+        """Bytes a run of ``rows`` needs at least: ``{"slab": ..., "numpy": ...}``.
 
         ``"slab"`` is the working memory of one detector row (the least a
         slab can be: :func:`tomolab.engine.slab_bytes`, halo and flat/dark
-        frames included) on the backend that computes; ``"numpy"`` is all the
-        host needs (that, or the GPU path's pinned buffers, plus the volume
-        held in memory, or with ``slab_rows`` the output slab being assembled
-        and the one being written); ``"cupy"`` the GPU's share, on the GPU path.
+        frames included; on the GPU with its two device input buffers) on the
+        backend that computes; ``"numpy"`` is all the host needs: that, or
+        on the GPU path its pinned buffers, plus the volume held in memory
+        or, with ``slab_rows``, the output slab being assembled and the one
+        being written.
         """
         from tomolab.engine import slab_bytes
 
@@ -260,7 +261,7 @@ class ReconstructionPlan:
             return {"slab": one_row, "numpy": output + one_row}
         raw = n_angles * (1 + 2 * halo) * n_cols * itemsize
         pinned = 2 * (raw + slice_bytes)  # two pinned input and output buffers of one row
-        return {"slab": one_row + 2 * raw, "numpy": output + pinned, "cupy": one_row + 2 * raw}
+        return {"slab": one_row + 2 * raw, "numpy": output + pinned}
 
     def check_memory(self, rows: range, *, slab_rows: int | None = None) -> None:
         """Refuse, with the ways out, a run that memory cannot hold, before anything is allocated.
@@ -280,13 +281,9 @@ class ReconstructionPlan:
                        where=source_name(scan), value=None,
                        fix=", ".join(filter(None, [
                            size_fix, "fewer angles (scan.isel(angle=slice(None, None, 2)))",
-                           'backend="numpy"' if self.backend == "cupy" else "",
+                           'free GPU memory held by other notebooks, or backend="numpy"'
+                           if self.backend == "cupy" else "",
                            "or run where more memory is available"])))
-        if self.backend == "cupy":
-            require_memory(need["cupy"], backend="cupy", what="the GPU's share of one slab",
-                           where="backend", value="cupy",
-                           fix='free GPU memory (other notebooks or processes), a smaller size=, '
-                               'or backend="numpy"')
         rows_text = f"{rows.start}:{rows.stop}"
         if slab_rows is None:
             require_memory(need["numpy"], backend="numpy",

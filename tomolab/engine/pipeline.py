@@ -216,7 +216,7 @@ def line_integrals(scan, rows: slice, *, backend: str = "numpy", normalize: bool
 
 def slab_bytes(height: int, *, n_angles: int, n_cols: int, size: int, itemsize: int = 2,
                halo: int = 0, n_fields: int = 0) -> int:
-    """Working memory of one slab of ``height`` rows: what is alive at once while it is reconstructed.
+    """Working memory of a slab of ``height`` rows: what is alive at once while it is reconstructed.
 
     Counted as if all were alive together (they are not quite: the estimate
     errs on the safe side): the raw counts of the slab and its halo
@@ -235,7 +235,7 @@ def slab_bytes(height: int, *, n_angles: int, n_cols: int, size: int, itemsize: 
     from tomolab.recon import fbp_bytes
 
     rows_read = height + 2 * halo
-    raw = n_angles * rows_read * n_cols * itemsize + n_angles * 2 * halo * n_cols * 4  # + halo, float32
+    raw = n_angles * rows_read * n_cols * itemsize + n_angles * 2 * halo * n_cols * 4  # halo, float32
     fields = n_fields * rows_read * n_cols * itemsize + rows_read * n_cols * 8 * 3
     return int(raw + fields + fbp_bytes(height, n_angles=n_angles, n_cols=n_cols, size=size))
 
@@ -301,9 +301,9 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         height = min(height, MAX_GPU_SLAB_ROWS)
         # two pinned input and output buffers of a slab, on the host next to the volume
         halo = steps.halo()
-        pinned_row = 2 * (angles.size * scan.sizes["col"] * scan["projections"].dtype.itemsize
-                          + size * size * 4)
-        pinned_halo = 2 * angles.size * 2 * halo * scan.sizes["col"] * scan["projections"].dtype.itemsize
+        itemsize = scan["projections"].dtype.itemsize
+        pinned_row = 2 * (angles.size * scan.sizes["col"] * itemsize + size * size * 4)
+        pinned_halo = 2 * angles.size * 2 * halo * scan.sizes["col"] * itemsize
         volume = n_rows * size * size * 4 if sink is None else 0
         height = min(height, batch_size(pinned_row, backend="numpy", count=n_rows,
                                         reserved=volume + pinned_halo))

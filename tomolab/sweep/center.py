@@ -152,7 +152,7 @@ def _candidate_bytes(n_angles: int, n_cols: int, size: int) -> int:
 
 
 def sweep_bytes(n_angles: int, n_cols: int, n_centers: int, size: int) -> int:
-    """Memory a centre sweep needs at least on its device: the stack, one candidate's batch, the scoring.
+    """Memory a centre sweep needs at least on its device: stack, one candidate's batch, scoring.
 
     The stack of ``n_centers`` float32 slices of ``size²``, the working memory
     of a batch of one trial centre (the batch grows into what is free), and

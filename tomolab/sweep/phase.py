@@ -27,7 +27,8 @@ from tomolab.errors import ParameterError
 from tomolab.prep import minus_log, padded_shape, paganin_length, wavelength
 from tomolab.sweep.center import _entropy, score_slices
 
-__all__ = ["check_ratios", "sweep_phase_slices", "phase_scores", "PHASE_SCORES", "phase_sweep_bytes"]
+__all__ = ["check_ratios", "sweep_phase_slices", "phase_scores", "PHASE_SCORES",
+           "phase_sweep_bytes"]
 
 
 def check_ratios(ratios) -> np.ndarray:

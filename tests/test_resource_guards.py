@@ -261,7 +261,7 @@ def test_the_reconstruction_estimate_is_close_to_the_measured_peak():
     """memray's peak of a CPU reconstruction (native allocations included) against the estimate:
     at most the estimate (it may not let an allocation through that then fails), and not far
     below it (a guard that refuses what would fit is no use either). Measured 0.78."""
-    memray = pytest.importorskip("memray")
+    memray = pytest.importorskip("memray")  # in .[test]; not built for Windows
     from tomolab.api.reconstruct import plan_reconstruction
 
     scan = tomolab.data.simulate_scan(256, n_rows=8, n_angles=400)

@@ -8,10 +8,11 @@ import warnings
 import numpy as np
 
 from tomolab.api.provenance import provenance
-from tomolab.api.validate import (check_centers, check_choice, check_row, check_size, half_turn,
-                                  plane_coords, source_name)
+from tomolab.api.validate import (check_centers, check_choice, check_row, check_scan, check_size,
+                                  half_turn, plane_coords, source_name)
 from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
+from tomolab.sanity import check_whole_number
 
 __all__ = ["CenterEstimate", "find_center", "combine_centers", "sweep_center", "sweep_binning",
            "CENTER_AGREEMENT"]
@@ -105,6 +106,8 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
     backend = resolve_backend(backend)
     n_rows = int(scan.sizes["row"])
     row = check_row(scan, row)
+    rows_averaged = check_whole_number(rows_averaged, "rows_averaged", fix="pass e.g. rows_averaged=5")
+    check_scan(scan, normalize=normalize)
     angles = scan["angle"].values
 
     def band(count):
@@ -312,6 +315,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     centers = check_centers(scan, centers)
     angles = scan["angle"].values
     half_turn(angles)  # validates that the scan covers 180°
+    check_scan(scan, normalize=normalize)
     started = time.perf_counter()
     sino = line_integrals(scan, slice(row, row + 1), backend=backend, normalize=normalize,
                           log=log)[:, 0, :]

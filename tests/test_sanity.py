@@ -205,6 +205,14 @@ def _file_distance_mm_as_m(tmp):
                                      "scan.attrs['distance']"]
 
 
+def _file_energy_negative(tmp):
+    path = write("dxchange", tmp / "scan.h5", energy=20.0)
+    energy = "/measurement/instrument/monochromator/energy"
+    spoil_dataset(path, energy, data=-20.0)
+    return lambda: open_scan(path), [f"{path}:{energy}", "-20 keV is negative",
+                                     "scan.attrs['energy']"]
+
+
 def _attrs_pixel_size(tmp):
     scan = sim_scan()
     scan.attrs["pixel_size"] = 6.5
@@ -357,7 +365,26 @@ CASES = {
     "tiff file of another dtype": (_tiff_other_dtype, ScanFormatError),
     "tiff file of another size": (_tiff_other_size, ScanFormatError),
     "tiff odd file past the opening sample": (_tiff_odd_file_beyond_the_sample, ScanFormatError),
+    "angles given 2-D": (lambda tmp: (lambda: small_scan(angles=np.stack([RADIANS, RADIANS])),
+                                      ["angles=(2, 32)", "must be 1-D", "32 angles"]),
+                         ParameterError),
+    "angles given as text": (lambda tmp: (lambda: small_scan(angles=["a"] * N_ANGLES),
+                                          ["angles=", "['a', 'a', 'a'] ...", "not numbers"]),
+                             ParameterError),
+    "file energy negative": (_file_energy_negative, ScanWarning),
+    "phase={'energy': 0.05}": (_api(lambda s: tomolab.reconstruct(
+        s, center=24.0, phase={"delta_beta": 100.0, "energy": 0.05, "distance": 0.1, "pixel_size": 1e-6},
+        backend="numpy"),
+        ["phase['energy']=0.05", "0.1 keV to 500 keV", "pass energy in keV"]), ParameterError),
+    "flats all NaN": (_api(lambda s: tomolab.find_center(
+        s.assign(flats=s.flats.astype(np.float32) * np.nan), backend="numpy"),
+        ["flats", "no finite value", "normalize=False"]), ParameterError),
     # parameters
+    "row=1.0": (_api(lambda s: tomolab.find_center(s, row=1.0), ["row=1.0", "whole detector row",
+                                                                "between 0 and 3"]),
+                ParameterError),
+    "center='24' (text)": (_api(lambda s: tomolab.reconstruct(s, center="24"),
+                                ["center='24'", "not text", "pass a number"]), ParameterError),
     "center=True": (_api(lambda s: tomolab.reconstruct(s, center=True, backend="numpy"),
                          ["center=True", "not True or False", '"auto"']), ParameterError),
     "center=numpy.bool_": (_api(lambda s: tomolab.reconstruct(s, center=np.bool_(False)),

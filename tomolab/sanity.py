@@ -275,8 +275,16 @@ def check_fields_sample(flats, darks, *, where: str):
     ...
     tomolab.errors.ParameterError: scan.h5: flats/darks='mean 100 vs 900': the flats are not brighter than the darks; fix: check which images are flats and which darks (swapped? the shutter closed?); pass flats=/darks= to open_scan, or normalize=False if the projections are already corrected
     """
-    flat = float(np.nanmean(np.asarray(flats, dtype=np.float64)))
-    dark = float(np.nanmean(np.asarray(darks, dtype=np.float64)))
+    flats = np.asarray(flats, dtype=np.float64)
+    darks = np.asarray(darks, dtype=np.float64)
+    for name, field in (("flats", flats), ("darks", darks)):
+        if not np.isfinite(field).any():
+            raise ParameterError(f"the sampled {name} hold no finite value (all NaN or inf)",
+                                 where=f"{where}: {name}", value=float(field.ravel()[0]),
+                                 fix=f"repair or replace the {name} (pass {name}= to open_scan), "
+                                     f"or normalize=False if the projections are already corrected")
+    flat = float(np.mean(flats[np.isfinite(flats)]))
+    dark = float(np.mean(darks[np.isfinite(darks)]))
     if not flat > dark:
         raise ParameterError(
             "the flats are not brighter than the darks", where=f"{where}: flats/darks",
@@ -301,6 +309,9 @@ def check_centre_value(value, *, where: str = "center"):
     if isinstance(value, (bool, np.bool_)):
         raise ParameterError("a centre is a detector column in pixels, not True or False",
                              where=where, value=value, fix='pass a number, or "auto" to find it')
+    if isinstance(value, (str, bytes)):
+        raise ParameterError("a centre is a detector column in pixels, not text", where=where,
+                             value=value, fix='pass a number (float), or "auto" to find it')
     try:
         return float(value)
     except (TypeError, ValueError):

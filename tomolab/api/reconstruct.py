@@ -20,7 +20,7 @@ from tomolab.api.provenance import provenance
 from tomolab.api.validate import (check_center, check_choice, check_scan, check_size, half_turn,
                                   plane_coords, resolve_rows)
 from tomolab.errors import ParameterError
-from tomolab.sanity import check_whole_number
+from tomolab.sanity import RANGES, check_quantity, check_whole_number
 
 __all__ = ["reconstruct", "plan_reconstruction", "ReconstructionPlan", "preprocessing_steps",
            "HALF_PRECISION_KERNEL"]
@@ -60,6 +60,8 @@ def preprocessing_steps(scan, *, zingers=None, stripes=None, phase=None):
             if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
                 raise ParameterError("must be a positive number", where=f"phase['{key}']",
                                      value=value, fix="pass a positive value (δ/β, keV, m, m)")
+            if key in RANGES:
+                check_quantity(key, value, where=f"phase['{key}']")
         phase = {k: float(spec[k]) for k in ("delta_beta", "energy", "distance", "pixel_size")}
     return Preprocessing(zingers=zingers, stripes=stripes, stripe_options=stripe_options, phase=phase)
 

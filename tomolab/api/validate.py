@@ -77,7 +77,10 @@ def check_row(scan, row) -> int:
     """A detector row (default: the middle one), validated against the detector."""
     n_rows = int(scan.sizes["row"])
     row = n_rows // 2 if row is None else row
-    if not isinstance(row, (int, np.integer)) or isinstance(row, bool) or not 0 <= row < n_rows:
+    if not isinstance(row, (int, np.integer)) or isinstance(row, (bool, np.bool_)):
+        raise ParameterError("a row is a whole detector row number", where="row", value=row,
+                             fix=f"pass an int between 0 and {n_rows - 1}, or omit it (the middle)")
+    if not 0 <= row < n_rows:
         raise ParameterError("row is outside the detector", where="row", value=row,
                              fix=f"pick a row between 0 and {n_rows - 1}")
     return int(row)

@@ -149,10 +149,16 @@ def _as_frames(array, what: str, where: str):
 
 def _check_angles(angles, n, where, stored_unit=None):
     try:
-        values = np.asarray(angles, dtype=np.float64).ravel()
+        values = np.asarray(angles, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ParameterError("angles are not numbers", where=where, value=angles,
+        shown = np.asarray(angles, dtype=object).ravel()
+        raise ParameterError("angles are not numbers", where=where,
+                             value=f"{shown[:3].tolist()}{' ...' if shown.size > 3 else ''}",
                              fix="pass a 1-D array of angles in radians") from None
+    if values.ndim > 1 and sum(s > 1 for s in values.shape) > 1:
+        raise ParameterError(f"angles must be 1-D, got shape {values.shape}", where=where,
+                             value=values.shape, fix=f"pass {n} angles in radians, one per projection")
+    values = values.ravel()
     if values.size != n:
         raise ParameterError(
             f"{values.size} angles for {n} projections", where=where, value=values.size,

@@ -562,6 +562,20 @@ def test_the_warning_counts_the_pixels():
         tomolab.reconstruct(scan, center=32.0, backend="numpy")
 
 
+def test_the_warning_comes_once_per_run_not_once_per_slab(tmp_path):
+    proj, angles, flats, darks, _ = simulate_arrays(64, 6, 90)
+    flats = flats.astype(np.float32)
+    flats[:, :, 40] = np.nan
+    scan = from_arrays(proj, angles, flats=flats, darks=darks)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        volume = tomolab.reconstruct_to(scan, tmp_path / "v.zarr", center=32.0, slab_rows=1,
+                                        backend="numpy")
+    said = [str(w.message) for w in record if "interpolated" in str(w.message)]
+    assert len(said) == 1 and "6 of 384 detector pixels in rows 0-5" in said[0], said
+    assert np.isfinite(volume.values).all()
+
+
 # --- errors in other names (CLI flags, widget labels) -------------------------------------
 
 def test_renamed_keeps_the_class_and_speaks_in_the_given_names():

@@ -316,8 +316,15 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algor
     """The CPU path: slab after slab; a sink writes slab ``k`` while slab ``k + 1`` is computed."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from tomolab.io import read_frames
+
     angles = scan["angle"].values
     n_rows = len(rows)
+    n_detector_rows = int(scan.sizes["row"])
+    halo = steps.halo()
+    # the fields of every row once (as on the GPU): read once, defective pixels reported once
+    fields = field_means(scan, row_index(rows.start, rows.stop, halo, n_detector_rows),
+                         backend="numpy", normalize=normalize)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomolab-write") if sink else None
     pending = None
     try:
@@ -325,9 +332,10 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algor
             if cancel is not None and cancel():
                 raise Cancelled(f"reconstruction cancelled after {start} of {n_rows} rows")
             stop = min(start + height, n_rows)
-            sel = slice(rows.start + start, rows.start + stop)
-            sinograms = line_integrals(scan, sel, backend="numpy", normalize=normalize, log=log,
-                                       steps=steps)
+            index = row_index(rows.start + start, rows.start + stop, halo, n_detector_rows)
+            raw = read_frames(scan["projections"], index)
+            sinograms = correct(raw, fields, rows=slice(start, stop + 2 * halo), log=log, halo=halo,
+                                steps=steps)
             sinograms = sinograms.transpose(1, 0, 2)  # (row, angle, col)
             centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
             slices = to_numpy(algorithm(sinograms, angles, center=centers, size=size,

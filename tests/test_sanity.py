@@ -348,6 +348,12 @@ CASES = {
     "from_arrays pixel size in um as m": (_pixel_size_in_um_as_m, ParameterError),
     "from_arrays energy in eV": (_energy_in_ev, ParameterError),
     "from_arrays negative distance": (_negative_distance, ParameterError),
+    "write_dxchange pixel size in um as m": (
+        lambda tmp: (lambda: write("dxchange", tmp / "scan.h5", pixel_size=6.5),
+                     ["pixel_size=6.5", "1 nm to 1 mm"]), ParameterError),
+    "write_nxtomo energy in eV": (
+        lambda tmp: (lambda: write("nxtomo", tmp / "scan.nx", energy=25000.0),
+                     ["energy=25000.0", "0.1 keV to 500 keV"]), ParameterError),
     "file pixel size labelled m": (_file_pixel_size_in_m, ScanWarning),
     "file distance mm stored as m": (_file_distance_mm_as_m, ScanWarning),
     "scan.attrs pixel size set wrong": (_attrs_pixel_size, ParameterError),

@@ -496,7 +496,7 @@ def _check_positive(value, name):
     if not (math.isfinite(v) and v > 0):
         raise ParameterError(f"{name} must be a positive finite number", where=name, value=value,
                              fix=f"pass {name} > 0 (pixel_size, distance in metres; energy in keV)")
-    return v
+    return check_quantity(name, v) if name in RANGES else v
 
 
 def from_arrays(projections, angles, flats=None, darks=None, *, pixel_size=None,

@@ -20,7 +20,7 @@ PACKAGE = ROOT / "tomolab"
 
 #: lowest first; a module may import its own package and anything in a lower layer
 LAYERS = [
-    {"errors", "arrays", "devices", "checks"},  # base: what everything may use
+    {"errors", "arrays", "devices", "checks", "sanity"},  # base: what everything may use
     {"io"},
     {"prep"},
     {"recon"},

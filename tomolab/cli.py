@@ -13,6 +13,21 @@ from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 
+#: the api's keywords as each command's flags, so that its error messages speak in flags
+#: (:meth:`tomolab.errors.TomolabError.renamed`)
+FLAGS = {
+    "recon": {"center": "--center", "rows": "--rows", "path": "-o/--output",
+              "format": "--format", "filter": "--filter", "backend": "--backend",
+              "precision": "--precision", "normalize=False": "--no-normalize",
+              "log=False": "--no-log", "overwrite=True": "--overwrite", "overwrite": "--overwrite"},
+    "simulate": {"size": "--size", "n_rows/n_angles": "--rows/--angles", "n_rows": "--rows",
+                 "n_angles": "--angles", "center": "--center", "photons": "--photons",
+                 "ring_errors": "--rings", "zingers": "--zingers", "seed": "--seed",
+                 "path": "OUTPUT", "overwrite=True": "--overwrite", "overwrite": "--overwrite"},
+    "demo": {"size": "--size", "n_rows/n_angles": "--rows/--angles", "n_rows": "--rows",
+             "n_angles": "--angles", "seed": "--seed", "backend": "--backend"},
+}
+
 
 def _parse_center(text: str):
     if text == "auto":
@@ -209,6 +224,8 @@ def main(argv=None) -> int:
     except (TomolabError, OSError) as exc:
         if args.debug:
             raise
+        if isinstance(exc, TomolabError):
+            exc = exc.renamed(FLAGS.get(args.command, {}))
         message = " ".join(str(exc).split())
         print(f"tomolab {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -7,6 +7,8 @@ message as one line and exits non-zero; notebooks show it as it is.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["TomolabError", "ScanFormatError", "ParameterError", "InsufficientMemory", "Cancelled"]
 
 
@@ -39,6 +41,62 @@ class TomolabError(ValueError):
         self.value = value
         self.fix = fix
         super().__init__(self._format())
+
+    def renamed(self, names: dict) -> TomolabError:
+        """The same error told in other names: flags for the CLI, labels for a widget.
+
+        Parameters
+        ----------
+        names : dict
+            ``{"center": "--center", "overwrite=True": "--overwrite", ...}``.
+            A keyword is replaced where it is the error's ``where`` (or begins
+            it) and where the message writes it as a keyword (``center=``),
+            a name with an underscore (``n_rows``) wherever it stands;
+            a key with a value (``"overwrite=True"``) replaces that exact
+            spelling first. A flag (a name starting with ``-``) takes its
+            value after a space (``--rows 0:8``), any other name after
+            ``": "``.
+
+        Returns
+        -------
+        TomolabError
+            A new error of the same class; this one is left as it is.
+
+        Examples
+        --------
+        >>> err = ParameterError("slice size must be positive", where="size", value=0,
+        ...                      fix="omit it or pass size=512; rows='0:8' or overwrite=True")
+        >>> print(err.renamed({"size": "--size", "rows": "--rows", "overwrite=True": "--overwrite"}))
+        --size=0: slice size must be positive; fix: omit it or pass --size 512; --rows '0:8' or --overwrite
+        >>> print(err.renamed({"size": "Slice width"}))
+        Slice width=0: slice size must be positive; fix: omit it or pass Slice width: 512; rows='0:8' or overwrite=True
+        """
+        def keyword(text):
+            if not text:
+                return text
+            for key in sorted(names, key=len, reverse=True):
+                new = names[key]
+                if "=" in key:
+                    text = re.sub(rf"(?<![\w.-]){re.escape(key)}(?![\w])", new, text)
+                    continue
+                glue = " " if new.startswith("-") else ": "
+                # `key=value` becomes `new value`; a bare `key=` (no value follows) just `new`
+                text = re.sub(rf"(?<![\w.-]){re.escape(key)}=(?=[^\s,;)])", new + glue, text)
+                text = re.sub(rf"(?<![\w.-]){re.escape(key)}=", new, text)
+                if "_" in key:  # an identifier (n_rows), never an English word: bare mentions too
+                    text = re.sub(rf"(?<![\w.'\"-]){re.escape(key)}(?![\w'\"])", new, text)
+            return text
+
+        where = self.where
+        if isinstance(where, str):  # a parameter (``center``, ``centers[3]``), never a file's path
+            for key in sorted(names, key=len, reverse=True):
+                if "=" not in key and re.match(rf"{re.escape(key)}(?![\w/.:])", where):
+                    where = names[key] + where[len(key):]
+                    break
+        err = type(self).__new__(type(self))
+        TomolabError.__init__(err, keyword(self.what), where=where, value=self.value,
+                              fix=keyword(self.fix))
+        return err
 
     def _format(self) -> str:
         head = ""

@@ -8,10 +8,11 @@ import warnings
 import numpy as np
 
 from tomolab.api.provenance import provenance
-from tomolab.api.validate import (check_centers, check_choice, check_row, check_size, half_turn,
-                                  plane_coords, source_name)
+from tomolab.api.validate import (check_centers, check_choice, check_row, check_scan, check_size,
+                                  half_turn, plane_coords, source_name)
 from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
+from tomolab.sanity import check_whole_number
 
 __all__ = ["CenterEstimate", "find_center", "combine_centers", "sweep_center", "sweep_binning",
            "CENTER_AGREEMENT"]
@@ -153,11 +154,9 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
     backend = resolve_backend(backend)
     n_rows = int(scan.sizes["row"])
     row = check_row(scan, row)
+    rows_averaged = check_whole_number(rows_averaged, "rows_averaged", fix="pass e.g. rows_averaged=5")
+    check_scan(scan, normalize=normalize)
     angles = scan["angle"].values
-    if not isinstance(rows_averaged, (int, np.integer)) or isinstance(rows_averaged, bool) \
-            or rows_averaged < 1:
-        raise ParameterError("rows averaged must be a positive whole number", where="rows_averaged",
-                             value=rows_averaged, fix="pass e.g. rows_averaged=5")
     need = center_bytes(scan, method=method, rows_averaged=int(rows_averaged))
     _require_on(backend, need, need,
                 what=f"finding the centre of this scan ({n_angles_cols(scan)})",
@@ -375,6 +374,7 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     centers = check_centers(scan, centers)
     angles = scan["angle"].values
     half_turn(angles)  # validates that the scan covers 180°
+    check_scan(scan, normalize=normalize)
     width = -(-size // binning)
     stack_bytes = centers.size * width * width * 4
     _require_on(backend, read_bytes(scan, 1, normalize=normalize)

@@ -15,8 +15,9 @@ import warnings
 import numpy as np
 
 from tomolab.api.center import find_center
-from tomolab.api.validate import check_center, resolve_rows, source_name
+from tomolab.api.validate import check_center, check_scan, resolve_rows, source_name
 from tomolab.errors import ParameterError
+from tomolab.sanity import check_whole_number
 
 __all__ = ["stitch_360", "find_axis", "default_axis_rows"]
 
@@ -96,6 +97,8 @@ def stitch_360(scan, *, center="auto", rows=None, blend: float | None = None,
     angles = scan["angle"].values
     first, _, _, _ = opposite_projections(angles)  # raises for a 180° scan
     row_range = resolve_rows(scan, rows)
+    rows_averaged = check_whole_number(rows_averaged, "rows_averaged", fix="pass e.g. rows_averaged=5")
+    check_scan(scan, normalize=normalize)
     n_cols = int(scan.sizes["col"])
     score = None
     if isinstance(center, str) and center == "auto":

@@ -15,10 +15,11 @@ import numpy as np
 
 from tomolab.api.center import _require_on, find_center, read_bytes
 from tomolab.api.provenance import provenance
-from tomolab.api.validate import (check_center, check_choice, check_row, check_size, half_turn,
-                                  plane_coords)
+from tomolab.api.validate import (check_center, check_choice, check_row, check_scan, check_size,
+                                  half_turn, plane_coords)
 from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
+from tomolab.sanity import check_quantity
 
 __all__ = ["sweep_phase", "physical_parameter", "DEFAULT_RATIOS"]
 
@@ -61,7 +62,7 @@ def physical_parameter(scan, name: str, value=None) -> float:
     if not np.isfinite(number) or number <= 0:
         raise ParameterError(f"the {what} must be a positive number in {unit} (from {source})",
                              where=name, value=value, fix=f"pass e.g. {name}={example}")
-    return number
+    return check_quantity(name, number, fix=f"pass {name} in {unit}, e.g. {name}={example}")
 
 
 def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=None, distance=None,
@@ -137,6 +138,7 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     size = check_size(scan, size)
     angles = scan["angle"].values
     half_turn(angles)  # at least 180°
+    check_scan(scan, normalize=normalize)
     center_source = "given"
     if isinstance(center, str) and center == "auto":
         with warnings.catch_warnings():

@@ -17,9 +17,10 @@ import numpy as np
 
 from tomolab.api.center import find_center
 from tomolab.api.provenance import provenance
-from tomolab.api.validate import (check_center, check_choice, check_size, half_turn, plane_coords,
-                                  resolve_rows, source_name)
+from tomolab.api.validate import (check_center, check_choice, check_scan, check_size, half_turn,
+                                  plane_coords, resolve_rows, source_name)
 from tomolab.errors import ParameterError
+from tomolab.sanity import RANGES, check_quantity, check_whole_number
 
 __all__ = ["reconstruct", "plan_reconstruction", "ReconstructionPlan", "preprocessing_steps",
            "HALF_PRECISION_KERNEL"]
@@ -59,6 +60,8 @@ def preprocessing_steps(scan, *, zingers=None, stripes=None, phase=None):
             if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
                 raise ParameterError("must be a positive number", where=f"phase['{key}']",
                                      value=value, fix="pass a positive value (δ/β, keV, m, m)")
+            if key in RANGES:
+                check_quantity(key, value, where=f"phase['{key}']")
         phase = {k: float(spec[k]) for k in ("delta_beta", "energy", "distance", "pixel_size")}
     return Preprocessing(zingers=zingers, stripes=stripes, stripe_options=stripe_options, phase=phase)
 
@@ -152,7 +155,8 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
         import dask
         import dask.array as da
 
-        step = int(lazy) if not isinstance(lazy, bool) else 32
+        step = 32 if isinstance(lazy, bool) else check_whole_number(
+            lazy, "lazy", fix="pass lazy=True (slabs of 32 rows) or a whole number of rows per slab")
         blocks = []
         for a in range(0, len(row_range), step):
             b = min(a + step, len(row_range))
@@ -358,6 +362,7 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
     row_range = resolve_rows(scan, rows)
     steps = preprocessing_steps(scan, zingers=zingers, stripes=stripes, phase=phase)
     half_turn(scan["angle"].values)  # checked before any data are read for an automatic centre
+    check_scan(scan, normalize=normalize)
     size = check_size(scan, size)
     center_source = "given"
     score = None

@@ -10,16 +10,77 @@ import numpy as np
 
 from tomolab.checks import check_choice
 from tomolab.errors import ParameterError
+from tomolab.sanity import (
+    RANGES,
+    angle_order_problem,
+    check_centre_value,
+    check_counts_sample,
+    check_fields_sample,
+    check_quantity,
+    check_whole_number,
+)
 
 __all__ = ["check_choice", "check_row", "source_name", "check_size", "plane_coords",
-           "resolve_rows", "check_center", "check_centers", "half_turn"]
+           "resolve_rows", "check_center", "check_centers", "half_turn", "check_scan",
+           "SAMPLE_ROWS"]
+
+#: rows of the detector's middle read from a few frames to check the data before computing
+SAMPLE_ROWS = 8
+
+
+def check_scan(scan, *, normalize: bool = True) -> None:
+    """What the api checks before computing on a scan (see :mod:`tomolab.sanity`).
+
+    Refuses repeated or unordered angles, an implausible pixel size, energy or
+    distance in ``scan.attrs``, and, reading :data:`SAMPLE_ROWS` rows of the
+    first, middle and last frames of each stack (never the whole scan):
+    signed counts below zero and flats not brighter than the darks.
+
+    Examples
+    --------
+    >>> import numpy as np, tomolab
+    >>> scan = tomolab.data.simulate_scan(32, n_rows=2, n_angles=40)
+    >>> check_scan(scan)
+    >>> check_scan(scan.assign_attrs(pixel_size=6.5))
+    Traceback (most recent call last):
+    ...
+    tomolab.errors.ParameterError: scan.attrs['pixel_size']=6.5: effective pixel size 6.5 m is outside 1 nm to 1 mm (synchrotron detectors; a wrong unit?); fix: set scan.attrs['pixel_size'] in m, or delete it (the volume is then in pixels)
+    """
+    from tomolab.io import read_sample
+
+    name = source_name(scan)
+    order = angle_order_problem(scan["angle"].values)
+    if order:
+        raise ParameterError(order[0], where=f"{name}: angles", value=None, fix=order[1])
+    for key in RANGES:
+        if scan.attrs.get(key) is not None:
+            check_quantity(key, scan.attrs[key], where=f"scan.attrs[{key!r}]",
+                           fix=f"set scan.attrs[{key!r}] in {RANGES[key][2]}, or delete it "
+                               f"(the volume is then in pixels)" if key == "pixel_size" else
+                               f"set scan.attrs[{key!r}] in {RANGES[key][2]}, or delete it")
+    if not normalize:
+        return
+    n_rows = int(scan.sizes["row"])
+    middle = n_rows // 2
+    rows = slice(max(0, middle - SAMPLE_ROWS // 2), min(n_rows, middle + SAMPLE_ROWS // 2 + 1))
+    samples = {}
+    for var in ("projections", "flats", "darks"):
+        if var in scan:
+            n = int(scan[var].shape[0])
+            samples[var] = read_sample(scan[var], sorted({0, n // 2, n - 1}), rows)
+            check_counts_sample(samples[var], where=f"{name}: {var}", what=var)
+    if "flats" in samples and "darks" in samples:
+        check_fields_sample(samples["flats"], samples["darks"], where=name)
 
 
 def check_row(scan, row) -> int:
     """A detector row (default: the middle one), validated against the detector."""
     n_rows = int(scan.sizes["row"])
     row = n_rows // 2 if row is None else row
-    if not isinstance(row, (int, np.integer)) or isinstance(row, bool) or not 0 <= row < n_rows:
+    if not isinstance(row, (int, np.integer)) or isinstance(row, (bool, np.bool_)):
+        raise ParameterError("a row is a whole detector row number", where="row", value=row,
+                             fix=f"pass an int between 0 and {n_rows - 1}, or omit it (the middle)")
+    if not 0 <= row < n_rows:
         raise ParameterError("row is outside the detector", where="row", value=row,
                              fix=f"pick a row between 0 and {n_rows - 1}")
     return int(row)
@@ -31,13 +92,12 @@ def source_name(scan) -> str:
 
 
 def check_size(scan, size) -> int:
-    """Width of the square slices: ``size`` validated, or the detector width."""
+    """Width of the square slices: ``size`` validated (a whole number >= 1), or the detector width."""
     n_cols = int(scan.sizes["col"])
-    n = int(size or n_cols)
-    if n < 1:
-        raise ParameterError("slice size must be positive", where="size", value=size,
-                             fix=f"omit it (detector width {n_cols}) or pass a positive int")
-    return n
+    if size is None:
+        return n_cols
+    return check_whole_number(size, "size", fix=f"omit it (detector width {n_cols}) or pass a "
+                                                f"whole number of pixels, e.g. size={n_cols}")
 
 
 def plane_coords(n: int, pixel_size: float | None, *, binning: int = 1) -> dict:
@@ -72,8 +132,18 @@ def resolve_rows(scan, rows) -> range:
             raise ParameterError("rows must be a row or a range A:B", where="rows", value=original,
                                  fix=f"use e.g. 0:{n_rows} or {n_rows // 2}")
         rows = parts[0] if len(parts) == 1 else slice(*parts)
+    if isinstance(rows, (bool, np.bool_)):
+        raise ParameterError("rows must be a row or a range, not True or False", where="rows",
+                             value=rows, fix=f"use e.g. rows='0:{n_rows}' or omit it for all rows")
     if isinstance(rows, tuple) and len(rows) == 2:
         rows = slice(*rows)
+    if isinstance(rows, slice):
+        for end in (rows.start, rows.stop):
+            if end is not None and (isinstance(end, (bool, np.bool_))
+                                    or not isinstance(end, (int, np.integer))):
+                raise ParameterError("row ranges take whole row numbers", where="rows",
+                                     value=original, fix=f"use ints, e.g. rows=slice(0, {n_rows}) "
+                                                         f"or rows='0:{n_rows}'")
     if isinstance(rows, (int, np.integer)):
         if not 0 <= rows < n_rows:
             raise ParameterError("row is outside the detector", where="rows", value=original,
@@ -96,11 +166,7 @@ def resolve_rows(scan, rows) -> range:
 def check_center(scan, center) -> float:
     """Validate a centre column against the detector width."""
     n_cols = int(scan.sizes["col"])
-    try:
-        value = float(center)
-    except (TypeError, ValueError):
-        raise ParameterError("centre must be a detector column in pixels", where="center",
-                             value=center, fix='pass a number, or "auto" to find it') from None
+    value = check_centre_value(center)
     if not np.isfinite(value) or not 0.0 <= value <= n_cols - 1:
         raise ParameterError("centre is outside the detector", where="center", value=center,
                              fix=f"pass a column between 0 and {n_cols - 1}, or \"auto\"")
@@ -121,6 +187,11 @@ def half_turn(angles: np.ndarray) -> np.ndarray:
 
 def check_centers(scan, centers) -> np.ndarray:
     n_cols = int(scan.sizes["col"])
+    if np.asarray(centers).dtype.kind == "b":
+        raise ParameterError("trial centres are detector columns, not True or False",
+                             where="centers", value=centers,
+                             fix=f"pass columns, e.g. numpy.arange({n_cols // 2 - 10}, "
+                                 f"{n_cols // 2 + 10}, 0.5)")
     values = np.atleast_1d(np.asarray(centers, dtype=np.float64))
     bad = values[~np.isfinite(values) | (values < 0) | (values > n_cols - 1)]
     if values.size == 0 or bad.size:

@@ -11,6 +11,7 @@ The slab height comes from free memory.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,7 +20,8 @@ import numpy as np
 from tomolab.arrays import to_numpy
 from tomolab.devices import batch_size
 from tomolab.errors import Cancelled, ParameterError
-from tomolab.prep.normalize import minus_log, normalize as flat_field, normalize_interpolated
+from tomolab.prep.normalize import (defective_pixels, minus_log, normalize as flat_field,
+                                    normalize_interpolated)
 
 __all__ = ["Preprocessing", "line_integrals", "reconstruct_rows", "slab_bytes", "slab_height"]
 
@@ -113,7 +115,10 @@ def field_means(scan, rows, *, backend: str = "numpy", normalize: bool = True) -
 
     With flats taken before *and* after the projections, the two means are
     kept apart (``flat_before``, ``flat_after``) so that the flat can be
-    interpolated across the scan; otherwise there is one ``flat``.
+    interpolated across the scan; otherwise there is one ``flat``. ``bad``
+    (on the host) marks the pixels that cannot be flat-field corrected
+    (:func:`tomolab.prep.defective_pixels`); they are interpolated along their
+    row, and a warning says how many there are.
     """
     if not normalize:
         return {}
@@ -128,7 +133,7 @@ def field_means(scan, rows, *, backend: str = "numpy", normalize: bool = True) -
     from tomolab.io import read_frames
 
     def mean(values):
-        return xp.asarray(values.mean(axis=0, dtype=np.float64), dtype=xp.float32)
+        return values.mean(axis=0, dtype=np.float64).astype(np.float32)
 
     fields = {}
     if "darks" in scan:
@@ -139,6 +144,21 @@ def field_means(scan, rows, *, backend: str = "numpy", normalize: bool = True) -
         fields["flat_before"], fields["flat_after"] = mean(flats[before]), mean(flats[after])
     else:
         fields["flat"] = mean(flats)
+    bad = np.zeros(flats.shape[1:], bool)
+    for key in ("flat", "flat_before", "flat_after"):
+        if key in fields:
+            bad |= defective_pixels(fields[key], fields.get("dark"))
+    if bad.any():
+        row_numbers = np.arange(int(scan.sizes["row"]))[rows]
+        first_row, first_col = (int(i) for i in np.argwhere(bad)[0])
+        warnings.warn(
+            f"{scan.attrs.get('source_file') or 'scan'}: {int(bad.sum())} of {bad.size} detector "
+            f"pixels in rows {row_numbers.min()}-{row_numbers.max()} have a flat no brighter than "
+            f"the dark, or a flat or dark that is not finite (first: row "
+            f"{row_numbers[first_row]}, col {first_col}); their values are interpolated from the "
+            f"neighbouring columns", stacklevel=3)
+    fields = {key: xp.asarray(value) for key, value in fields.items()}
+    fields["bad"] = bad
     return fields
 
 
@@ -162,9 +182,11 @@ def correct(raw, fields: dict, *, rows=slice(None), log: bool = True, halo: int 
         data = raw.astype(np.float32)
     elif "flat_before" in fields:
         data = normalize_interpolated(raw, fields["flat_before"][rows], fields["flat_after"][rows],
-                                      fields["dark"][rows] if "dark" in fields else None)
+                                      fields["dark"][rows] if "dark" in fields else None,
+                                      bad_pixels=fields["bad"][rows])
     else:
-        data = flat_field(raw, fields["flat"][rows], fields["dark"][rows] if "dark" in fields else None)
+        data = flat_field(raw, fields["flat"][rows], fields["dark"][rows] if "dark" in fields else None,
+                          bad_pixels=fields["bad"][rows])
     if steps.zingers is not None:
         data = remove_zingers(data, threshold=steps.zingers)
     if steps.phase:
@@ -329,8 +351,15 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algor
     """The CPU path: slab after slab; a sink writes slab ``k`` while slab ``k + 1`` is computed."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from tomolab.io import read_frames
+
     angles = scan["angle"].values
     n_rows = len(rows)
+    n_detector_rows = int(scan.sizes["row"])
+    halo = steps.halo()
+    # the fields of every row once (as on the GPU): read once, defective pixels reported once
+    fields = field_means(scan, row_index(rows.start, rows.stop, halo, n_detector_rows),
+                         backend="numpy", normalize=normalize)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomolab-write") if sink else None
     pending = None
     try:
@@ -338,9 +367,10 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algor
             if cancel is not None and cancel():
                 raise Cancelled(f"reconstruction cancelled after {start} of {n_rows} rows")
             stop = min(start + height, n_rows)
-            sel = slice(rows.start + start, rows.start + stop)
-            sinograms = line_integrals(scan, sel, backend="numpy", normalize=normalize, log=log,
-                                       steps=steps)
+            index = row_index(rows.start + start, rows.start + stop, halo, n_detector_rows)
+            raw = read_frames(scan["projections"], index)
+            sinograms = correct(raw, fields, rows=slice(start, stop + 2 * halo), log=log, halo=halo,
+                                steps=steps)
             sinograms = sinograms.transpose(1, 0, 2)  # (row, angle, col)
             centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
             slices = to_numpy(algorithm(sinograms, angles, center=centers, size=size,

@@ -17,13 +17,14 @@ The public API::
 For the engine and the api's streamed writes::
 
     read_frames(data_array, rows, *, out=None, threads=8)   # rows of every frame, as numpy
+    read_sample(data_array, frames, rows)                   # rows of a few frames (checks)
     frame_runs(indices) -> [(start, stop), ...]              # ascending indices as runs
     open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, ...) -> SlabSink
 """
 
 from __future__ import annotations
 
-from tomolab.io._build import ScanWarning, from_arrays, read_frames
+from tomolab.io._build import ScanWarning, from_arrays, read_frames, read_sample
 from tomolab.io._lazy import frame_runs
 from tomolab.io._open import LAYOUTS, describe, open_scan
 from tomolab.io._sinks import SlabSink, open_sink
@@ -39,5 +40,5 @@ from tomolab.io._write import (
 __all__ = [
     "open_scan", "from_arrays", "describe", "save_volume", "open_volume",
     "write_dxchange", "write_nxtomo", "write_tiff_stack", "ScanWarning", "LAYOUTS",
-    "read_frames", "frame_runs", "open_sink", "SlabSink", "check_replaceable",
+    "read_frames", "read_sample", "frame_runs", "open_sink", "SlabSink", "check_replaceable",
 ]

@@ -21,11 +21,19 @@ import warnings
 
 import numpy as np
 
-from tomolab.arrays import is_cupy
+from tomolab.arrays import is_cupy, to_numpy
 from tomolab.errors import ParameterError, ScanFormatError
 from tomolab.io._lazy import frame_runs
+from tomolab.sanity import (
+    RANGES,
+    angle_order_problem,
+    check_angles,
+    check_counts_dtype,
+    check_quantity,
+    quantity_problem,
+)
 
-__all__ = ["ScanWarning", "build_scan", "from_arrays", "default_angles", "to_dask",
+__all__ = ["ScanWarning", "build_scan", "from_arrays", "default_angles", "to_dask", "read_sample",
            "auto_angle_chunk", "SCAN_UNITS"]
 
 SCAN_UNITS = "pixel_size: m, distance: m, energy: keV, angle: rad"
@@ -139,23 +147,44 @@ def _as_frames(array, what: str, where: str):
     return array
 
 
-def _check_angles(angles, n, where):
+def _check_angles(angles, n, where, stored_unit=None):
     try:
-        values = np.asarray(angles, dtype=np.float64).ravel()
+        values = np.asarray(angles, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ParameterError("angles are not numbers", where=where, value=angles,
+        shown = np.asarray(angles, dtype=object).ravel()
+        raise ParameterError("angles are not numbers", where=where,
+                             value=f"{shown[:3].tolist()}{' ...' if shown.size > 3 else ''}",
                              fix="pass a 1-D array of angles in radians") from None
+    if values.ndim > 1 and sum(s > 1 for s in values.shape) > 1:
+        raise ParameterError(f"angles must be 1-D, got shape {values.shape}", where=where,
+                             value=values.shape, fix=f"pass {n} angles in radians, one per projection")
+    values = values.ravel()
     if values.size != n:
         raise ParameterError(
             f"{values.size} angles for {n} projections", where=where, value=values.size,
             fix=f"pass angles= with exactly {n} values in radians (one per projection)")
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise ParameterError(
-            f"angles are not finite ({bad.size} of {n}, first at index {bad[0]})",
-            where=where, value=float(values[bad[0]]),
-            fix="repair the angles in the file or pass angles= (radians) to open_scan")
-    return values
+    return check_angles(values, where=where, stored_unit=stored_unit)
+
+
+def _plausible_metadata(meta: dict, source: str, *, given: bool, pending: list) -> None:
+    """Check pixel size, energy and distance against :data:`tomolab.sanity.RANGES`.
+
+    Values the caller gave are refused; values read from a file are left out
+    with a warning (the scan still opens, and the volume is then in pixels).
+    """
+    for key in RANGES:
+        if meta.get(key) is None:
+            continue
+        if given:
+            meta[key] = check_quantity(key, meta[key])
+            continue
+        problem = quantity_problem(key, meta[key])
+        if problem:
+            where = f"{source}:{meta[key + '_path']}" if meta.get(key + "_path") else source
+            pending.append(f"{where}: {problem}; left out of the scan's attrs. If you know "
+                           f"it, set scan.attrs[{key!r}] (in {RANGES[key][2]}).")
+            meta[key] = None
+            meta.pop(key + "_path", None)
 
 
 def _check_frame_coord(frames, n, default):
@@ -195,7 +224,7 @@ def _clean_attrs(attrs: dict) -> dict:
 def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
                source_file=None, chunks="auto", stored_chunks=None, frames=None,
                paths=None, metadata=None, angles_source=None, looked_for=None,
-               names=None):
+               names=None, angles_unit=None):
     """Validate the parts of a scan and assemble the Dataset (every reader ends here).
 
     Parameters
@@ -228,6 +257,9 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
         ``{"flats": "/exchange/data_white", ...}`` for the missing-data warning.
     names : dict, optional
         ``{"projections": "file.h5:/exchange/data", ...}`` used in error messages.
+    angles_unit : {None, "rad", "deg"}
+        The unit the file stored the angles in (None: given in radians), so
+        that angles contradicting it are told apart (:func:`tomolab.sanity.check_angles`).
     """
     import dask.base
     import xarray as xr
@@ -241,6 +273,7 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
         return names.get(var) or (f"{source}:{paths[var]}" if var in paths else f"{var}")
 
     projections = _as_frames(projections, "projections", label("projections"))
+    check_counts_dtype(projections.dtype, where=label("projections"))
     n, rows, cols = (int(s) for s in projections.shape)
     if n == 0:
         raise ScanFormatError("there are no projections", where=label("projections"),
@@ -250,6 +283,7 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
         if arr is None or (hasattr(arr, "shape") and len(arr.shape) == 3 and arr.shape[0] == 0):
             continue
         arr = _as_frames(arr, var, label(var))
+        check_counts_dtype(arr.dtype, where=label(var), what=var)
         if tuple(int(s) for s in arr.shape[1:]) != (rows, cols):
             raise ScanFormatError(
                 f"{var} frames are {tuple(int(s) for s in arr.shape[1:])} but projections are "
@@ -265,8 +299,12 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
                        f"angles= (radians).")
         angles = default_angles(n)
         angles_source = "assumed: evenly spaced over 180 degrees, endpoint excluded"
-    angles = _check_angles(angles, n, names.get("angles") or
-                           (f"{source}:{paths['angles']}" if "angles" in paths else "angles"))
+    angles_where = names.get("angles") or (f"{source}:{paths['angles']}" if "angles" in paths
+                                           else "angles")
+    angles = _check_angles(angles, n, angles_where, angles_unit)
+    order = angle_order_problem(angles)
+    if order:  # fine to open; the api refuses to compute on it
+        pending.append(f"{angles_where}: {order[0]}; to compute on it, {order[1]}")
 
     for var in ("flats", "darks"):
         if var not in dark_flat:
@@ -323,6 +361,7 @@ def build_scan(projections, angles, flats=None, darks=None, *, layout, source,
     attrs["frame_order"] = ("recorded (image index in the acquisition)" if recorded
                             else "assumed: darks, then flats, then projections")
     meta = dict(metadata or {})
+    _plausible_metadata(meta, source, given=layout == "arrays", pending=pending)
     for key in ("pixel_size", "distance", "energy"):
         if meta.get(key) is not None:
             meta[key] = float(meta[key])
@@ -422,7 +461,31 @@ def read_frames(data_array, rows, *, out=None, threads: int = 8):
     return out
 
 
+def read_sample(data_array, frames, rows: slice):
+    """``data_array[frames, rows, :]`` as numpy, reading only those frames and rows.
+
+    For checks on a sample of a scan that may be terabytes: dask would read
+    whole chunks of frames; this reads from the file what is asked for.
+
+    Examples
+    --------
+    >>> import numpy as np, tomolab
+    >>> scan = tomolab.from_arrays(np.arange(24, dtype=np.uint16).reshape(2, 3, 4), [0.0, 1.0])
+    >>> read_sample(scan["projections"], [1], slice(0, 1))
+    array([[[12, 13, 14, 15]]], dtype=uint16)
+    """
+    data = data_array.data
+    note = data_array.variable.encoding.get(_SOURCE)
+    source = data
+    if note is not None and getattr(data, "name", None) == note[0] and note[1].shape == data.shape:
+        source = note[1]
+    parts = [source[int(i):int(i) + 1, rows, :] for i in frames]
+    return np.concatenate([to_numpy(part.compute() if hasattr(part, "compute") else part)
+                           for part in parts])
+
+
 def _check_positive(value, name):
+    """A positive finite number (the writers' check of pixel size, energy, distance), or None."""
     if value is None:
         return None
     try:
@@ -433,7 +496,7 @@ def _check_positive(value, name):
     if not (math.isfinite(v) and v > 0):
         raise ParameterError(f"{name} must be a positive finite number", where=name, value=value,
                              fix=f"pass {name} > 0 (pixel_size, distance in metres; energy in keV)")
-    return v
+    return check_quantity(name, v) if name in RANGES else v
 
 
 def from_arrays(projections, angles, flats=None, darks=None, *, pixel_size=None,
@@ -450,11 +513,12 @@ def from_arrays(projections, angles, flats=None, darks=None, *, pixel_size=None,
     flats, darks : array-like, shape (n, row, col) or (row, col), optional
         Flat (open beam) and dark fields. Missing ones give a warning.
     pixel_size : float, optional
-        Effective pixel size at the sample, metres.
+        Effective pixel size at the sample, metres (1 nm to 1 mm).
     energy : float, optional
-        Photon energy, keV.
+        Photon energy, keV (0.1 to 500).
     distance : float, optional
-        Sample-detector distance, metres.
+        Sample-detector distance, metres (0 to 100); the ranges are
+        :data:`tomolab.sanity.RANGES`.
     chunks : "auto", int, tuple or dict
         Dask chunking; "auto" is about 64 MiB of whole projections per chunk.
     attrs : dict, optional
@@ -477,11 +541,9 @@ def from_arrays(projections, angles, flats=None, darks=None, *, pixel_size=None,
     >>> scan.attrs["pixel_size"], scan.attrs["layout"]
     (1e-06, 'arrays')
     """
-    metadata = {
-        "pixel_size": _check_positive(pixel_size, "pixel_size"),
-        "energy": _check_positive(energy, "energy"),
-        "distance": _check_positive(distance, "distance"),
-    }
+    metadata = {key: None if value is None else check_quantity(key, value)
+                for key, value in (("pixel_size", pixel_size), ("energy", energy),
+                                   ("distance", distance))}
     metadata.update(attrs or {})
     return build_scan(projections, angles, flats, darks, layout="arrays", source="from_arrays",
                       chunks=chunks, metadata=metadata, angles_source="given (radians)",

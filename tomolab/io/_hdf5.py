@@ -12,7 +12,7 @@ import numpy as np
 
 from tomolab.errors import ScanFormatError
 from tomolab.io._lazy import HDF5Frames, frame_runs
-from tomolab.io._units import _decode, read_quantity, to_radians, units_of
+from tomolab.io._units import _decode, factor, read_quantity, to_radians, units_of
 
 __all__ = ["HDF5_LAYOUTS", "read_hdf5", "detect_layout"]
 
@@ -118,10 +118,12 @@ def _stored_chunk(dset):
 
 
 def _read_angles(filename, f, path):
+    """Angles in radians and the unit they were stored in ("rad" or "deg")."""
     dset = f[path]
     unit = units_of(dset) or "degree"
     try:
-        return to_radians(np.asarray(dset[()], dtype=np.float64).ravel(), unit)
+        radians = to_radians(np.asarray(dset[()], dtype=np.float64).ravel(), unit)
+        return radians, "rad" if factor(unit, "angle") == 1.0 else "deg"
     except ValueError:
         raise ScanFormatError(f"rotation angles have an unknown unit {unit!r}",
                               where=f"{filename}:{dset.name}", value=unit,
@@ -140,10 +142,10 @@ def _open_dxchange(filename, f, *, read_angles):
             parts[var] = f[path]
             paths[var] = path
 
-    angles, angles_source = None, None
+    angles, angles_source, angles_unit = None, None, None
     if read_angles and _is_dataset(f, "/exchange/theta"):
         paths["angles"] = "/exchange/theta"
-        angles = _read_angles(filename, f, "/exchange/theta")
+        angles, angles_unit = _read_angles(filename, f, "/exchange/theta")
         angles_source = f"{filename}:/exchange/theta"
 
     metadata = {}
@@ -167,7 +169,8 @@ def _open_dxchange(filename, f, *, read_angles):
         flats=_frames(filename, parts["flats"]) if "flats" in parts else None,
         darks=_frames(filename, parts["darks"]) if "darks" in parts else None,
         layout="dxchange", stored_chunks={v: _stored_chunk(d) for v, d in parts.items()},
-        paths=paths, metadata=metadata, angles_source=angles_source, looked_for=looked)
+        paths=paths, metadata=metadata, angles_source=angles_source, looked_for=looked,
+        angles_unit=angles_unit)
 
 
 def _open_nxtomo(filename, f, entry, layout, *, read_angles):
@@ -208,10 +211,10 @@ def _open_nxtomo(filename, f, entry, layout, *, read_angles):
     paths = {var: data.name for var in parts}
     paths["image_key"] = grp[key_path].name
 
-    angles, angles_source = None, None
+    angles, angles_source, angles_unit = None, None, None
     angle_path = _first(grp, angle_paths)
     if read_angles and angle_path is not None:
-        all_angles = _read_angles(filename, f, grp[angle_path].name)
+        all_angles, angles_unit = _read_angles(filename, f, grp[angle_path].name)
         paths["angles"] = grp[angle_path].name
         if all_angles.size == n_frames:
             angles = all_angles[index["projections"]]
@@ -245,7 +248,8 @@ def _open_nxtomo(filename, f, entry, layout, *, read_angles):
         projections=parts["projections"], angles=angles,
         flats=parts.get("flats"), darks=parts.get("darks"),
         layout=layout, stored_chunks={v: _stored_chunk(data) for v in parts}, frames=frames,
-        paths=paths, metadata=metadata, angles_source=angles_source, looked_for=looked)
+        paths=paths, metadata=metadata, angles_source=angles_source, looked_for=looked,
+        angles_unit=angles_unit)
 
 
 def read_hdf5(filename, *, layout="auto", entry=None, read_angles=True) -> dict:

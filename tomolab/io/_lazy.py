@@ -17,6 +17,8 @@ import threading
 
 import numpy as np
 
+from tomolab.errors import ScanFormatError
+
 __all__ = ["HDF5Frames", "TiffFrames", "read_count", "frame_runs"]
 
 _reads = [0]
@@ -301,6 +303,12 @@ class TiffFrames(_Frames):
             with tifffile.TiffFile(name) as tif:
                 for i in group:
                     page = tif.pages[self.pages[i]]
+                    if tuple(page.shape) != self.shape[1:] or page.dtype != self.dtype:
+                        raise ScanFormatError(
+                            f"image is {tuple(page.shape)} {page.dtype}, but the stack's first is "
+                            f"{self.shape[1:]} {self.dtype}", where=f"{name} (page {self.pages[i]})",
+                            value=tuple(page.shape),
+                            fix="remove or replace the odd file so that all images match")
                     out[at] = page.asarray()[rows, cols]
                     at += 1
 

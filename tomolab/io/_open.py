@@ -173,6 +173,7 @@ def open_scan(path, *, layout="auto", angles=None, chunks="auto", entry=None,
     if angles is not None:
         spec["angles"] = angles
         spec["angles_source"] = "given (radians)"
+        spec["angles_unit"] = None
         paths.pop("angles", None)
         names["angles"] = "angles"
     return build_scan(source=str(path), source_file=str(path), chunks=chunks, **spec)

@@ -54,6 +54,8 @@ SUBFOLDERS = {
     "darks": ("darks", "dark"),
 }
 ANGLES_FILE = "angles.txt"
+#: headers of at most this many files of a group (evenly spaced) are read when it is opened
+HEADER_SAMPLE = 64
 METADATA_FILE = "metadata.json"
 
 
@@ -164,10 +166,13 @@ def _group(files: list[Path], what: str):
     """
     n0, shape, dtype = _inspect(files[0])
     size0 = files[0].stat().st_size
+    # same-sized files can still differ (512 x 1024 vs 1024 x 512, uint16 vs int16): the
+    # headers of a sample are read here, and every page is checked again when it is read
+    sample = set(np.linspace(0, len(files) - 1, min(len(files), HEADER_SAMPLE)).astype(int))
     names, pages = [], []
-    for path in files:
+    for index, path in enumerate(files):
         n = n0
-        if path.stat().st_size != size0:
+        if index in sample or path.stat().st_size != size0:
             n, other_shape, other_dtype = _inspect(path)
             if other_shape != shape or other_dtype != dtype:
                 raise ScanFormatError(
@@ -275,4 +280,4 @@ def read_tiff(path, *, read_angles=True) -> dict:
     return dict(projections=parts["projections"], angles=angles,
                 flats=parts.get("flats"), darks=parts.get("darks"), layout="tiff",
                 paths=paths, metadata=metadata, angles_source=angles_source,
-                looked_for=looked, names=names)
+                looked_for=looked, names=names, angles_unit="deg" if angles is not None else None)

@@ -21,7 +21,8 @@ Examples
 True
 """
 
-from tomolab.prep.normalize import minus_log, normalize, normalize_interpolated
+from tomolab.prep.normalize import (defective_pixels, minus_log, normalize, normalize_interpolated,
+                                    repair_pixels)
 from tomolab.prep.phase import (fresnel_propagate, padded_shape, paganin_halo, paganin_length,
                                 retrieve_phase, wavelength)
 from tomolab.prep.stripes import (STRIPE_METHODS, remove_stripes, remove_stripes_filtering,
@@ -42,7 +43,8 @@ PREPROCESSING_STEPS = {
 }
 
 __all__ = [
-    "normalize", "normalize_interpolated", "minus_log", "remove_zingers",
+    "normalize", "normalize_interpolated", "minus_log", "defective_pixels", "repair_pixels",
+    "remove_zingers",
     "remove_stripes", "remove_stripes_sorting", "remove_stripes_filtering",
     "remove_stripes_fourier_wavelet", "remove_stripes_offsets", "STRIPE_METHODS", "retrieve_phase",
     "fresnel_propagate", "wavelength", "paganin_length", "paganin_halo", "padded_shape",

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab.arrays import array_module
+from tomolab.arrays import array_module, to_numpy
 from tomolab.errors import ParameterError
 from tomolab.checks import check_int, check_ndim, check_positive
 
-__all__ = ["normalize", "normalize_interpolated", "minus_log"]
+__all__ = ["normalize", "normalize_interpolated", "minus_log", "defective_pixels",
+           "repair_pixels"]
 
 #: The denominator ``flat - dark`` is clipped from below to this fraction of
 #: its maximum (or to 1 when no pixel is positive), so that dead pixels give
@@ -62,6 +63,94 @@ def _safe_denominator(denominator, xp):
     return xp.maximum(denominator, floor)
 
 
+def defective_pixels(flat, dark=None):
+    """Detector pixels that cannot be flat-field corrected: ``flat - dark <= 0`` or not finite.
+
+    A dead flat pixel (0, or no brighter than the dark) or a NaN or infinite
+    flat or dark value would give a transmission of inf or NaN (or of 1e6,
+    clipped), a stripe through every sinogram that rings in the slices and
+    pulls the automatic centre. A dark of 0 is normal (photon counting).
+
+    Parameters
+    ----------
+    flat, dark : ndarray (row, col) or (n, row, col)
+        Mean fields (or stacks, which must agree at every frame), numpy or cupy.
+
+    Returns
+    -------
+    ndarray of bool, shape (row, col), same array module
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> flat = np.array([[100.0, 0.0, np.nan, 100.0]])
+    >>> defective_pixels(flat, np.array([[10.0, 0.0, 10.0, np.inf]])).astype(int)
+    array([[0, 1, 1, 1]])
+    """
+    xp = array_module(flat)
+    flat = xp.asarray(flat)
+    with np.errstate(invalid="ignore"):
+        bad = ~xp.isfinite(flat)
+        if dark is not None:
+            dark = xp.asarray(dark)
+            bad |= ~xp.isfinite(dark) | ~(flat - dark > 0)
+        else:
+            bad |= ~(flat > 0)
+    while bad.ndim > 2:
+        bad = bad.any(axis=0)
+    return bad
+
+
+def repair_pixels(data, bad):
+    """Replace the ``bad`` pixels of every frame by linear interpolation along their row.
+
+    Each bad pixel takes the value interpolated between the nearest good
+    pixels to its left and right in the same row (the nearest one at a
+    detector edge); a row with no good pixel is set to 1 (no attenuation).
+
+    Parameters
+    ----------
+    data : ndarray (angle, row, col) or (row, col)
+        Transmission, changed in place (numpy or cupy).
+    bad : ndarray of bool (row, col)
+        From :func:`defective_pixels`; numpy or cupy (read on the host once).
+
+    Returns
+    -------
+    ndarray
+        ``data``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.array([[[0.2, 9.0, 9.0, 0.8]]])
+    >>> repair_pixels(t, np.array([[False, True, True, False]]))
+    array([[[0.2, 0.4, 0.6, 0.8]]])
+    """
+    bad = np.asarray(to_numpy(bad), dtype=bool)
+    if not bad.any():
+        return data
+    xp = array_module(data)
+    n_cols = bad.shape[-1]
+    col = np.broadcast_to(np.arange(n_cols), bad.shape)
+    left = np.maximum.accumulate(np.where(bad, -1, col), axis=1)
+    right = np.minimum.accumulate(np.where(bad, n_cols, col)[:, ::-1], axis=1)[:, ::-1]
+    rr, cc = np.nonzero(bad)
+    lo, hi = left[rr, cc], right[rr, cc]
+    none = (lo < 0) & (hi >= n_cols)  # a row with no good pixel
+    lo = np.where(lo < 0, hi, lo)
+    hi = np.where(hi >= n_cols, lo, hi)
+    weight = np.where(hi > lo, (cc - lo) / np.maximum(hi - lo, 1), 0.0).astype(data.dtype)
+    lo, hi = np.clip(lo, 0, n_cols - 1), np.clip(hi, 0, n_cols - 1)
+    r, c, lo_, hi_ = (xp.asarray(a) for a in (rr, cc, lo, hi))
+    w = xp.asarray(weight)
+    values = (1 - w) * data[..., r, lo_] + w * data[..., r, hi_]
+    if none.any():
+        values[..., xp.asarray(np.flatnonzero(none))] = 1
+    data[..., r, c] = values
+    return data
+
+
 def _finish(out, cutoff, xp):
     if cutoff is not None:
         cutoff = check_positive(cutoff, "cutoff", "pass a positive upper bound such as 1.5, "
@@ -70,13 +159,16 @@ def _finish(out, cutoff, xp):
     return out
 
 
-def normalize(projections, flats=None, darks=None, *, out_dtype=np.float32, cutoff=None):
+def normalize(projections, flats=None, darks=None, *, out_dtype=np.float32, cutoff=None,
+              bad_pixels=None):
     """Flat- and dark-field correct projections.
 
     Computes ``(projections - mean(darks)) / (mean(flats) - mean(darks))``.
-    The denominator is clipped from below to ``1e-6`` of its maximum (or to 1
-    when no pixel is positive), so dead or saturated pixels give large but
-    finite values, never inf or NaN.
+    Pixels whose flat is not brighter than the dark, or whose flat or dark is
+    not finite (:func:`defective_pixels`), are interpolated along their row
+    from their neighbours (:func:`repair_pixels`). Elsewhere the denominator
+    is clipped from below to ``1e-6`` of its maximum, so the output is never
+    inf or NaN.
 
     Parameters
     ----------
@@ -91,6 +183,9 @@ def normalize(projections, flats=None, darks=None, *, out_dtype=np.float32, cuto
         ``numpy.float32`` (default) or ``numpy.float64``.
     cutoff : float, optional, keyword-only
         Upper bound for the output (e.g. 1.5), to tame hot and dead pixels.
+    bad_pixels : ndarray of bool (row, col), optional, keyword-only
+        The pixels to interpolate, when known already (the engine finds them
+        once per run); default: :func:`defective_pixels` of the fields.
 
     Returns
     -------
@@ -123,7 +218,9 @@ def normalize(projections, flats=None, darks=None, *, out_dtype=np.float32, cuto
         out -= dark
     if flat is not None:
         denominator = flat - dark if dark is not None else flat
-        out /= _safe_denominator(denominator, xp)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out /= _safe_denominator(denominator, xp)
+        repair_pixels(out, defective_pixels(flat, dark) if bad_pixels is None else bad_pixels)
     return _finish(out, cutoff, xp)
 
 
@@ -165,7 +262,7 @@ def _interpolation_weights(n_slab, projection_index, n_projections, dtype, xp):
 
 def normalize_interpolated(projections, flats_before, flats_after, darks=None, *,
                            projection_index=None, n_projections=None,
-                           out_dtype=np.float32, cutoff=None):
+                           out_dtype=np.float32, cutoff=None, bad_pixels=None):
     """Flat-field correct with flats taken before and after the scan.
 
     Projection number ``i`` of a scan of ``n`` projections is divided by the
@@ -194,6 +291,9 @@ def normalize_interpolated(projections, flats_before, flats_after, darks=None, *
         ``numpy.float32`` (default) or ``numpy.float64``.
     cutoff : float, optional, keyword-only
         Upper bound for the output.
+    bad_pixels : ndarray of bool (row, col), optional, keyword-only
+        Pixels to interpolate along their row, as in :func:`normalize`
+        (default: those defective in either set of flats).
 
     Returns
     -------
@@ -229,6 +329,8 @@ def normalize_interpolated(projections, flats_before, flats_after, darks=None, *
     dark = _mean_field(darks, "darks", frame, dtype, xp)
     before = _mean_field(flats_before, "flats_before", frame, dtype, xp)
     after = _mean_field(flats_after, "flats_after", frame, dtype, xp)
+    if bad_pixels is None:
+        bad_pixels = defective_pixels(before, dark) | defective_pixels(after, dark)
     if dark is not None:
         before = before - dark
         after = after - dark
@@ -238,7 +340,9 @@ def normalize_interpolated(projections, flats_before, flats_after, darks=None, *
     out = proj.astype(dtype, copy=True)
     if dark is not None:
         out -= dark
-    out /= _safe_denominator(denominator, xp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out /= _safe_denominator(denominator, xp)
+    repair_pixels(out, bad_pixels)
     out = _finish(out, cutoff, xp)
     return out[0] if single else out
 

@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     try:
         lib = LIBS[args.lib]()
         free, total = lib.mem_info()
-    except Exception as e:  # no context at all (e.g. refused by the MPS server)
+    except (OSError, RuntimeError, ImportError, MemoryError) as e:  # no context (e.g. refused by MPS)
         say(event="context", ok=False, error=f"{type(e).__name__}: {e}")
         return 1
     say(event="context", ok=True, free_mib=free // MiB, total_mib=total // MiB)

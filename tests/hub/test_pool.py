@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -224,3 +225,83 @@ def test_cli_reads_the_pool_and_ledger_from_a_hub_config(tmp_path):
     data = json.loads(out)
     assert [d["in_use"] for d in data["devices"]] == [1, 0, 1]
     assert {(a["user"], a["server"]) for a in data["allocations"]} == {("ann", ""), ("bob", "big")}
+
+
+# -- the ledger is the hub's alone; names cannot forge lines ---------------------------
+def _mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+def test_new_ledger_is_private_whatever_the_umask(tmp_path):
+    db = tmp_path / "state" / "hub" / "pool.sqlite"
+    code = (
+        "import os, sys; os.umask(0); from tomolab.hub import Ledger, parse_devices; "
+        f"Ledger(sys.argv[1]).allocate('ann', '', 'exclusive', parse_devices({POOL_SPEC!r}))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(db)], timeout=60, check=True)
+    assert _mode(db) == 0o600
+    assert _mode(db.parent) == 0o700
+    assert [a.user for a in Ledger(str(db)).allocations()] == ["ann"]
+
+
+def test_world_readable_ledger_is_made_private_with_a_message(tmp_path):
+    db = tmp_path / "pool.sqlite"
+    Ledger(str(db)).allocate("ann", "", "exclusive", POOL)
+    os.chmod(db, 0o644)
+    ledger = Ledger(str(db))
+    assert _mode(db) == 0o600
+    assert ledger.notices == [f"GPU ledger {db} was readable by other users (mode 0644); made it 0600"]
+    assert [a.user for a in ledger.allocations()] == ["ann"]
+    os.chmod(db, 0o640)
+    out = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(db)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert "made it 0600" in out.stderr and "ann" in out.stdout
+    assert _mode(db) == 0o600
+
+
+def test_ledger_in_a_folder_others_can_write_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(PermissionError, match=r"writable by other users \(mode 0777\).*chmod go-w"):
+        Ledger(str(shared / "pool.sqlite"))
+    assert not (shared / "pool.sqlite").exists()
+    out = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(shared / "pool.sqlite")],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2 and "no ledger" in out.stderr  # nothing created by looking
+    os.chmod(shared, 0o1777)  # sticky, like /tmp: others cannot replace our file
+    assert _mode(Ledger(str(shared / "pool.sqlite")).path) == 0o600
+
+
+@pytest.mark.parametrize("name", ["eve\x1b[2J", "bob\nann 0 exclusive", "mallory\u202egnp", "x\x00y", "z\x85"])
+def test_names_with_control_characters_are_refused(ledger, name):
+    with pytest.raises(ValueError, match=r"user name '.*' holds a control character .*printable characters only"):
+        ledger.allocate(name, "", "exclusive", POOL)
+    with pytest.raises(ValueError, match=r"server name '.*' holds a control character"):
+        ledger.allocate("ann", name, "exclusive", POOL)
+    assert ledger.allocations() == []
+    with pytest.raises(PoolConfigError, match=r"gpu_devices\[0\].label .* holds a control character"):
+        parse_devices([{"id": "0", "policy": "exclusive", "label": name}])
+
+
+def test_names_already_in_a_ledger_are_listed_escaped(tmp_path):
+    from tomolab.hub import Allocation
+
+    db = tmp_path / "pool.sqlite"
+    ledger = Ledger(str(db))
+    # a row the hub adopted from a server's saved state (written before names were checked)
+    row = Allocation("a1b2c3d4e5f6a7b8", "eve\x1b[2J\x1b[H", "nb\r\nroot", "exclusive", "0", "exclusive", None, 0.0, 1)
+    ledger.adopt(row)
+    ledger.allocate("ann", "", "exclusive", POOL)
+    with pytest.raises(PoolExhausted) as exc:
+        ledger.allocate("bob", "", "exclusive", POOL)
+    assert "eve\\x1b[2J\\x1b[H/nb\\x0d\\x0aroot" in exc.value.message and "\x1b" not in exc.value.message
+    text = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(db)],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "eve\\x1b[2J\\x1b[H/nb\\x0d\\x0aroot" in text
+    assert not any(ch in text for ch in "\x1b\r"), "raw control characters reached the listing"
+    assert len(text.splitlines()) == 4  # ledger line, header, two rows: no forged line
+    raw = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(db), "--json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "\x1b" not in raw and "\r" not in raw
+    assert {a["user"] for a in json.loads(raw)["allocations"]} == {"ann", "eve\x1b[2J\x1b[H"}

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 
 from .ledger import Ledger, usage
-from .pool import format_bytes, parse_devices
+from .pool import format_bytes, parse_devices, printable
 
 _SECTIONS = ("GPUPoolMixin", "GPUPoolLocalProcessSpawner", "Spawner")
 
@@ -53,7 +54,14 @@ def _list(args) -> int:
         print(f"error: no ledger at {db}; is this the hub's gpu_pool_db? (it is created at the first GPU spawn)",
               file=sys.stderr)
         return 2
-    allocations = Ledger(db).allocations()
+    try:
+        ledger = Ledger(db)
+        allocations = ledger.allocations()
+    except (PermissionError, sqlite3.Error) as e:
+        print(f"error: cannot read the GPU ledger {db}: {e}", file=sys.stderr)
+        return 2
+    for notice in ledger.notices:
+        print(f"note: {notice}", file=sys.stderr)
     devices = parse_devices(devices_spec) if devices_spec else ()
     counts = usage(devices, allocations)
     if args.json:
@@ -67,7 +75,7 @@ def _list(args) -> int:
         json.dump(out, sys.stdout, indent=2)
         print()
         return 0
-    print(f"ledger: {os.path.abspath(db)}")
+    print(f"ledger: {printable(os.path.abspath(db))}")
     for d in devices:
         cap = f"{format_bytes(d.memory_limit)} cap each" if d.memory_limit else "no memory cap"
         print(f"  {d.display:<28} {d.policy:<9} {counts[d.id]}/{d.max_users} in use, {cap}")
@@ -76,7 +84,7 @@ def _list(args) -> int:
         return 0
     header = ("DEVICE", "POLICY", "USER/SERVER", "MEMORY CAP", "SINCE", "ALLOC ID")
     rows = [
-        (a.device, a.policy, a.server_label, format_bytes(a.memory_limit),
+        (printable(a.device), printable(a.policy), a.server_label, format_bytes(a.memory_limit),
          time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.created)), a.alloc_id[:12])
         for a in allocations
     ]

@@ -15,22 +15,25 @@ hub's configuration as a list of dicts::
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from tomolab import devices
 from tomolab.errors import ParameterError
 
 __all__ = [
-    "EXCLUSIVE",
-    "SHARED",
     "CPU",
+    "EXCLUSIVE",
     "PROFILES",
     "PROFILE_TITLES",
+    "SHARED",
     "GPUDevice",
     "PoolConfigError",
-    "parse_devices",
-    "parse_bytes",
+    "check_name",
     "format_bytes",
+    "parse_bytes",
+    "parse_devices",
+    "printable",
 ]
 
 EXCLUSIVE = "exclusive"
@@ -43,6 +46,59 @@ PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive G
 
 _SCALES = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 _DEVICE_ID_RE = re.compile(r"^(\d+|(?:MIG|GPU)-[0-9A-Za-z/\-]+)$")
+
+
+def _is_unsafe(ch: str) -> bool:
+    # C0/C1 controls, DEL, and format characters (bidi overrides, zero-width, line/paragraph
+    # separators): they rewrite or hide what a terminal, a log viewer or an HTML page shows
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def printable(name) -> str:
+    r"""Return ``name`` with control and format characters escaped, for logs and listings.
+
+    Examples
+    --------
+    >>> printable("alice")
+    'alice'
+    >>> printable("eve\x1b[2J\u202egnp.exe")
+    'eve\\x1b[2J\\u202egnp.exe'
+    """
+    text = str(name)
+    if not any(_is_unsafe(ch) for ch in text):
+        return text
+    out = []
+    for ch in text:
+        if _is_unsafe(ch):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def check_name(value, *, what: str) -> str:
+    r"""Return ``value`` if it holds no control or format character, else raise ``ValueError``.
+
+    The message names ``what`` and shows the value escaped.
+
+    Examples
+    --------
+    >>> check_name("alice", what="user name")
+    'alice'
+    >>> check_name("bob\nroot 0 exclusive", what="user name")
+    Traceback (most recent call last):
+    ...
+    ValueError: user name 'bob\x0aroot 0 exclusive' holds a control character (\x0a); use a name of printable characters only
+    """
+    text = str(value)
+    bad = [ch for ch in text if _is_unsafe(ch)]
+    if bad:
+        raise ValueError(
+            f"{what} '{printable(text)}' holds a control character ({printable(bad[0])}); "
+            "use a name of printable characters only"
+        )
+    return text
 
 
 class PoolConfigError(ValueError):
@@ -196,6 +252,9 @@ def parse_devices(spec) -> tuple[GPUDevice, ...]:
                     f"{where}: a shared device needs a per-user memory_limit (e.g. '20G') so that "
                     "one user cannot take the whole card"
                 )
-        label = str(entry.get("label", ""))
+        try:
+            label = check_name(entry.get("label", ""), what=f"{where}.label")
+        except ValueError as e:
+            raise PoolConfigError(str(e)) from None
         devices.append(GPUDevice(dev_id, policy, max_users, memory_limit, label))
     return tuple(devices)

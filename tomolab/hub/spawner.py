@@ -45,7 +45,7 @@ from traitlets.config import LoggingConfigurable
 from traitlets import TraitError
 
 from .ledger import Allocation, Ledger, PoolExhausted, usage
-from .pool import CPU, PROFILE_TITLES, PROFILES, SHARED, PoolConfigError, format_bytes, parse_devices
+from .pool import CPU, PROFILE_TITLES, PROFILES, SHARED, PoolConfigError, format_bytes, parse_devices, printable
 
 try:  # JupyterHub >= 6
     from jupyterhub.spawner import SpawnException
@@ -169,7 +169,10 @@ class GPUPoolMixin(LoggingConfigurable):
 
     @property
     def gpu_ledger(self) -> Ledger:
-        return _ledger(self.gpu_pool_db)
+        ledger = _ledger(self.gpu_pool_db)
+        while ledger.notices:
+            self.log.warning("GPU pool: %s", ledger.notices.pop(0))
+        return ledger
 
     @property
     def gpu_allocation(self) -> Allocation | None:
@@ -182,7 +185,7 @@ class GPUPoolMixin(LoggingConfigurable):
 
     @property
     def _gpu_server_label(self) -> str:
-        return f"{self.user.name}/{self.name}" if self.name else self.user.name
+        return printable(f"{self.user.name}/{self.name}" if self.name else self.user.name)
 
     def gpu_profile(self) -> str:
         """The profile asked for in ``user_options`` (``"profile"``), or the default."""
@@ -241,6 +244,10 @@ class GPUPoolMixin(LoggingConfigurable):
                 await asyncio.to_thread(self._gpu_reconcile, set(_LIVE.get(key, {})))
             try:
                 alloc = await asyncio.to_thread(self.gpu_ledger.allocate, *args, **kwargs)
+            except ValueError as e:  # a name the ledger refuses (control characters)
+                self.log.warning("GPU pool: refused %s: %s", self._gpu_server_label, e)
+                raise _pool_error(f"Cannot start this server with a GPU: {e}.", reason="gpu-name-invalid",
+                                  status=400) from None
             except PoolExhausted:
                 # rows left by something that did not clean up count as "in use";
                 # drop those no running server holds, then try once more

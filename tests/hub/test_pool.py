@@ -305,3 +305,41 @@ def test_names_already_in_a_ledger_are_listed_escaped(tmp_path):
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "\x1b" not in raw and "\r" not in raw
     assert {a["user"] for a in json.loads(raw)["allocations"]} == {"ann", "eve\x1b[2J\x1b[H"}
+
+
+# -- the processes a server leaves behind ------------------------------------------------
+def test_processes_found_by_tree_and_by_marker_are_ended(tmp_path):
+    import signal
+    import time
+
+    from tomolab.hub import processes
+
+    marker = "test-" + os.urandom(8).hex()
+    env = dict(os.environ, **{processes.ENV_SERVER_SESSION: marker})
+    # a "server" whose child ignores SIGTERM, and a detached daemon that left the tree
+    server = subprocess.Popen(
+        [sys.executable, "-c",
+         "import signal, subprocess, sys, time; "
+         "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+         "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)']); "
+         "subprocess.run(['setsid', '-f', 'sleep', '301']); time.sleep(300)"],
+        env=env, start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(processes.carrying(marker)) < 3:
+        time.sleep(0.05)
+    marked = processes.carrying(marker)
+    tree = processes.descendants(server.pid)
+    assert len(marked) == 3 and len(tree) == 2, (marked, tree)  # the daemon is outside the tree
+    assert {p.pid for p in tree} <= {p.pid for p in marked}
+    assert processes.carrying("other-" + marker) == set()
+    t0 = time.monotonic()
+    assert processes.end_processes(marked | tree, grace=0.5) == []
+    assert time.monotonic() - t0 < 10
+    assert server.wait(5) == -signal.SIGTERM
+    assert not any(processes.is_alive(p) for p in marked)
+    # a pid with another start time (a reused pid) is not taken for the process
+    me = processes.descendants(os.getpid())
+    (mine,) = [p for p in me if p.pid == os.getpid()]
+    assert not processes.is_alive(processes.Proc(mine.pid, mine.start + 1))
+    assert processes.end_processes({mine}) == [] and processes.is_alive(mine)  # never signals its caller

@@ -23,6 +23,7 @@ from .ledger import Allocation, Ledger, PoolExhausted
 from .pool import GPUDevice, PoolConfigError, format_bytes, parse_bytes, parse_devices
 
 __all__ = [
+    "EndAllProcessesMixin",
     "GPUPoolMixin",
     "GPUPoolLocalProcessSpawner",
     "Allocation",
@@ -35,7 +36,11 @@ __all__ = [
     "format_bytes",
 ]
 
-_LAZY = {"GPUPoolMixin": "tomolab.hub.spawner", "GPUPoolLocalProcessSpawner": "tomolab.hub.spawner"}
+_LAZY = {
+    "GPUPoolMixin": "tomolab.hub.spawner",
+    "GPUPoolLocalProcessSpawner": "tomolab.hub.spawner",
+    "EndAllProcessesMixin": "tomolab.hub.spawner",
+}
 
 
 def __getattr__(name):

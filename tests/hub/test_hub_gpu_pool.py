@@ -248,13 +248,14 @@ def detached_sleepers(hub) -> dict[int, int]:
 
 
 async def wait_gone(pids, timeout=20.0) -> list[int]:
+    from tomolab.hub.processes import is_alive, lookup
+
+    procs = [p for p in map(lookup, pids) if p is not None]
     deadline = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
+    while procs and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and
-                 open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
-    return alive
+        procs = [p for p in procs if is_alive(p)]
+    return [p.pid for p in procs]
 
 
 def test_stopping_a_server_ends_every_process_started_from_it(clean):

@@ -317,14 +317,13 @@ def test_processes_found_by_tree_and_by_marker_are_ended(tmp_path):
     marker = "test-" + os.urandom(8).hex()
     env = dict(os.environ, **{processes.ENV_SERVER_SESSION: marker})
     # a "server" whose child ignores SIGTERM, and a detached daemon that left the tree
-    server = subprocess.Popen(
-        [sys.executable, "-c",
-         "import signal, subprocess, sys, time; "
-         "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
-         "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)']); "
-         "subprocess.run(['setsid', '-f', 'sleep', '301']); time.sleep(300)"],
-        env=env, start_new_session=True,
+    code = (
+        "import signal, subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)']); "
+        "subprocess.run(['setsid', '-f', 'sleep', '301']); time.sleep(300)"
     )
+    server = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and len(processes.carrying(marker)) < 3:
         time.sleep(0.05)

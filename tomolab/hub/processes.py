@@ -30,7 +30,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-__all__ = ["ENV_SERVER_SESSION", "Proc", "descendants", "carrying", "is_alive", "end_processes"]
+__all__ = ["ENV_SERVER_SESSION", "Proc", "carrying", "descendants", "end_processes", "is_alive", "lookup"]
 
 ENV_SERVER_SESSION = "TOMOLAB_SERVER_SESSION"
 
@@ -58,7 +58,8 @@ def _pids():
     return [int(e) for e in os.listdir("/proc") if e.isdigit()]
 
 
-def _proc(pid: int) -> Proc | None:
+def lookup(pid: int) -> Proc | None:
+    """The process ``pid`` now (with its start time), or None if there is none."""
     st = _stat(pid)
     return Proc(pid, st[2]) if st else None
 
@@ -74,7 +75,7 @@ def descendants(root: int) -> set[Proc]:
 
     Examples
     --------
-    >>> me = _proc(os.getpid())
+    >>> me = lookup(os.getpid())
     >>> me in descendants(os.getppid())
     True
     """
@@ -86,7 +87,7 @@ def descendants(root: int) -> set[Proc]:
     found, todo = set(), [root]
     while todo:
         pid = todo.pop()
-        proc = _proc(pid)
+        proc = lookup(pid)
         if proc is None or proc in found:
             continue
         found.add(proc)
@@ -105,7 +106,7 @@ def carrying(marker: str, *, name: str = ENV_SERVER_SESSION) -> set[Proc]:
                     continue
         except OSError:  # gone, or another user's
             continue
-        proc = _proc(pid)
+        proc = lookup(pid)
         if proc is not None:
             found.add(proc)
     return found

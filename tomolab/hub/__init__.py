@@ -24,7 +24,10 @@ from .pool import GPUDevice, PoolConfigError, format_bytes, parse_bytes, parse_d
 
 __all__ = [
     "EndAllProcessesMixin",
+    "GPUPoolDockerSpawner",
+    "GPUPoolKubeSpawner",
     "GPUPoolMixin",
+    "GPUPoolSystemdSpawner",
     "GPUPoolLocalProcessSpawner",
     "Allocation",
     "Ledger",
@@ -40,6 +43,9 @@ _LAZY = {
     "GPUPoolMixin": "tomolab.hub.spawner",
     "GPUPoolLocalProcessSpawner": "tomolab.hub.spawner",
     "EndAllProcessesMixin": "tomolab.hub.spawner",
+    "GPUPoolSystemdSpawner": "tomolab.hub.systemd_spawner",
+    "GPUPoolDockerSpawner": "tomolab.hub.docker_spawner",
+    "GPUPoolKubeSpawner": "tomolab.hub.kube_spawner",
 }
 
 

@@ -45,9 +45,19 @@ from traitlets import Bool, Float, Int, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 from traitlets import TraitError
 
-from . import processes
+from . import platforms, processes
 from .ledger import Allocation, Ledger, PoolExhausted, usage
-from .pool import CPU, PROFILE_TITLES, PROFILES, SHARED, PoolConfigError, format_bytes, parse_devices, printable
+from .pool import (
+    CPU,
+    PROFILE_TITLES,
+    PROFILES,
+    SHARED,
+    GPUDevice,
+    PoolConfigError,
+    format_bytes,
+    parse_devices,
+    printable,
+)
 
 try:  # JupyterHub >= 6
     from jupyterhub.spawner import SpawnException
@@ -134,6 +144,20 @@ class GPUPoolMixin(LoggingConfigurable):
     gpu_max_per_user = Int(
         1,
         help="How many GPU servers (shared or exclusive) one user may hold at once; 0 for no limit.",
+    ).tag(config=True)
+
+    gpu_mps = Bool(
+        False,
+        help="""Servers on shared GPUs are clients of CUDA MPS: their environment
+        gets CUDA_MPS_PIPE_DIRECTORY and CUDA_MPS_PINNED_DEVICE_MEM_LIMIT (the
+        device's memory_limit). A hard cap only once the admin has set the GPU to
+        EXCLUSIVE_PROCESS, started the MPS control daemon and set its default limit
+        (docs/deployment.md, "Hard memory caps"). Local and systemd spawners only.""",
+    ).tag(config=True)
+
+    gpu_mps_pipe_directory = Unicode(
+        "/tmp/nvidia-mps",
+        help="CUDA_MPS_PIPE_DIRECTORY of the MPS control daemon (as it was started with).",
     ).tag(config=True)
 
     gpu_show_holders = Bool(
@@ -314,7 +338,20 @@ class GPUPoolMixin(LoggingConfigurable):
             else:
                 env.pop(ENV_MEMORY_LIMIT, None)
             env[ENV_PROFILE] = alloc.profile
+            if self.gpu_mps and alloc.policy == SHARED:
+                env.update(platforms.mps_environment(alloc.memory_limit, self.gpu_mps_pipe_directory))
         return env
+
+    def gpu_device(self):
+        """The pool entry of the device this server holds, or None (CPU only)."""
+        alloc = self.gpu_allocation
+        if alloc is None:
+            return None
+        for device in self.gpu_pool:
+            if device.id == alloc.device:
+                return device
+        # the pool changed while the server held the device: what the ledger recorded
+        return GPUDevice(alloc.device, alloc.policy, memory_limit=alloc.memory_limit)
 
     def get_state(self):
         state = super().get_state()

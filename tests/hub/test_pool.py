@@ -342,3 +342,31 @@ def test_processes_found_by_tree_and_by_marker_are_ended(tmp_path):
     (mine,) = [p for p in me if p.pid == os.getpid()]
     assert not processes.is_alive(processes.Proc(mine.pid, mine.start + 1))
     assert processes.end_processes({mine}) == [] and processes.is_alive(mine)  # never signals its caller
+
+
+@pytest.mark.parametrize("spawner, mps, device_line, shared_line", [
+    ("tomolab.hub.GPUPoolLocalProcessSpawner", False, "device: a convention: CUDA_VISIBLE_DEVICES",
+     "a convention: they bind tomolab's CuPy pool only"),
+    ("tomolab.hub.GPUPoolLocalProcessSpawner", True, "device: a convention", "a wall only if the GPU is in EXCLUSIVE_PROCESS"),
+    ("tomolab.hub.GPUPoolSystemdSpawner", True, "device: a wall: each unit's device cgroup", "EXCLUSIVE_PROCESS"),
+    ("tomolab.hub.GPUPoolKubeSpawner", False, "device: a wall: each pod", "as the device plugin's sharing sets it"),
+])
+def test_admin_listing_says_what_is_a_wall(tmp_path, spawner, mps, device_line, shared_line):
+    pytest.importorskip("traitlets", reason="reading a jupyterhub_config.py needs traitlets (comes with jupyterhub)")
+    spec = [{"id": "0", "policy": "exclusive"}, {"id": "1", "policy": "shared", "max_users": 2, "memory_limit": "8G"},
+            {"id": "MIG-aaaa-bbbb", "policy": "exclusive"}]
+    cfg = tmp_path / "jupyterhub_config.py"
+    cfg.write_text(f"c.JupyterHub.spawner_class = {spawner!r}\nc.GPUPoolMixin.gpu_devices = {spec!r}\n"
+                   f"c.GPUPoolMixin.gpu_pool_db = 'pool.sqlite'\nc.GPUPoolMixin.gpu_mps = {mps}\n")
+    Ledger(str(tmp_path / "pool.sqlite"))
+    out = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    lines = out.splitlines()
+    start = lines.index(f"isolation ({spawner.rsplit('.', 1)[-1]}):")
+    iso = [ln.strip() for ln in lines[start + 1:start + 4]]
+    assert iso[0].startswith(device_line), iso
+    assert iso[1].startswith("memory caps on GPU 1: ") and shared_line in iso[1], iso
+    assert iso[2] == "memory on GPU MIG-aaaa-bbbb: a wall (a MIG instance has its own memory)"
+    data = json.loads(subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--config", str(cfg), "--json"],
+                                     capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert data["isolation"] == iso

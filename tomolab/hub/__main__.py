@@ -17,17 +17,21 @@ import sys
 import time
 
 from .ledger import Ledger, usage
+from .platforms import isolation_summary
 from .pool import format_bytes, parse_devices, printable
 
 _SECTIONS = ("GPUPoolMixin", "GPUPoolLocalProcessSpawner", "Spawner")
 
 
 def _from_config(path):
-    """(devices spec, ledger path) from a jupyterhub_config.py, either may be None."""
+    """(devices spec, ledger path, spawner class, MPS on) from a jupyterhub_config.py."""
     from traitlets.config.loader import PyFileConfigLoader
 
     cfg = PyFileConfigLoader(os.path.basename(path), os.path.dirname(os.path.abspath(path))).load_config()
     devices = db = None
+    spawner_class = cfg.JupyterHub.get("spawner_class", "") if "JupyterHub" in cfg else ""
+    spawner_class = getattr(spawner_class, "__name__", spawner_class)
+    mps = any(cfg[s].get("gpu_mps", False) for s in cfg if hasattr(cfg[s], "keys"))
     for section in cfg:
         sec = cfg[section]
         if not hasattr(sec, "keys"):
@@ -39,13 +43,13 @@ def _from_config(path):
     if db is not None and not os.path.isabs(db):
         # the hub resolves it from its working directory; assume the config's folder
         db = os.path.join(os.path.dirname(os.path.abspath(path)), db)
-    return devices, db
+    return devices, db, str(spawner_class), bool(mps)
 
 
 def _list(args) -> int:
-    devices_spec, db = (None, None)
+    devices_spec, db, spawner_class, mps = (None, None, "", False)
     if args.config:
-        devices_spec, db = _from_config(args.config)
+        devices_spec, db, spawner_class, mps = _from_config(args.config)
     db = args.db or db
     if not db:
         print("error: give --db PATH (the hub's gpu_pool_db) or --config jupyterhub_config.py", file=sys.stderr)
@@ -66,6 +70,8 @@ def _list(args) -> int:
     counts = usage(devices, allocations)
     if args.json:
         out = {"ledger": os.path.abspath(db), "allocations": [a.to_state() for a in allocations]}
+        if spawner_class:
+            out["isolation"] = isolation_summary(spawner_class, devices, mps=mps)
         if devices:
             out["devices"] = [
                 {"id": d.id, "policy": d.policy, "max_users": d.max_users, "memory_limit": d.memory_limit,
@@ -79,6 +85,10 @@ def _list(args) -> int:
     for d in devices:
         cap = f"{format_bytes(d.memory_limit)} cap each" if d.memory_limit else "no memory cap"
         print(f"  {d.display:<28} {d.policy:<9} {counts[d.id]}/{d.max_users} in use, {cap}")
+    if spawner_class:
+        print(f"isolation ({spawner_class.rsplit('.', 1)[-1]}):")
+        for line in isolation_summary(spawner_class, devices, mps=mps):
+            print(f"  {line}")
     if not allocations:
         print("no GPU allocations")
         return 0

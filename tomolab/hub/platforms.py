@@ -34,6 +34,7 @@ __all__ = [
     "NVIDIA_CONTROL_NODES",
     "device_nodes",
     "docker_host_config",
+    "isolation_summary",
     "k8s_resource",
     "kube_overrides",
     "mps_environment",
@@ -177,3 +178,39 @@ def mps_environment(memory_limit: int | None, pipe_directory: str) -> dict:
     if memory_limit:
         env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = f"0={_mps_size(memory_limit)}"
     return env
+
+
+_WALLS = {
+    "GPUPoolSystemdSpawner": "a wall: each unit's device cgroup allows its own GPU's device files only",
+    "GPUPoolDockerSpawner": "a wall: each container holds its own GPU's device files only (device requests)",
+    "GPUPoolKubeSpawner": "a wall: each pod gets the devices the NVIDIA device plugin allocated to it",
+}
+
+
+def isolation_summary(spawner_class: str, devices, *, mps: bool = False) -> list[str]:
+    """Plain statements for admins: which GPU and memory limits a user cannot get around.
+
+    Examples
+    --------
+    >>> from tomolab.hub.pool import parse_devices
+    >>> pool = parse_devices([{"id": "1", "policy": "shared", "max_users": 2, "memory_limit": "8G"}])
+    >>> for line in isolation_summary("tomolab.hub.GPUPoolLocalProcessSpawner", pool):
+    ...     print(line)
+    device: a convention: CUDA_VISIBLE_DEVICES, which a user can change in their own session
+    memory caps on GPU 1: a convention: they bind tomolab's CuPy pool only (set gpu_mps for a hard cap)
+    """
+    name = str(spawner_class).rsplit(".", 1)[-1]
+    lines = [f"device: {_WALLS.get(name, 'a convention: CUDA_VISIBLE_DEVICES, which a user can change in their own session')}"]
+    for d in devices:
+        if d.id.startswith("MIG-"):
+            lines.append(f"memory on GPU {d.id}: a wall (a MIG instance has its own memory)")
+        elif d.policy == SHARED:
+            if name == "GPUPoolKubeSpawner":
+                how = "as the device plugin's sharing sets it (MPS sharing: a wall; time-slicing: none)"
+            elif mps:
+                how = ("a wall only if the GPU is in EXCLUSIVE_PROCESS mode and the MPS daemon's default limit "
+                       "is set (otherwise a convention)")
+            else:
+                how = "a convention: they bind tomolab's CuPy pool only (set gpu_mps for a hard cap)"
+            lines.append(f"memory caps on GPU {d.id}: {how}")
+    return lines

@@ -127,9 +127,12 @@ def test_systemd_unit_allows_its_gpu_only(tmp_path, profile, request):
     assert allowed == sorted(["char-pts rw", "/dev/fuse rw", *control, *gpu_nodes[profile]])
     assert sp.unit_extra_properties == {"DeviceAllow": "/dev/fuse rw"}, "the configured trait is left as it was"
     if profile == "shared":  # MPS on: the client environment carries the pipe and the cap
-        assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=10G" and env["CUDA_VISIBLE_DEVICES"] == SHARED_MIG
+        assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=10G"
+        assert env["CUDA_MPS_PIPE_DIRECTORY"] == f"/run/nvidia-mps/{SHARED_MIG}"
+        assert "CUDA_VISIBLE_DEVICES" not in env  # the daemon of that pipe serves that GPU only
     else:
         assert "CUDA_MPS_PIPE_DIRECTORY" not in env
+        assert env["CUDA_VISIBLE_DEVICES"] == {"exclusive": "0", "cpu": ""}[profile]
     asyncio.run(sp.stop())
     assert sp.gpu_ledger.allocations() == []
 

@@ -149,15 +149,18 @@ class GPUPoolMixin(LoggingConfigurable):
     gpu_mps = Bool(
         False,
         help="""Servers on shared GPUs are clients of CUDA MPS: their environment
-        gets CUDA_MPS_PIPE_DIRECTORY and CUDA_MPS_PINNED_DEVICE_MEM_LIMIT (the
-        device's memory_limit). A hard cap only once the admin has set the GPU to
-        EXCLUSIVE_PROCESS, started the MPS control daemon and set its default limit
-        (docs/deployment.md, "Hard memory caps"). Local and systemd spawners only.""",
+        gets CUDA_MPS_PIPE_DIRECTORY (gpu_mps_pipe_directory) and
+        CUDA_MPS_PINNED_DEVICE_MEM_LIMIT (the device's memory_limit), and no
+        CUDA_VISIBLE_DEVICES (the daemon of that directory serves that GPU only).
+        A hard cap only once the admin has set the GPU to EXCLUSIVE_PROCESS,
+        started its MPS control daemon and set the daemon's default limit
+        (docs/deployment.md, "Hard memory caps"). Local and systemd spawners.""",
     ).tag(config=True)
 
     gpu_mps_pipe_directory = Unicode(
-        "/tmp/nvidia-mps",
-        help="CUDA_MPS_PIPE_DIRECTORY of the MPS control daemon (as it was started with).",
+        "/run/nvidia-mps/{device}",
+        help="""CUDA_MPS_PIPE_DIRECTORY of the MPS control daemon of each shared GPU,
+        as the daemon was started with; {device} is the device id ('/' becomes '_').""",
     ).tag(config=True)
 
     gpu_show_holders = Bool(
@@ -339,7 +342,9 @@ class GPUPoolMixin(LoggingConfigurable):
                 env.pop(ENV_MEMORY_LIMIT, None)
             env[ENV_PROFILE] = alloc.profile
             if self.gpu_mps and alloc.policy == SHARED:
-                env.update(platforms.mps_environment(alloc.memory_limit, self.gpu_mps_pipe_directory))
+                pipe = self.gpu_mps_pipe_directory.format(device=alloc.device.replace("/", "_"))
+                env.update(platforms.mps_environment(alloc.memory_limit, pipe))
+                env.pop(ENV_DEVICES, None)
         return env
 
     def gpu_device(self):

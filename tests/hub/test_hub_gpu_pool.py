@@ -280,6 +280,8 @@ def test_stopping_a_server_ends_every_process_started_from_it(clean):
         assert await wait_gone(sleepers) == [], hub.log_tail()
         assert "pk1" not in hub.holders() and hub.allocations() == []
         assert "process(es) left by pk1 (server stopped)" in hub.log_tail(200)
+        # the hub's ledger is its own
+        assert os.stat(hub.ledger_path).st_mode & 0o777 == 0o600
 
     run(scenario())
 

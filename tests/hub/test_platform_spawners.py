@@ -107,6 +107,21 @@ def systemd_run_args(log):
     return props, env
 
 
+def assert_systemd_accepts(tmp_path, props):
+    """systemd's own parser (systemd-analyze verify, which needs no running systemd) takes every property."""
+    import shutil
+    import subprocess
+
+    if shutil.which("systemd-analyze") is None:
+        return  # the command line above is still checked
+    unit = tmp_path / "tomolab-check.service"
+    unit.write_text("[Service]\nExecStart=/bin/true\n" + "".join(f"{p}\n" for p in props))
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                         check=False)
+    complaints = [ln for ln in out.stderr.splitlines() if str(unit) in ln]
+    assert not complaints, complaints
+
+
 @pytest.mark.parametrize("profile", ["exclusive", "shared", "cpu"])
 def test_systemd_unit_allows_its_gpu_only(tmp_path, profile, request):
     pytest.importorskip("systemdspawner", reason="pip install -e '.[hub-systemd]'")
@@ -126,6 +141,7 @@ def test_systemd_unit_allows_its_gpu_only(tmp_path, profile, request):
     control = [] if profile == "cpu" else ["/dev/nvidia-uvm rw", "/dev/nvidia-uvm-tools rw", "/dev/nvidiactl rw"]
     assert allowed == sorted(["char-pts rw", "/dev/fuse rw", *control, *gpu_nodes[profile]])
     assert sp.unit_extra_properties == {"DeviceAllow": "/dev/fuse rw"}, "the configured trait is left as it was"
+    assert_systemd_accepts(tmp_path, props)
     if profile == "shared":  # MPS on: the client environment carries the pipe and the cap
         assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=10G"
         assert env["CUDA_MPS_PIPE_DIRECTORY"] == f"/run/nvidia-mps/{SHARED_MIG}"

@@ -370,3 +370,26 @@ def test_admin_listing_says_what_is_a_wall(tmp_path, spawner, mps, device_line, 
     data = json.loads(subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--config", str(cfg), "--json"],
                                      capture_output=True, text=True, timeout=60, check=True).stdout)
     assert data["isolation"] == iso
+
+
+def test_mps_setup_commands_come_from_the_pool(tmp_path):
+    pytest.importorskip("traitlets", reason="reading a jupyterhub_config.py needs traitlets (comes with jupyterhub)")
+    spec = [{"id": "0", "policy": "exclusive"},
+            {"id": "GPU-86375ad3", "policy": "shared", "max_users": 3, "memory_limit": "1536M"},
+            {"id": "MIG-aaaa-bbbb", "policy": "shared", "max_users": 2, "memory_limit": "4G"}]
+    cfg = tmp_path / "jupyterhub_config.py"
+    cfg.write_text(f"c.GPUPoolMixin.gpu_devices = {spec!r}\nc.GPUPoolMixin.gpu_mps = True\n"
+                   "c.GPUPoolMixin.gpu_mps_pipe_directory = '/srv/mps/{device}'\n")
+    out = subprocess.run([sys.executable, "-m", "tomolab.hub", "mps-setup", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    script = out.stdout.splitlines()
+    assert "nvidia-smi -i GPU-86375ad3 -c EXCLUSIVE_PROCESS" in script
+    assert ("echo 'set_default_device_pinned_mem_limit 0 1536M' | "
+            "CUDA_MPS_PIPE_DIRECTORY=/srv/mps/GPU-86375ad3 nvidia-cuda-mps-control") in script
+    assert not any("-i 0 " in ln for ln in script), "exclusive GPUs are left alone"
+    assert "# MIG-aaaa-bbbb: a MIG instance, its memory is a wall already: no MPS" in script
+    assert out.stderr == ""
+    cfg.write_text(f"c.GPUPoolMixin.gpu_devices = {spec[:1]!r}\n")
+    none = subprocess.run([sys.executable, "-m", "tomolab.hub", "mps-setup", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert none.returncode == 2 and "no shared whole GPU" in none.stderr and "Traceback" not in none.stderr

@@ -17,21 +17,24 @@ import sys
 import time
 
 from .ledger import Ledger, usage
-from .platforms import isolation_summary
+from .platforms import DEFAULT_MPS_PIPE_DIRECTORY, isolation_summary, mps_setup_script
 from .pool import format_bytes, parse_devices, printable
 
 _SECTIONS = ("GPUPoolMixin", "GPUPoolLocalProcessSpawner", "Spawner")
 
 
 def _from_config(path):
-    """(devices spec, ledger path, spawner class, MPS on) from a jupyterhub_config.py."""
+    """(devices spec, ledger path, spawner class, MPS on, MPS pipe directory) from a jupyterhub_config.py."""
     from traitlets.config.loader import PyFileConfigLoader
 
     cfg = PyFileConfigLoader(os.path.basename(path), os.path.dirname(os.path.abspath(path))).load_config()
     devices = db = None
     spawner_class = cfg.JupyterHub.get("spawner_class", "") if "JupyterHub" in cfg else ""
     spawner_class = getattr(spawner_class, "__name__", spawner_class)
-    mps = any(cfg[s].get("gpu_mps", False) for s in cfg if hasattr(cfg[s], "keys"))
+    sections = [cfg[s] for s in cfg if hasattr(cfg[s], "keys")]
+    mps = any(sec.get("gpu_mps", False) for sec in sections)
+    pipe = next((sec["gpu_mps_pipe_directory"] for sec in sections if "gpu_mps_pipe_directory" in sec),
+                DEFAULT_MPS_PIPE_DIRECTORY)
     for section in cfg:
         sec = cfg[section]
         if not hasattr(sec, "keys"):
@@ -43,13 +46,13 @@ def _from_config(path):
     if db is not None and not os.path.isabs(db):
         # the hub resolves it from its working directory; assume the config's folder
         db = os.path.join(os.path.dirname(os.path.abspath(path)), db)
-    return devices, db, str(spawner_class), bool(mps)
+    return devices, db, str(spawner_class), bool(mps), pipe
 
 
 def _list(args) -> int:
     devices_spec, db, spawner_class, mps = (None, None, "", False)
     if args.config:
-        devices_spec, db, spawner_class, mps = _from_config(args.config)
+        devices_spec, db, spawner_class, mps, _ = _from_config(args.config)
     db = args.db or db
     if not db:
         print("error: give --db PATH (the hub's gpu_pool_db) or --config jupyterhub_config.py", file=sys.stderr)
@@ -111,8 +114,30 @@ def main(argv=None) -> int:
     p.add_argument("--db", help="the ledger file (c.GPUPoolMixin.gpu_pool_db)")
     p.add_argument("--config", help="jupyterhub_config.py to read the pool (and the ledger path) from")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("mps-setup", help="print the root commands that make shared GPUs' memory caps a wall (MPS)")
+    p.add_argument("--config", required=True, help="jupyterhub_config.py to read the pool from")
     args = parser.parse_args(argv)
+    if args.command == "mps-setup":
+        return _mps_setup(args)
     return _list(args)
+
+
+def _mps_setup(args) -> int:
+    devices_spec, _, _, mps, pipe = _from_config(args.config)
+    try:
+        devices = parse_devices(devices_spec or ())
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not any(d.policy == "shared" and not d.id.startswith("MIG-") for d in devices):
+        print("error: the pool has no shared whole GPU; MPS is for those (MIG instances cap memory already)",
+              file=sys.stderr)
+        return 2
+    if not mps:
+        print("note: c.GPUPoolMixin.gpu_mps is False: servers will not use these daemons until it is True",
+              file=sys.stderr)
+    sys.stdout.write(mps_setup_script(devices, pipe_directory=pipe))
+    return 0
 
 
 if __name__ == "__main__":

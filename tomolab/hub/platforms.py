@@ -30,6 +30,7 @@ import re
 from .pool import SHARED, GPUDevice, PoolConfigError
 
 __all__ = [
+    "DEFAULT_MPS_PIPE_DIRECTORY",
     "NO_GPU_ENV",
     "NVIDIA_CONTROL_NODES",
     "device_nodes",
@@ -38,6 +39,7 @@ __all__ = [
     "k8s_resource",
     "kube_overrides",
     "mps_environment",
+    "mps_setup_script",
     "systemd_properties",
 ]
 
@@ -214,3 +216,56 @@ def isolation_summary(spawner_class: str, devices, *, mps: bool = False) -> list
                 how = "a convention: they bind tomolab's CuPy pool only (set gpu_mps for a hard cap)"
             lines.append(f"memory caps on GPU {d.id}: {how}")
     return lines
+
+
+#: Where the MPS control daemon of each shared GPU listens (``{device}``: its id, '/' as '_').
+DEFAULT_MPS_PIPE_DIRECTORY = "/run/nvidia-mps/{device}"
+
+
+def mps_setup_script(devices, *, pipe_directory: str = DEFAULT_MPS_PIPE_DIRECTORY,
+                     log_directory: str = "/var/log/nvidia-mps/{device}") -> str:
+    """The root commands that make the memory caps of the pool's shared whole GPUs a wall.
+
+    For each shared GPU: EXCLUSIVE_PROCESS compute mode, an MPS control daemon
+    of its own, and the daemon's default pinned-memory limit set to the
+    device's ``memory_limit`` (a client can lower its limit, not raise it).
+    MIG instances are skipped: their memory is a wall already.
+
+    Examples
+    --------
+    >>> from tomolab.hub.pool import parse_devices
+    >>> pool = parse_devices([{"id": "0", "policy": "exclusive"},
+    ...                       {"id": "1", "policy": "shared", "max_users": 4, "memory_limit": "18G"}])
+    >>> print(mps_setup_script(pool))
+    #!/bin/sh
+    # CUDA MPS for the shared GPUs of the tomolab pool; run as root at boot, before the hub.
+    set -e
+    # GPU 1: up to 4 servers, 18 GiB each
+    nvidia-smi -i 1 -c EXCLUSIVE_PROCESS
+    mkdir -p /run/nvidia-mps/1 /var/log/nvidia-mps/1
+    CUDA_VISIBLE_DEVICES=1 CUDA_MPS_PIPE_DIRECTORY=/run/nvidia-mps/1 CUDA_MPS_LOG_DIRECTORY=/var/log/nvidia-mps/1 nvidia-cuda-mps-control -d
+    echo 'set_default_device_pinned_mem_limit 0 18G' | CUDA_MPS_PIPE_DIRECTORY=/run/nvidia-mps/1 nvidia-cuda-mps-control
+    <BLANKLINE>
+    """
+    from .pool import format_bytes
+
+    lines = ["#!/bin/sh", "# CUDA MPS for the shared GPUs of the tomolab pool; run as root at boot, before the hub.",
+             "set -e"]
+    for d in devices:
+        if d.policy != SHARED:
+            continue
+        if d.id.startswith("MIG-"):
+            lines.append(f"# {d.id}: a MIG instance, its memory is a wall already: no MPS")
+            continue
+        key = d.id.replace("/", "_")
+        pipe, log = pipe_directory.format(device=key), log_directory.format(device=key)
+        lines += [
+            f"# GPU {d.id}: up to {d.max_users} servers, {format_bytes(d.memory_limit)} each",
+            f"nvidia-smi -i {d.id} -c EXCLUSIVE_PROCESS",
+            f"mkdir -p {pipe} {log}",
+            f"CUDA_VISIBLE_DEVICES={d.id} CUDA_MPS_PIPE_DIRECTORY={pipe} CUDA_MPS_LOG_DIRECTORY={log} "
+            "nvidia-cuda-mps-control -d",
+            f"echo 'set_default_device_pinned_mem_limit 0 {_mps_size(d.memory_limit)}' | "
+            f"CUDA_MPS_PIPE_DIRECTORY={pipe} nvidia-cuda-mps-control",
+        ]
+    return "\n".join(lines) + "\n"

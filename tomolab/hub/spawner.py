@@ -158,7 +158,7 @@ class GPUPoolMixin(LoggingConfigurable):
     ).tag(config=True)
 
     gpu_mps_pipe_directory = Unicode(
-        "/run/nvidia-mps/{device}",
+        platforms.DEFAULT_MPS_PIPE_DIRECTORY,
         help="""CUDA_MPS_PIPE_DIRECTORY of the MPS control daemon of each shared GPU,
         as the daemon was started with; {device} is the device id ('/' becomes '_').""",
     ).tag(config=True)

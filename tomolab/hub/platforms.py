@@ -263,9 +263,9 @@ def mps_setup_script(devices, *, pipe_directory: str = DEFAULT_MPS_PIPE_DIRECTOR
             f"# GPU {d.id}: up to {d.max_users} servers, {format_bytes(d.memory_limit)} each",
             f"nvidia-smi -i {d.id} -c EXCLUSIVE_PROCESS",
             f"mkdir -p {pipe} {log}",
-            f"CUDA_VISIBLE_DEVICES={d.id} CUDA_MPS_PIPE_DIRECTORY={pipe} CUDA_MPS_LOG_DIRECTORY={log} "
-            "nvidia-cuda-mps-control -d",
-            f"echo 'set_default_device_pinned_mem_limit 0 {_mps_size(d.memory_limit)}' | "
-            f"CUDA_MPS_PIPE_DIRECTORY={pipe} nvidia-cuda-mps-control",
+            (f"CUDA_VISIBLE_DEVICES={d.id} CUDA_MPS_PIPE_DIRECTORY={pipe} CUDA_MPS_LOG_DIRECTORY={log} "
+             "nvidia-cuda-mps-control -d"),
+            (f"echo 'set_default_device_pinned_mem_limit 0 {_mps_size(d.memory_limit)}' | "
+             f"CUDA_MPS_PIPE_DIRECTORY={pipe} nvidia-cuda-mps-control"),
         ]
     return "\n".join(lines) + "\n"

@@ -130,17 +130,19 @@ def test_systemd_unit_allows_its_gpu_only(tmp_path, profile, request):
 
     kwargs, options = spawner_args(tmp_path, profile=profile)
     sp = GPUPoolSystemdSpawner(**kwargs, start_timeout=1, mem_limit="8G",
-                               unit_extra_properties={"DeviceAllow": "/dev/fuse rw"}, gpu_mps=True)
+                               unit_extra_properties={"DeviceAllow": "/dev/fuse rw", "KillMode": "process"},
+                               gpu_mps=True)
     sp.user_options = options
     asyncio.run(sp.start())
     props, env = systemd_run_args(fake_systemd)
     assert "DevicePolicy=closed" in props and "MemoryMax=8589934592" in props
+    assert [p for p in props if p.startswith("KillMode=")] == ["KillMode=control-group"]  # stop ends the cgroup
     allowed = sorted(p.split("=", 1)[1] for p in props if p.startswith("DeviceAllow="))
     gpu_nodes = {"exclusive": ["/dev/nvidia0 rw"], "cpu": [],
                  "shared": ["/dev/nvidia-caps/nvidia-cap21 rw", "/dev/nvidia-caps/nvidia-cap22 rw", "/dev/nvidia1 rw"]}
     control = [] if profile == "cpu" else ["/dev/nvidia-uvm rw", "/dev/nvidia-uvm-tools rw", "/dev/nvidiactl rw"]
     assert allowed == sorted(["char-pts rw", "/dev/fuse rw", *control, *gpu_nodes[profile]])
-    assert sp.unit_extra_properties == {"DeviceAllow": "/dev/fuse rw"}, "the configured trait is left as it was"
+    assert sp.unit_extra_properties == {"DeviceAllow": "/dev/fuse rw", "KillMode": "process"}, "trait left as it was"
     assert_systemd_accepts(tmp_path, props)
     if profile == "shared":  # MPS on: the client environment carries the pipe and the cap
         assert env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=10G"

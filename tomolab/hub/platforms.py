@@ -77,12 +77,14 @@ def systemd_properties(device: GPUDevice | None) -> dict:
 
     ``DevicePolicy=closed`` allows the standard pseudo devices (``/dev/null``,
     ``/dev/zero``, ``/dev/urandom``, ``/dev/tty``, ``/dev/ptmx``, ...); terminals
-    also need ``char-pts``.
+    also need ``char-pts``. ``KillMode=control-group`` (systemd's default, kept
+    even if the unit's other properties say otherwise) makes stopping the unit
+    end every process in it, so a released GPU is really free.
 
     Examples
     --------
     >>> systemd_properties(None)
-    {'DevicePolicy': 'closed', 'DeviceAllow': ['char-pts rw']}
+    {'DevicePolicy': 'closed', 'DeviceAllow': ['char-pts rw'], 'KillMode': 'control-group'}
     >>> from tomolab.hub.pool import parse_devices
     >>> systemd_properties(parse_devices([{"id": "1", "policy": "exclusive"}])[0])["DeviceAllow"]
     ['char-pts rw', '/dev/nvidiactl rw', '/dev/nvidia-uvm rw', '/dev/nvidia-uvm-tools rw', '/dev/nvidia1 rw']
@@ -90,7 +92,7 @@ def systemd_properties(device: GPUDevice | None) -> dict:
     allow = ["char-pts rw"]
     if device is not None:
         allow += [f"{node} rw" for node in (*NVIDIA_CONTROL_NODES, *device_nodes(device))]
-    return {"DevicePolicy": "closed", "DeviceAllow": allow}
+    return {"DevicePolicy": "closed", "DeviceAllow": allow, "KillMode": "control-group"}
 
 
 def docker_host_config(device: GPUDevice | None) -> dict:

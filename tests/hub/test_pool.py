@@ -332,6 +332,7 @@ def test_processes_found_by_tree_and_by_marker_are_ended(tmp_path):
     assert len(marked) == 3 and len(tree) == 2, (marked, tree)  # the daemon is outside the tree
     assert {p.pid for p in tree} <= {p.pid for p in marked}
     assert processes.carrying("other-" + marker) == set()
+    assert processes.has_marker(server.pid, marker) and not processes.has_marker(os.getpid(), marker)
     t0 = time.monotonic()
     assert processes.end_processes(marked | tree, grace=0.5) == []
     assert time.monotonic() - t0 < 10

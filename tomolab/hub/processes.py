@@ -30,7 +30,8 @@ import signal
 import time
 from dataclasses import dataclass
 
-__all__ = ["ENV_SERVER_SESSION", "Proc", "carrying", "descendants", "end_processes", "is_alive", "lookup"]
+__all__ = ["ENV_SERVER_SESSION", "Proc", "carrying", "descendants", "end_processes", "has_marker", "is_alive",
+           "lookup"]
 
 ENV_SERVER_SESSION = "TOMOLAB_SERVER_SESSION"
 
@@ -95,20 +96,23 @@ def descendants(root: int) -> set[Proc]:
     return found
 
 
+def has_marker(pid: int, marker: str, *, name: str = ENV_SERVER_SESSION) -> bool:
+    """True if process ``pid`` was started with ``name=marker`` in its environment."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{name}={marker}".encode() in f.read().split(b"\0")
+    except OSError:  # gone, or another user's
+        return False
+
+
 def carrying(marker: str, *, name: str = ENV_SERVER_SESSION) -> set[Proc]:
     """Processes whose start-up environment has ``name=marker`` (those this user may read)."""
-    needle = f"{name}={marker}".encode()
     found = set()
     for pid in _pids():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if needle not in f.read().split(b"\0"):
-                    continue
-        except OSError:  # gone, or another user's
-            continue
-        proc = lookup(pid)
-        if proc is not None:
-            found.add(proc)
+        if has_marker(pid, marker, name=name):
+            proc = lookup(pid)
+            if proc is not None:
+                found.add(proc)
     return found
 
 

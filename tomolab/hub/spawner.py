@@ -520,8 +520,11 @@ class EndAllProcessesMixin(LoggingConfigurable):
     async def stop(self, now=False):
         session = self._server_session
         pid = getattr(self, "pid", 0)
-        # the tree before the server goes: afterwards its orphans belong to init
-        tree = await asyncio.to_thread(processes.descendants, pid) if pid else set()
+        # the tree before the server goes (afterwards its orphans belong to init), and only
+        # if that pid is still this server's (a pid saved in the state can have been reused)
+        tree = set()
+        if pid and session and processes.has_marker(pid, session):
+            tree = await asyncio.to_thread(processes.descendants, pid)
         self._stopping = True
         try:
             await super().stop(now=now)  # its poll may find the server gone and end the rest first

@@ -67,6 +67,11 @@ c.Authenticator.admin_users = set()  # CHANGE ME: admin usernames, e.g. {"alice"
 # ---------------------------------------------------------------------------
 # The spawner and the GPU pool. CHANGE ME: list your devices (`nvidia-smi -L`).
 # ---------------------------------------------------------------------------
+# Local processes: the device assignment (CUDA_VISIBLE_DEVICES) is a convention a user
+# can undo. For a wall use the same pool with a confining spawner (docs/deployment.md,
+# "Isolation"): "tomolab.hub.GPUPoolSystemdSpawner" (pip install "tomolab[hub-systemd]"),
+# "tomolab.hub.GPUPoolDockerSpawner" ("tomolab[hub-docker]") or
+# "tomolab.hub.GPUPoolKubeSpawner" ("tomolab[hub-k8s]").
 c.JupyterHub.spawner_class = "tomolab.hub.GPUPoolLocalProcessSpawner"
 
 GPU_DEVICES = [
@@ -86,6 +91,12 @@ c.GPUPoolMixin.gpu_profiles = ["cpu", "shared", "exclusive"]  # what the spawn f
 c.GPUPoolMixin.gpu_default_profile = "cpu"  # for API spawns that name no profile
 c.GPUPoolMixin.gpu_max_per_user = 1  # GPU servers one user may hold at once (0: no limit)
 c.GPUPoolMixin.gpu_show_holders = True  # name the holders when the pool is full
+# Hard memory caps on shared GPUs through CUDA MPS: only after the admin steps of
+# docs/deployment.md ("Hard memory caps"); otherwise the caps bind tomolab's CuPy pool only.
+c.GPUPoolMixin.gpu_mps = False
+# Stopping or culling a server ends every process started from it: SIGTERM, then
+# SIGKILL after this many seconds.
+c.EndAllProcessesMixin.end_processes_grace = 5.0
 
 c.Spawner.default_url = "/lab"
 c.Spawner.notebook_dir = "~"

@@ -99,10 +99,10 @@ class Hub:
         cfg = f"""
         import sys
         from jupyterhub.spawner import SimpleLocalProcessSpawner
-        from tomolab.hub import GPUPoolMixin
+        from tomolab.hub import EndAllProcessesMixin, GPUPoolMixin
 
-        class TestGPUSpawner(GPUPoolMixin, SimpleLocalProcessSpawner):
-            pass
+        class TestGPUSpawner(GPUPoolMixin, EndAllProcessesMixin, SimpleLocalProcessSpawner):
+            pass  # as GPUPoolLocalProcessSpawner, but servers run as the test user
 
         def use_stub_for_stub_users(spawner):
             # users named stub-* get a millisecond-start HTTP stub instead of Jupyter
@@ -328,16 +328,25 @@ class Hub:
 
     async def kernel_environ(self, name: str, keys, server: str = "", timeout: float = 60) -> dict:
         """Start a kernel in the user's server, read os.environ[keys] (+ pid/ppid) from it, shut it down."""
+        code = (
+            "import os, json; print('ENV=' + json.dumps({**{k: os.environ.get(k) for k in %r}, "
+            "'pid': os.getpid(), 'ppid': os.getppid()}))" % (list(keys),)
+        )
+        out = await self.kernel_run(name, code, server=server, timeout=timeout, until="ENV=")
+        line = [ln for ln in out.splitlines() if ln.startswith("ENV=")]
+        if not line:
+            raise HubError(f"no output from the kernel of {name} within {timeout} s")
+        return json.loads(line[-1][4:])
+
+    async def kernel_run(self, name: str, code: str, server: str = "", timeout: float = 60, until: str = "",
+                         shutdown: bool = True) -> str:
+        """Run ``code`` in a new kernel of the user's server; return what it printed (then shut it down)."""
         from tornado.httpclient import HTTPRequest
         from tornado.websocket import websocket_connect
 
         base = f"http://127.0.0.1:{self.port}/user/{name}/{server + '/' if server else ''}api"
         kernel = await self.request("POST", "", {"name": "python3"}, url=f"{base}/kernels", timeout=timeout)
         try:
-            code = (
-                "import os, json; print('ENV=' + json.dumps({**{k: os.environ.get(k) for k in %r}, "
-                "'pid': os.getpid(), 'ppid': os.getppid()}))" % (list(keys),)
-            )
             session = uuid.uuid4().hex
             msg_id = uuid.uuid4().hex
             msg = {
@@ -368,16 +377,14 @@ class Hub:
                         out += reply["content"]["text"]
                     elif kind == "error":
                         raise HubError(f"kernel of {name} raised: {reply['content']}")
-                    elif kind == "status" and reply["content"]["execution_state"] == "idle" and "ENV=" in out:
+                    elif kind == "status" and reply["content"]["execution_state"] == "idle" and until in out:
                         break
-                line = [ln for ln in out.splitlines() if ln.startswith("ENV=")]
-                if not line:
-                    raise HubError(f"no output from the kernel of {name} within {timeout} s")
-                return json.loads(line[-1][4:])
+                return out
             finally:
                 conn.close()
         finally:
-            await self.request("DELETE", "", url=f"{base}/kernels/{kernel['id']}", timeout=timeout, raw=True)
+            if shutdown:
+                await self.request("DELETE", "", url=f"{base}/kernels/{kernel['id']}", timeout=timeout, raw=True)
 
 
 class HubAPIError(HubError):

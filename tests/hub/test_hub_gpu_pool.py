@@ -196,6 +196,11 @@ def test_killed_server_process_is_noticed_and_its_gpu_released(clean):
         device = hub.holders()["k1"]
         state = await hub.server_state("k1")
         assert state["tomolab_gpu"]["device"] == device
+        assert "DETACHED" in await hub.kernel_run("k1", DETACH, until="DETACHED", shutdown=False)
+        deadline = time.monotonic() + 10
+        while len(sleepers := detached_sleepers(hub)) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(sleepers) == 3, sleepers
         os.kill(state["pid"], signal.SIGKILL)
         # the hub polls every second; the poll finds the process gone and the GPU comes back
         deadline = time.monotonic() + 30
@@ -203,10 +208,80 @@ def test_killed_server_process_is_noticed_and_its_gpu_released(clean):
             await asyncio.sleep(0.2)
         assert "k1" not in hub.holders(), hub.log_tail()
         await hub.wait_stopped("k1", timeout=30)
+        # the poll that found the server gone ended what it had started (its kernel, the sleeps)
+        assert await wait_gone(sleepers) == [], hub.log_tail()
         r = await hub.spawn("stub-k3", "exclusive")
         assert r["ok"], r
         assert hub.holders() == {"stub-k2": hub.holders()["stub-k2"], "stub-k3": device}
         assert (await hub.stub_environ("stub-k3"))["CUDA_VISIBLE_DEVICES"] == device
+
+    run(scenario())
+
+
+DETACH = r"""
+import os, subprocess
+subprocess.run("nohup sleep 1001 >/dev/null 2>&1 &", shell=True)  # the shell exits: sleep goes to init
+subprocess.run(["setsid", "-f", "sleep", "1002"])  # a session of its own, forked away
+pid = os.fork()  # a double-forked daemon
+if pid == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", "1003"])
+    os._exit(0)
+os.waitpid(pid, 0)
+print("DETACHED")
+"""
+
+
+def detached_sleepers(hub) -> dict[int, int]:
+    """pid -> session id of the `sleep 100x` processes started from this hub's servers."""
+    found = {}
+    for pid in hub.server_processes():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        if cmd[:1] == [b"sleep"] and cmd[1:2] and cmd[1].startswith(b"100"):
+            found[pid] = os.getsid(pid)
+    return found
+
+
+async def wait_gone(pids, timeout=20.0) -> list[int]:
+    from tomolab.hub.processes import is_alive, lookup
+
+    procs = [p for p in map(lookup, pids) if p is not None]
+    deadline = time.monotonic() + timeout
+    while procs and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        procs = [p for p in procs if is_alive(p)]
+    return [p.pid for p in procs]
+
+
+def test_stopping_a_server_ends_every_process_started_from_it(clean):
+    """A kernel detaches three sleeps (nohup, setsid -f, double fork); stopping the server ends them all."""
+    hub = clean
+
+    async def scenario():
+        await hub.create_users(["pk1"])
+        assert (await hub.spawn("pk1", "exclusive"))["ok"]
+        server_pid = (await hub.server_state("pk1"))["pid"]
+        out = await hub.kernel_run("pk1", DETACH, until="DETACHED", shutdown=False)
+        assert "DETACHED" in out
+        deadline = time.monotonic() + 10
+        while len(sleepers := detached_sleepers(hub)) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(sleepers) == 3, sleepers
+        # none is in the server's session or process group: signalling those would miss them
+        assert os.getsid(server_pid) not in sleepers.values()
+        assert all(os.getpgid(p) != server_pid for p in sleepers)
+        assert "pk1" in hub.holders()
+        await hub.stop_server("pk1")
+        assert await wait_gone(sleepers) == [], hub.log_tail()
+        assert "pk1" not in hub.holders() and hub.allocations() == []
+        assert "process(es) left by pk1 (server stopped)" in hub.log_tail(200)
+        # the hub's ledger is its own
+        assert os.stat(hub.ledger_path).st_mode & 0o777 == 0o600
 
     run(scenario())
 

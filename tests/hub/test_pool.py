@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -224,3 +225,172 @@ def test_cli_reads_the_pool_and_ledger_from_a_hub_config(tmp_path):
     data = json.loads(out)
     assert [d["in_use"] for d in data["devices"]] == [1, 0, 1]
     assert {(a["user"], a["server"]) for a in data["allocations"]} == {("ann", ""), ("bob", "big")}
+
+
+# -- the ledger is the hub's alone; names cannot forge lines ---------------------------
+def _mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+def test_new_ledger_is_private_whatever_the_umask(tmp_path):
+    db = tmp_path / "state" / "hub" / "pool.sqlite"
+    code = (
+        "import os, sys; os.umask(0); from tomolab.hub import Ledger, parse_devices; "
+        f"Ledger(sys.argv[1]).allocate('ann', '', 'exclusive', parse_devices({POOL_SPEC!r}))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(db)], timeout=60, check=True)
+    assert _mode(db) == 0o600
+    assert _mode(db.parent) == 0o700
+    assert [a.user for a in Ledger(str(db)).allocations()] == ["ann"]
+
+
+def test_world_readable_ledger_is_made_private_with_a_message(tmp_path):
+    db = tmp_path / "pool.sqlite"
+    Ledger(str(db)).allocate("ann", "", "exclusive", POOL)
+    os.chmod(db, 0o644)
+    ledger = Ledger(str(db))
+    assert _mode(db) == 0o600
+    assert ledger.notices == [f"GPU ledger {db} was readable by other users (mode 0644); made it 0600"]
+    assert [a.user for a in ledger.allocations()] == ["ann"]
+    os.chmod(db, 0o640)
+    out = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(db)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert "made it 0600" in out.stderr and "ann" in out.stdout
+    assert _mode(db) == 0o600
+
+
+def test_ledger_in_a_folder_others_can_write_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(PermissionError, match=r"writable by other users \(mode 0777\).*chmod go-w"):
+        Ledger(str(shared / "pool.sqlite"))
+    assert not (shared / "pool.sqlite").exists()
+    out = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(shared / "pool.sqlite")],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2 and "no ledger" in out.stderr  # nothing created by looking
+    os.chmod(shared, 0o1777)  # sticky, like /tmp: others cannot replace our file
+    assert _mode(Ledger(str(shared / "pool.sqlite")).path) == 0o600
+
+
+@pytest.mark.parametrize("name", ["eve\x1b[2J", "bob\nann 0 exclusive", "mallory\u202egnp", "x\x00y", "z\x85"])
+def test_names_with_control_characters_are_refused(ledger, name):
+    with pytest.raises(ValueError, match=r"user name '.*' holds a control character .*printable characters only"):
+        ledger.allocate(name, "", "exclusive", POOL)
+    with pytest.raises(ValueError, match=r"server name '.*' holds a control character"):
+        ledger.allocate("ann", name, "exclusive", POOL)
+    assert ledger.allocations() == []
+    with pytest.raises(PoolConfigError, match=r"gpu_devices\[0\].label .* holds a control character"):
+        parse_devices([{"id": "0", "policy": "exclusive", "label": name}])
+
+
+def test_names_already_in_a_ledger_are_listed_escaped(tmp_path):
+    from tomolab.hub import Allocation
+
+    db = tmp_path / "pool.sqlite"
+    ledger = Ledger(str(db))
+    # a row the hub adopted from a server's saved state (written before names were checked)
+    row = Allocation("a1b2c3d4e5f6a7b8", "eve\x1b[2J\x1b[H", "nb\r\nroot", "exclusive", "0", "exclusive", None, 0.0, 1)
+    ledger.adopt(row)
+    ledger.allocate("ann", "", "exclusive", POOL)
+    with pytest.raises(PoolExhausted) as exc:
+        ledger.allocate("bob", "", "exclusive", POOL)
+    assert "eve\\x1b[2J\\x1b[H/nb\\x0d\\x0aroot" in exc.value.message and "\x1b" not in exc.value.message
+    text = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(db)],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "eve\\x1b[2J\\x1b[H/nb\\x0d\\x0aroot" in text
+    assert not any(ch in text for ch in "\x1b\r"), "raw control characters reached the listing"
+    assert len(text.splitlines()) == 4  # ledger line, header, two rows: no forged line
+    raw = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--db", str(db), "--json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "\x1b" not in raw and "\r" not in raw
+    assert {a["user"] for a in json.loads(raw)["allocations"]} == {"ann", "eve\x1b[2J\x1b[H"}
+
+
+# -- the processes a server leaves behind ------------------------------------------------
+def test_processes_found_by_tree_and_by_marker_are_ended(tmp_path):
+    import signal
+    import time
+
+    from tomolab.hub import processes
+
+    marker = "test-" + os.urandom(8).hex()
+    env = dict(os.environ, **{processes.ENV_SERVER_SESSION: marker})
+    # a "server" whose child ignores SIGTERM, and a detached daemon that left the tree
+    code = (
+        "import signal, subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)']); "
+        "subprocess.run(['setsid', '-f', 'sleep', '301']); time.sleep(300)"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(processes.carrying(marker)) < 3:
+        time.sleep(0.05)
+    marked = processes.carrying(marker)
+    tree = processes.descendants(server.pid)
+    assert len(marked) == 3 and len(tree) == 2, (marked, tree)  # the daemon is outside the tree
+    assert {p.pid for p in tree} <= {p.pid for p in marked}
+    assert processes.carrying("other-" + marker) == set()
+    assert processes.has_marker(server.pid, marker) and not processes.has_marker(os.getpid(), marker)
+    t0 = time.monotonic()
+    assert processes.end_processes(marked | tree, grace=0.5) == []
+    assert time.monotonic() - t0 < 10
+    assert server.wait(5) == -signal.SIGTERM
+    assert not any(processes.is_alive(p) for p in marked)
+    # a pid with another start time (a reused pid) is not taken for the process
+    me = processes.descendants(os.getpid())
+    (mine,) = [p for p in me if p.pid == os.getpid()]
+    assert not processes.is_alive(processes.Proc(mine.pid, mine.start + 1))
+    assert processes.end_processes({mine}) == [] and processes.is_alive(mine)  # never signals its caller
+
+
+@pytest.mark.parametrize("spawner, mps, device_line, shared_line", [
+    ("tomolab.hub.GPUPoolLocalProcessSpawner", False, "device: a convention: CUDA_VISIBLE_DEVICES",
+     "a convention: they bind tomolab's CuPy pool only"),
+    ("tomolab.hub.GPUPoolLocalProcessSpawner", True, "device: a convention", "a wall only if the GPU is in EXCLUSIVE_PROCESS"),
+    ("tomolab.hub.GPUPoolSystemdSpawner", True, "device: a wall: each unit's device cgroup", "EXCLUSIVE_PROCESS"),
+    ("tomolab.hub.GPUPoolKubeSpawner", False, "device: a wall: each pod", "as the device plugin's sharing sets it"),
+])
+def test_admin_listing_says_what_is_a_wall(tmp_path, spawner, mps, device_line, shared_line):
+    pytest.importorskip("traitlets", reason="reading a jupyterhub_config.py needs traitlets (comes with jupyterhub)")
+    spec = [{"id": "0", "policy": "exclusive"}, {"id": "1", "policy": "shared", "max_users": 2, "memory_limit": "8G"},
+            {"id": "MIG-aaaa-bbbb", "policy": "exclusive"}]
+    cfg = tmp_path / "jupyterhub_config.py"
+    cfg.write_text(f"c.JupyterHub.spawner_class = {spawner!r}\nc.GPUPoolMixin.gpu_devices = {spec!r}\n"
+                   f"c.GPUPoolMixin.gpu_pool_db = 'pool.sqlite'\nc.GPUPoolMixin.gpu_mps = {mps}\n")
+    Ledger(str(tmp_path / "pool.sqlite"))
+    out = subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    lines = out.splitlines()
+    start = lines.index(f"isolation ({spawner.rsplit('.', 1)[-1]}):")
+    iso = [ln.strip() for ln in lines[start + 1:start + 4]]
+    assert iso[0].startswith(device_line), iso
+    assert iso[1].startswith("memory caps on GPU 1: ") and shared_line in iso[1], iso
+    assert iso[2] == "memory on GPU MIG-aaaa-bbbb: a wall (a MIG instance has its own memory)"
+    data = json.loads(subprocess.run([sys.executable, "-m", "tomolab.hub", "list", "--config", str(cfg), "--json"],
+                                     capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert data["isolation"] == iso
+
+
+def test_mps_setup_commands_come_from_the_pool(tmp_path):
+    pytest.importorskip("traitlets", reason="reading a jupyterhub_config.py needs traitlets (comes with jupyterhub)")
+    spec = [{"id": "0", "policy": "exclusive"},
+            {"id": "GPU-86375ad3", "policy": "shared", "max_users": 3, "memory_limit": "1536M"},
+            {"id": "MIG-aaaa-bbbb", "policy": "shared", "max_users": 2, "memory_limit": "4G"}]
+    cfg = tmp_path / "jupyterhub_config.py"
+    cfg.write_text(f"c.GPUPoolMixin.gpu_devices = {spec!r}\nc.GPUPoolMixin.gpu_mps = True\n"
+                   "c.GPUPoolMixin.gpu_mps_pipe_directory = '/srv/mps/{device}'\n")
+    out = subprocess.run([sys.executable, "-m", "tomolab.hub", "mps-setup", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60, check=True)
+    script = out.stdout.splitlines()
+    assert "nvidia-smi -i GPU-86375ad3 -c EXCLUSIVE_PROCESS" in script
+    assert ("echo 'set_default_device_pinned_mem_limit 0 1536M' | "
+            "CUDA_MPS_PIPE_DIRECTORY=/srv/mps/GPU-86375ad3 nvidia-cuda-mps-control") in script
+    assert not any("-i 0 " in ln for ln in script), "exclusive GPUs are left alone"
+    assert "# MIG-aaaa-bbbb: a MIG instance, its memory is a wall already: no MPS" in script
+    assert out.stderr == ""
+    cfg.write_text(f"c.GPUPoolMixin.gpu_devices = {spec[:1]!r}\n")
+    none = subprocess.run([sys.executable, "-m", "tomolab.hub", "mps-setup", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert none.returncode == 2 and "no shared whole GPU" in none.stderr and "Traceback" not in none.stderr

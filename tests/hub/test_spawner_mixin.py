@@ -249,3 +249,18 @@ def test_facility_config_with_a_bad_pool_stops_the_hub(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PoolConfigError, match=r"gpu_devices\[1\]: a shared device needs a per-user memory_limit"):
         JupyterHub().load_config_file(str(tmp_path / "jupyterhub_config.py"))
+
+
+def test_names_with_control_characters_get_a_message_not_a_gpu(tmp_path):
+    async def go():
+        for user, server in (("eve\x1b[2J", ""), ("ann", "nb\r\nroot")):
+            sp = make(tmp_path, user=user, server=server, options={"profile": "exclusive"})
+            with pytest.raises(web.HTTPError) as err:
+                await sp.start()
+            assert err.value.status_code == 400
+            message = getattr(err.value, "jupyterhub_message", "")
+            assert "holds a control character" in message and "printable characters only" in message
+            assert "\x1b" not in message and "\r" not in message
+        assert Ledger(str(tmp_path / "pool.sqlite")).allocations() == []
+
+    asyncio.run(go())

@@ -23,7 +23,11 @@ from .ledger import Allocation, Ledger, PoolExhausted
 from .pool import GPUDevice, PoolConfigError, format_bytes, parse_bytes, parse_devices
 
 __all__ = [
+    "EndAllProcessesMixin",
+    "GPUPoolDockerSpawner",
+    "GPUPoolKubeSpawner",
     "GPUPoolMixin",
+    "GPUPoolSystemdSpawner",
     "GPUPoolLocalProcessSpawner",
     "Allocation",
     "Ledger",
@@ -35,7 +39,14 @@ __all__ = [
     "format_bytes",
 ]
 
-_LAZY = {"GPUPoolMixin": "tomolab.hub.spawner", "GPUPoolLocalProcessSpawner": "tomolab.hub.spawner"}
+_LAZY = {
+    "GPUPoolMixin": "tomolab.hub.spawner",
+    "GPUPoolLocalProcessSpawner": "tomolab.hub.spawner",
+    "EndAllProcessesMixin": "tomolab.hub.spawner",
+    "GPUPoolSystemdSpawner": "tomolab.hub.systemd_spawner",
+    "GPUPoolDockerSpawner": "tomolab.hub.docker_spawner",
+    "GPUPoolKubeSpawner": "tomolab.hub.kube_spawner",
+}
 
 
 def __getattr__(name):

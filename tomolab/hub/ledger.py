@@ -7,6 +7,13 @@ of the server that made it, and releasing twice is harmless. Every change
 runs in one ``BEGIN IMMEDIATE`` transaction, so the check "is there room
 on this device?" and the insert cannot interleave with another writer.
 
+The ledger says who uses which GPU and since when, so it is the hub's
+alone: the file is created with mode 0600 (and a folder it creates with
+0700); an existing ledger that others can read is made private, and the
+change is reported in :attr:`Ledger.notices`. User, server and profile
+names with control characters are refused; :func:`~tomolab.hub.pool.printable`
+escapes whatever reaches a message, a log line or a listing.
+
 Standard library only.
 """
 
@@ -14,12 +21,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from .pool import CPU, EXCLUSIVE, PROFILE_TITLES, SHARED, GPUDevice, format_bytes
+from .pool import (
+    CPU,
+    EXCLUSIVE,
+    PROFILE_TITLES,
+    SHARED,
+    GPUDevice,
+    check_name,
+    format_bytes,
+    printable,
+)
 
 __all__ = ["Allocation", "Ledger", "PoolExhausted"]
 
@@ -71,7 +88,9 @@ class Allocation:
 
     @property
     def server_label(self) -> str:
-        return f"{self.user}/{self.server}" if self.server else self.user
+        """``user/server`` (or ``user``), control characters escaped."""
+        label = f"{self.user}/{self.server}" if self.server else self.user
+        return printable(label)
 
 
 def _row(r) -> Allocation:
@@ -102,14 +121,57 @@ class Ledger:
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
+        #: What was changed to make an existing ledger private (messages for the log).
+        self.notices: list[str] = []
+        self._make_private()
         with self._transaction():
             pass
 
+    def _make_private(self) -> None:
+        """Create the ledger readable by this user only, or make an existing one so."""
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            try:
+                os.makedirs(parent, mode=0o700)
+            except FileExistsError:
+                pass
+            else:
+                os.chmod(parent, 0o700)  # makedirs' mode is filtered by the umask
+        info = os.stat(parent)
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            raise PermissionError(
+                f"the GPU ledger's folder {parent} is writable by other users "
+                f"(mode {stat.S_IMODE(info.st_mode):04o}), who could replace the ledger; "
+                f"run `chmod go-w {parent}` or set c.GPUPoolMixin.gpu_pool_db to a path in a private folder"
+            )
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            return
+        for path in (self.path, self.path + "-journal", self.path + "-wal", self.path + "-shm"):
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            except FileNotFoundError:
+                continue
+            if mode & 0o077:
+                try:
+                    os.chmod(path, 0o600)
+                except PermissionError:
+                    raise PermissionError(
+                        f"the GPU ledger {path} is readable by other users (mode {mode:04o}) and this "
+                        f"user cannot change that; as its owner run `chmod 600 {path}`"
+                    ) from None
+                self.notices.append(
+                    f"GPU ledger {path} was readable by other users (mode {mode:04o}); made it 0600"
+                )
+
     @contextmanager
     def _transaction(self):
-        parent = os.path.dirname(self.path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
+        if not os.path.exists(self.path):  # removed under us: it comes back empty, and private
+            self._make_private()
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -155,14 +217,16 @@ class Ledger:
         user may hold at once.
         """
         if profile not in (SHARED, EXCLUSIVE):
-            raise ValueError(f"profile {profile!r} does not use the GPU pool")
+            raise ValueError(f"profile '{printable(profile)}' does not use the GPU pool")
+        check_name(user, what="user name")
+        check_name(server, what="server name")
         with self._transaction() as db:
             db.execute("DELETE FROM allocations WHERE user = ? AND server = ?", (user, server))
             rows = [_row(r) for r in db.execute("SELECT * FROM allocations ORDER BY created")]
             if max_per_user:
                 mine = [a for a in rows if a.user == user]
                 if len(mine) >= max_per_user:
-                    held = ", ".join(f"GPU {a.device} (server '{a.server or 'default'}')" for a in mine)
+                    held = ", ".join(f"GPU {a.device} (server '{printable(a.server) or 'default'}')" for a in mine)
                     raise PoolExhausted(
                         f"You already hold {len(mine)} GPU server(s), the most one user may hold on this hub "
                         f"({max_per_user}): {held}. Stop one of them first, or start this server with the "

@@ -15,22 +15,25 @@ hub's configuration as a list of dicts::
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from tomolab import devices
 from tomolab.errors import ParameterError
 
 __all__ = [
-    "EXCLUSIVE",
-    "SHARED",
     "CPU",
+    "EXCLUSIVE",
     "PROFILES",
     "PROFILE_TITLES",
+    "SHARED",
     "GPUDevice",
     "PoolConfigError",
-    "parse_devices",
-    "parse_bytes",
+    "check_name",
     "format_bytes",
+    "parse_bytes",
+    "parse_devices",
+    "printable",
 ]
 
 EXCLUSIVE = "exclusive"
@@ -43,6 +46,62 @@ PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive G
 
 _SCALES = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 _DEVICE_ID_RE = re.compile(r"^(\d+|(?:MIG|GPU)-[0-9A-Za-z/\-]+)$")
+_NODE_RE = re.compile(r"^/dev/[0-9A-Za-z_./\-]+$")
+_RESOURCE_RE = re.compile(r"^[a-z0-9.\-]+/[A-Za-z0-9.\-_]+$")
+_KEYS = ("id", "policy", "max_users", "memory_limit", "label", "device_nodes", "k8s_resource", "node_selector")
+
+
+def _is_unsafe(ch: str) -> bool:
+    # C0/C1 controls, DEL, and format characters (bidi overrides, zero-width, line/paragraph
+    # separators): they rewrite or hide what a terminal, a log viewer or an HTML page shows
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+
+
+def printable(name) -> str:
+    r"""Return ``name`` with control and format characters escaped, for logs and listings.
+
+    Examples
+    --------
+    >>> printable("alice")
+    'alice'
+    >>> printable("eve\x1b[2J\u202egnp.exe")
+    'eve\\x1b[2J\\u202egnp.exe'
+    """
+    text = str(name)
+    if not any(_is_unsafe(ch) for ch in text):
+        return text
+    out = []
+    for ch in text:
+        if _is_unsafe(ch):
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def check_name(value, *, what: str) -> str:
+    r"""Return ``value`` if it holds no control or format character, else raise ``ValueError``.
+
+    The message names ``what`` and shows the value escaped.
+
+    Examples
+    --------
+    >>> check_name("alice", what="user name")
+    'alice'
+    >>> check_name("bob\nroot 0 exclusive", what="user name")
+    Traceback (most recent call last):
+    ...
+    ValueError: user name 'bob\x0aroot 0 exclusive' holds a control character (\x0a); use a name of printable characters only
+    """
+    text = str(value)
+    bad = [ch for ch in text if _is_unsafe(ch)]
+    if bad:
+        raise ValueError(
+            f"{what} '{printable(text)}' holds a control character ({printable(bad[0])}); "
+            "use a name of printable characters only"
+        )
+    return text
 
 
 class PoolConfigError(ValueError):
@@ -125,6 +184,16 @@ class GPUDevice:
         Required for shared devices, optional for exclusive ones.
     label : str
         Shown to users and admins (e.g. ``"A100 80GB #1"``).
+    device_nodes : tuple of str
+        Device files of this GPU for the systemd allow-list (default
+        ``/dev/nvidiaN`` for an index N; UUIDs need them listed, a MIG instance
+        with its ``/dev/nvidia-caps/nvidia-capN`` files).
+    k8s_resource : str
+        Kubernetes extended resource a pod asks for (default ``nvidia.com/gpu``;
+        ``nvidia.com/mig-<label>`` for a MIG UUID whose label is a MIG profile such
+        as ``1g.10gb``; ``nvidia.com/gpu.shared`` for shared devices).
+    node_selector : tuple of (str, str)
+        Kubernetes node labels a pod with this device must run on.
     """
 
     id: str
@@ -132,6 +201,9 @@ class GPUDevice:
     max_users: int = 1
     memory_limit: int | None = None
     label: str = ""
+    device_nodes: tuple[str, ...] = ()
+    k8s_resource: str = ""
+    node_selector: tuple[tuple[str, str], ...] = ()
 
     @property
     def display(self) -> str:
@@ -156,11 +228,9 @@ def parse_devices(spec) -> tuple[GPUDevice, ...]:
         where = f"gpu_devices[{i}]"
         if not isinstance(entry, dict):
             raise PoolConfigError(f"{where}: expected a dict like {{'id': '0', 'policy': 'exclusive'}}, got {entry!r}")
-        unknown = set(entry) - {"id", "policy", "max_users", "memory_limit", "label"}
+        unknown = set(entry) - set(_KEYS)
         if unknown:
-            raise PoolConfigError(
-                f"{where}: unknown key(s) {sorted(unknown)}; allowed: id, policy, max_users, memory_limit, label"
-            )
+            raise PoolConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(_KEYS)}")
         if "id" not in entry:
             raise PoolConfigError(f"{where}: missing 'id' (a device index such as '0', or a MIG-/GPU- UUID)")
         dev_id = str(entry["id"]).strip()
@@ -196,6 +266,29 @@ def parse_devices(spec) -> tuple[GPUDevice, ...]:
                     f"{where}: a shared device needs a per-user memory_limit (e.g. '20G') so that "
                     "one user cannot take the whole card"
                 )
-        label = str(entry.get("label", ""))
-        devices.append(GPUDevice(dev_id, policy, max_users, memory_limit, label))
+        try:
+            label = check_name(entry.get("label", ""), what=f"{where}.label")
+        except ValueError as e:
+            raise PoolConfigError(str(e)) from None
+        nodes = entry.get("device_nodes", ())
+        if isinstance(nodes, str) or not all(isinstance(n, str) and _NODE_RE.match(n) for n in nodes):
+            raise PoolConfigError(
+                f"{where}: device_nodes must be a list of /dev paths such as ['/dev/nvidia3'], got {nodes!r}"
+            )
+        resource = entry.get("k8s_resource", "")
+        if resource and not (isinstance(resource, str) and _RESOURCE_RE.match(resource)):
+            raise PoolConfigError(
+                f"{where}: k8s_resource {resource!r} is not a Kubernetes extended resource name "
+                "such as 'nvidia.com/gpu' or 'nvidia.com/mig-1g.10gb'"
+            )
+        selector = entry.get("node_selector", {})
+        if not isinstance(selector, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and not any(map(_is_unsafe, k + v)) for k, v in selector.items()
+        ):
+            raise PoolConfigError(
+                f"{where}: node_selector must be a dict of node labels, e.g. "
+                "{'nvidia.com/gpu.product': 'NVIDIA-A100-SXM4-80GB'}, got " + printable(repr(selector))
+            )
+        devices.append(GPUDevice(dev_id, policy, max_users, memory_limit, label, tuple(nodes), resource,
+                                 tuple(sorted(selector.items()))))
     return tuple(devices)

@@ -38,14 +38,26 @@ from __future__ import annotations
 import asyncio
 import html
 import os
+import uuid
 
 from tornado import web
-from traitlets import Bool, Int, List, Unicode, default, validate
+from traitlets import Bool, Float, Int, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 from traitlets import TraitError
 
+from . import platforms, processes
 from .ledger import Allocation, Ledger, PoolExhausted, usage
-from .pool import CPU, PROFILE_TITLES, PROFILES, SHARED, PoolConfigError, format_bytes, parse_devices
+from .pool import (
+    CPU,
+    PROFILE_TITLES,
+    PROFILES,
+    SHARED,
+    GPUDevice,
+    PoolConfigError,
+    format_bytes,
+    parse_devices,
+    printable,
+)
 
 try:  # JupyterHub >= 6
     from jupyterhub.spawner import SpawnException
@@ -53,7 +65,7 @@ except ImportError:  # pragma: no cover - older hubs
     SpawnException = None
 from jupyterhub.spawner import LocalProcessSpawner
 
-__all__ = ["GPUPoolMixin", "GPUPoolLocalProcessSpawner", "STATE_KEY", "ENV_DEVICES", "ENV_MEMORY_LIMIT", "ENV_PROFILE"]
+__all__ = ["GPUPoolMixin", "GPUPoolLocalProcessSpawner", "EndAllProcessesMixin", "STATE_KEY", "ENV_DEVICES", "ENV_MEMORY_LIMIT", "ENV_PROFILE"]
 
 STATE_KEY = "tomolab_gpu"
 ENV_DEVICES = "CUDA_VISIBLE_DEVICES"
@@ -134,6 +146,23 @@ class GPUPoolMixin(LoggingConfigurable):
         help="How many GPU servers (shared or exclusive) one user may hold at once; 0 for no limit.",
     ).tag(config=True)
 
+    gpu_mps = Bool(
+        False,
+        help="""Servers on shared GPUs are clients of CUDA MPS: their environment
+        gets CUDA_MPS_PIPE_DIRECTORY (gpu_mps_pipe_directory) and
+        CUDA_MPS_PINNED_DEVICE_MEM_LIMIT (the device's memory_limit), and no
+        CUDA_VISIBLE_DEVICES (the daemon of that directory serves that GPU only).
+        A hard cap only once the admin has set the GPU to EXCLUSIVE_PROCESS,
+        started its MPS control daemon and set the daemon's default limit
+        (docs/deployment.md, "Hard memory caps"). Local and systemd spawners.""",
+    ).tag(config=True)
+
+    gpu_mps_pipe_directory = Unicode(
+        platforms.DEFAULT_MPS_PIPE_DIRECTORY,
+        help="""CUDA_MPS_PIPE_DIRECTORY of the MPS control daemon of each shared GPU,
+        as the daemon was started with; {device} is the device id ('/' becomes '_').""",
+    ).tag(config=True)
+
     gpu_show_holders = Bool(
         True,
         help="""Name the users holding the devices when the pool is full. Set False
@@ -169,7 +198,10 @@ class GPUPoolMixin(LoggingConfigurable):
 
     @property
     def gpu_ledger(self) -> Ledger:
-        return _ledger(self.gpu_pool_db)
+        ledger = _ledger(self.gpu_pool_db)
+        while ledger.notices:
+            self.log.warning("GPU pool: %s", ledger.notices.pop(0))
+        return ledger
 
     @property
     def gpu_allocation(self) -> Allocation | None:
@@ -182,7 +214,7 @@ class GPUPoolMixin(LoggingConfigurable):
 
     @property
     def _gpu_server_label(self) -> str:
-        return f"{self.user.name}/{self.name}" if self.name else self.user.name
+        return printable(f"{self.user.name}/{self.name}" if self.name else self.user.name)
 
     def gpu_profile(self) -> str:
         """The profile asked for in ``user_options`` (``"profile"``), or the default."""
@@ -241,6 +273,10 @@ class GPUPoolMixin(LoggingConfigurable):
                 await asyncio.to_thread(self._gpu_reconcile, set(_LIVE.get(key, {})))
             try:
                 alloc = await asyncio.to_thread(self.gpu_ledger.allocate, *args, **kwargs)
+            except ValueError as e:  # a name the ledger refuses (control characters)
+                self.log.warning("GPU pool: refused %s: %s", self._gpu_server_label, e)
+                raise _pool_error(f"Cannot start this server with a GPU: {e}.", reason="gpu-name-invalid",
+                                  status=400) from None
             except PoolExhausted:
                 # rows left by something that did not clean up count as "in use";
                 # drop those no running server holds, then try once more
@@ -305,7 +341,22 @@ class GPUPoolMixin(LoggingConfigurable):
             else:
                 env.pop(ENV_MEMORY_LIMIT, None)
             env[ENV_PROFILE] = alloc.profile
+            if self.gpu_mps and alloc.policy == SHARED:
+                pipe = self.gpu_mps_pipe_directory.format(device=alloc.device.replace("/", "_"))
+                env.update(platforms.mps_environment(alloc.memory_limit, pipe))
+                env.pop(ENV_DEVICES, None)
         return env
+
+    def gpu_device(self):
+        """The pool entry of the device this server holds, or None (CPU only)."""
+        alloc = self.gpu_allocation
+        if alloc is None:
+            return None
+        for device in self.gpu_pool:
+            if device.id == alloc.device:
+                return device
+        # the pool changed while the server held the device: what the ledger recorded
+        return GPUDevice(alloc.device, alloc.policy, memory_limit=alloc.memory_limit)
 
     def get_state(self):
         state = super().get_state()
@@ -402,10 +453,116 @@ class GPUPoolMixin(LoggingConfigurable):
         return '<fieldset class="form-group"><legend>Resources</legend>' + "".join(items) + "</fieldset>"
 
 
-class GPUPoolLocalProcessSpawner(GPUPoolMixin, LocalProcessSpawner):
+SESSION_STATE_KEY = "tomolab_session"
+
+
+class EndAllProcessesMixin(LoggingConfigurable):
+    """Stopping a local server ends every process started from it, not only the server.
+
+    Mix in front of :class:`~jupyterhub.spawner.LocalProcessSpawner` (after
+    :class:`GPUPoolMixin`, so that a GPU goes back to the pool only once
+    nothing of the server runs on it). Each start puts a random
+    ``TOMOLAB_SERVER_SESSION`` into the server's environment; on stop, and
+    when a poll finds the server gone, every process that carries it or was
+    below the server in the process tree gets SIGTERM, then SIGKILL after
+    :attr:`end_processes_grace` seconds (see :mod:`tomolab.hub.processes`).
+    This catches kernels and terminals (which run in sessions of their own)
+    and what users detach from them with ``nohup``, ``setsid`` or a double
+    fork; a process that also clears its environment escapes, so for local
+    processes this stays a convention (systemd units and containers end the
+    whole cgroup).
+    """
+
+    end_processes_grace = Float(
+        5.0,
+        help="""Seconds between SIGTERM and SIGKILL for the processes a server
+        leaves behind once the server itself has stopped.""",
+    ).tag(config=True)
+
+    _server_session = None
+
+    def _leftover_label(self) -> str:
+        name = getattr(self, "name", "")
+        return printable(f"{self.user.name}/{name}" if name else self.user.name)
+
+    async def _end_leftovers(self, session, tree, why: str) -> None:
+        found = set(tree)
+        if session:
+            found |= await asyncio.to_thread(processes.carrying, session)
+        found = {p for p in found if p.pid != os.getpid() and processes.is_alive(p)}
+        if not found:
+            return
+        self.log.info(
+            "Ending %d process(es) left by %s (%s): pids %s",
+            len(found), self._leftover_label(), why, " ".join(str(p.pid) for p in sorted(found, key=lambda p: p.pid)),
+        )
+        survivors = await asyncio.to_thread(processes.end_processes, found, grace=self.end_processes_grace)
+        if session:  # started while we were ending the others
+            late = await asyncio.to_thread(processes.carrying, session)
+            survivors += await asyncio.to_thread(processes.end_processes, late, grace=0)
+        if survivors:
+            self.log.warning(
+                "Processes left by %s survived SIGKILL: pids %s",
+                self._leftover_label(), " ".join(str(p.pid) for p in survivors),
+            )
+
+    def get_env(self):
+        env = super().get_env()
+        if self._server_session is None:
+            self._server_session = uuid.uuid4().hex
+        env[processes.ENV_SERVER_SESSION] = self._server_session
+        return env
+
+    async def start(self):
+        self._server_session = uuid.uuid4().hex
+        return await super().start()
+
+    async def stop(self, now=False):
+        session = self._server_session
+        pid = getattr(self, "pid", 0)
+        # the tree before the server goes (afterwards its orphans belong to init), and only
+        # if that pid is still this server's (a pid saved in the state can have been reused)
+        tree = set()
+        if pid and session and processes.has_marker(pid, session):
+            tree = await asyncio.to_thread(processes.descendants, pid)
+        self._stopping = True
+        try:
+            await super().stop(now=now)  # its poll may find the server gone and end the rest first
+        finally:
+            self._stopping = False
+        await self._end_leftovers(session, tree, "server stopped")
+
+    async def poll(self):
+        session = self._server_session  # super().poll() clears the state when the server is gone
+        status = await super().poll()
+        if status is not None and session:
+            self._server_session = None
+            why = "server stopped" if getattr(self, "_stopping", False) else f"server process gone, exit status {status}"
+            await self._end_leftovers(session, set(), why)
+        return status
+
+    def get_state(self):
+        state = super().get_state()
+        if self._server_session:
+            state[SESSION_STATE_KEY] = self._server_session
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self._server_session = (state or {}).get(SESSION_STATE_KEY) or self._server_session
+
+    def clear_state(self):
+        super().clear_state()
+        self._server_session = None
+
+
+class GPUPoolLocalProcessSpawner(GPUPoolMixin, EndAllProcessesMixin, LocalProcessSpawner):
     """:class:`~jupyterhub.spawner.LocalProcessSpawner` with the GPU pool of :class:`GPUPoolMixin`.
 
     Each server runs as a local process of its (system) user; it sees the
-    devices in ``CUDA_VISIBLE_DEVICES`` only. Use it with
+    devices in ``CUDA_VISIBLE_DEVICES`` only — a convention the user can
+    override (see docs/deployment.md, "Isolation"). Stopping or culling the
+    server ends every process started from it (:class:`EndAllProcessesMixin`)
+    before its GPU goes back to the pool. Use it with
     ``c.JupyterHub.spawner_class = "tomolab.hub.GPUPoolLocalProcessSpawner"``.
     """

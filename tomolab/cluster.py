@@ -126,13 +126,13 @@ def make_cluster(spec: str = "local", *, config=None, dashboard: bool = True, **
         options = {**read_config(config), **options}
         options.pop("kind", None)
     _require("distributed", "cluster")
-    address = "127.0.0.1:0" if dashboard and _has("bokeh") else None
+    dashboard = bool(dashboard) and _has("bokeh")
     if spec == "local":
-        cluster = _local(address, **options)
+        cluster = _local(dashboard, **options)
     elif spec == "local-cuda":
-        cluster = _local_cuda(address, **options)
+        cluster = _local_cuda(dashboard, **options)
     else:
-        cluster = _jobqueue(spec, address, **options)
+        cluster = _jobqueue(spec, dashboard, **options)
     cluster._tomolab_kind = spec
     return cluster
 
@@ -180,7 +180,7 @@ def read_config(path) -> dict:
 
 # ----------------------------------------------------------------------------- kinds
 
-def _local(dashboard_address, *, workers=None, threads=1, memory_limit="auto", **unknown):
+def _local(dashboard, *, workers=None, threads=1, memory_limit="auto", **unknown):
     from distributed import LocalCluster
 
     _refuse_unknown(unknown, "local", ("workers", "threads", "memory_limit"))
@@ -188,7 +188,7 @@ def _local(dashboard_address, *, workers=None, threads=1, memory_limit="auto", *
                             "workers")
     threads = _positive_int(threads, "threads")
     return LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                        memory_limit=memory_limit, dashboard_address=dashboard_address)
+                        memory_limit=memory_limit, **_local_addresses(dashboard))
 
 
 def local_cuda_options(environ=None, *, devices=None) -> dict:
@@ -226,16 +226,18 @@ def local_cuda_options(environ=None, *, devices=None) -> dict:
     return options
 
 
-def _local_cuda(dashboard_address, *, devices=None, **unknown):
+def _local_cuda(dashboard, *, devices=None, **unknown):
     _refuse_unknown(unknown, "local-cuda", ("devices",))
     options = local_cuda_options(devices=devices)
     _require("dask_cuda", "cluster-gpu")
     from dask_cuda import LocalCUDACluster
 
+    if "CUDA_VISIBLE_DEVICES" in options:  # indices or GPU-/MIG- UUIDs, as CUDA reads them
+        options["CUDA_VISIBLE_DEVICES"] = ",".join(options["CUDA_VISIBLE_DEVICES"])
     env = options.pop("env", None)
     if env:  # the nannies start their workers with this process's environment
         os.environ.update(env)
-    return LocalCUDACluster(dashboard_address=dashboard_address, **options)
+    return LocalCUDACluster(**_local_addresses(dashboard), **options)
 
 
 def jobqueue_options(kind: str, *, jobs=1, gpus=0, cores=None, memory=None, walltime="01:00:00",
@@ -290,13 +292,14 @@ def jobqueue_options(kind: str, *, jobs=1, gpus=0, cores=None, memory=None, wall
     return options, jobs
 
 
-def _jobqueue(kind, dashboard_address, **options):
+def _jobqueue(kind, dashboard, **options):
     job_options, jobs = jobqueue_options(kind, **options)
     _require("dask_jobqueue", "cluster")
     from dask_jobqueue import PBSCluster, SLURMCluster
 
     cls = SLURMCluster if kind == "slurm" else PBSCluster
-    scheduler_options = {"dashboard_address": dashboard_address} if dashboard_address else {}
+    # the scheduler listens where the jobs' workers can reach it (dask-jobqueue's choice)
+    scheduler_options = {"dashboard_address": ":0"} if dashboard else {"dashboard": False}
     cluster = cls(scheduler_options=scheduler_options, **job_options)
     if jobs:
         cluster.scale(jobs=jobs)
@@ -323,6 +326,12 @@ def _client_class():
                     cluster.close()
 
     return ClusterClient
+
+
+def _local_addresses(dashboard: bool) -> dict:
+    """Scheduler and dashboard on loopback ports that are free (never a fixed 8787)."""
+    return {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
+            "scheduler_kwargs": {"dashboard": dashboard}}
 
 
 def _has(module: str) -> bool:

@@ -44,10 +44,11 @@ def timed_run(scan_path, out, center, **options):
     if out.exists():
         shutil.rmtree(out)
     os.sync()
+    stats = {}
     started = time.perf_counter()
     tomolab.reconstruct_to(tomolab.open_scan(scan_path), out, center=center, slab_rows=32,
-                           **options)
-    return time.perf_counter() - started
+                           stats=stats, **options)
+    return time.perf_counter() - started, stats
 
 
 def main(argv=None):
@@ -56,7 +57,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--angles", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--algorithm", default="fbp")
     parser.add_argument("--dir", default=None)
     args = parser.parse_args(argv)
@@ -95,15 +97,20 @@ def main(argv=None):
                       flush=True)
                 peers[f"LocalCluster, {workers} worker process(es) x 1 thread"] = (workers, "auto")
         times = {name: [] for name in peers}
-        for _ in range(args.rounds):
+        for round_ in range(-args.warmup, args.rounds):
             for name, peer in peers.items():
                 out = reference if peer is None else work / "cluster.zarr"
                 options = {"backend": backend, "algorithm": args.algorithm}
                 if peer is not None:
                     options.update(client=clients[peer[0]], slabs_per_task=peer[1])
-                times[name].append(timed_run(scan_path, out, center, **options))
-                print(f"{name}: {times[name][-1]:.2f} s", flush=True)
-                if peer is not None:
+                seconds, stats = timed_run(scan_path, out, center, **options)
+                shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in stats.items()}
+                print(f"{name}: {seconds:.2f} s{' (warm-up)' if round_ < 0 else ''} {shown}",
+                      flush=True)
+                if round_ < 0:
+                    continue
+                times[name].append(seconds)
+                if peer is not None and round_ == 0:
                     a = tomolab.io.open_volume(reference).values
                     b = tomolab.io.open_volume(out).values
                     assert np.array_equal(a, b), f"{name}: output differs from the direct run"

@@ -352,7 +352,7 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
     sink.sync_done()
     todo = [i for i in range(len(sink.slabs)) if i not in sink.done]
     total = sum(b - a for a, b in sink.slabs)
-    done_rows = total - sum(sink.slabs[i][1] - sink.slabs[i][0] for i in todo)
+    done_rows = total - sum(sink.slabs[i][1] - sink.slabs[i][0] for i in todo)  # resumed
     payload = cloudpickle.dumps(plan)
     if len(payload) > MAX_TASK_BYTES:
         raise ParameterError(
@@ -363,7 +363,14 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
                 "which the workers read lazily")
     if slabs_per_task == "auto":
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
-        slabs_per_task = max(1, min(16, -(-len(todo) // (4 * max(threads, 1)))))
+        threads = max(threads, 1)
+        if plan.backend == "cupy":
+            # a GPU task pays for its stream's setup (pinned buffers, a pipeline to fill and
+            # drain): one task per worker thread; a killed one is redone from its last slab
+            slabs_per_task = -(-len(todo) // threads)
+        else:  # about four tasks per thread, so that work moves to the workers that are free
+            slabs_per_task = min(16, -(-len(todo) // (4 * threads)))
+        slabs_per_task = max(1, slabs_per_task)
     elif not isinstance(slabs_per_task, (int, np.integer)) or isinstance(slabs_per_task, bool) \
             or slabs_per_task < 1:
         raise ParameterError("slabs per task must be a positive integer or 'auto'",
@@ -379,11 +386,23 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
     futures = [client.submit(_reconstruct_slabs, payload, writer, group, slab_rows,
                              key=f"{prefix}-{group[0]}", pure=False)
                for group in groups]
-    rows_of = {f.key: sum(sink.slabs[i][1] - sink.slabs[i][0] for i in g)
-               for f, g in zip(futures, groups)}
     per_worker: dict = {}
+    stream: dict = {}
     busy = 0.0
     finished = 0
+    previously = set(sink.done)
+    reported = done_rows
+
+    def report():  # rows of the slabs marked done so far: finer than whole tasks
+        nonlocal reported
+        now = sum(b - a for i, (a, b) in enumerate(sink.slabs)
+                  if i in previously or i in marked)
+        if progress is not None and now > reported:
+            progress(now, total)
+        reported = max(reported, now)
+
+    marked: set = set()
+    polled = time.monotonic()
     try:
         completed = as_completed(futures)
         while not completed.is_empty():
@@ -392,6 +411,9 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
                                 f"with the same parameters to resume from {sink.partial}")
             if not completed.has_ready():
                 time.sleep(0.05)
+                if time.monotonic() - polled > 0.5:
+                    marked, polled = writer.done(), time.monotonic()
+                    report()
                 continue
             for future in completed.next_batch(block=False):
                 result = future.result()  # a task's error is raised here, as it was raised there
@@ -399,9 +421,10 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
                 busy += result["seconds"]
                 where = f"{result['host']}:{result['pid']}"
                 per_worker[where] = per_worker.get(where, 0) + len(result["slabs"])
-                done_rows += rows_of[future.key]
-                if progress is not None:
-                    progress(done_rows, total)
+                for key, value in result["stats"].items():
+                    stream[key] = stream.get(key, 0) + value
+                marked |= set(result["slabs"])
+            report()
     except BaseException:
         # with the scheduler lost, cancelling fails too: the first error is the one to show
         with contextlib.suppress(Exception):
@@ -409,5 +432,5 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
         raise
     sink.sync_done()
     if stats is not None:
-        stats.update(tasks=len(futures), workers=per_worker, worker_seconds=busy,
+        stats.update(stream, tasks=len(futures), workers=per_worker, worker_seconds=busy,
                      slabs_per_task=int(slabs_per_task))

@@ -231,6 +231,12 @@ def test_a_lazy_volume_computes_on_the_cluster(scan_file, client, reference):
     assert stream.data  # the slabs ran as tasks on the workers
 
 
+def test_workers_keep_glibc_malloc_defaults(client):
+    # dask's MALLOC_TRIM_THRESHOLD_ made every chunk-sized buffer a fresh mapping (slow writes)
+    assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
+    assert set(client.run(os.environ.get, "OMP_NUM_THREADS").values()) == {"1"}  # the rest stays
+
+
 def test_closing_the_client_stops_the_workers():
     client = tomolab.cluster.start_cluster("local", workers=2, dashboard=False)
     pids = list(client.run(os.getpid).values())
@@ -275,6 +281,7 @@ def test_slurm_job_script_has_the_gpus_memory_and_walltime(tmp_path):
     assert "#SBATCH --cpus-per-task=16" in script
     assert "#SBATCH --mem=60G" in script  # 64 GB = 59.6 GiB, as SLURM counts
     assert "module load cuda/12" in script
+    assert tomolab.cluster.JOB_MALLOC_EXPORTS in script
     assert "--nthreads 1" in script  # one slab at a time on the job's GPU
 
 

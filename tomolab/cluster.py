@@ -5,18 +5,14 @@ cluster; closing the client closes the cluster and its workers. Pass the
 client to :func:`tomolab.reconstruct_to` (``client=``), or let it be the
 default of the process (it is, once made) and pass ``client="active"``.
 
-=============  ====================================================================
-spec           cluster
-=============  ====================================================================
-``"local"``    CPU worker processes on this machine (``workers``, default: one per
-               two cores), one thread each: the engine uses the cores of a slab.
-``"local-cuda"``  one worker per GPU that this process may use (dask-cuda's
-               ``LocalCUDACluster``), respecting ``CUDA_VISIBLE_DEVICES`` and the
-               hub's cap ``TOMOLAB_GPU_MEMORY_LIMIT``, which every worker inherits.
-``"slurm"``    dask-jobqueue jobs of one worker each; ``gpus`` per job (``--gres``),
-``"pbs"``      ``memory``, ``cores``, ``walltime``, ``queue``, ``account`` from the
-               keyword arguments or a YAML file (``config=``; arguments win).
-=============  ====================================================================
+* ``"local"``: CPU worker processes on this machine (``workers``, default one
+  per two cores), one thread each: the engine uses the cores for a slab.
+* ``"local-cuda"``: one worker per GPU that this process may use (dask-cuda's
+  ``LocalCUDACluster``), respecting ``CUDA_VISIBLE_DEVICES`` and the hub's cap
+  ``TOMOLAB_GPU_MEMORY_LIMIT``, which every worker inherits.
+* ``"slurm"``, ``"pbs"``: dask-jobqueue jobs of one worker each, ``gpus`` per
+  job (``--gres``, ``ngpus``), ``memory``, ``cores``, ``walltime``, ``queue``,
+  ``account`` from keyword arguments or a YAML file (``config=``; arguments win).
 
 Imports dask.distributed (and dask-cuda, dask-jobqueue) only when called:
 ``pip install tomolab[cluster]`` (and ``tomolab[cluster-gpu]`` for ``"local-cuda"``).
@@ -353,6 +349,7 @@ def _glibc_malloc_defaults():
     this process's environment when the nannies spawn their workers.
     """
     import dask
+    import distributed  # noqa: F401  (its config defaults first: the context restores onto them)
 
     os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # left by an earlier nanny of this process
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):

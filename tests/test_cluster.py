@@ -118,7 +118,8 @@ def test_a_scan_in_memory_is_refused(client, tmp_path):
     rng = np.random.default_rng(0)
     projections = rng.integers(1000, 2000, (180, 40, 400), dtype=np.uint16)  # 5.8 MB
     scan = tomolab.from_arrays(projections, np.linspace(0, np.pi, 180, endpoint=False),
-                               flats=np.full((2, 40, 400), 2000, np.uint16))
+                               flats=np.full((2, 40, 400), 2000, np.uint16),
+                               darks=np.zeros((1, 40, 400), np.uint16))
     with pytest.raises(ParameterError, match="in memory.*write_dxchange"):
         tomolab.reconstruct_to(scan, tmp_path / "v.zarr", center=200.0, client=client,
                                backend="numpy")

@@ -106,12 +106,42 @@ def test_active_client_and_auto_backend_resolved_on_the_workers(scan_file, clien
     assert out.attrs["backend"] == "numpy"
 
 
-@pytest.mark.parametrize("name", ["vol.h5", "vol_tiff"])
-def test_hdf5_and_tiff_are_refused_naming_zarr(scan_file, client, tmp_path, name):
+@pytest.mark.parametrize("name", ["vol.h5", "vol.nxs"])
+def test_hdf5_is_refused_naming_zarr(scan_file, client, tmp_path, name):
     with pytest.raises(ParameterError, match="zarr"):
         tomolab.reconstruct_to(tomolab.open_scan(scan_file), tmp_path / name, center=CENTER,
                                client=client, backend="numpy")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tiff_folder_from_many_workers_is_identical(scan_file, client, reference, tmp_path):
+    out = tomolab.reconstruct_to(tomolab.open_scan(scan_file), tmp_path / "vol_tiff",
+                                 center=CENTER, slab_rows=2, slabs_per_task=2, backend="numpy",
+                                 client=client)
+    _same_volume(reference, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol_tiff"]
+    assert not [p.name for p in (tmp_path / "vol_tiff").iterdir() if p.name.startswith(".")]
+
+
+def test_a_cancelled_cluster_run_resumes(scan_file, client, reference, tmp_path):
+    from tomolab.errors import Cancelled
+
+    out = tmp_path / "v.zarr"
+    calls = []
+
+    def cancel():  # after the first progress report
+        return bool(calls)
+    with pytest.raises(Cancelled, match="resume"):
+        tomolab.reconstruct_to(tomolab.open_scan(scan_file), out, center=CENTER, slab_rows=2,
+                               slabs_per_task=1, backend="numpy", client=client, cancel=cancel,
+                               progress=lambda done, total: calls.append(done))
+    assert not out.exists() and out.with_name(".v.zarr.partial").is_dir()
+    deadline = time.monotonic() + 60  # tasks running when cancelled end on their own
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = tomolab.reconstruct_to(tomolab.open_scan(scan_file), out, center=CENTER, slab_rows=2,
+                                   slabs_per_task=1, backend="numpy", client=client)
+    _same_volume(reference, again)
 
 
 def test_a_scan_in_memory_is_refused(client, tmp_path):

@@ -222,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--overwrite", action="store_true")
     where = recon.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                       help="reconstruct on this dask cluster (tcp://HOST:PORT); zarr output")
+                       help="reconstruct on this dask cluster (tcp://HOST:PORT); zarr or TIFF output")
     where.add_argument("--workers", metavar="N", type=_positive_int, default=None,
-                       help="reconstruct on N local worker processes; zarr output")
+                       help="reconstruct on N local worker processes; zarr or TIFF output")
     recon.add_argument("-q", "--quiet", action="store_true")
     recon.set_defaults(func=cmd_recon)
 

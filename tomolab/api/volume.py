@@ -13,8 +13,8 @@ identical to an uninterrupted run. The output opens with
 With a :class:`dask.distributed.Client`, the slabs become tasks: each worker
 unpickles the plan (the scan is lazy, so only file names and parameters
 travel), reconstructs its slabs with the same engine on its own GPU or CPU,
-and writes them straight into the one partial zarr store, marking each slab
-done with a file of its own. The client creates the partial store, submits,
+and writes them straight into the one partial zarr store (or TIFF folder),
+marking each slab done with a file of its own. The client creates the partial store, submits,
 follows completions, and moves the finished store into place; no volume data
 come back to it.
 """
@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +125,8 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     client : dask.distributed.Client or "active", optional
         Reconstruct on a dask cluster (see :func:`tomolab.cluster.start_cluster`);
         ``"active"`` takes the client of this process
-        (:func:`distributed.get_client`). zarr output only, on a file system
-        that every worker sees; the scan must be opened from a file that every
+        (:func:`distributed.get_client`). zarr or TIFF output (not HDF5), on a
+        file system that every worker sees; the scan must be opened from a file that every
         worker can read. ``backend="auto"`` is resolved on the workers (all
         must agree). A worker that dies has its slabs recomputed elsewhere;
         a client that dies leaves the partial output, which the same call
@@ -258,11 +259,11 @@ def _check_cluster_format(path: Path, format: str) -> None:
     fmt = format if format != "auto" else ("zarr" if suffix == ".zarr" else
                                            "hdf5" if suffix in (".h5", ".hdf5", ".hdf", ".nxs",
                                                                 ".nx") else "tiff")
-    if fmt != "zarr":
-        raise ParameterError(f"a cluster writes zarr only: many workers cannot write one "
-                             f"{fmt.upper()} output safely", where="path", value=str(path),
-                             fix="name the output NAME.zarr (convert it afterwards if needed), "
-                                 "or run without client=")
+    if fmt not in ("zarr", "tiff"):
+        raise ParameterError(f"many workers cannot write one {fmt.upper()} file safely",
+                             where="path", value=str(path),
+                             fix="name the output NAME.zarr (or a TIFF folder), or run without "
+                                 "client=")
 
 
 def _worker_backend(backend: str) -> str:
@@ -381,8 +382,8 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
         _log.info("tomolab: reconstructing %d slabs on a dask cluster; dashboard %s",
                   len(todo), link)
     groups = _task_groups(todo, int(slabs_per_task))
-    token = sink.partial.name.encode() + b"|" + str(os.path.abspath(sink.partial)).encode()
-    prefix = "tomolab-slabs-" + hashlib.sha1(token + payload).hexdigest()[:12]
+    # new keys every run: a rerun must not meet the cancelled futures of the last one
+    prefix = f"tomolab-slabs-{uuid.uuid4().hex[:12]}"
     futures = [client.submit(_reconstruct_slabs, payload, writer, group, slab_rows,
                              key=f"{prefix}-{group[0]}", pure=False)
                for group in groups]

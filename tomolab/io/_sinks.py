@@ -53,7 +53,7 @@ from tomolab.io._write import (
     _write_tiff_metadata,
 )
 
-__all__ = ["open_sink", "SlabSink", "ZarrRegionWriter"]
+__all__ = ["open_sink", "SlabSink", "ZarrRegionWriter", "TiffRegionWriter"]
 
 _DONE = "slabs_done"
 _FINGERPRINT = "fingerprint"
@@ -61,7 +61,7 @@ _PROGRESS = ".progress.json"  # TIFF: bookkeeping file inside the partial folder
 _CHUNK_BYTES = 16 * 2 ** 20   # zarr: largest chunk before y/x are split into tiles
 _MIN_TILE = 256               # zarr: smallest y/x tile of that split
 _VOLUME_DIMS = ("z", "y", "x")
-_MARKERS = ".tomolab_slabs_done"  # zarr: one empty file per slab finished by any process
+_MARKERS = ".tomolab_slabs_done"  # zarr, TIFF: one empty file per slab done by any process
 
 class _Corrupt(Exception):
     """A partial output that cannot be read (or is not what this sink writes)."""
@@ -290,17 +290,18 @@ class SlabSink:
         Each process writes whole slabs straight into the partial output and
         records each one done on its own (one marker file per slab), so many
         writers never touch the same bytes; :meth:`sync_done` then gathers
-        what they finished. zarr only: its slabs are whole chunks.
+        what they finished. zarr (a slab is whole chunks) and TIFF (a slab is
+        whole files).
 
         Raises
         ------
         tomolab.errors.ParameterError
-            For HDF5 and TIFF outputs.
+            For HDF5 output (one file that many processes cannot write safely).
         """
         raise ParameterError(f"{self.format.upper()} output cannot be written by many processes "
                              f"at once", where="path", value=str(self.path),
-                             fix="name the output NAME.zarr (each slab is its own zarr chunks), "
-                                 "or run without a cluster")
+                             fix="name the output NAME.zarr (each slab is its own zarr chunks) "
+                                 "or a TIFF folder, or run without a cluster")
 
     def sync_done(self) -> set[int]:
         """Add to :attr:`done` the slabs that region writers recorded; return :attr:`done`."""
@@ -417,12 +418,7 @@ class _ZarrSink(SlabSink):
 
     def sync_done(self):
         self._check_open()
-        markers = _read_markers(self.partial)
-        if any(not 0 <= i < len(self.slabs) for i in markers):
-            raise ParameterError("slab markers out of range in the partial output",
-                                 where=str(self.partial / _MARKERS), value=sorted(markers),
-                                 fix="delete the partial output and run again")
-        self.done |= markers
+        self.done |= _checked_markers(self.partial, len(self.slabs))
         return self.done
 
     def _record_done(self):
@@ -449,7 +445,26 @@ class _ZarrSink(SlabSink):
         self._group = self._array = None
 
 
-class ZarrRegionWriter:
+class _RegionWriter:
+    """What both region writers share: the partial output's path, the slabs, the markers."""
+
+    def __init__(self, store, slabs):
+        self.store = Path(os.path.abspath(store))
+        self.slabs = [(int(a), int(b)) for a, b in slabs]
+        self._array = None
+
+    def __getstate__(self):
+        return {"store": self.store, "slabs": self.slabs, "_array": None}
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.store} {len(self.slabs)} slabs>"
+
+    def done(self) -> set[int]:
+        """Slabs marked done in the partial output, by any process."""
+        return _read_markers(self.store)
+
+
+class ZarrRegionWriter(_RegionWriter):
     """Writes whole slabs into a partial zarr store from any process, and marks each one done.
 
     Made by :meth:`SlabSink.region_writer`; pickles to the store's path and
@@ -465,21 +480,6 @@ class ZarrRegionWriter:
     slabs : list of (int, int)
         ``(start, stop)`` z rows of each slab.
     """
-
-    def __init__(self, store, slabs):
-        self.store = Path(os.path.abspath(store))
-        self.slabs = [(int(a), int(b)) for a, b in slabs]
-        self._array = None
-
-    def __getstate__(self):
-        return {"store": self.store, "slabs": self.slabs, "_array": None}
-
-    def __repr__(self):
-        return f"<ZarrRegionWriter {self.store} {len(self.slabs)} slabs>"
-
-    def done(self) -> set[int]:
-        """Slabs marked done in the store, by any process."""
-        return _read_markers(self.store)
 
     def write(self, index, data) -> None:
         """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done."""
@@ -497,9 +497,52 @@ class ZarrRegionWriter:
             raise ParameterError(f"slab {index} is z rows {start}:{stop}, of shape {expected}",
                                  where="data", value=data.shape, fix="pass that slab's rows only")
         self._array[start:stop] = data
-        folder = self.store / _MARKERS
-        folder.mkdir(exist_ok=True)
-        (folder / f"{int(index):06d}").touch()
+        _mark_done(self.store, index)
+
+
+class TiffRegionWriter(_RegionWriter):
+    """Writes whole slabs into a partial TIFF folder from any process, and marks each one done.
+
+    Each slice is its own file, written under a temporary name and renamed
+    into place, so writers of different slabs never touch the same file.
+    """
+
+    def write(self, index, data) -> None:
+        """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done."""
+        import tifffile
+
+        from tomolab.arrays import to_numpy
+
+        start, stop = self.slabs[int(index)]
+        data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
+        if data.ndim != 3 or data.shape[0] != stop - start:
+            raise ParameterError(f"slab {index} is z rows {start}:{stop}", where="data",
+                                 value=data.shape, fix="pass that slab's rows only")
+        for z, plane in zip(range(start, stop), data):
+            final = self.store / f"slice_{z:05d}.tif"
+            tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                tifffile.imwrite(tmp, plane)
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        _mark_done(self.store, index)
+
+
+def _mark_done(store: Path, index) -> None:
+    folder = Path(store) / _MARKERS
+    folder.mkdir(exist_ok=True)
+    (folder / f"{int(index):06d}").touch()
+
+
+def _checked_markers(store: Path, n_slabs: int) -> set[int]:
+    markers = _read_markers(store)
+    if any(not 0 <= i < n_slabs for i in markers):
+        raise ParameterError("slab markers out of range in the partial output",
+                             where=str(Path(store) / _MARKERS), value=sorted(markers),
+                             fix="delete the partial output and run again")
+    return markers
 
 
 def _read_markers(store: Path) -> set[int]:
@@ -646,7 +689,8 @@ class _TiffSink(SlabSink):
             raise _OtherRun
         if list(meta["shape"]) != list(self.shape) or progress.get("slab_rows") != self.slab_rows:
             raise _OtherRun
-        done = self._checked_done(progress[_FINGERPRINT], progress[_DONE])
+        done = self._checked_done(progress[_FINGERPRINT],
+                                  list(progress[_DONE]) + sorted(_read_markers(self.partial)))
         for stray in self.partial.glob(".*.tmp"):  # files of a write that was killed
             stray.unlink()
         # a slab counts only if all its files are there (e.g. someone deleted one)
@@ -684,12 +728,22 @@ class _TiffSink(SlabSink):
             tmp.unlink(missing_ok=True)
             raise
 
+    def region_writer(self):
+        self._check_open()
+        return TiffRegionWriter(self.partial, self.slabs)
+
+    def sync_done(self):
+        self._check_open()
+        self.done |= _checked_markers(self.partial, len(self.slabs))
+        return self.done
+
     def _record_done(self):
         progress = {_FINGERPRINT: self._fingerprint, "slab_rows": self.slab_rows,
                     _DONE: sorted(self.done)}
         _write_atomically(self.partial / _PROGRESS, json.dumps(progress))
 
     def _finalize(self):
+        _remove(self.partial / _MARKERS)
         (self.partial / _PROGRESS).unlink()
         for stray in self.partial.glob(".*.tmp"):
             stray.unlink()

@@ -187,6 +187,44 @@ def test_a_worker_killed_mid_run_ends_complete_and_identical(scan_file, client, 
     assert pid not in client.run(os.getpid).values()
 
 
+def test_a_retried_task_skips_the_slabs_its_killed_worker_finished(scan_file, client, reference,
+                                                                   tmp_path):
+    import threading
+
+    client.wait_for_workers(2, timeout=60)
+    before = client.run(os.getpid)
+    markers = tmp_path / ".v.zarr.partial" / ".tomolab_slabs_done"
+    killed, stop = [], threading.Event()
+
+    def kill_when_two_slabs_are_done():  # the task's worker, while it is at its third slab
+        while not stop.is_set():
+            if markers.is_dir() and len(os.listdir(markers)) >= 2:
+                busy = [address for address, keys in client.processing().items() if keys]
+                if busy:
+                    killed.append((before[busy[0]], len(os.listdir(markers))))
+                    os.kill(before[busy[0]], signal.SIGKILL)
+                return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=kill_when_two_slabs_are_done)
+    watcher.start()
+    stats = {}
+    try:
+        out = tomolab.reconstruct_to(tomolab.open_scan(scan_file), tmp_path / "v.zarr",
+                                     center=CENTER, slab_rows=2, slabs_per_task=12,
+                                     backend="numpy", client=client, stats=stats)
+    finally:
+        stop.set()
+        watcher.join()
+    _same_volume(reference, out)
+    assert killed and killed[0][1] < 12 and stats["tasks"] == 1
+    assert stats["slabs_skipped"] >= killed[0][1]  # done before the kill, not computed again
+    assert sum(stats["workers"].values()) == 12 - stats["slabs_skipped"]
+    left = [name for _, _, names in os.walk(tmp_path / "v.zarr") for name in names
+            if name.endswith((".partial", ".tmp"))]
+    assert left == []  # no half-written chunk of the killed worker
+
+
 _CLIENT_SCRIPT = textwrap.dedent("""
     import sys, time
     import tomolab, tomolab.cluster

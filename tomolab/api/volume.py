@@ -120,8 +120,9 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     stats : dict, optional
         Filled with the seconds per stage of the GPU stream, to tell what
         bounds a run (see :func:`tomolab.engine.stream.stream_slabs`). With a
-        client: ``tasks``, ``workers`` (slabs per worker address) and
-        ``worker_seconds`` (time spent in tasks, summed).
+        client: ``tasks``, ``workers`` (slabs per worker process),
+        ``worker_seconds`` (time spent in tasks, summed) and ``slabs_skipped``
+        (slabs that a retried task found done by the worker that died).
     client : dask.distributed.Client or "active", optional
         Reconstruct on a dask cluster (see :func:`tomolab.cluster.start_cluster`);
         ``"active"`` takes the client of this process
@@ -390,7 +391,7 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
     per_worker: dict = {}
     stream: dict = {}
     busy = 0.0
-    finished = 0
+    finished = skipped = 0
     previously = set(sink.done)
     reported = done_rows
 
@@ -425,6 +426,7 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
                 for key, value in result["stats"].items():
                     stream[key] = stream.get(key, 0) + value
                 marked |= set(result["slabs"])
+                skipped += result["skipped"]
             report()
     except BaseException:
         # with the scheduler lost, cancelling fails too: the first error is the one to show
@@ -434,4 +436,4 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
     sink.sync_done()
     if stats is not None:
         stats.update(stream, tasks=len(futures), workers=per_worker, worker_seconds=busy,
-                     slabs_per_task=int(slabs_per_task))
+                     slabs_per_task=int(slabs_per_task), slabs_skipped=skipped)

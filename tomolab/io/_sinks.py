@@ -429,6 +429,7 @@ class _ZarrSink(SlabSink):
         import zarr
 
         _remove(self.partial / _MARKERS)
+        _remove_zarr_temporaries(self.partial)  # of writers killed mid-chunk (other processes)
         with _quiet_consolidated():
             if self._multiscale:
                 _write_pyramid(self.partial, self._multiscale, self._chunks())

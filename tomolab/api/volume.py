@@ -287,7 +287,13 @@ def _plan_for_workers(client, scan, *, center, rows, **options):
                              fix=f"use one of {', '.join(BACKENDS)}")
     if not client.scheduler_info().get("workers"):
         client.wait_for_workers(1, timeout=120)
-    found = client.run(_worker_backend, backend)  # {worker address: backend}
+    try:
+        found = client.run(_worker_backend, backend)  # {worker address: backend}
+    except ImportError as exc:
+        raise ParameterError(f"the workers cannot import tomolab ({exc})", where="client",
+                             value=client.scheduler_info().get("address"),
+                             fix="install the same tomolab in the workers' environment (e.g. "
+                                 "python= in the cluster file)") from None
     kinds = sorted(set(found.values()))
     if len(kinds) != 1:
         raise ParameterError("the workers do not all have a GPU", where="backend",

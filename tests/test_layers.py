@@ -26,7 +26,7 @@ LAYERS = [
     {"recon"},
     {"center"},
     {"sweep"},
-    {"engine"},
+    {"engine", "cluster"},  # cluster: starts dask clusters (base only); api and cli use clients
     {"data"},
     {"api"},
     {"viz"},

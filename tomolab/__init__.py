@@ -37,6 +37,7 @@ _LAZY = {
     "io": "tomolab.io",
     "engine": "tomolab.engine",
     "devices": "tomolab.devices",
+    "cluster": "tomolab.cluster",
     "viz": "tomolab.viz",
     "widgets": "tomolab.widgets",
 }

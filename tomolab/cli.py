@@ -39,6 +39,16 @@ def _parse_center(text: str):
                                          "column in pixels, or auto") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a positive integer; fix: pass e.g. 2")
+    return value
+
+
 def cmd_demo(args) -> int:
     import numpy as np
 
@@ -120,17 +130,48 @@ def cmd_recon(args) -> int:
     options = dict(center=args.center, rows=args.rows, filter=args.filter, backend=args.backend,
                    precision=args.precision, progress=progress, normalize=not args.no_normalize,
                    log=not args.no_log)
+    client = _cluster_client(args)
     try:
         # streamed to disk slab by slab (zarr, HDF5 or TIFF); a killed run resumes when started again
         volume = tomolab.reconstruct_to(scan, output, format=args.format, overwrite=args.overwrite,
-                                        **options)
+                                        client=client, **options)
     finally:
         for bar in bars:
             bar.close()
+        if client is not None:
+            client.close()
     print(f"{output}: {volume.sizes['z']} slices of {volume.sizes['y']} x {volume.sizes['x']}, "
           f"centre {volume.attrs['center']:.2f} px, {volume.attrs['backend']}, "
           f"{time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _cluster_client(args):
+    """The dask client of ``--scheduler`` or ``--workers``, or None; shows the dashboard link."""
+    if args.scheduler is None and args.workers is None:
+        return None
+    from tomolab.errors import ParameterError
+
+    if args.scheduler is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ParameterError("dask.distributed is not installed", where="--scheduler",
+                                 value=args.scheduler, fix="pip install tomolab[cluster]") from None
+        try:
+            client = Client(args.scheduler, timeout=30)
+        except (OSError, TimeoutError) as exc:
+            raise ParameterError(f"no dask scheduler answers ({type(exc).__name__})",
+                                 where="--scheduler", value=args.scheduler,
+                                 fix="start one (dask scheduler) or pass its tcp://HOST:PORT"
+                                 ) from None
+    else:
+        from tomolab.cluster import start_cluster
+
+        client = start_cluster("local", workers=args.workers)
+    if not args.quiet and client.dashboard_link:
+        print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    return client
 
 
 def cmd_simulate(args) -> int:
@@ -194,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--no-log", action="store_true",
                        help="projections are already line integrals (no -log; with --no-normalize)")
     recon.add_argument("--overwrite", action="store_true")
+    where = recon.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="reconstruct on this dask cluster (tcp://HOST:PORT); zarr or TIFF output")
+    where.add_argument("--workers", metavar="N", type=_positive_int, default=None,
+                       help="reconstruct on N local worker processes; zarr or TIFF output")
     recon.add_argument("-q", "--quiet", action="store_true")
     recon.set_defaults(func=cmd_recon)
 

@@ -9,13 +9,25 @@ killed or cancelled picks up where it stopped when it is started again with
 the same parameters: finished slabs are not recomputed, and the result is
 identical to an uninterrupted run. The output opens with
 :func:`tomolab.io.open_volume` (the layouts of :func:`tomolab.save_volume`).
+
+With a :class:`dask.distributed.Client`, the slabs become tasks: each worker
+unpickles the plan (the scan is lazy, so only file names and parameters
+travel), reconstructs its slabs with the same engine on its own GPU or CPU,
+and writes them straight into the one partial zarr store (or TIFF folder),
+marking each slab done with a file of its own. The client creates the partial store, submits,
+follows completions, and moves the finished store into place; no volume data
+come back to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +36,11 @@ from tomolab.api.reconstruct import plan_reconstruction
 from tomolab.errors import ParameterError
 
 __all__ = ["reconstruct_to"]
+
+_log = logging.getLogger("tomolab")
+
+#: largest pickled plan sent with each task; above it the scan holds its data in memory
+MAX_TASK_BYTES = 4 * 2 ** 20
 
 
 def _fingerprint(scan, params: dict) -> str:
@@ -68,7 +85,7 @@ class _SlabAssembler:
 
 def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format: str = "auto",
                    overwrite: bool = False, multiscale: int = 0, progress=None, cancel=None,
-                   stats: dict | None = None, **options):
+                   stats: dict | None = None, client=None, slabs_per_task="auto", **options):
     """Reconstruct into a file on disk, slab by slab, resumably.
 
     Parameters
@@ -102,7 +119,23 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
         next call with the same parameters resumes it.
     stats : dict, optional
         Filled with the seconds per stage of the GPU stream, to tell what
-        bounds a run (see :func:`tomolab.engine.stream.stream_slabs`).
+        bounds a run (see :func:`tomolab.engine.stream.stream_slabs`). With a
+        client: ``tasks``, ``workers`` (slabs per worker process),
+        ``worker_seconds`` (time spent in tasks, summed) and ``slabs_skipped``
+        (slabs that a retried task found done by the worker that died).
+    client : dask.distributed.Client or "active", optional
+        Reconstruct on a dask cluster (see :func:`tomolab.cluster.start_cluster`);
+        ``"active"`` takes the client of this process
+        (:func:`distributed.get_client`). zarr or TIFF output (not HDF5), on a
+        file system that every worker sees; the scan must be opened from a file that every
+        worker can read. ``backend="auto"`` is resolved on the workers (all
+        must agree). A worker that dies has its slabs recomputed elsewhere;
+        a client that dies leaves the partial output, which the same call
+        (with or without a cluster) completes. The output is identical to a
+        run without a cluster.
+    slabs_per_task : int or "auto"
+        With a client: consecutive slabs per task (one GPU stream each).
+        ``"auto"``: about four tasks per worker thread, at most 16 slabs.
     **options
         Passed to :func:`tomolab.reconstruct` (``filter``, ``algorithm``,
         ``backend``, ``stripes``, ``phase``, ...).
@@ -132,7 +165,12 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     if not isinstance(multiscale, (int, np.integer)) or not 0 <= multiscale <= 8:
         raise ParameterError("levels of the pyramid must be an integer from 0 to 8",
                              where="multiscale", value=multiscale, fix="pass e.g. multiscale=3")
-    plan = plan_reconstruction(scan, center=center, rows=rows, **options)
+    if client is not None:
+        client = _resolve_client(client)
+        _check_cluster_format(path, format)
+        plan = _plan_for_workers(client, scan, center=center, rows=rows, **options)
+    else:
+        plan = plan_reconstruction(scan, center=center, rows=rows, **options)
     row_range, size = plan.row_range, plan.size
     plan.check_memory(row_range, slab_rows=int(slab_rows))  # before a partial output exists
     per_row = np.ndim(plan.center) == 1
@@ -144,6 +182,18 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
                      slab_rows=int(slab_rows), fingerprint=_fingerprint(scan, params),
                      format=format, overwrite=overwrite, multiscale=int(multiscale))
     total = len(row_range)
+    if client is not None:
+        try:
+            if not sink.slabs:
+                raise ParameterError("nothing was reconstructed", where="rows", value=rows,
+                                     fix="select at least one row")
+            _run_on_cluster(client, plan, sink, slab_rows=int(slab_rows),
+                            slabs_per_task=slabs_per_task, progress=progress, cancel=cancel,
+                            stats=stats)
+            sink.finish()
+        finally:
+            sink.close()
+        return open_volume(path)
     try:
         todo = [i for i in range(len(sink.slabs)) if i not in sink.done]
         done_rows = sum(b - a for i, (a, b) in enumerate(sink.slabs) if i in sink.done)
@@ -175,3 +225,222 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     finally:
         sink.close()
     return open_volume(path)
+
+
+# ----------------------------------------------------------------------------- on a dask cluster
+
+def _resolve_client(client):
+    """A ``distributed.Client`` from ``client=`` (a client, or ``"active"``)."""
+    if isinstance(client, str):
+        if client != "active":
+            raise ParameterError("client must be a dask.distributed.Client or 'active'",
+                                 where="client", value=client,
+                                 fix="pass client=tomolab.cluster.start_cluster('local'), or "
+                                     "client='active' to use the client of this process")
+        try:
+            from distributed import get_client
+        except ImportError:
+            raise ParameterError("dask.distributed is not installed", where="client",
+                                 value=client, fix="pip install tomolab[cluster]") from None
+        try:
+            return get_client()
+        except ValueError:
+            raise ParameterError("no dask client is active in this process", where="client",
+                                 value=client,
+                                 fix="start one first, e.g. tomolab.cluster.start_cluster('local')"
+                                 ) from None
+    if not all(hasattr(client, name) for name in ("submit", "run", "scheduler_info")):
+        raise ParameterError("client must be a dask.distributed.Client or 'active'",
+                             where="client", value=type(client).__name__,
+                             fix="pass client=tomolab.cluster.start_cluster('local')")
+    return client
+
+
+def _check_cluster_format(path: Path, format: str) -> None:
+    suffix = path.suffix.lower()
+    fmt = format if format != "auto" else ("zarr" if suffix == ".zarr" else
+                                           "hdf5" if suffix in (".h5", ".hdf5", ".hdf", ".nxs",
+                                                                ".nx") else "tiff")
+    if fmt not in ("zarr", "tiff"):
+        raise ParameterError(f"many workers cannot write one {fmt.upper()} file safely",
+                             where="path", value=str(path),
+                             fix="name the output NAME.zarr (or a TIFF folder), or run without "
+                                 "client=")
+
+
+def _worker_backend(backend: str) -> str:
+    from tomolab.devices import resolve_backend
+
+    return resolve_backend(backend)
+
+
+def _plan_for_workers(client, scan, *, center, rows, **options):
+    """The plan, validated here, with the backend that the workers resolve."""
+    import dataclasses
+
+    from tomolab.api.reconstruct import HALF_PRECISION_KERNEL
+    from tomolab.arrays import cupy_available
+    from tomolab.devices import BACKENDS
+
+    backend = options.get("backend", "auto")
+    if backend not in BACKENDS:
+        raise ParameterError("unknown backend", where="backend", value=backend,
+                             fix=f"use one of {', '.join(BACKENDS)}")
+    if not client.scheduler_info().get("workers"):
+        client.wait_for_workers(1, timeout=120)
+    try:
+        found = client.run(_worker_backend, backend)  # {worker address: backend}
+    except ImportError as exc:
+        raise ParameterError(f"the workers cannot import tomolab ({exc})", where="client",
+                             value=client.scheduler_info().get("address"),
+                             fix="install the same tomolab in the workers' environment (e.g. "
+                                 "python= in the cluster file)") from None
+    kinds = sorted(set(found.values()))
+    if len(kinds) != 1:
+        raise ParameterError("the workers do not all have a GPU", where="backend",
+                             value=f"{backend!r} resolves to {kinds} on {len(found)} workers",
+                             fix='pass backend="numpy" (or give every worker a GPU)')
+    workers_backend = kinds[0]
+    here = workers_backend if (workers_backend == "numpy" or cupy_available()) else "numpy"
+    plan = plan_reconstruction(scan, center=center, rows=rows, **dict(options, backend=here))
+    if plan.backend != workers_backend:  # planned here without a GPU, run there with one
+        precision = options.get("precision", "single")
+        if plan.algorithm != "fbp":
+            precision = "single"
+        plan = dataclasses.replace(plan, backend=workers_backend, precision=precision,
+                                   kernel=HALF_PRECISION_KERNEL if precision == "half" else "auto")
+    return plan
+
+
+def _task_groups(todo: list[int], size: int) -> list[list[int]]:
+    """Runs of consecutive slabs, cut into groups of at most ``size``."""
+    from tomolab.io import frame_runs
+
+    groups = []
+    for a, b in frame_runs(todo):
+        groups.extend(list(range(s, min(s + size, b))) for s in range(a, b, size))
+    return groups
+
+
+def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: int) -> dict:
+    """On a worker: reconstruct slabs ``indices`` of the plan into the store; skip those done."""
+    import pickle
+    import socket
+
+    from tomolab.devices import resolve_backend
+    from tomolab.io import frame_runs
+
+    started = time.perf_counter()
+    plan = pickle.loads(payload)
+    resolve_backend(plan.backend)  # fails here, clearly, on a worker without the GPU it needs
+    done = writer.done()
+    todo = [i for i in indices if i not in done]  # a retried task redoes only what is missing
+    run_stats: dict = {}
+    for a, b in frame_runs(todo):
+        first, last = writer.slabs[a][0], writer.slabs[b - 1][1]
+        assembler = _SlabAssembler(writer, list(range(a, b)), first, plan.size)
+        start = plan.row_range.start
+        part: dict = {}
+        plan.run(range(start + first, start + last), sink=assembler, max_height=slab_rows,
+                 stats=part)
+        for key, value in part.items():
+            if key != "height":
+                run_stats[key] = run_stats.get(key, 0) + value
+    return {"slabs": todo, "skipped": len(indices) - len(todo), "host": socket.gethostname(),
+            "pid": os.getpid(), "seconds": time.perf_counter() - started, "stats": run_stats}
+
+
+def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, cancel, stats):
+    """Submit the slabs that are not done, follow completions, leave the store complete."""
+    import cloudpickle
+    from distributed import as_completed
+
+    from tomolab.errors import Cancelled
+
+    writer = sink.region_writer()
+    sink.sync_done()
+    todo = [i for i in range(len(sink.slabs)) if i not in sink.done]
+    total = sum(b - a for a, b in sink.slabs)
+    done_rows = total - sum(sink.slabs[i][1] - sink.slabs[i][0] for i in todo)  # resumed
+    payload = cloudpickle.dumps(plan)
+    if len(payload) > MAX_TASK_BYTES:
+        raise ParameterError(
+            f"the scan holds its data in memory ({len(payload) / 2 ** 20:.0f} MiB pickled), "
+            f"so every task would carry a copy", where="scan",
+            value=plan.scan.attrs.get("source_file") or "from_arrays",
+            fix="save it with tomolab.io.write_dxchange and pass tomolab.open_scan(file), "
+                "which the workers read lazily")
+    if slabs_per_task == "auto":
+        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+        threads = max(threads, 1)
+        if plan.backend == "cupy":
+            # a GPU task pays for its stream's setup (pinned buffers, a pipeline to fill and
+            # drain): one task per worker thread; a killed one is redone from its last slab
+            slabs_per_task = -(-len(todo) // threads)
+        else:  # about four tasks per thread, so that work moves to the workers that are free
+            slabs_per_task = min(16, -(-len(todo) // (4 * threads)))
+        slabs_per_task = max(1, slabs_per_task)
+    elif not isinstance(slabs_per_task, (int, np.integer)) or isinstance(slabs_per_task, bool) \
+            or slabs_per_task < 1:
+        raise ParameterError("slabs per task must be a positive integer or 'auto'",
+                             where="slabs_per_task", value=slabs_per_task,
+                             fix="pass e.g. slabs_per_task=4")
+    link = getattr(client, "dashboard_link", None)
+    if link:
+        _log.info("tomolab: reconstructing %d slabs on a dask cluster; dashboard %s",
+                  len(todo), link)
+    groups = _task_groups(todo, int(slabs_per_task))
+    # new keys every run: a rerun must not meet the cancelled futures of the last one
+    prefix = f"tomolab-slabs-{uuid.uuid4().hex[:12]}"
+    futures = [client.submit(_reconstruct_slabs, payload, writer, group, slab_rows,
+                             key=f"{prefix}-{group[0]}", pure=False)
+               for group in groups]
+    per_worker: dict = {}
+    stream: dict = {}
+    busy = 0.0
+    finished = skipped = 0
+    previously = set(sink.done)
+    reported = done_rows
+
+    def report():  # rows of the slabs marked done so far: finer than whole tasks
+        nonlocal reported
+        now = sum(b - a for i, (a, b) in enumerate(sink.slabs)
+                  if i in previously or i in marked)
+        if progress is not None and now > reported:
+            progress(now, total)
+        reported = max(reported, now)
+
+    marked: set = set()
+    polled = time.monotonic()
+    try:
+        completed = as_completed(futures)
+        while not completed.is_empty():
+            if cancel is not None and cancel():
+                raise Cancelled(f"cancelled after {finished} of {len(futures)} tasks; run again "
+                                f"with the same parameters to resume from {sink.partial}")
+            if not completed.has_ready():
+                time.sleep(0.05)
+                if time.monotonic() - polled > 0.5:
+                    marked, polled = writer.done(), time.monotonic()
+                    report()
+                continue
+            for future in completed.next_batch(block=False):
+                result = future.result()  # a task's error is raised here, as it was raised there
+                finished += 1
+                busy += result["seconds"]
+                where = f"{result['host']}:{result['pid']}"
+                per_worker[where] = per_worker.get(where, 0) + len(result["slabs"])
+                for key, value in result["stats"].items():
+                    stream[key] = stream.get(key, 0) + value
+                marked |= set(result["slabs"])
+                skipped += result["skipped"]
+            report()
+    except BaseException:
+        # with the scheduler lost, cancelling fails too: the first error is the one to show
+        with contextlib.suppress(Exception):
+            client.cancel(futures)
+        raise
+    sink.sync_done()
+    if stats is not None:
+        stats.update(stream, tasks=len(futures), workers=per_worker, worker_seconds=busy,
+                     slabs_per_task=int(slabs_per_task), slabs_skipped=skipped)

@@ -18,7 +18,9 @@ The outputs are those of :func:`tomolab.io.save_volume`, so
   slab high and split in y/x into tiles of at most 16 MiB; uncompressed (a
   reconstruction's float noise compresses by 10-20 % only, at a quarter of the
   speed or less); optionally an OME-Zarr (NGFF 0.4) pyramid ``level1``, ... .
-  Finished slabs: group attribute ``slabs_done``.
+  Finished slabs: group attribute ``slabs_done``, and one empty file per
+  slab in ``.tomolab_slabs_done/`` inside the store, written by the other
+  processes of a cluster through :meth:`SlabSink.region_writer`.
 * HDF5: dataset ``/volume`` chunked ``(1, y, x)`` with the attrs and ``dims``,
   coords as ``/z``, ``/y``, ``/x``; coords along z that are not dimensions
   (``row``, ``center``) as datasets with a ``dims`` attribute (JSON list).
@@ -51,7 +53,7 @@ from tomolab.io._write import (
     _write_tiff_metadata,
 )
 
-__all__ = ["open_sink", "SlabSink"]
+__all__ = ["open_sink", "SlabSink", "ZarrRegionWriter", "TiffRegionWriter"]
 
 _DONE = "slabs_done"
 _FINGERPRINT = "fingerprint"
@@ -59,6 +61,7 @@ _PROGRESS = ".progress.json"  # TIFF: bookkeeping file inside the partial folder
 _CHUNK_BYTES = 16 * 2 ** 20   # zarr: largest chunk before y/x are split into tiles
 _MIN_TILE = 256               # zarr: smallest y/x tile of that split
 _VOLUME_DIMS = ("z", "y", "x")
+_MARKERS = ".tomolab_slabs_done"  # zarr, TIFF: one empty file per slab done by any process
 
 class _Corrupt(Exception):
     """A partial output that cannot be read (or is not what this sink writes)."""
@@ -281,6 +284,30 @@ class SlabSink:
         _move_into_place(self.partial, self.path)
         self._finished = True
 
+    def region_writer(self):
+        """A small picklable writer of this sink's slabs, for other processes (dask workers).
+
+        Each process writes whole slabs straight into the partial output and
+        records each one done on its own (one marker file per slab), so many
+        writers never touch the same bytes; :meth:`sync_done` then gathers
+        what they finished. zarr (a slab is whole chunks) and TIFF (a slab is
+        whole files).
+
+        Raises
+        ------
+        tomolab.errors.ParameterError
+            For HDF5 output (one file that many processes cannot write safely).
+        """
+        raise ParameterError(f"{self.format.upper()} output cannot be written by many processes "
+                             f"at once", where="path", value=str(self.path),
+                             fix="name the output NAME.zarr (each slab is its own zarr chunks) "
+                                 "or a TIFF folder, or run without a cluster")
+
+    def sync_done(self) -> set[int]:
+        """Add to :attr:`done` the slabs that region writers recorded; return :attr:`done`."""
+        self._check_open()
+        return self.done
+
     def close(self) -> None:
         """Release file handles and threads; the partial output stays for resuming. Idempotent."""
         if not self._closed:
@@ -352,7 +379,8 @@ class _ZarrSink(SlabSink):
         meta = dict(group.attrs)
         if _FINGERPRINT not in meta or _DONE not in meta:
             raise _Corrupt("no resume bookkeeping in the store's attrs")
-        done = self._checked_done(meta[_FINGERPRINT], meta[_DONE])
+        done = self._checked_done(meta[_FINGERPRINT],
+                                  list(meta[_DONE]) + sorted(_read_markers(self.partial)))
         array = group["volume"]
         if tuple(array.shape) != self.shape or tuple(array.chunks) != self._chunks():
             raise _OtherRun
@@ -384,6 +412,15 @@ class _ZarrSink(SlabSink):
     def _write_data(self, start, stop, data):
         self._array[start:stop] = data
 
+    def region_writer(self):
+        self._check_open()
+        return ZarrRegionWriter(self.partial, self.slabs)
+
+    def sync_done(self):
+        self._check_open()
+        self.done |= _checked_markers(self.partial, len(self.slabs))
+        return self.done
+
     def _record_done(self):
         # zarr's local store replaces zarr.json atomically (temporary file, then rename)
         self._group.attrs[_DONE] = sorted(self.done)
@@ -391,6 +428,8 @@ class _ZarrSink(SlabSink):
     def _finalize(self):
         import zarr
 
+        _remove(self.partial / _MARKERS)
+        _remove_zarr_temporaries(self.partial)  # of writers killed mid-chunk (other processes)
         with _quiet_consolidated():
             if self._multiscale:
                 _write_pyramid(self.partial, self._multiscale, self._chunks())
@@ -405,6 +444,113 @@ class _ZarrSink(SlabSink):
 
     def _release(self):
         self._group = self._array = None
+
+
+class _RegionWriter:
+    """What both region writers share: the partial output's path, the slabs, the markers."""
+
+    def __init__(self, store, slabs):
+        self.store = Path(os.path.abspath(store))
+        self.slabs = [(int(a), int(b)) for a, b in slabs]
+        self._array = None
+
+    def __getstate__(self):
+        return {"store": self.store, "slabs": self.slabs, "_array": None}
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.store} {len(self.slabs)} slabs>"
+
+    def done(self) -> set[int]:
+        """Slabs marked done in the partial output, by any process."""
+        return _read_markers(self.store)
+
+
+class ZarrRegionWriter(_RegionWriter):
+    """Writes whole slabs into a partial zarr store from any process, and marks each one done.
+
+    Made by :meth:`SlabSink.region_writer`; pickles to the store's path and
+    the slab bounds. Slabs are whole chunks along z and span y and x, so two
+    writers of different slabs never write the same chunk file; zarr replaces
+    each chunk file atomically, and the slab's marker file is made only after
+    all its chunks are there.
+
+    Attributes
+    ----------
+    store : pathlib.Path
+        The partial store (absolute).
+    slabs : list of (int, int)
+        ``(start, stop)`` z rows of each slab.
+    """
+
+    def write(self, index, data) -> None:
+        """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done."""
+        import zarr
+
+        from tomolab.arrays import to_numpy
+
+        start, stop = self.slabs[int(index)]
+        if self._array is None:
+            group = zarr.open_group(str(self.store), mode="r+", use_consolidated=False)
+            self._array = group["volume"].with_config({"write_empty_chunks": True})
+        data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
+        expected = (stop - start,) + tuple(self._array.shape[1:])
+        if data.shape != expected:
+            raise ParameterError(f"slab {index} is z rows {start}:{stop}, of shape {expected}",
+                                 where="data", value=data.shape, fix="pass that slab's rows only")
+        self._array[start:stop] = data
+        _mark_done(self.store, index)
+
+
+class TiffRegionWriter(_RegionWriter):
+    """Writes whole slabs into a partial TIFF folder from any process, and marks each one done.
+
+    Each slice is its own file, written under a temporary name and renamed
+    into place, so writers of different slabs never touch the same file.
+    """
+
+    def write(self, index, data) -> None:
+        """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done."""
+        import tifffile
+
+        from tomolab.arrays import to_numpy
+
+        start, stop = self.slabs[int(index)]
+        data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
+        if data.ndim != 3 or data.shape[0] != stop - start:
+            raise ParameterError(f"slab {index} is z rows {start}:{stop}", where="data",
+                                 value=data.shape, fix="pass that slab's rows only")
+        for z, plane in zip(range(start, stop), data):
+            final = self.store / f"slice_{z:05d}.tif"
+            tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                tifffile.imwrite(tmp, plane)
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        _mark_done(self.store, index)
+
+
+def _mark_done(store: Path, index) -> None:
+    folder = Path(store) / _MARKERS
+    folder.mkdir(exist_ok=True)
+    (folder / f"{int(index):06d}").touch()
+
+
+def _checked_markers(store: Path, n_slabs: int) -> set[int]:
+    markers = _read_markers(store)
+    if any(not 0 <= i < n_slabs for i in markers):
+        raise ParameterError("slab markers out of range in the partial output",
+                             where=str(Path(store) / _MARKERS), value=sorted(markers),
+                             fix="delete the partial output and run again")
+    return markers
+
+
+def _read_markers(store: Path) -> set[int]:
+    folder = Path(store) / _MARKERS
+    if not folder.is_dir():
+        return set()
+    return {int(name) for name in os.listdir(folder) if name.isdigit()}
 
 
 def _remove_zarr_temporaries(store: Path) -> None:
@@ -544,7 +690,8 @@ class _TiffSink(SlabSink):
             raise _OtherRun
         if list(meta["shape"]) != list(self.shape) or progress.get("slab_rows") != self.slab_rows:
             raise _OtherRun
-        done = self._checked_done(progress[_FINGERPRINT], progress[_DONE])
+        done = self._checked_done(progress[_FINGERPRINT],
+                                  list(progress[_DONE]) + sorted(_read_markers(self.partial)))
         for stray in self.partial.glob(".*.tmp"):  # files of a write that was killed
             stray.unlink()
         # a slab counts only if all its files are there (e.g. someone deleted one)
@@ -582,12 +729,22 @@ class _TiffSink(SlabSink):
             tmp.unlink(missing_ok=True)
             raise
 
+    def region_writer(self):
+        self._check_open()
+        return TiffRegionWriter(self.partial, self.slabs)
+
+    def sync_done(self):
+        self._check_open()
+        self.done |= _checked_markers(self.partial, len(self.slabs))
+        return self.done
+
     def _record_done(self):
         progress = {_FINGERPRINT: self._fingerprint, "slab_rows": self.slab_rows,
                     _DONE: sorted(self.done)}
         _write_atomically(self.partial / _PROGRESS, json.dumps(progress))
 
     def _finalize(self):
+        _remove(self.partial / _MARKERS)
         (self.partial / _PROGRESS).unlink()
         for stray in self.partial.glob(".*.tmp"):
             stray.unlink()

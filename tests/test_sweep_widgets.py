@@ -92,6 +92,9 @@ def test_before_compute_a_placeholder_explains_what_to_do():
     assert "Compute" in widget.placeholder.value
     widget.compute()
     assert widget.plot_widget in widget.children and widget.placeholder not in widget.children
+    # the figure the browser gets when it first shows the plot is the stack, not the empty frame
+    bundle = str(widget.plot_widget.render_bundle)
+    assert "press Compute" not in bundle and f"centre {widget.best:.2f} px" in bundle
 
 
 def _declared_width(w):

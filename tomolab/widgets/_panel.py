@@ -181,9 +181,10 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         self.preview_label = widgets.HTML("open a scan first")
         self.preview_button = widgets.Button(description="Refresh preview", icon="refresh",
                                              layout=narrow)
-        self.preview_plot = self._preview_figure(size)
-        preview_step = widgets.VBox([widgets.HBox([self.preview_button, self.preview_label]),
-                                     self.preview_plot, self.preview_task])
+        self.preview_plot, self._preview_hv = HoloViewsWidget(self._preview_view())
+        self._preview_step = preview_step = widgets.VBox(
+            [widgets.HBox([self.preview_button, self.preview_label]), self.preview_plot,
+             self.preview_task])
 
         # 3. centre, 4. phase: the sweeps are built when a scan is opened
         self.center_box = widgets.VBox([widgets.HTML("open a scan first")])
@@ -276,23 +277,13 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
                                  fix="type a path in step 1 and press Open")
         return self.scan
 
-    def _preview_figure(self, size):
+    def _preview_view(self):
+        """The preview as a holoviews image: axes in µm/mm, a colour bar in the volume's unit."""
         import holoviews as hv
 
-        from tomolab.viz import ensure_extension
+        from tomolab.viz import contrast_limits, ensure_extension, in_length_unit, value_label
 
         ensure_extension()
-        Shown = hv.streams.Stream.define("PreviewShown", revision=0)
-        self._preview_stream = Shown(revision=0)
-        widget, self._preview_hv = HoloViewsWidget(
-            hv.DynamicMap(self._preview_view, streams=[self._preview_stream]))
-        return widget
-
-    def _preview_view(self, revision):
-        import holoviews as hv
-
-        from tomolab.viz import contrast_limits, in_length_unit, value_label
-
         if self.preview_slice is None:  # an empty frame (no solid square) until a preview exists
             data = xr.DataArray(np.full((2, 2), np.nan, np.float32), dims=("y", "x"),
                                 coords={"y": [0, 1], "x": [0, 1]})
@@ -518,7 +509,12 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
 
         def show(slab):
             self.preview_slice = slab
-            self._preview_stream.event(revision=self._preview_stream.revision + 1)
+            # a new figure each time (one small image): its labels and units follow the scan
+            old = self.preview_plot
+            self.preview_plot, self._preview_hv = HoloViewsWidget(self._preview_view())
+            self._preview_step.children = [self._preview_step.children[0], self.preview_plot,
+                                           self.preview_task]
+            widgets.Widget.close(old)  # its comm; BokehModel.close fails on a never-shown figure
             phase = f", δ/β {slab.attrs['phase_delta_beta']:.4g}" \
                 if "phase_delta_beta" in slab.attrs else ""
             self.preview_label.value = (f"row {row} at centre <b>{slab.attrs['center']:.2f}</b> px"

@@ -141,6 +141,9 @@ class SweepView(LoadsBokehJS, widgets.VBox):
         self._update_readout()
         self._shown.event(index=self.index, revision=self._shown.revision + 1)
         if self.children[len(self._controls) + 1] is not self.plot_widget:
+            # the figure was never shown: its first bundle is the empty frame, and the updates
+            # since went to no view. Send the figure as it is now, then show it.
+            self.plot_widget.update_from_model(self._plot.state)
             self.children = self._layout(self.plot_widget)
 
     @traitlets.validate("index")
@@ -541,30 +544,30 @@ class PhaseSweep(SweepView):
         self.center = float(center)
         ratios = np.geomspace(10, 3000, 25) if ratios is None else np.asarray(ratios, float)
         self.row_input = _row_input(scan, row)
-        narrow = {"description_width": "70px"}
+        narrow = {"description_width": "88px"}
         self.low_input = widgets.FloatLogSlider(value=float(ratios.min()), base=10, min=-1, max=5,
                                                 description="δ/β from", readout_format=".3g",
-                                                style=narrow, layout=_px(290))
+                                                style=narrow, layout=_px(300))
         self.high_input = widgets.FloatLogSlider(value=float(ratios.max()), base=10, min=-1, max=5,
                                                  description="to", readout_format=".3g",
-                                                 style=narrow, layout=_px(290))
+                                                 style=narrow, layout=_px(300))
         self.count_input = widgets.BoundedIntText(value=ratios.size, min=2, max=101,
                                                   description="trials", style=narrow,
-                                                  layout=_px(150))
+                                                  layout=_px(170))
         attrs = scan.attrs
         # lengths as a beamline user reads them: the pixel in µm, the distance in m
         self.energy_input = widgets.FloatText(value=float(attrs.get("energy") or 0.0),
                                               description="energy keV", style=narrow,
-                                              layout=_px(180))
+                                              layout=_px(220))
         self.distance_input = widgets.FloatText(value=float(attrs.get("distance") or 0.0),
                                                 description="distance m", style=narrow,
-                                                layout=_px(180))
+                                                layout=_px(220))
         self.pixel_input = widgets.FloatText(value=round(float(attrs.get("pixel_size") or 0.0) * 1e6, 6),
                                              description="pixel µm", style=narrow,
-                                             layout=_px(180))
+                                             layout=_px(220))
         self.compute_button = widgets.Button(description="Compute", icon="play",
                                              button_style="primary", layout=_px(110))
-        self.row_input.layout = _px(150)
+        self.row_input.layout = _px(170)
         self.row_input.style = narrow
         wrap = dict(flex_flow="row wrap", max_width=f"{NOTEBOOK_WIDTH}px")
         controls = [widgets.HBox([self.energy_input, self.distance_input, self.pixel_input],

@@ -361,8 +361,9 @@ def test_sliceviewer_thin_volume_cuts_keep_a_readable_height_and_say_so():
     viewer = SliceViewer(reconstruction_like((4, 96, 96)), size=384)
     figures = _figures_by_title(viewer)
     xz = next(f for t, f in figures.items() if t.startswith("xz"))
-    assert xz.height >= MIN_CUT_HEIGHT  # 4 of 96 rows would be 16 px high
-    assert viewer.stretch["y"] == pytest.approx(MIN_CUT_HEIGHT / 16, rel=0.05)
+    assert xz.frame_height >= MIN_CUT_HEIGHT  # 4 of 96 rows would be a 13 px strip
+    true_height = xz.frame_width * 4 / 96
+    assert viewer.stretch["y"] == pytest.approx(xz.frame_height / true_height, rel=0.02)
     assert f"stretched ×{viewer.stretch['y']:.1f}" in xz.title.text
     xy = next(f for t, f in figures.items() if t.startswith("xy"))
     assert "stretched" not in xy.title.text

@@ -13,8 +13,8 @@ from tomolab.widgets._task import TaskBar, guarded
 __all__ = ["SliceViewer"]
 
 
-#: the least height (screen pixels) of an xz / yz view; thinner volumes are stretched to it
-MIN_CUT_HEIGHT = 150
+#: the least height (screen pixels) of an xz / yz image; thinner volumes are stretched to it
+MIN_CUT_HEIGHT = 100
 
 
 class SliceViewer(LoadsBokehJS, widgets.VBox):
@@ -148,13 +148,14 @@ class SliceViewer(LoadsBokehJS, widgets.VBox):
             stream = Index(index=getattr(self, axis))
             self._streams[axis] = stream
             hdim, vdim = SLICE_AXES[axis]
-            width = max(int(size * shape[hdim] / max(nx, 1)), 120)
+            # sizes of the image itself (axes, title and colour bar come on top)
+            width = max(int((size - 60) * shape[hdim] / max(nx, 1)), 100)
             true_height = width * shape[vdim] / max(shape[hdim], 1)
             height = int(round(true_height))
             if axis != "z" and true_height < MIN_CUT_HEIGHT:
                 height = MIN_CUT_HEIGHT  # a 4-row volume would be a 4-pixel strip
             self.stretch[axis] = height / max(true_height, 1e-9)
-            aspect[axis] = (width, max(height, 80))
+            aspect[axis] = (width, max(height, 40))
             dmap = hv.DynamicMap(self._view_callback(axis, *aspect[axis]),
                                  streams=[stream, self._display])
             views.append(dmap)
@@ -162,7 +163,7 @@ class SliceViewer(LoadsBokehJS, widgets.VBox):
         counts, edges = np.histogram(sample, bins=128, range=(vmin, vmax))
         hist = hv.Histogram((edges, counts), kdims=[hv.Dimension("value", label=self.value_label)],
                             vdims=["count"]).opts(
-            width=size, height=160, color="#888888", line_color=None, title="histogram",
+            width=size, height=160, color="#888888", line_color=None, title="histogram", xticks=4,
             tools=[], default_tools=["xpan", "xwheel_zoom", "reset"])
         lines = hv.DynamicMap(
             lambda clim, cmap, revision: hv.VLines(list(clim)).opts(color="#d62728", line_width=2),
@@ -265,7 +266,7 @@ class SliceViewer(LoadsBokehJS, widgets.VBox):
                                   hv.Dimension(vdim, unit=dims_units[vdim])],
                            vdims=[hv.Dimension("value", label=self.value_label)]).opts(
                 cmap=cmap, clim=tuple(clim), invert_yaxis=True, colorbar=True,
-                width=width + 90, height=height, title=f"{title} at {axis}={index}{note}",
+                frame_width=width, frame_height=height, title=f"{title} at {axis}={index}{note}",
                 tools=["hover"], toolbar="right")
             if self._overlay is not None:
                 over = self._overlay(axis, index, shown)

@@ -515,12 +515,17 @@ class CenterOverlay(LoadsBokehJS, widgets.VBox):
             degrees = np.degrees(self.pair["angle"].values)
             title = (f"{degrees[0]:.0f}° − mirrored {degrees[1]:.1f}°: "
                      f"centre {self.center:.2f} px")
-        n_rows, n_cols = data.shape
-        height = int(np.clip(self._size * n_rows / max(n_cols, 1), 120, 2 * self._size))
+        # the image at its true aspect, but never a strip: a few rows are stretched (and it says so)
+        width = max(self._size - 60, 100)
+        true_height = width * self.pair.sizes["row"] / self.n_cols if self.pair is not None \
+            else width
+        height = int(np.clip(true_height, 100, 2 * self._size))
+        if height > 1.05 * true_height:
+            title += f" (rows stretched ×{height / true_height:.1f})"
         return hv.Image(data.rename("difference"),
                         kdims=[hv.Dimension("col", unit="px"), hv.Dimension("row", unit="px")],
                         vdims=["difference"]).opts(
-            cmap="RdBu_r", clim=(-self._clim, self._clim), width=self._size, height=height,
+            cmap="RdBu_r", clim=(-self._clim, self._clim), frame_width=width, frame_height=height,
             invert_yaxis=True, colorbar=True, title=title, tools=["hover"], framewise=False)
 
 

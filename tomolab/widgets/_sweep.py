@@ -513,15 +513,14 @@ class CenterOverlay(LoadsBokehJS, widgets.VBox):
                                         "col": self.pair["col"].values})
             data = block_downsample(data, (self.max_pixels, self.max_pixels))
             degrees = np.degrees(self.pair["angle"].values)
-            title = (f"{degrees[0]:.0f}° − mirrored {degrees[1]:.1f}°: "
-                     f"centre {self.center:.2f} px")
+            title = f"{degrees[0]:.0f}° − mirrored {degrees[1]:.1f}°"
         # the image at its true aspect, but never a strip: a few rows are stretched (and it says so)
         width = max(self._size - 60, 100)
         true_height = width * self.pair.sizes["row"] / self.n_cols if self.pair is not None \
             else width
         height = int(np.clip(true_height, 100, 2 * self._size))
         if height > 1.05 * true_height:
-            title += f" (rows stretched ×{height / true_height:.1f})"
+            title += f" (rows ×{height / true_height:.1f})"
         return hv.Image(data.rename("difference"),
                         kdims=[hv.Dimension("col", unit="px"), hv.Dimension("row", unit="px")],
                         vdims=["difference"]).opts(

@@ -153,3 +153,14 @@ def test_overlay_without_an_opposite_pair_says_so():
     overlay = CenterOverlay(scan, backend="numpy")
     assert overlay.pair is None and "180°" in overlay.task.error
     assert overlay.shift_slider.disabled and overlay.use_button.disabled
+
+
+def test_phase_sweep_reads_out_plain_numbers():
+    from tomolab.widgets import PhaseSweep
+
+    scan = tomolab.data.simulate_scan(48, n_rows=2, n_angles=60)
+    widget = PhaseSweep(scan, center=scan.attrs["true_center"], backend="numpy",
+                        background=False, compute=False)
+    assert [widget.format_value(v) for v in (1234.5, 316.2, 13.33, 0.5)] == \
+        ["1234", "316", "13.3", "0.5"]
+    assert "e+" not in widget.low_input.readout_format + widget.high_input.readout_format

@@ -115,8 +115,16 @@ class SweepView(LoadsBokehJS, widgets.VBox):
                 widgets.HBox([self.use_button, self.summary]), self.adopted, self.task]
 
     def format_value(self, value) -> str:
-        """``value`` of the parameter as shown on screen (with its unit)."""
-        text = format(float(value), self.value_format)
+        """``value`` of the parameter as shown on screen (with its unit).
+
+        A ``value_format`` of ``"plain"`` writes a number as people do: no
+        exponent, three significant digits (``1200``, ``316``, ``13.3``, ``0.5``).
+        """
+        value = float(value)
+        if self.value_format == "plain":
+            text = f"{value:.0f}" if abs(value) >= 100 else f"{float(f'{value:.3g}'):g}"
+        else:
+            text = format(value, self.value_format)
         return f"{text} {self.unit}" if self.unit else text
 
     # -- the stack -------------------------------------------------------------
@@ -550,10 +558,10 @@ class PhaseSweep(SweepView):
         self.row_input = _row_input(scan, row)
         narrow = {"description_width": "88px"}
         self.low_input = widgets.FloatLogSlider(value=float(ratios.min()), base=10, min=-1, max=5,
-                                                description="δ/β from", readout_format=".3g",
+                                                description="δ/β from", readout_format=".3r",
                                                 style=narrow, layout=_px(300))
         self.high_input = widgets.FloatLogSlider(value=float(ratios.max()), base=10, min=-1, max=5,
-                                                 description="to", readout_format=".3g",
+                                                 description="to", readout_format=".3r",
                                                  style=narrow, layout=_px(300))
         self.count_input = widgets.BoundedIntText(value=ratios.size, min=2, max=101,
                                                   description="trials", style=narrow,
@@ -580,7 +588,7 @@ class PhaseSweep(SweepView):
                     widgets.HBox([self.row_input, self.count_input, self.compute_button],
                                  layout=widgets.Layout(**wrap))]
         super().__init__(dim="ratio", label="δ/β", size=size, log_axis=True, controls=controls,
-                         value_format=".3g", **kwargs)
+                         value_format="plain", **kwargs)
         self.compute_button.on_click(lambda _: self.compute())
         if compute:
             self.compute()

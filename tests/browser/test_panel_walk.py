@@ -124,6 +124,10 @@ class Walk:
         raise AssertionError(f"{what}: not shown after {timeout} s; errors: {self.errors()}")
 
     def shot(self, name):
+        no = self.page.locator(".Toastify").get_by_role("button", name="No")
+        if no.count():  # "get notified about Jupyter news?" hides part of the picture
+            no.first.click()
+            self.page.wait_for_timeout(300)
         self.cell.scroll_into_view_if_needed()
         _small_png(SHOTS / f"{name}.png", self.cell.screenshot())
 

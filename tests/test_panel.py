@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -31,20 +33,27 @@ def sample(tmp_path_factory):
 def test_open_sweep_reconstruct_save_reopen(sample, tmp_path):
     path, params = sample
     panel = ReconstructionPanel(path, backend="numpy", background=False)
-    assert panel.task.error == "" and panel.scan is not None
+    assert panel.file_task.error == "" and panel.scan is not None
     assert "dxchange" in panel.description.value and str(path.name) in panel.description.value
-    # the auto estimate sets the centre and the preview shows the middle row at it
+    # the auto estimate sets the centre and the preview shows the middle row at it, with axes
     assert abs(panel.center - params.center) < 1.0
-    assert panel.preview_task.state == "done" and panel.preview_image.value[:4] == b"\x89PNG"
+    assert panel.preview_task.state == "done"
+    assert panel.preview_slice.attrs["center"] == panel.center
+    figure = next(m for m in panel._preview_hv.state.references() if hasattr(m, "xaxis"))
+    assert figure.xaxis[0].axis_label == "x (µm)" and figure.yaxis[0].axis_label == "y (µm)"
 
     sweep = panel.center_sweep
     sweep.compute()
     assert sweep.task.state == "done", sweep.task.error
     sweep.index = int(np.argmax(sweep.stack["score"].values))
-    sweep.use_current()
+    sweep.use_button.click()
     assert panel.center == sweep.value
     assert abs(panel.center - params.center) <= 0.5
     assert panel.center_input.value == panel.center
+    # the adoption is confirmed in step 3 and step 6, and the preview follows it
+    assert f"{panel.center:.2f} px" in panel.center_note.value and "sweep" in panel.center_note.value
+    assert f"{panel.center:.2f} px" in panel.recon_label.value
+    assert panel.preview_slice.attrs["center"] == panel.center
 
     panel.rows_input.value = "2:6"
     panel.algorithm_input.value = "gridrec"
@@ -94,17 +103,33 @@ def test_format_choice_sets_the_suffix(sample):
     assert panel.output_input.value.endswith("sample_recon")
 
 
-def test_bad_path_shows_a_readable_error(tmp_path):
-    missing = tmp_path / "no_such_scan.h5"
-    panel = ReconstructionPanel(missing, backend="numpy", background=False)  # no exception
-    assert panel.scan is None
-    assert "no_such_scan.h5" in panel.task.error and "Traceback" not in panel.task.error
-    assert "tomolab-error" in panel.task.error_label.value
+def _errors(panel):
+    """Which task bars of the panel show an error: {step name: message}."""
+    bars = {"file": panel.file_task, "preview": panel.preview_task, "phase": panel.phase_task,
+            "reconstruction": panel.task, "output": panel.save_task, "viewers": panel.viewer_task}
+    if panel.center_sweep is not None:
+        bars["centre"] = panel.center_sweep.task
+    return {name: bar.error for name, bar in bars.items() if bar.error}
 
-    not_a_scan = tmp_path / "notes.h5"
-    not_a_scan.write_text("not HDF5")
-    panel.open_scan(not_a_scan)
-    assert panel.scan is None and "notes.h5" in panel.task.error
+
+@pytest.mark.parametrize("case", ["missing", "empty", "not_hdf5", "folder"])
+def test_a_bad_path_shows_in_step_1_and_nowhere_else(tmp_path, case):
+    text = {"missing": str(tmp_path / "no_such_scan.h5"), "empty": "   ",
+            "not_hdf5": str(tmp_path / "notes.h5"), "folder": str(tmp_path)}[case]
+    (tmp_path / "notes.h5").write_text("not HDF5")
+    panel = ReconstructionPanel(None, backend="numpy", background=False)
+    panel.path_input.value = text
+    panel.open_button.click()  # as the user does; no exception
+    assert panel.scan is None
+    errors = _errors(panel)
+    assert list(errors) == ["file"], errors
+    message = errors["file"]
+    assert "Traceback" not in message and "tomolab-error" in panel.file_task.error_label.value
+    if case == "empty":
+        assert message.startswith("scan=''") and "type the path" in message
+    else:
+        assert Path(text).name in message
+    assert panel.steps.selected_index == 0  # step 1 stays open, showing it
 
     # nothing open: the later steps say so instead of raising
     panel.reconstruct()
@@ -117,9 +142,11 @@ def test_bad_values_show_errors_and_keep_the_state(sample, tmp_path):
     path, _ = sample
     panel = ReconstructionPanel(path, backend="numpy", background=False)
     good = panel.center
-    panel.center_input.value = 1.0e6  # off the detector
+    panel.center_input.value = 1.0e6  # off the detector: the box's label, not the keyword
     assert panel.center == good and "centre is outside the detector" in panel.task.error
-    with pytest.raises(Exception, match="outside the detector"):
+    assert panel.task.error.startswith("centre px=1000000.0")
+    assert list(_errors(panel)) == ["reconstruction"]
+    with pytest.raises(Exception, match="centre px=-5.0.*outside the detector"):
         panel.center = -5.0
     panel.rows_input.value = "7:3"
     assert panel.reconstruct() is None
@@ -232,3 +259,32 @@ def test_no_widget_shadows_the_ipywidgets_api():
                     assert not clash, f"{klass.__name__} shadows ipywidgets: {sorted(clash)}"
     panel = tw.ReconstructionPanel(None, background=False)
     assert panel.comm is not None
+
+
+def test_nothing_open_each_step_says_so_in_its_own_place():
+    panel = ReconstructionPanel(None, backend="numpy", background=False)
+    panel.reconstruct()
+    assert "no scan is open" in panel.task.error
+    panel.preview()
+    assert "no scan is open" in panel.preview_task.error
+    panel.phase_checkbox.value = True
+    assert "no scan is open" in panel.phase_task.error
+    panel.save()
+    assert "no volume to save" in panel.save_task.error
+    assert panel.file_task.error == ""
+
+
+def test_the_overlay_sits_beside_the_sweep_and_its_centre_is_adopted(sample):
+    from tomolab.viz import shift_from_center
+
+    panel = ReconstructionPanel(sample[0], backend="numpy", background=False)
+    overlay = panel.center_overlay
+    assert overlay is not None and overlay.task.error == ""
+    tabs = panel.center_box.children[-1]
+    assert tabs.children == (panel.center_sweep, overlay)
+    assert overlay.center == pytest.approx(panel.center)  # it starts at the auto estimate
+    overlay.shift = shift_from_center(panel.scan.sizes["col"], 50.5)
+    overlay.use_button.click()
+    assert panel.center == 50.5 and panel.center_input.value == 50.5
+    assert "50.50 px" in panel.center_note.value and "overlay" in panel.center_note.value
+    assert panel.preview_slice.attrs["center"] == 50.5

@@ -49,7 +49,8 @@ def test_plot_axes_follow_the_stack_not_the_empty_first_frame(sweep):
     """The browser showed empty plots once: the axes kept the placeholder's ranges."""
     widget, _ = sweep
     image, curve = _figures(widget)
-    x = widget.stack.x.values
+    x = widget.stack.x.values / 1e-6  # the axes are in µm (the scan's pixel is 1 µm)
+    assert image.xaxis[0].axis_label == "x (µm)"
     assert image.x_range.start <= x.min() and image.x_range.end >= x.max()
     assert image.x_range.end - image.x_range.start < 2 * (x.max() - x.min())
     centres = widget.stack.center.values
@@ -61,3 +62,105 @@ def test_bad_range_is_a_message_in_the_widget(sweep):
     widget.start_input.value, widget.stop_input.value = 60.0, 50.0
     widget.compute()
     assert "the range is empty" in widget.task.error and "fix" in widget.task.error
+
+
+def test_readouts_name_the_value_not_the_index(sweep):
+    """The slider reads out the candidate's centre in px; its index stays inside."""
+    widget, _ = sweep
+    widget.index = 4
+    centre = float(widget.stack.center.values[4])
+    assert widget.slider.label == f"{centre:.2f} px"
+    assert widget.readout.value.startswith("score ") and str(4) not in widget.readout.value[:6]
+    assert f"{widget.best:.2f} px" in widget.summary.value
+    _, curve = _figures(widget)
+    assert curve.xaxis[0].axis_label == "centre (px)"
+
+
+def test_use_this_centre_confirms_what_was_adopted(sweep):
+    widget, _ = sweep
+    widget.index = 2
+    widget.use_button.click()
+    assert widget.value == float(widget.stack.center.values[2])
+    assert "tomolab-adopted" in widget.adopted.value
+    assert f"{widget.value:.2f} px" in widget.adopted.value
+
+
+def test_before_compute_a_placeholder_explains_what_to_do():
+    scan = tomolab.data.simulate_scan(48, n_rows=2, n_angles=60)
+    widget = CenterSweep(scan, backend="numpy", background=False, compute=False)
+    assert widget.placeholder in widget.children and widget.plot_widget not in widget.children
+    assert "Compute" in widget.placeholder.value
+    widget.compute()
+    assert widget.plot_widget in widget.children and widget.placeholder not in widget.children
+    # the figure the browser gets when it first shows the plot is the stack, not the empty frame
+    bundle = str(widget.plot_widget.render_bundle)
+    assert "press Compute" not in bundle and f"centre {widget.best:.2f} px" in bundle
+
+
+def _declared_width(w):
+    text = w.layout.width or ""
+    assert text.endswith("px"), f"{w.description!r} has no width in px ({text!r})"
+    return int(text[:-2])
+
+
+def test_phase_sweep_controls_fit_a_narrow_notebook():
+    from tomolab.widgets import PhaseSweep
+    from tomolab.widgets._sweep import NOTEBOOK_WIDTH
+
+    scan = tomolab.data.simulate_scan(48, n_rows=2, n_angles=60)
+    widget = PhaseSweep(scan, center=scan.attrs["true_center"], backend="numpy",
+                        background=False, compute=False)
+    rows = [c for c in widget.children if isinstance(c, __import__("ipywidgets").HBox)]
+    for row in rows[:3]:  # the control rows
+        assert sum(_declared_width(w) for w in row.children) <= NOTEBOOK_WIDTH
+    # the pixel size is entered in µm and reaches the sweep in metres
+    assert widget.pixel_input.description == "pixel µm"
+    assert widget.pixel_input.value == pytest.approx(scan.attrs["pixel_size"] * 1e6)
+    widget.pixel_input.value = 2.5
+    assert widget.pixel_size == pytest.approx(2.5e-6)
+    assert widget.placeholder in widget.children
+
+
+@pytest.mark.parametrize("true_center", [43.6, 51.3])
+def test_overlay_shift_maps_to_the_centre_of_a_simulated_scan(true_center):
+    """centre = (cols - 1)/2 + shift/2: the shift that cancels the pair is the known centre."""
+    from tomolab.viz import center_from_shift
+    from tomolab.widgets import CenterOverlay
+
+    scan = tomolab.data.simulate_scan(96, n_rows=4, n_angles=180, center=true_center,
+                                      angle_range=2 * np.pi)
+    overlay = CenterOverlay(scan, backend="numpy")
+    assert overlay.task.error == ""
+    assert np.degrees(np.diff(overlay.pair["angle"].values))[0] == pytest.approx(180.0)
+    shifts = np.arange(-30.0, 30.01, 0.25)
+    mismatch = [float(np.mean(overlay.difference(s)[:, 10:-10] ** 2)) for s in shifts]
+    best = shifts[int(np.argmin(mismatch))]
+    assert abs(center_from_shift(96, best) - true_center) <= 0.25
+    # the slider's shift and the adopted value follow the same relation
+    overlay.shift = best
+    assert overlay.center == pytest.approx((96 - 1) / 2 + best / 2)
+    assert f"{overlay.center:.2f} px" in overlay.readout.value
+    overlay.use_button.click()
+    assert overlay.value == overlay.center and f"{overlay.value:.2f} px" in overlay.adopted.value
+    with pytest.raises(__import__("traitlets").TraitError, match="shift px"):
+        overlay.shift = 500.0
+
+
+def test_overlay_without_an_opposite_pair_says_so():
+    from tomolab.widgets import CenterOverlay
+
+    scan = tomolab.data.simulate_scan(48, n_rows=2, n_angles=30, angle_range=np.pi / 2)
+    overlay = CenterOverlay(scan, backend="numpy")
+    assert overlay.pair is None and "180°" in overlay.task.error
+    assert overlay.shift_slider.disabled and overlay.use_button.disabled
+
+
+def test_phase_sweep_reads_out_plain_numbers():
+    from tomolab.widgets import PhaseSweep
+
+    scan = tomolab.data.simulate_scan(48, n_rows=2, n_angles=60)
+    widget = PhaseSweep(scan, center=scan.attrs["true_center"], backend="numpy",
+                        background=False, compute=False)
+    assert [widget.format_value(v) for v in (1234.5, 316.2, 13.33, 0.5)] == \
+        ["1234", "316", "13.3", "0.5"]
+    assert "e+" not in widget.low_input.readout_format + widget.high_input.readout_format

@@ -313,3 +313,102 @@ def test_segmenter_rejects_out_of_range_threshold():
     seg = Segmenter(vol, orthogonal=False)
     with pytest.raises(traitlets.TraitError, match="outside the data range"):
         seg.threshold = 100.0
+
+
+# -- units, aspect, and the JavaScript each display brings -------------------------
+
+def reconstruction_like(shape=(4, 64, 64), pixel_size=0.65e-6):
+    """A volume as tomolab.reconstruct makes it: coordinates in metres, values in 1/m."""
+    nz, ny, nx = shape
+    centred = lambda n: (np.arange(n) - (n - 1) / 2) * pixel_size  # noqa: E731
+    return xr.DataArray(
+        phantom(shape), dims=("z", "y", "x"),
+        coords={"z": ("z", np.arange(nz) * pixel_size, {"units": "m"}),
+                "y": ("y", centred(ny), {"units": "m"}), "x": ("x", centred(nx), {"units": "m"})},
+        attrs={"units": "1/m", "long_name": "linear attenuation coefficient"})
+
+
+def _figures_by_title(viewer):
+    return {m.title.text: m for m in viewer._plot.state.references()
+            if hasattr(m, "x_range") and hasattr(m, "renderers") and getattr(m, "title", None)}
+
+
+def test_sliceviewer_axes_colorbars_and_contrast_in_physical_units():
+    from bokeh.models import ColorBar
+
+    volume = reconstruction_like()
+    viewer = SliceViewer(volume)
+    figures = _figures_by_title(viewer)
+    xy = next(f for t, f in figures.items() if t.startswith("xy"))
+    assert xy.xaxis[0].axis_label == "x (µm)" and xy.yaxis[0].axis_label == "y (µm)"
+    # the x axis spans the volume's width in µm, not in voxels
+    width_um = float(np.ptp(volume.x.values)) / 1e-6
+    assert xy.x_range.end - xy.x_range.start == pytest.approx(width_um + 0.65, rel=0.05)
+    bars = [m for m in viewer._plot.state.references() if isinstance(m, ColorBar)]
+    assert len(bars) == 3 and all(bar.title == "μ (1/m)" for bar in bars)
+    hist = figures["histogram"]
+    assert hist.xaxis[0].axis_label == "μ (1/m)"
+    assert viewer.clim_slider.description == "contrast 1/m"
+    # and a volume without physical coordinates says voxels
+    plain = _figures_by_title(SliceViewer(phantom((4, 16, 16)), orthogonal=False))
+    xy = next(f for t, f in plain.items() if t.startswith("xy"))
+    assert xy.xaxis[0].axis_label == "x (px)"
+
+
+def test_sliceviewer_thin_volume_cuts_keep_a_readable_height_and_say_so():
+    from tomolab.widgets._slices import MIN_CUT_HEIGHT
+
+    viewer = SliceViewer(reconstruction_like((4, 96, 96)), size=384)
+    figures = _figures_by_title(viewer)
+    xz = next(f for t, f in figures.items() if t.startswith("xz"))
+    assert xz.frame_height >= MIN_CUT_HEIGHT  # 4 of 96 rows would be a 13 px strip
+    true_height = xz.frame_width * 4 / 96
+    assert viewer.stretch["y"] == pytest.approx(xz.frame_height / true_height, rel=0.02)
+    assert f"stretched ×{viewer.stretch['y']:.1f}" in xz.title.text
+    xy = next(f for t, f in figures.items() if t.startswith("xy"))
+    assert "stretched" not in xy.title.text
+    # a cube is shown at its true aspect, with no note
+    cube = _figures_by_title(SliceViewer(reconstruction_like((32, 32, 32)), size=320))
+    assert not any("stretched" in t for t in cube)
+
+
+@pytest.mark.parametrize("make", ["slice_viewer", "segmenter", "center_sweep", "panel"])
+def test_each_display_first_loads_bokehjs(make):
+    """Displayed twice in one kernel (a reloaded page): BokehJS comes before the widget each time."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    import tomolab
+    from tomolab.viz import bokehjs_bundle
+    from tomolab.widgets import CenterSweep, ReconstructionPanel
+
+    InteractiveShell.instance()
+    widget = {
+        "slice_viewer": lambda: SliceViewer(phantom((4, 8, 8))),
+        "segmenter": lambda: Segmenter(phantom((4, 8, 8)), orthogonal=False),
+        "center_sweep": lambda: CenterSweep(tomolab.data.simulate_scan(32, n_rows=2, n_angles=30),
+                                            backend="numpy", compute=False),
+        "panel": lambda: ReconstructionPanel(None, background=False),
+    }[make]()
+    load_mime = "application/vnd.bokehjs_load.v0+json"
+    for _ in range(2):
+        with capture_output() as captured:
+            display(widget)
+        mimes = [sorted(out.data) for out in captured.outputs]
+        assert load_mime in mimes[0], mimes
+        assert captured.outputs[0].data[load_mime] == bokehjs_bundle()[load_mime]
+        view = captured.outputs[1].data["application/vnd.jupyter.widget-view+json"]
+        assert view["model_id"] == widget.model_id
+
+
+def test_bokehjs_bundle_is_inline_and_skips_a_page_that_has_it():
+    import bokeh
+
+    from tomolab.viz import bokehjs_bundle
+
+    code = bokehjs_bundle()["application/javascript"]
+    wrapper = code[:code.index("var pieces")] + code[code.index("\n  for (var i") :]
+    assert "script.textContent" in wrapper and ".src" not in wrapper  # inline, fetches nothing
+    assert f'window.Bokeh.version === "{bokeh.__version__}"' in code
+    assert "BEGIN bokeh.min.js" in code and len(code) > 500_000

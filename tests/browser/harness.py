@@ -268,14 +268,20 @@ def _wait_all_cells_run(page, timeout):
 
 
 def _set_first_slider(page, delta=1):
-    """Change the first IntSlider by ``delta`` through its editable readout, like a user."""
-    readout = page.locator(f"{SEL_SLIDER} .widget-readout").first
-    old = int(float(readout.inner_text().strip()))
-    readout.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.type(str(old + delta))
-    page.keyboard.press("Enter")
-    return old, old + delta
+    """Move the first slider by ``delta`` steps with the arrow keys, like a user.
+
+    Works for every ipywidgets slider, also those whose readout is a label and
+    not an editable number (a :class:`~ipywidgets.SelectionSlider` reads out
+    "54.50 px").
+    """
+    handle = page.locator(f"{SEL_SLIDER} .noUi-handle").first
+    old = handle.get_attribute("aria-valuenow")
+    handle.scroll_into_view_if_needed()
+    handle.click()  # focus, without moving it: the click lands on the handle itself
+    key = "ArrowRight" if delta > 0 else "ArrowLeft"
+    for _ in range(abs(int(delta))):
+        page.keyboard.press(key)
+    return old, handle.get_attribute("aria-valuenow")
 
 
 def run_notebook_in_browser(path, *, server: Server | None = None, artifacts_dir=ARTIFACTS,

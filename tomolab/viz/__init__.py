@@ -13,16 +13,55 @@ set-up that keeps every JavaScript resource local.
 """
 
 from tomolab.viz._arrays import (
-    as_volume, block_downsample, block_factors, contrast_limits, subsample,
+    as_volume,
+    block_downsample,
+    block_factors,
+    contrast_limits,
+    subsample,
 )
 from tomolab.viz._images import (
-    SLICE_AXES, datashader_available, get_slice, histogram, slice_image, with_coords,
+    SLICE_AXES,
+    datashader_available,
+    get_slice,
+    histogram,
+    in_length_unit,
+    length_unit,
+    slice_image,
+    value_label,
+    with_coords,
 )
-from tomolab.viz._notebook import ensure_extension, setup_notebook
+from tomolab.viz._notebook import bokehjs_bundle, ensure_extension, setup_notebook
+from tomolab.viz._overlay import (
+    center_from_shift,
+    mirror_overlay,
+    opposite_projections,
+    shift_from_center,
+)
 from tomolab.viz._png import PNG_PERCENTILES, png_bytes, save_png
 
 __all__ = [
-    "PNG_PERCENTILES", "SLICE_AXES", "as_volume", "block_downsample", "block_factors",
-    "contrast_limits", "datashader_available", "ensure_extension", "get_slice", "histogram",
-    "png_bytes", "save_png", "setup_notebook", "slice_image", "subsample", "with_coords",
+    "PNG_PERCENTILES",
+    "SLICE_AXES",
+    "as_volume",
+    "block_downsample",
+    "block_factors",
+    "bokehjs_bundle",
+    "center_from_shift",
+    "contrast_limits",
+    "datashader_available",
+    "ensure_extension",
+    "get_slice",
+    "histogram",
+    "in_length_unit",
+    "length_unit",
+    "mirror_overlay",
+    "opposite_projections",
+    "png_bytes",
+    "save_png",
+    "setup_notebook",
+    "shift_from_center",
+    "slice_image",
+    "subsample",
+    "value_label",
+    "with_coords",
 ]

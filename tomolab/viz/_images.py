@@ -7,7 +7,16 @@ import numpy as np
 from tomolab.errors import ParameterError
 from tomolab.viz._arrays import as_volume, block_downsample, contrast_limits, subsample
 
-__all__ = ["SLICE_AXES", "datashader_available", "get_slice", "slice_image", "histogram"]
+__all__ = [
+    "SLICE_AXES",
+    "datashader_available",
+    "get_slice",
+    "histogram",
+    "in_length_unit",
+    "length_unit",
+    "slice_image",
+    "value_label",
+]
 
 #: For each normal axis, the (horizontal, vertical) dims of the slice image.
 SLICE_AXES = {"z": ("x", "y"), "y": ("x", "z"), "x": ("y", "z")}
@@ -79,6 +88,75 @@ def with_coords(plane):
         if dim not in plane.coords:
             plane = plane.assign_coords({dim: np.arange(plane.sizes[dim])})
     return plane
+
+
+#: display units for lengths given in metres: (name, metres per unit), smallest first
+LENGTH_UNITS = (("µm", 1e-6), ("mm", 1e-3))
+
+
+def length_unit(extent_m: float) -> tuple[str, float]:
+    """The unit to show a length of ``extent_m`` metres in: µm below 2 mm, mm from there.
+
+    Returns ``(name, metres per unit)``.
+
+    Examples
+    --------
+    >>> length_unit(96e-6), length_unit(0.0041)
+    (('µm', 1e-06), ('mm', 0.001))
+    """
+    return LENGTH_UNITS[1] if abs(extent_m) >= 2e-3 else LENGTH_UNITS[0]
+
+
+def in_length_unit(plane, unit=None):
+    """``plane`` with its metre coordinates in µm or mm (one unit for all), and that unit.
+
+    Coordinates whose ``units`` attribute is ``"m"`` are divided by the unit
+    (:func:`length_unit` of the largest extent unless ``unit`` is given) and get
+    ``attrs["units"]`` of the unit; others (voxel indices) say ``"px"``. Returns
+    ``(plane, {dim: unit name})``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> plane = xr.DataArray(np.zeros((2, 3)), dims=("y", "x"),
+    ...                      coords={"y": ("y", [0.0, 1e-6], {"units": "m"}),
+    ...                              "x": ("x", [0.0, 1e-6, 2e-6], {"units": "m"})})
+    >>> shown, units = in_length_unit(plane)
+    >>> shown["x"].values.round(6).tolist(), units
+    ([0.0, 1.0, 2.0], {'y': 'µm', 'x': 'µm'})
+    """
+    plane = with_coords(plane)
+    metric = [d for d in plane.dims if plane[d].attrs.get("units") == "m"]
+    if unit is None:
+        extent = max((float(np.ptp(plane[d].values)) for d in metric), default=0.0)
+        unit = length_unit(extent)
+    name, metres = unit
+    units = {}
+    for dim in plane.dims:
+        if dim in metric:
+            plane = plane.assign_coords({dim: (dim, plane[dim].values / metres, {"units": name})})
+            units[dim] = name
+        else:
+            units[dim] = "px"
+    return plane, units
+
+
+def value_label(data) -> str:
+    """How the values of a volume or slice are called on screen: ``"μ (1/m)"`` and the like.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> value_label(xr.DataArray(np.zeros(2), attrs={"units": "1/m"}))
+    'μ (1/m)'
+    >>> value_label(np.zeros(2))
+    'value'
+    """
+    attrs = getattr(data, "attrs", {}) or {}
+    units = attrs.get("units")
+    name = "μ" if attrs.get("long_name") == "linear attenuation coefficient" or units == "1/m" \
+        else "value"
+    return f"{name} ({units})" if units else name
 
 
 def slice_image(volume, axis="z", index=0, *, clim=None, cmap="gray",

@@ -6,8 +6,8 @@ bridge ``panel.ipywidget`` uses). The plot then lives in ``children`` like
 any other widget, in JupyterLab and in saved widget state, and updates
 travel as Bokeh model diffs over the widget comm: a holoviews stream event
 (a new slice index) re-renders only the plots that listen to it, in place,
-keeping zoom and pan. BokehJS itself is loaded into the page by
-:func:`tomolab.viz.ensure_extension` (inline, from the Jupyter server).
+keeping zoom and pan. BokehJS itself is put into the page by every widget
+that shows such plots, each time it is displayed (:class:`LoadsBokehJS`).
 
 Chosen over ``hv.render`` into an ``ipywidgets.Output`` (which re-sends the
 whole figure, flickers, resets zoom, and leaves nothing to test in Python)
@@ -16,7 +16,7 @@ and over panel's server-side layout (an extra layer for no gain here).
 
 from __future__ import annotations
 
-__all__ = ["HoloViewsWidget"]
+__all__ = ["HoloViewsWidget", "LoadsBokehJS"]
 
 
 def HoloViewsWidget(obj):
@@ -35,3 +35,23 @@ def HoloViewsWidget(obj):
     ensure_extension()
     plot = hv.renderer("bokeh").get_plot(obj)
     return BokehModel(plot.state), plot
+
+
+class LoadsBokehJS:
+    """Mixin for widgets that show Bokeh figures: load BokehJS before each display.
+
+    jupyter_bokeh's views need ``window.Bokeh``. A page that was reloaded (the
+    kernel lives on) or a notebook that never ran :func:`tomolab.viz.setup_notebook`
+    has none, and the figures show "Click to show javascript error". Displaying
+    such a widget therefore first publishes :func:`tomolab.viz.bokehjs_bundle`
+    (inline, offline; it runs nothing when the page already has BokehJS), then
+    the widget itself.
+    """
+
+    def _ipython_display_(self, **kwargs):
+        from IPython.display import publish_display_data
+
+        from tomolab.viz import bokehjs_bundle
+
+        publish_display_data(bokehjs_bundle())
+        publish_display_data(self._repr_mimebundle_(**kwargs))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -19,8 +20,8 @@ import numpy as np
 import traitlets
 import xarray as xr
 
-from tomolab.viz import png_bytes
-from tomolab.widgets._task import TaskBar, guarded
+from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
+from tomolab.widgets._task import TaskBar
 
 __all__ = ["ReconstructionPanel"]
 
@@ -30,16 +31,64 @@ STEPS = ("file", "preview", "centre", "phase", "preprocessing", "reconstruction"
 
 _SUFFIX = {"zarr": ".zarr", "hdf5": ".h5", "tiff": ""}
 
+#: parameter names (as tomolab's functions call them) -> the label of the panel's field
+FIELD_LABELS = {"center": "centre px", "centers": "centre px", "rows": "rows", "row": "rows",
+                "zingers": "zingers", "zingers_threshold": "zingers", "stripes": "stripes",
+                "phase": "δ/β", "delta_beta": "δ/β", "filter": "filter",
+                "algorithm": "algorithm", "path": "output", "format": "format"}
 
-class ReconstructionPanel(widgets.VBox):
+
+def labelled(exc: BaseException) -> BaseException:
+    """``exc`` naming the panel's field (``centre px``) where it named a keyword (``center``).
+
+    Examples
+    --------
+    >>> from tomolab.errors import ParameterError
+    >>> str(labelled(ParameterError("centre is outside the detector", where="center", value=900.0)))
+    'centre px=900.0: centre is outside the detector'
+    """
+    from tomolab.errors import TomolabError
+
+    if isinstance(exc, TomolabError) and exc.where in FIELD_LABELS:
+        return type(exc)(exc.what, where=FIELD_LABELS[exc.where], value=exc.value, fix=exc.fix)
+    return exc
+
+
+@contextmanager
+def errors_to(bar: TaskBar):
+    """Show any error raised inside on ``bar`` (the step where the action happened), labelled."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 -- every error is shown, where it belongs
+        bar.show_error(labelled(exc))
+    else:
+        bar.clear_error()
+
+
+def _labelled_work(fn):
+    """Wrap task work so that its errors name the panel's fields too."""
+    def work(progress):
+        try:
+            return fn(progress)
+        except Exception as exc:
+            new = labelled(exc)
+            if new is exc:
+                raise
+            raise new from exc
+    return work
+
+
+class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
     """Open a scan, find its centre (and δ/β), reconstruct, save and look, in one widget.
 
     The steps, in an accordion that opens the next one as you go:
 
     1. **file** -- a path and *Open*; shows :func:`tomolab.io.describe` of the scan.
-    2. **preview** -- the middle row reconstructed at the automatic centre
-       (*Refresh* redoes it at the current centre and δ/β).
-    3. **centre** -- an embedded :class:`CenterSweep`; "Use this centre" sets :attr:`center`.
+    2. **preview** -- the middle row reconstructed at the automatic centre, with
+       axes in µm (*Refresh* redoes it at the current centre and δ/β).
+    3. **centre** -- an embedded :class:`CenterSweep` and, beside it, a
+       :class:`CenterOverlay` (0° over the mirrored 180° projection); "Use this
+       centre" in either sets :attr:`center` and says so.
     4. **phase** -- a checkbox and an embedded :class:`PhaseSweep`; "Use this δ/β"
        sets :attr:`delta_beta` (None: no phase retrieval).
     5. **preprocessing** -- zinger threshold (0: off) and stripe removal.
@@ -50,7 +99,8 @@ class ReconstructionPanel(widgets.VBox):
     8. **viewers** -- :class:`SliceViewer` and :class:`VolumeViewer` of :attr:`volume`.
 
     Errors (a bad path, a centre off the detector, a failed save) show as a
-    readable line in the widget, never as a traceback.
+    readable line in the step where the action happened, naming the field's
+    label, never as a traceback.
 
     Parameters
     ----------
@@ -105,7 +155,12 @@ class ReconstructionPanel(widgets.VBox):
         self.phase_sweep = None
         self.slice_viewer = None
         self.volume_viewer = None
-        self.task = TaskBar()  # open, reconstruct, save: errors and progress of the panel
+        self.task = TaskBar()  # step 6: the reconstruction's progress, cancel and errors
+        self.file_task = TaskBar()  # step 1: opening the scan
+        self.phase_task = TaskBar()  # step 4
+        self.viewer_task = TaskBar()  # step 8
+        self.center_overlay = None
+        self.center_note = widgets.HTML("")  # step 3: which centre was adopted
         narrow = widgets.Layout(width="auto")
 
         # 1. file
@@ -118,23 +173,25 @@ class ReconstructionPanel(widgets.VBox):
                                           button_style="primary", layout=narrow)
         self.description = widgets.HTML("")
         file_step = widgets.VBox([widgets.HBox([self.path_input, self.open_button]),
-                                  self.description])
+                                  self.file_task, self.description])
 
         # 2. preview
         self.preview_task = TaskBar()
-        self.preview_image = widgets.Image(format="png", width=size, height=size)
+        self.preview_slice = None  # the last preview (a DataArray (z, y, x) of one row)
         self.preview_label = widgets.HTML("open a scan first")
         self.preview_button = widgets.Button(description="Refresh preview", icon="refresh",
                                              layout=narrow)
-        preview_step = widgets.VBox([widgets.HBox([self.preview_button, self.preview_label]),
-                                     self.preview_image, self.preview_task])
+        self.preview_plot, self._preview_hv = HoloViewsWidget(self._preview_view())
+        self._preview_step = preview_step = widgets.VBox(
+            [widgets.HBox([self.preview_button, self.preview_label]), self.preview_plot,
+             self.preview_task])
 
         # 3. centre, 4. phase: the sweeps are built when a scan is opened
         self.center_box = widgets.VBox([widgets.HTML("open a scan first")])
         self.phase_checkbox = widgets.Checkbox(value=False, description="phase retrieval (Paganin)",
                                                indent=False)
         self.phase_box = widgets.VBox([])
-        phase_step = widgets.VBox([self.phase_checkbox, self.phase_box])
+        phase_step = widgets.VBox([self.phase_checkbox, self.phase_task, self.phase_box])
 
         # 5. preprocessing
         self.zingers_input = widgets.BoundedFloatText(
@@ -187,10 +244,11 @@ class ReconstructionPanel(widgets.VBox):
 
         # 8. viewers
         self.viewer_box = widgets.VBox([widgets.HTML("reconstruct to see the volume here")])
+        viewer_step = widgets.VBox([self.viewer_task, self.viewer_box])
 
         self.steps = widgets.Accordion(
             children=[file_step, preview_step, self.center_box, phase_step, prep_step, recon_step,
-                      output_step, self.viewer_box],
+                      output_step, viewer_step],
             titles=tuple(f"{i + 1}. {name}" for i, name in enumerate(STEPS)))
         self.steps.selected_index = 0
         super().__init__(**kwargs)
@@ -219,6 +277,28 @@ class ReconstructionPanel(widgets.VBox):
                                  fix="type a path in step 1 and press Open")
         return self.scan
 
+    def _preview_view(self):
+        """The preview as a holoviews image: axes in µm/mm, a colour bar in the volume's unit."""
+        import holoviews as hv
+
+        from tomolab.viz import contrast_limits, ensure_extension, in_length_unit, value_label
+
+        ensure_extension()
+        if self.preview_slice is None:  # an empty frame (no solid square) until a preview exists
+            data = xr.DataArray(np.full((2, 2), np.nan, np.float32), dims=("y", "x"),
+                                coords={"y": [0, 1], "x": [0, 1]})
+            units, label, clim, title = {"x": "px", "y": "px"}, "value", (0.0, 1.0), "no preview yet"
+        else:
+            plane = self.preview_slice.isel(z=0)
+            data, units = in_length_unit(plane)
+            label, clim = value_label(self.preview_slice), contrast_limits(plane.values)
+            title = f"row {int(self.preview_slice['row'].values[0])}"
+        return hv.Image(data.rename("value"),
+                        kdims=[hv.Dimension("x", unit=units["x"]), hv.Dimension("y", unit=units["y"])],
+                        vdims=[hv.Dimension("value", label=label)]).opts(
+            cmap="gray", clim=tuple(clim), width=self._size + 90, height=self._size,
+            colorbar=True, invert_yaxis=True, title=title, tools=["hover"], framewise=True)
+
     # -- traits -----------------------------------------------------------------
     @traitlets.validate("center")
     def _valid_center(self, proposal):
@@ -231,7 +311,7 @@ class ReconstructionPanel(widgets.VBox):
         try:
             return check_center(self.scan, value)
         except TomolabError as exc:
-            raise traitlets.TraitError(str(exc)) from None
+            raise traitlets.TraitError(str(labelled(exc))) from None
 
     @traitlets.validate("delta_beta")
     def _valid_delta_beta(self, proposal):
@@ -249,10 +329,16 @@ class ReconstructionPanel(widgets.VBox):
         if self.phase_sweep is not None:
             self.phase_sweep.center = float(change["new"])
 
-    @guarded
     def _on_center_input(self, change):
-        if self.scan is not None and change["new"] != self.center:
-            self.center = float(change["new"])
+        with errors_to(self.task):  # the box is in step 6
+            if self.scan is not None and change["new"] != self.center:
+                self._check_center(change["new"])
+                self.center = float(change["new"])
+
+    def _check_center(self, value):
+        from tomolab.api import check_center
+
+        return check_center(self._require_scan(), value)
 
     @traitlets.observe("delta_beta")
     def _on_delta_beta(self, change):
@@ -260,17 +346,17 @@ class ReconstructionPanel(widgets.VBox):
         if self.phase_checkbox.value != on:
             self.phase_checkbox.value = on
 
-    @guarded
     def _on_phase_checkbox(self, change):
-        if not change["new"]:
-            self.delta_beta = None
-            self.phase_box.children = []
-            return
-        self._require_scan()
-        self._ensure_phase_sweep()
-        self.phase_box.children = [self.phase_sweep]
-        if self.delta_beta is None and self.phase_sweep.value is not None:
-            self.delta_beta = self.phase_sweep.value
+        with errors_to(self.phase_task):
+            if not change["new"]:
+                self.delta_beta = None
+                self.phase_box.children = []
+                return
+            self._require_scan()
+            self._ensure_phase_sweep()
+            self.phase_box.children = [self.phase_sweep]
+            if self.delta_beta is None and self.phase_sweep.value is not None:
+                self.delta_beta = self.phase_sweep.value
 
     def _ensure_phase_sweep(self):
         from tomolab.errors import ParameterError
@@ -278,7 +364,7 @@ class ReconstructionPanel(widgets.VBox):
 
         if self.phase_sweep is None:
             if self.center is None:
-                raise ParameterError("phase retrieval needs the centre first", where="center",
+                raise ParameterError("phase retrieval needs the centre first", where="centre px",
                                      value=None, fix="choose a centre in step 3")
             self.phase_sweep = PhaseSweep(self.scan, center=self.center, backend=self.backend,
                                           size=self._size, compute=False,
@@ -291,18 +377,34 @@ class ReconstructionPanel(widgets.VBox):
             self.delta_beta = float(change["new"])
 
     def _on_sweep_value(self, change):
-        if change["new"] is not None:
-            with self.task.guard():
-                self.center = float(change["new"])
+        self._adopt_center(change["new"], self.center_sweep, "the sweep")
 
-    @guarded
+    def _on_overlay_value(self, change):
+        self._adopt_center(change["new"], self.center_overlay, "the 0°/180° overlay")
+
+    def _adopt_center(self, value, source, name):
+        """A centre chosen in step 3: use it, say so there and in step 6, refresh the preview."""
+        if value is None:
+            return
+        with errors_to(source.task):
+            self._check_center(value)
+            self.center = float(value)
+        if source.task.error:
+            return
+        self.center_note.value = (f'<span class="tomolab-adopted" style="color:#1b7f3b">&#10004; '
+                                  f"centre <b>{self.center:.2f} px</b> from {name} is used for the "
+                                  f"preview and the reconstruction</span>")
+        self.recon_label.value = f"centre {self.center:.2f} px (from {name})"
+        self.preview()
+
     def _on_format(self, change):
-        text = self.output_input.value.strip()
-        if text:
-            path = Path(text)
-            stem = path.with_suffix("") if path.suffix.lower() in (".zarr", ".h5", ".hdf5", ".hdf",
-                                                                  ".nxs", ".tif", ".tiff") else path
-            self.output_input.value = str(stem) + _SUFFIX[change["new"]]
+        with errors_to(self.save_task):  # the format is chosen in step 7
+            text = self.output_input.value.strip()
+            if text:
+                path = Path(text)
+                stem = path.with_suffix("") if path.suffix.lower() in (
+                    ".zarr", ".h5", ".hdf5", ".hdf", ".nxs", ".tif", ".tiff") else path
+                self.output_input.value = str(stem) + _SUFFIX[change["new"]]
 
     @traitlets.observe("volume")
     def _on_volume(self, change):
@@ -312,7 +414,7 @@ class ReconstructionPanel(widgets.VBox):
             self.viewer_box.children = [widgets.HTML("reconstruct to see the volume here")]
             self.slice_viewer = self.volume_viewer = None
             return
-        with self.task.guard():
+        with errors_to(self.viewer_task):
             from tomolab.widgets._slices import SliceViewer
             from tomolab.widgets._volume import VolumeViewer
 
@@ -323,14 +425,23 @@ class ReconstructionPanel(widgets.VBox):
             self.show_step("viewers")
 
     # -- steps --------------------------------------------------------------------
-    @guarded
     def open_scan(self, path_or_scan=None):
         """Open a scan (a path, or the path typed in step 1, or an opened scan).
 
         Finds the centre automatically, builds the centre sweep (press its
-        Compute, or call ``panel.center_sweep.compute()``) and reconstructs
-        the middle row as a preview.
+        Compute, or call ``panel.center_sweep.compute()``) and the 0°/180°
+        overlay, and reconstructs the middle row as a preview. Errors show in
+        step 1, which stays open.
         """
+        with errors_to(self.file_task):
+            self._open_scan(path_or_scan)
+        if self.file_task.error:
+            self.show_step("file")
+            return
+        self.show_step("preview")
+        self.preview()
+
+    def _open_scan(self, path_or_scan):
         import tomolab
         from tomolab.errors import ParameterError
 
@@ -363,23 +474,26 @@ class ReconstructionPanel(widgets.VBox):
             stem = Path(source).with_suffix("") if source else Path("volume")
             self.output_input.value = f"{stem}_recon" + _SUFFIX[self.format_input.value]
 
-        from tomolab.widgets._sweep import CenterSweep
+        from tomolab.widgets._sweep import CenterOverlay, CenterSweep
 
         self.center_sweep = CenterSweep(scan, backend=self.backend, size=self._size,
                                         compute=False, background=self.background)
         self.center_sweep.observe(self._on_sweep_value, "value")
-        self.center_box.children = [self.center_sweep]
         estimate = self.center_sweep.estimate()  # errors show in the sweep's own bar
         if estimate is not None:
             self.center = float(estimate)
-        self.show_step("preview")
-        self.preview()
+        self.center_overlay = CenterOverlay(scan, center=self.center, backend=self.backend,
+                                            size=self._size)
+        self.center_overlay.observe(self._on_overlay_value, "value")
+        tabs = widgets.Tab(children=[self.center_sweep, self.center_overlay],
+                           titles=("trial slices", "0°/180° overlay"))
+        self.center_box.children = [self.center_note, tabs]
 
     def preview(self):
         """Reconstruct the middle row at the current centre (and δ/β) into the preview image."""
         import tomolab
 
-        with self.preview_task.guard():
+        with errors_to(self.preview_task):
             scan = self._require_scan()
         if self.preview_task.error:
             return None
@@ -387,13 +501,20 @@ class ReconstructionPanel(widgets.VBox):
         center = self.center if self.center is not None else "auto"
         options = self._options()
 
+        @_labelled_work
         def work(progress):
             progress(0.05, f"row {row}")
             return tomolab.reconstruct(scan, center=center, rows=row, backend=self.backend,
                                        **options)
 
         def show(slab):
-            self.preview_image.value = png_bytes(slab.values[0])
+            self.preview_slice = slab
+            # a new figure each time (one small image): its labels and units follow the scan
+            old = self.preview_plot
+            self.preview_plot, self._preview_hv = HoloViewsWidget(self._preview_view())
+            self._preview_step.children = [self._preview_step.children[0], self.preview_plot,
+                                           self.preview_task]
+            widgets.Widget.close(old)  # its comm; BokehModel.close fails on a never-shown figure
             phase = f", δ/β {slab.attrs['phase_delta_beta']:.4g}" \
                 if "phase_delta_beta" in slab.attrs else ""
             self.preview_label.value = (f"row {row} at centre <b>{slab.attrs['center']:.2f}</b> px"
@@ -416,10 +537,10 @@ class ReconstructionPanel(widgets.VBox):
         import tomolab
         from tomolab.errors import ParameterError
 
-        with self.task.guard():
+        with errors_to(self.task):
             scan = self._require_scan()
             if self.center is None:
-                raise ParameterError("no centre chosen", where="center", value=None,
+                raise ParameterError("no centre chosen", where="centre px", value=None,
                                      fix="use the centre step, or type a column in 'centre px'")
         if self.task.error:
             return None
@@ -427,6 +548,7 @@ class ReconstructionPanel(widgets.VBox):
                       filter=self.filter_input.value, algorithm=self.algorithm_input.value,
                       backend=self.backend, **self._options())
 
+        @_labelled_work
         def work(handle):
             def report(done, total):
                 handle(done / max(total, 1), f"{done} of {total} rows")
@@ -452,7 +574,7 @@ class ReconstructionPanel(widgets.VBox):
         import tomolab
         from tomolab.errors import ParameterError
 
-        with self.save_task.guard():
+        with errors_to(self.save_task):
             if self.volume is None:
                 raise ParameterError("there is no volume to save", where="volume", value=None,
                                      fix="reconstruct first (step 6)")
@@ -471,6 +593,7 @@ class ReconstructionPanel(widgets.VBox):
         volume, target = self.volume, Path(text).expanduser()
         fmt, replace = self.format_input.value, bool(self.overwrite_input.value)
 
+        @_labelled_work
         def work(progress):
             progress(0.0, f"writing {target.name}")
             tomolab.save_volume(volume, target, format=fmt, overwrite=replace)

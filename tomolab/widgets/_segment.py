@@ -7,6 +7,7 @@ import numpy as np
 import traitlets
 
 from tomolab.viz import as_volume, subsample
+from tomolab.widgets._bokeh import LoadsBokehJS
 from tomolab.widgets._slices import SliceViewer
 from tomolab.widgets._task import TaskBar, guarded
 
@@ -46,7 +47,7 @@ def volume_fraction(volume, threshold, *, max_samples=_MAX_SAMPLES):
     return float(np.count_nonzero(values > threshold) / max(values.size, 1))
 
 
-class Segmenter(widgets.VBox):
+class Segmenter(LoadsBokehJS, widgets.VBox):
     """Threshold a volume (by hand or Otsu) with a live overlay and the volume fraction.
 
     Voxels above ``threshold`` are the phase of interest: they are tinted on

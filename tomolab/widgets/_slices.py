@@ -7,13 +7,17 @@ import numpy as np
 import traitlets
 
 from tomolab.viz import SLICE_AXES, as_volume, contrast_limits, get_slice, subsample, with_coords
-from tomolab.widgets._bokeh import HoloViewsWidget
+from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
 from tomolab.widgets._task import TaskBar, guarded
 
 __all__ = ["SliceViewer"]
 
 
-class SliceViewer(widgets.VBox):
+#: the least height (screen pixels) of an xz / yz image; thinner volumes are stretched to it
+MIN_CUT_HEIGHT = 100
+
+
+class SliceViewer(LoadsBokehJS, widgets.VBox):
     """Slices of a ``(z, y, x)`` volume with sliders, contrast and a histogram.
 
     The ``xy`` view shows ``volume[z]``; with ``orthogonal=True`` the ``xz``
@@ -26,6 +30,13 @@ class SliceViewer(widgets.VBox):
 
     Slices with a side longer than ``max_pixels`` are block-averaged to fit
     before they go to the browser (see :func:`tomolab.viz.get_slice`).
+
+    Axes are in µm or mm (whichever reads better) when the volume's
+    coordinates are in metres, as :func:`tomolab.reconstruct` makes them, and
+    in voxels otherwise; the colour bars, the histogram and the contrast
+    range are in the volume's unit (1/m for a reconstruction). An ``xz`` or
+    ``yz`` view of a thin volume is stretched to a readable height
+    (:data:`MIN_CUT_HEIGHT`) and its title says by how much.
 
     Parameters
     ----------
@@ -102,9 +113,17 @@ class SliceViewer(widgets.VBox):
         self.x_slider = widgets.IntSlider(value=nx // 2, min=0, max=nx - 1, description="x",
                                           continuous_update=False)
         step = (vmax - vmin) / 500 if vmax > vmin else 0.01
+        from tomolab.viz import value_label
+
+        self.value_label = value_label(self.volume)
+        units = self.volume.attrs.get("units")
         self.clim_slider = widgets.FloatRangeSlider(
-            value=(lo, hi), min=vmin, max=vmax, step=step, description="contrast",
+            value=(lo, hi), min=vmin, max=vmax, step=step,
+            description=f"contrast {units}" if units else "contrast",
+            style={"description_width": "initial"},
             readout_format=".3g", continuous_update=False, layout=widgets.Layout(width="60%"))
+        # one length unit for every view, from the largest extent of the volume
+        self._length_unit = self._pick_length_unit()
 
         super().__init__(**kwargs)
         with self.hold_trait_notifications():
@@ -124,20 +143,27 @@ class SliceViewer(widgets.VBox):
         views = []
         shape = {"z": nz, "y": ny, "x": nx}
         aspect = {}
+        self.stretch = {}
         for axis in ("z", "y", "x") if self.orthogonal else ("z",):
             stream = Index(index=getattr(self, axis))
             self._streams[axis] = stream
             hdim, vdim = SLICE_AXES[axis]
-            width = int(size * shape[hdim] / max(nx, 1))
-            height = int(size * shape[vdim] / max(nx, 1))
-            aspect[axis] = (max(width, 120), max(height, 80))
+            # sizes of the image itself (axes, title and colour bar come on top)
+            width = max(int((size - 60) * shape[hdim] / max(nx, 1)), 100)
+            true_height = width * shape[vdim] / max(shape[hdim], 1)
+            height = int(round(true_height))
+            if axis != "z" and true_height < MIN_CUT_HEIGHT:
+                height = MIN_CUT_HEIGHT  # a 4-row volume would be a 4-pixel strip
+            self.stretch[axis] = height / max(true_height, 1e-9)
+            aspect[axis] = (width, max(height, 40))
             dmap = hv.DynamicMap(self._view_callback(axis, *aspect[axis]),
                                  streams=[stream, self._display])
             views.append(dmap)
 
         counts, edges = np.histogram(sample, bins=128, range=(vmin, vmax))
-        hist = hv.Histogram((edges, counts), kdims=["value"], vdims=["count"]).opts(
-            width=size, height=160, color="#888888", line_color=None, title="histogram",
+        hist = hv.Histogram((edges, counts), kdims=[hv.Dimension("value", label=self.value_label)],
+                            vdims=["count"]).opts(
+            width=size, height=160, color="#888888", line_color=None, title="histogram", xticks=4,
             tools=[], default_tools=["xpan", "xwheel_zoom", "reset"])
         lines = hv.DynamicMap(
             lambda clim, cmap, revision: hv.VLines(list(clim)).opts(color="#d62728", line_width=2),
@@ -210,6 +236,13 @@ class SliceViewer(widgets.VBox):
                 return np.asarray(plot.handles["source"].data["image"][0])
         raise KeyError(f"no view normal to {axis!r}")
 
+    def _pick_length_unit(self):
+        from tomolab.viz import length_unit
+
+        extents = [float(np.ptp(self.volume[d].values)) for d in ("z", "y", "x")
+                   if d in self.volume.coords and self.volume[d].attrs.get("units") == "m"]
+        return length_unit(max(extents, default=0.0))
+
     def refresh(self):
         """Redraw every view (e.g. after the overlay changed); reads nothing new."""
         self._display.event(revision=self._display.revision + 1)
@@ -220,14 +253,23 @@ class SliceViewer(widgets.VBox):
         hdim, vdim = SLICE_AXES[axis]
         title = {"z": "xy", "y": "xz", "x": "yz"}[axis]
 
+        from tomolab.viz import in_length_unit
+
+        stretch = self.stretch.get(axis, 1.0)
+        note = f" ({vdim} stretched ×{stretch:.1f})" if stretch > 1.05 else ""
+
         def callback(index, clim, cmap, revision):
             plane = self.plane(axis, index)
-            img = hv.Image(plane.rename("value"), kdims=[hdim, vdim], vdims=["value"]).opts(
-                cmap=cmap, clim=tuple(clim), invert_yaxis=True, colorbar=False,
-                width=width, height=height, title=f"{title} at {axis}={index}",
+            shown, dims_units = in_length_unit(plane, self._length_unit)
+            img = hv.Image(shown.rename("value"),
+                           kdims=[hv.Dimension(hdim, unit=dims_units[hdim]),
+                                  hv.Dimension(vdim, unit=dims_units[vdim])],
+                           vdims=[hv.Dimension("value", label=self.value_label)]).opts(
+                cmap=cmap, clim=tuple(clim), invert_yaxis=True, colorbar=True,
+                frame_width=width, frame_height=height, title=f"{title} at {axis}={index}{note}",
                 tools=["hover"], toolbar="right")
             if self._overlay is not None:
-                over = self._overlay(axis, index, plane)
+                over = self._overlay(axis, index, shown)
                 if over is not None:
                     return img * over
             return img

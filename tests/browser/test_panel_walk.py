@@ -1,0 +1,283 @@
+"""A user's walk through ReconstructionPanel in a real JupyterLab, then the widgets after a reload.
+
+No ``setup_notebook()`` anywhere: every widget that shows a Bokeh figure must bring BokehJS
+itself. The walk: a wrong path (its error in step 1, and only there) → the right path →
+preview → centre sweep → "Use this centre" (confirmed) → the 0°/180° overlay →
+reconstruct → save → viewers. Then the page is reloaded while the kernel lives on and the
+standalone widgets are displayed again. Fails on any uncaught JavaScript error, any
+"Click to show javascript error" / "Error displaying widget", any error output, and any error
+shown outside the step where its action happened. Screenshots of each step go to
+``docs/images/panel-walk/``.
+
+Run with ``pytest -m browser tests/browser/test_panel_walk.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("jupyterlab")
+pytest.importorskip("playwright")
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "docs" / "images" / "panel-walk"
+
+SETUP = """\
+import numpy as np
+import tomolab
+from tomolab.widgets import (CenterOverlay, CenterSweep, PhaseSweep, ReconstructionPanel,
+                             SliceViewer)
+scan = tomolab.open_scan("sample.h5")
+center = float(scan.attrs["true_center"])
+volume = tomolab.reconstruct(scan, center=center, rows="2:6", backend="numpy")"""
+
+CELLS = [
+    SETUP,
+    'panel = ReconstructionPanel(backend="numpy", size=300)\npanel',
+    "SliceViewer(volume, size=300)",
+    'CenterSweep(scan, backend="numpy", size=300)',
+    'CenterOverlay(scan, center=center, backend="numpy", size=300)',
+    'PhaseSweep(scan, center=center, backend="numpy", size=300, compute=False)',
+]
+
+
+def _write_sample(folder: Path):
+    """A DXchange file of the analytic phantom (as ``tomolab demo`` writes it)."""
+    import tomolab
+    from tomolab.data import (
+        iter_projection_slabs,
+        simulate_flats_darks,
+        simulation_attrs,
+        simulation_parameters,
+    )
+
+    params = simulation_parameters(96, 8, 150, seed=3)
+    flats, darks = simulate_flats_darks(params)
+    tomolab.io.write_dxchange(folder / "sample.h5", iter_projection_slabs(params), params.angles,
+                              flats, darks, pixel_size=params.pixel_size, energy=params.energy,
+                              distance=params.distance, attrs=simulation_attrs(params))
+
+
+def _write_notebook(path: Path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code) for code in CELLS]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+def _small_png(path: Path, data: bytes):
+    """Save a screenshot as a small palette PNG (for the docs)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    if image.width > 900:
+        image = image.resize((900, round(image.height * 900 / image.width)), Image.LANCZOS)
+    image.quantize(colors=128).save(path, optimize=True)
+
+
+#: for every error line shown in the panel: the title of the step it is shown in
+_ERROR_STEPS_JS = """(cell) => Array.from(cell.querySelectorAll('.tomolab-error'))
+    .filter(e => e.innerText.trim())
+    .map(e => {
+        const step = e.closest('.jupyter-widget-Collapse');
+        const title = step ? step.querySelector('.jupyter-widget-Collapse-header').innerText : '?';
+        return [title.trim(), e.innerText.trim()];
+    })"""
+
+
+class Walk:
+    def __init__(self, page, cell):
+        self.page, self.cell = page, cell
+        SHOTS.mkdir(parents=True, exist_ok=True)
+
+    def step(self, number):
+        return self.cell.locator(".jupyter-widget-Collapse").nth(number - 1)
+
+    def open_step(self, number):
+        step = self.step(number)
+        if "jupyter-widget-Collapse-open" not in (step.get_attribute("class") or ""):
+            step.locator(".jupyter-widget-Collapse-header").click()
+        self.page.wait_for_timeout(300)
+        return step
+
+    def errors(self):
+        return self.cell.evaluate(_ERROR_STEPS_JS)
+
+    def wait_for(self, locator, what, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if locator.count() and locator.first.is_visible():
+                return locator.first
+            self.page.wait_for_timeout(250)
+        self.shot(f"failed-{what}")
+        raise AssertionError(f"{what}: not shown after {timeout} s; errors: {self.errors()}")
+
+    def shot(self, name):
+        no = self.page.locator(".Toastify").get_by_role("button", name="No")
+        if no.count():  # "get notified about Jupyter news?" hides part of the picture
+            no.first.click()
+            self.page.wait_for_timeout(300)
+        self.cell.scroll_into_view_if_needed()
+        _small_png(SHOTS / f"{name}.png", self.cell.screenshot())
+
+
+def _canvases_drawn(locator):
+    return locator.locator(".bk-Canvas, .bk-canvas, canvas").count()
+
+
+def test_walk_the_panel_then_reload(lab_server):
+    from harness import (
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        WIDGET_ERROR_MARKERS,
+        _accept_kernel_dialog,
+        _wait_all_cells_run,
+    )
+    from playwright.sync_api import sync_playwright
+
+    _write_sample(lab_server.root_dir)
+    # no autosave: the reload must find the notebook as written, without outputs that load BokehJS
+    docmanager = lab_server.root_dir / ".home" / "settings" / "@jupyterlab" / "docmanager-extension"
+    docmanager.mkdir(parents=True, exist_ok=True)
+    (docmanager / "plugin.jupyterlab-settings").write_text('{"autosave": false}')
+    notebook = lab_server.root_dir / "panel_walk.ipynb"
+    _write_notebook(notebook)
+    js_errors, error_outputs = [], []
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1300, "height": 2600})
+        page = context.new_page()
+        page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
+        page.on("console", lambda msg: js_errors.append(msg.text) if msg.type == "error" else None)
+        page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" on reload: yes
+
+        def run_all():
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            page.wait_for_timeout(1000)
+            _accept_kernel_dialog(page)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                                   timeout=60_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            with contextlib.suppress(Exception):
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='busy']",
+                                       timeout=10_000)
+            assert _wait_all_cells_run(page, 300) == len(CELLS)
+            page.wait_for_timeout(2000)
+            with contextlib.suppress(Exception):  # "get notified about Jupyter news?": no
+                page.locator(".Toastify").get_by_role("button", name="No").click(timeout=2000)
+
+        def problems():
+            found = list(js_errors)
+            text = page.locator(".jp-Notebook").inner_text()
+            found += [m for m in WIDGET_ERROR_MARKERS if m in text]
+            found += page.locator('.jp-OutputArea-output[data-mime-type='
+                                  '"application/vnd.jupyter.error"]').all_inner_texts()
+            return found
+
+        try:
+            page.goto(f"{lab_server.url}/lab/tree/{notebook.name}?reset&token={lab_server.token}")
+            run_all()
+            cells = page.locator(".jp-Notebook .jp-CodeCell")
+            walk = Walk(page, cells.nth(1).locator(".jp-OutputArea"))
+            walk.wait_for(walk.cell.locator(".jupyter-widget-Collapse"), "the panel")
+            walk.shot("0-panel")
+
+            # 1. a wrong path: the error shows in step 1, and nowhere else
+            path_box = walk.cell.get_by_placeholder("scan file: DXchange / NXtomo HDF5, or a TIFF folder")
+            path_box.fill("no_such_scan.h5")
+            path_box.press("Enter")
+            walk.step(1).get_by_role("button", name="Open").click()
+            walk.wait_for(walk.step(1).locator(".tomolab-error"), "the bad-path error")
+            errors = walk.errors()
+            assert errors and all(title.startswith("1.") for title, _ in errors), errors
+            assert "no_such_scan.h5" in errors[0][1]
+            walk.shot("1-file-error")
+
+            # ... the right one: the description, then the preview with axes
+            path_box.fill("sample.h5")
+            path_box.press("Enter")
+            walk.step(1).get_by_role("button", name="Open").click()
+            walk.wait_for(walk.step(1).get_by_text("dxchange"), "the scan's description")
+            preview = walk.open_step(2)
+            walk.wait_for(preview.get_by_text("at centre"), "the preview")
+            assert _canvases_drawn(preview), "the preview has no Bokeh canvas"
+            assert walk.errors() == []
+            walk.shot("2-preview")
+
+            # 3. the centre sweep: Compute, then "Use this centre", confirmed
+            centre = walk.open_step(3)
+            centre.get_by_role("button", name="Compute").click()
+            walk.wait_for(centre.get_by_text("best centre"), "the sweep", timeout=180)
+            centre.get_by_role("button", name="Use this centre").first.click()
+            walk.wait_for(centre.locator(".tomolab-adopted"), "the adopted centre")
+            assert walk.errors() == []
+            walk.shot("3-centre-sweep")
+            centre.get_by_text("0°/180° overlay").click()
+            page.wait_for_timeout(1500)
+            assert _canvases_drawn(centre)
+            walk.shot("3-centre-overlay")
+
+            # 6. reconstruct
+            recon = walk.open_step(6)
+            recon.get_by_role("button", name="Reconstruct").click()
+            walk.wait_for(recon.get_by_text("slices of"), "the reconstruction", timeout=300)
+            assert walk.errors() == []
+            walk.shot("6-reconstruction")
+
+            # 8. the viewers (opened by the reconstruction)
+            viewers = walk.step(8)
+            walk.wait_for(viewers.locator(".bk-Canvas, .bk-canvas"), "the slice viewer")
+            page.wait_for_timeout(3000)  # ipyvolume's first frame
+            walk.shot("8-viewers")
+
+            # 7. save
+            output = walk.open_step(7)
+            output.get_by_role("button", name="Save").click()
+            walk.wait_for(output.get_by_text("saved"), "the save", timeout=120)
+            assert (lab_server.root_dir / "sample_recon.zarr").is_dir()
+            assert walk.errors() == []
+            walk.shot("7-output")
+            assert not problems(), problems()
+
+            # a reload while the kernel lives on: the widgets must still draw
+            page.reload()
+            run_all()
+            cells = page.locator(".jp-Notebook .jp-CodeCell")
+            for i in range(2, len(CELLS) - 1):  # the viewer, the sweep, the overlay draw figures
+                walk = Walk(page, cells.nth(i).locator(".jp-OutputArea"))
+                walk.wait_for(walk.cell.locator(".bk-Canvas, .bk-canvas"), f"cell {i} after reload")
+            phase = cells.nth(len(CELLS) - 1)
+            walk = Walk(page, phase.locator(".jp-OutputArea"))
+            walk.wait_for(walk.cell.locator(".tomolab-placeholder"), "the δ/β placeholder")
+            # every control of the PhaseSweep ends within 750 px of its left edge
+            right = walk.cell.evaluate("""c => {
+                const box = c.querySelector('.widget-vbox'), left = box.getBoundingClientRect().left;
+                const controls = box.querySelectorAll('.widget-inline-hbox:not(.widget-html), button');
+                return Math.max(...Array.from(controls).map(e => e.getBoundingClientRect().right - left));
+            }""")
+            assert 300 < right <= 750, f"the PhaseSweep controls reach {right} px"
+            for i, name in [(2, "reload-slices"), (3, "reload-sweep"), (4, "reload-overlay"),
+                            (5, "reload-phase")]:
+                Walk(page, cells.nth(i).locator(".jp-OutputArea")).shot(name)
+            error_outputs = problems()
+        except Exception:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
+            raise
+        finally:
+            context.close()
+            browser.close()
+    assert not error_outputs, error_outputs

@@ -35,7 +35,8 @@ _SUFFIX = {"zarr": ".zarr", "hdf5": ".h5", "tiff": ""}
 FIELD_LABELS = {"center": "centre px", "centers": "centre px", "rows": "rows", "row": "rows",
                 "zingers": "zingers", "zingers_threshold": "zingers", "stripes": "stripes",
                 "phase": "δ/β", "delta_beta": "δ/β", "filter": "filter",
-                "algorithm": "algorithm", "path": "output", "format": "format"}
+                "algorithm": "algorithm", "path": "output", "format": "format",
+                "overwrite=True": "tick 'overwrite'", "overwrite": "overwrite"}
 
 
 def labelled(exc: BaseException) -> BaseException:
@@ -49,8 +50,8 @@ def labelled(exc: BaseException) -> BaseException:
     """
     from tomolab.errors import TomolabError
 
-    if isinstance(exc, TomolabError) and exc.where in FIELD_LABELS:
-        return type(exc)(exc.what, where=FIELD_LABELS[exc.where], value=exc.value, fix=exc.fix)
+    if isinstance(exc, TomolabError):
+        return exc.renamed(FIELD_LABELS)
     return exc
 
 

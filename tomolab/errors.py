@@ -7,7 +7,7 @@ message as one line and exits non-zero; notebooks show it as it is.
 
 from __future__ import annotations
 
-__all__ = ["TomolabError", "ScanFormatError", "ParameterError", "Cancelled"]
+__all__ = ["TomolabError", "ScanFormatError", "ParameterError", "OutputError", "Cancelled"]
 
 
 class TomolabError(ValueError):
@@ -61,6 +61,10 @@ class ScanFormatError(TomolabError):
 
 class ParameterError(TomolabError):
     """A parameter is out of range or inconsistent with the data."""
+
+
+class OutputError(TomolabError):
+    """An output cannot be written: disk full, read-only, no permission, or another run writes it."""
 
 
 class Cancelled(RuntimeError):

@@ -3,7 +3,12 @@
 Every writer builds its output under a temporary name next to the target
 (``.NAME.partial-*``) and renames it into place only when everything is
 written, so an interrupted write never leaves a half-written file at the
-output path.
+output path. While it writes, it holds the output's lock (``.NAME.lock``): a
+second run writing the same output refuses at once. Each output carries the
+``tomolab_output`` marker, and ``overwrite=True`` replaces only such an output
+(see :mod:`tomolab.io._guard`). Space is checked before writing; a full disk,
+a read-only folder or a missing permission ends in one
+:class:`~tomolab.errors.OutputError` line.
 
 Big scans in bounded memory
 ---------------------------
@@ -32,6 +37,14 @@ import numpy as np
 from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError, ScanFormatError
 from tomolab.io._build import _check_positive, auto_angle_chunk, to_dask
+from tomolab.io._guard import (
+    MARKER,
+    OutputLock,
+    check_free_space,
+    refuse_existing,
+    remove_stale_temporaries,
+    storage_errors,
+)
 
 __all__ = ["write_dxchange", "write_nxtomo", "write_tiff_stack", "save_volume", "open_volume",
            "iter_blocks"]
@@ -77,21 +90,41 @@ def check_replaceable(path, *, protect=()) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic(path, *, overwrite: bool, protect=()):
-    """Yield a temporary path next to ``path``; move it to ``path`` on success."""
+def _atomic(path, *, overwrite: bool, protect=(), needed: int = 0):
+    """Yield a temporary path next to ``path``; move it to ``path`` on success.
+
+    Holds the output's lock throughout; refuses an existing output unless
+    ``overwrite`` and it is tomolab's own, and ``needed`` bytes that would not
+    fit; turns a full disk or a read-only folder into an OutputError.
+    """
     path = check_replaceable(path, protect=protect)
-    if path.exists() and not overwrite:
-        raise ParameterError("the output already exists", where=str(path),
-                             fix="choose another path or pass overwrite=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = path.parent / f".{path.name}.partial-{tag}"
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    _move_into_place(tmp, path)
+    refuse_existing(path, overwrite)
+    with storage_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with OutputLock(path):
+        refuse_existing(path, overwrite)  # checked again under the lock
+        check_free_space(path, needed)
+        remove_stale_temporaries(path)
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = path.parent / f".{path.name}.partial-{tag}"
+        try:
+            with storage_errors(path):
+                yield tmp
+            refuse_existing(path, overwrite)  # something else may have put a file there
+            with storage_errors(path):
+                _move_into_place(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+
+def _nbytes(*arrays) -> int:
+    """Bytes of the arrays among ``arrays`` (iterables of blocks count as 0: unknown)."""
+    total = 0
+    for data in arrays:
+        if hasattr(data, "shape") and hasattr(data, "dtype"):
+            total += int(np.prod(data.shape, dtype=np.int64)) * np.dtype(data.dtype).itemsize
+    return total
 
 
 def _move_into_place(partial: Path, path: Path) -> None:
@@ -299,7 +332,9 @@ def write_dxchange(path, projections, angles, flats=None, darks=None, *, pixel_s
 
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
-    with _atomic(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+    with _atomic(path, overwrite=overwrite, needed=_nbytes(projections, flats, darks)) as tmp, \
+            h5py.File(tmp, "w") as f:
+        f.attrs[MARKER] = "scan"
         f.create_dataset("implements", data="exchange:measurement")
         exchange = f.create_group("exchange")
         for name, data, what in (("data", projections, "projections"),
@@ -378,7 +413,9 @@ def write_nxtomo(path, projections, angles, flats=None, darks=None, *, pixel_siz
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
     degrees = np.rad2deg(angles)
-    with _atomic(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+    with _atomic(path, overwrite=overwrite, needed=_nbytes(projections, flats, darks)) as tmp, \
+            h5py.File(tmp, "w") as f:
+        f.attrs[MARKER] = "scan"
         if variant == "esrf":
             entry = _nx_group(f, "entry0000", "NXentry")
         else:
@@ -461,7 +498,7 @@ def write_tiff_stack(folder, projections, angles, flats=None, darks=None, *, pix
 
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
-    with _atomic(folder, overwrite=overwrite) as tmp:
+    with _atomic(folder, overwrite=overwrite, needed=_nbytes(projections, flats, darks)) as tmp:
         tmp.mkdir()
         shapes = {}
         for prefix, data, what in (("proj", projections, "projections"),
@@ -481,8 +518,8 @@ def write_tiff_stack(folder, projections, angles, flats=None, darks=None, *, pix
                 _check_count(count, angles)
         np.savetxt(tmp / "angles.txt", np.rad2deg(angles), fmt="%.17g",
                    header="rotation angle in degrees, one per projection")
-        meta = {"pixel_size": pixel_size, "energy": energy, "distance": distance,
-                "units": "pixel_size: m, distance: m, energy: keV",
+        meta = {MARKER: "scan", "pixel_size": pixel_size, "energy": energy,
+                "distance": distance, "units": "pixel_size: m, distance: m, energy: keV",
                 "attrs": _jsonable(attrs or {})}
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
 
@@ -583,7 +620,8 @@ def save_volume(volume, path, *, format="auto", overwrite=False):
     volume = _as_volume(volume)
     attrs = _jsonable(dict(volume.attrs))
     # never over the scan the volume came from, nor a folder that holds it
-    with _atomic(path, overwrite=overwrite, protect=[attrs.get("source_file")]) as tmp:
+    with _atomic(path, overwrite=overwrite, protect=[attrs.get("source_file")],
+                 needed=_nbytes(volume)) as tmp:
         if fmt == "zarr":
             _save_zarr(volume, tmp, attrs)
         elif fmt == "hdf5":
@@ -615,7 +653,7 @@ def _save_zarr(volume, tmp, attrs):
     out.encoding = {}
     out.attrs = attrs
     ds = out.to_dataset(name="volume")
-    ds.attrs = attrs
+    ds.attrs = {**attrs, MARKER: "volume"}
     for name in ds.coords:
         ds[name].encoding = {}
     with _quiet_consolidated():
@@ -658,6 +696,7 @@ def _h5_volume_layout(f, shape, dtype, dims, coords, attrs, **create):
     Coords that are not dimensions get a ``dims`` attribute (JSON list).
     ``create`` goes to ``create_dataset`` for ``/volume``. Returns that dataset.
     """
+    f.attrs[MARKER] = "volume"
     dset = f.create_dataset("volume", shape=shape, dtype=dtype, chunks=(1, *shape[1:]), **create)
     _set_attrs(dset, attrs)
     dset.attrs["dims"] = json.dumps(list(dims))
@@ -677,7 +716,7 @@ def _write_tiff_metadata(folder, shape, dtype, dims, coords, attrs):
     def entry(values, coord_attrs):
         return {"values": _jsonable(np.asarray(values)), "attrs": _jsonable(coord_attrs)}
 
-    meta = {"attrs": attrs, "dims": list(dims), "dtype": str(np.dtype(dtype)),
+    meta = {MARKER: "volume", "attrs": attrs, "dims": list(dims), "dtype": str(np.dtype(dtype)),
             "shape": list(shape),
             "coords": {name: entry(values, a) for name, (_, values, a) in coords.items()
                        if name in dims}}

@@ -90,6 +90,7 @@ def cmd_recon(args) -> int:
     if output.exists() and not args.overwrite:
         raise ParameterError("output exists", where="-o/--output", value=str(output),
                              fix="choose another path or pass --overwrite")
+    tomolab.io.check_overwritable(output, flag="--overwrite")  # only what tomolab wrote
     scan = tomolab.open_scan(args.file)
     bars = []  # the bar appears with the first finished slab, after all validation
 
@@ -126,6 +127,8 @@ def cmd_simulate(args) -> int:
     params = simulation_parameters(args.size, args.rows, args.angles, center=args.center,
                                    seed=args.seed, ring_errors=args.rings, zingers=args.zingers,
                                    photons=args.photons)
+    if args.overwrite:
+        tomolab.io.check_overwritable(args.output, flag="--overwrite")
     flats, darks = simulate_flats_darks(params)
     meta = dict(pixel_size=params.pixel_size, energy=params.energy, distance=params.distance,
                 attrs=simulation_attrs(params), overwrite=args.overwrite)

@@ -317,7 +317,7 @@ def check_free_space(path, needed: int) -> None:
     >>> check_free_space(pathlib.Path(tempfile.mkdtemp()) / "vol.zarr", 2 ** 70)
     Traceback (most recent call last):
     ...
-    tomolab.errors.OutputError: ...vol.zarr: the output needs 1024.0 EiB... free space there ...
+    tomolab.errors.OutputError: ...vol.zarr: the output needs 1073741824.0 TiB but only ... are free on the disk of ...; fix: free space there, or write the output to another disk
     """
     path = Path(os.fspath(path))
     folder = path.parent

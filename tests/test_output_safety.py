@@ -158,7 +158,7 @@ def test_scans_carry_the_marker_and_overwrite_respects_it(tmp_path):
 
 @pytest.mark.parametrize("kind", ["hdf5 file", "folder with notes"])
 def test_cli_overwrite_refuses_what_tomolab_did_not_write_in_one_line(beamtime, kind):
-    folder, path, _ = beamtime
+    folder, _, _ = beamtime
     target = folder / ("notes.h5" if kind == "hdf5 file" else "results")
     _foreign(target, kind)
     before = {p.name: _snapshot(p) for p in folder.iterdir()}

@@ -225,7 +225,7 @@ class OutputLock:
         import fcntl
 
         for _ in range(20):  # another run may remove the file between our open and lock
-            with storage_errors(self.lock_path, partial=None):
+            with storage_errors(self.path, partial=None):
                 handle = open(self.lock_path, "a+")  # noqa: SIM115  (held until release)
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -247,12 +247,16 @@ class OutputLock:
                     "started": datetime.datetime.now(datetime.timezone.utc).strftime(
                         "%Y-%m-%d %H:%M:%S UTC"),
                     "command": " ".join(sys.argv)[:200]}
-            with storage_errors(self.lock_path, partial=None):
-                handle.seek(0)
-                handle.truncate()
-                handle.write(json.dumps(info))
-                handle.flush()
             self._file = handle
+            try:
+                with storage_errors(self.path, partial=None):
+                    handle.seek(0)
+                    handle.truncate()
+                    handle.write(json.dumps(info))
+                    handle.flush()
+            except BaseException:
+                self.release()
+                raise
             return self
         raise OutputError("could not take the output's lock", where=str(self.lock_path),
                           fix="check that nothing keeps replacing that file")
@@ -397,3 +401,88 @@ def storage_errors(path, *, partial=None):
         else:
             fix += "; nothing of this output was kept"
         raise OutputError(f"cannot write the output: {what}", where=str(path), fix=fix) from exc
+
+
+# ----------------------------------------------------------------------------- reserving space
+
+_KEEP_SIZE, _PUNCH_HOLE = 0x01, 0x02  # fallocate(2) modes (Linux)
+
+
+def _libc_fallocate():
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    fallocate.restype = ctypes.c_int
+    return fallocate
+
+
+class SpaceReservation:
+    """Disk blocks reserved ahead of an HDF5 file's writes, so that the library never meets a full disk.
+
+    HDF5 (through h5py) does not survive a write that fails for lack of space:
+    closing the file afterwards crashed the process (a segfault, seen on a full
+    tmpfs). So before each block of data goes to the file, :meth:`ensure`
+    reserves the blocks it and the file's metadata will take (Linux
+    ``fallocate`` with ``FALLOC_FL_KEEP_SIZE``: the file's size is unchanged);
+    a full disk then fails here, as an ``OSError`` that HDF5 never sees, and the
+    file still closes cleanly. :meth:`release` gives back what was reserved past
+    the end of the file. Where the file system cannot reserve (no
+    ``fallocate``), it does nothing.
+
+    Parameters
+    ----------
+    path : path-like
+        The HDF5 file, once the library has created it.
+    headroom : int
+        Bytes reserved beyond the data, for metadata; 1/8 of the data is added.
+    """
+
+    def __init__(self, path, *, headroom: int = 2 ** 20):
+        self.path = os.fspath(path)
+        self.headroom = int(headroom)
+        self.data = 0
+        self.reserved = 0
+        self._fd = None
+        self._fallocate = _libc_fallocate()
+
+    def ensure(self, nbytes: int) -> None:
+        """Reserve room for ``nbytes`` more of data (and their metadata) before they are written."""
+        import ctypes
+
+        self.data += int(nbytes)
+        want = self.data + self.data // 8 + self.headroom
+        if self._fallocate is None or want <= self.reserved:
+            return
+        want = max(want, self.reserved + self.reserved // 4)  # grow in steps, not per block
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR)
+        if self._fallocate(self._fd, _KEEP_SIZE, 0, want) != 0:
+            code = ctypes.get_errno()
+            if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                self._fallocate = None  # this file system cannot: write without a reservation
+                return
+            raise OSError(code, os.strerror(code), self.path)
+        self.reserved = want
+
+    def release(self) -> None:
+        """Give back the blocks reserved past the end of the file. Idempotent."""
+        if self._fd is None:
+            return
+        try:
+            end = os.fstat(self._fd).st_size
+            if self._fallocate is not None and self.reserved > end:
+                self._fallocate(self._fd, _PUNCH_HOLE | _KEEP_SIZE, end, self.reserved - end)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

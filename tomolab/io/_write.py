@@ -40,6 +40,7 @@ from tomolab.io._build import _check_positive, auto_angle_chunk, to_dask
 from tomolab.io._guard import (
     MARKER,
     OutputLock,
+    SpaceReservation,
     check_free_space,
     refuse_existing,
     remove_stale_temporaries,
@@ -202,8 +203,9 @@ def iter_blocks(data, what="projections"):
 class _Appender:
     """Append blocks to a resizable HDF5 dataset, created at the first block."""
 
-    def __init__(self, group, name, *, chunks=None, compression=None):
+    def __init__(self, group, name, *, chunks=None, compression=None, reserve=None):
         self.group, self.name = group, name
+        self.reserve = reserve  # a SpaceReservation of the file, or None
         self.chunks, self.compression = chunks, compression
         self.dset = None
         self.count = 0
@@ -221,6 +223,8 @@ class _Appender:
                 f"{self.dset.shape[1:]}", where=what, value=block.shape,
                 fix="give every block (and flats/darks) the same (row, col) shape")
         n = block.shape[0]
+        if self.reserve is not None:
+            self.reserve.ensure(block.nbytes)
         self.dset.resize(self.count + n, axis=0)
         self.dset[self.count:self.count + n] = block
         self.count += n
@@ -332,14 +336,16 @@ def write_dxchange(path, projections, angles, flats=None, darks=None, *, pixel_s
 
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
+    # the reservation is released after the file is closed: its metadata go into it
     with _atomic(path, overwrite=overwrite, needed=_nbytes(projections, flats, darks)) as tmp, \
-            h5py.File(tmp, "w") as f:
+            SpaceReservation(tmp) as reserve, h5py.File(tmp, "w") as f:
         f.attrs[MARKER] = "scan"
         f.create_dataset("implements", data="exchange:measurement")
         exchange = f.create_group("exchange")
         for name, data, what in (("data", projections, "projections"),
                                  ("data_white", flats, "flats"), ("data_dark", darks, "darks")):
-            out = _Appender(exchange, name, chunks=chunks, compression=compression)
+            out = _Appender(exchange, name, chunks=chunks, compression=compression,
+                            reserve=reserve)
             for block in iter_blocks(data, what):
                 out.append(block, what)
             if name == "data":
@@ -414,7 +420,7 @@ def write_nxtomo(path, projections, angles, flats=None, darks=None, *, pixel_siz
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
     degrees = np.rad2deg(angles)
     with _atomic(path, overwrite=overwrite, needed=_nbytes(projections, flats, darks)) as tmp, \
-            h5py.File(tmp, "w") as f:
+            SpaceReservation(tmp) as reserve, h5py.File(tmp, "w") as f:
         f.attrs[MARKER] = "scan"
         if variant == "esrf":
             entry = _nx_group(f, "entry0000", "NXentry")
@@ -424,7 +430,7 @@ def write_nxtomo(path, projections, angles, flats=None, darks=None, *, pixel_siz
         instrument = _nx_group(entry, "instrument", "NXinstrument")
         detector = _nx_group(instrument, "detector", "NXdetector")
         sample = _nx_group(entry, "sample", "NXsample")
-        out = _Appender(detector, "data", chunks=chunks, compression=compression)
+        out = _Appender(detector, "data", chunks=chunks, compression=compression, reserve=reserve)
         keys, rot = [], []
 
         def put(blocks, key, what, angle):
@@ -669,10 +675,11 @@ def _dim_coords(volume):
 def _save_hdf5(volume, tmp, attrs):
     import h5py
 
-    with h5py.File(tmp, "w") as f:
+    with SpaceReservation(tmp) as reserve, h5py.File(tmp, "w") as f:
         dset = _h5_volume_layout(f, volume.shape, volume.dtype, volume.dims,
                                  _dim_coords(volume), attrs)
         for z0, z1, block in _z_slabs(volume):
+            reserve.ensure(block.nbytes)
             dset[z0:z1] = block
 
 

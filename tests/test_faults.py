@@ -109,7 +109,7 @@ def test_a_second_writer_refuses_at_once_naming_the_holder(tmp_path, fmt, small_
             open_sink(path, shape=(4, 3, 3), coords={}, attrs={}, slab_rows=2,
                       fingerprint="holder")
     finally:
-        out, err = holder.communicate("go\n", timeout=120)
+        _, err = holder.communicate("go\n", timeout=120)
     assert holder.returncode == 0, err
     expected = np.concatenate([np.zeros((2, 3, 3)), np.ones((2, 3, 3))]).astype(np.float32)
     assert np.array_equal(open_volume(path).values, expected)  # the holder's run, whole

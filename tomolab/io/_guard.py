@@ -35,7 +35,7 @@ MARKER = "tomolab_output"
 # names that tomolab's TIFF folders hold (volumes: slices; scans: frames, angles)
 _TIFF_NAMES = re.compile(r"^((slice|proj|flat|dark)_\d{5,}\.tif|metadata\.json|angles\.txt"
                          r"|\.progress\.json|\.slice_\d{5,}\.tif\.[0-9a-f]{8}\.tmp"
-                         r"|\.\.progress\.json\.[0-9a-f]{8}\.tmp)$")
+                         r"|\.\.progress\.json\.[0-9a-f]{8}\.tmp|\.slabs_done)$")
 _ZARR_META = {"zarr.json", ".zgroup", ".zattrs", ".zarray", ".zmetadata"}
 _CHUNK_KEY = re.compile(r"^[0-9]+(\.[0-9]+)*$")  # zarr v2 "0.1.2", v3 "c/0/1/2" parts
 _ZARR_TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.partial$")  # zarr's atomic writes, if killed
@@ -68,7 +68,7 @@ def _foreign_in_zarr(folder: Path) -> list[str]:
         for name in list(dirs):
             sub = here / name
             is_node = any((sub / meta).is_file() for meta in _ZARR_META)
-            if not (is_node or name == "c" or _CHUNK_KEY.match(name)):
+            if not (is_node or name == "c" or _CHUNK_KEY.match(name) or name == ".slabs_done"):
                 foreign.append(str(sub.relative_to(folder)) + "/")
                 dirs.remove(name)
     return foreign

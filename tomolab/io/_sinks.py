@@ -36,14 +36,17 @@ The outputs are those of :func:`tomolab.io.save_volume`, so
   slab high and split in y/x into tiles of at most 16 MiB; uncompressed (a
   reconstruction's float noise compresses by 10-20 % only, at a quarter of the
   speed or less); optionally an OME-Zarr (NGFF 0.4) pyramid ``level1``, ... .
-  Finished slabs: group attribute ``slabs_done``.
+  Finished slabs: one empty file per slab in ``.slabs_done/`` (created after
+  the slab's chunks are written; several processes may write slabs of one
+  partial store at once without losing each other's records).
 * HDF5: dataset ``/volume`` chunked ``(1, y, x)`` with the attrs and ``dims``,
   coords as ``/z``, ``/y``, ``/x``; coords along z that are not dimensions
   (``row``, ``center``) as datasets with a ``dims`` attribute (JSON list).
   Finished slabs: file attribute ``slabs_done`` (one 0/1 flag per slab).
 * TIFF: a folder of ``slice_00000.tif``, ... and ``metadata.json``; coords
   that are not dimensions under its ``aux_coords`` key. Finished slabs: a
-  ``.progress.json`` file in the partial folder.
+  ``.slabs_done/`` file per slab, as for zarr; ``.progress.json`` holds the
+  fingerprint.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +89,7 @@ _DONE = "slabs_done"
 _FINGERPRINT = "fingerprint"
 _SOURCE = "source_identity"   # JSON text: the input's identity, compared on resume
 _PROGRESS = ".progress.json"  # TIFF: bookkeeping file inside the partial folder
+_DONE_DIR = ".slabs_done"     # zarr, TIFF: one empty file per finished slab (concurrent writers)
 _CHUNK_BYTES = 16 * 2 ** 20   # zarr: largest chunk before y/x are split into tiles
 _MIN_TILE = 256               # zarr: smallest y/x tile of that split
 _VOLUME_DIMS = ("z", "y", "x")
@@ -462,7 +467,8 @@ class _ZarrSink(SlabSink):
         meta = dict(group.attrs)
         if _FINGERPRINT not in meta or _DONE not in meta:
             raise _Corrupt("no resume bookkeeping in the store's attrs")
-        done = self._checked_done(meta[_FINGERPRINT], meta[_DONE], meta.get(_SOURCE))
+        done = self._checked_done(meta[_FINGERPRINT], list(meta[_DONE]) + _slab_files(self.partial),
+                                  meta.get(_SOURCE))
         array = group["volume"]
         if tuple(array.shape) != self.shape or tuple(array.chunks) != self._chunks():
             raise _OtherRun(_OTHER_PARAMETERS)
@@ -486,6 +492,7 @@ class _ZarrSink(SlabSink):
         with _quiet_consolidated():
             ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False,
                        encoding={"volume": {"chunks": chunks, "compressors": None}})
+        (tmp / _DONE_DIR).mkdir()
 
     def _open_partial(self):
         import zarr
@@ -500,12 +507,12 @@ class _ZarrSink(SlabSink):
         self._array[start:stop] = data
 
     def _record_done(self):
-        # zarr's local store replaces zarr.json atomically (temporary file, then rename)
-        self._group.attrs[_DONE] = sorted(self.done)
+        _record_slab_files(self.partial, self.done)
 
     def _finalize(self):
         import zarr
 
+        shutil.rmtree(self.partial / _DONE_DIR, ignore_errors=True)  # every slab is done
         with _quiet_consolidated():
             if self._multiscale:
                 _write_pyramid(self.partial, self._multiscale, self._chunks())
@@ -535,6 +542,12 @@ def _remove_zarr_temporaries(store: Path) -> None:
 
 def _write_pyramid(store: Path, levels: int, chunks) -> None:
     """Block-mean levels of the stored volume, and their OME-Zarr multiscales metadata."""
+    with warnings.catch_warnings():  # our .slabs_done folder, if still there, is no zarr node
+        warnings.filterwarnings("ignore", message=".*not recognized as a component")
+        _write_levels(store, levels, chunks)
+
+
+def _write_levels(store: Path, levels: int, chunks) -> None:
     import xarray as xr
     import zarr
 
@@ -676,7 +689,9 @@ class _TiffSink(SlabSink):
         self._checked_done(progress.get(_FINGERPRINT), [], progress.get(_SOURCE))
         if list(meta["shape"]) != list(self.shape) or progress.get("slab_rows") != self.slab_rows:
             raise _OtherRun(_OTHER_PARAMETERS)
-        done = self._checked_done(progress[_FINGERPRINT], progress[_DONE], progress.get(_SOURCE))
+        done = self._checked_done(progress[_FINGERPRINT],
+                                  list(progress[_DONE]) + _slab_files(self.partial),
+                                  progress.get(_SOURCE))
         for stray in self.partial.glob(".*.tmp"):  # files of a write that was killed
             stray.unlink()
         # a slab counts only if all its files are there (e.g. someone deleted one)
@@ -685,7 +700,11 @@ class _TiffSink(SlabSink):
     def _build(self, tmp):
         tmp.mkdir()
         _write_tiff_metadata(tmp, self.shape, np.float32, _VOLUME_DIMS, self._coords, self._attrs)
-        self._record_done(tmp)
+        progress = {_FINGERPRINT: self._fingerprint, "slab_rows": self.slab_rows, _DONE: []}
+        if self._source is not None:
+            progress[_SOURCE] = self._source
+        _write_atomically(tmp / _PROGRESS, json.dumps(progress))
+        (tmp / _DONE_DIR).mkdir()
 
     def _slice(self, z):
         return self.partial / f"slice_{z:05d}.tif"
@@ -713,15 +732,12 @@ class _TiffSink(SlabSink):
             tmp.unlink(missing_ok=True)
             raise
 
-    def _record_done(self, folder=None):
-        progress = {_FINGERPRINT: self._fingerprint, "slab_rows": self.slab_rows,
-                    _DONE: sorted(self.done)}
-        if self._source is not None:
-            progress[_SOURCE] = self._source
-        _write_atomically((folder or self.partial) / _PROGRESS, json.dumps(progress))
+    def _record_done(self):
+        _record_slab_files(self.partial, self.done)
 
     def _finalize(self):
         (self.partial / _PROGRESS).unlink()
+        shutil.rmtree(self.partial / _DONE_DIR, ignore_errors=True)
         for stray in self.partial.glob(".*.tmp"):
             stray.unlink()
 
@@ -791,6 +807,23 @@ def _changes(stored, current) -> str:
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     shown = "; ".join(f"{k}: {old.get(k)!r:.60} -> {new.get(k)!r:.60}" for k in keys[:3])
     return shown or "identity differs"
+
+
+def _slab_files(partial: Path) -> list[int]:
+    """The slabs recorded as finished by a file each in ``partial/.slabs_done``."""
+    folder = partial / _DONE_DIR
+    if not folder.is_dir():
+        raise _Corrupt(f"no {_DONE_DIR} folder")
+    return [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+
+
+def _record_slab_files(partial: Path, done) -> None:
+    """Record finished slabs, one empty file each (its creation is atomic; writers never clash)."""
+    folder = partial / _DONE_DIR
+    for index in done:
+        record = folder / f"{int(index):06d}"
+        if not record.exists():
+            record.touch()
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -172,3 +172,19 @@ def test_cli_overwrite_refuses_what_tomolab_did_not_write_in_one_line(beamtime, 
         assert "--overwrite replaces only an output that tomolab wrote" in result.stderr
         assert "Traceback" not in result.stderr
     assert {p.name: _snapshot(p) for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("output, message", [
+    ("scan.h5/vol.zarr", "a part of the path above it is a file"),
+    ("x" * 300 + ".zarr", "File name too long"),
+])
+def test_cli_unusable_output_paths_give_one_line(beamtime, output, message):
+    folder, _, _ = beamtime
+    before = {p.name: _snapshot(p) for p in folder.iterdir()}
+    result = subprocess.run([sys.executable, "-m", "tomolab.cli", "recon", "scan.h5", "--center",
+                             "24", "--backend", "numpy", "-o", output, "--overwrite"],
+                            cwd=folder, capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert {p.name: _snapshot(p) for p in folder.iterdir()} == before

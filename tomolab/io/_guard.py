@@ -178,6 +178,17 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
+def make_parent(path: Path) -> None:
+    """Create the folder of ``path``; a file in the way or a full disk is an OutputError."""
+    try:
+        with storage_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError("cannot make the output's folder: a part of the path above it is a "
+                          "file, not a folder", where=str(path),
+                          fix="name the output in a folder") from None
+
+
 def remove_stale_temporaries(path: Path) -> None:
     """Delete ``.NAME.partial-*`` left next to ``path`` by killed runs (call with the lock held).
 
@@ -344,6 +355,8 @@ _STORAGE_ERRNOS = {
     errno.EROFS: "the file system is read-only",
     errno.EACCES: "no permission to write there",
     errno.EPERM: "no permission to write there",
+    errno.ENOTDIR: "a part of the path above it is a file, not a folder",
+    errno.ENAMETOOLONG: "the name is too long for the file system",
 }
 # h5py reports the errno of a failed write in its message text only
 _MESSAGE_ERRNOS = [(re.compile(pattern, re.IGNORECASE), code) for pattern, code in (
@@ -394,6 +407,8 @@ def storage_errors(path, *, partial=None):
             with contextlib.suppress(OSError):
                 what += f" ({_size_text(shutil.disk_usage(folder).free)} free)"
             fix = "free space there (or write to another disk)"
+        elif code in (errno.ENOTDIR, errno.ENAMETOOLONG):
+            fix = "name the output in a folder, with a shorter name"
         else:
             fix = "write the output to a folder you can write to"
         if partial is not None:

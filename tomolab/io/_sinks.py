@@ -69,6 +69,7 @@ from tomolab.io._guard import (
     check_free_space,
     check_overwritable,
     foreign_files,
+    make_parent,
     remove_stale_temporaries,
     storage_errors,
 )
@@ -204,8 +205,7 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
     check_replaceable(path, protect=[(attrs or {}).get("source_file")])
     _refuse_existing(path, overwrite)
     source = None if source is None else json.dumps(_jsonable(source), sort_keys=True)
-    with storage_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     lock = OutputLock(path).acquire()
     try:
         _refuse_existing(path, overwrite)  # again, under the lock

@@ -42,6 +42,7 @@ from tomolab.io._guard import (
     OutputLock,
     SpaceReservation,
     check_free_space,
+    make_parent,
     refuse_existing,
     remove_stale_temporaries,
     storage_errors,
@@ -71,6 +72,11 @@ def check_replaceable(path, *, protect=()) -> Path:
     tomolab.errors.ParameterError: .: the output would replace the current folder or a folder above it; fix: name a new file or folder for the output, e.g. ./volume.zarr
     """
     path = Path(os.fspath(path)).expanduser()
+    try:
+        path.exists()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ParameterError(f"not a usable path ({exc.strerror})", where=str(path)[:80],
+                             fix="name the output with a shorter name, in a folder") from None
     target = path.resolve()
     cwd = Path.cwd().resolve()
     if target == cwd or target in cwd.parents or target == Path.home().resolve() \
@@ -100,8 +106,7 @@ def _atomic(path, *, overwrite: bool, protect=(), needed: int = 0):
     """
     path = check_replaceable(path, protect=protect)
     refuse_existing(path, overwrite)
-    with storage_errors(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(path)
     with OutputLock(path):
         refuse_existing(path, overwrite)  # checked again under the lock
         check_free_space(path, needed)

@@ -346,6 +346,42 @@ def test_kills_at_random_moments_always_resume_to_the_uninterrupted_volume(tmp_p
     print(f"{killed} kills of {2 * len(outcomes)} landed mid-run; all resumed identically")
 
 
+_KILL_BEFORE_RENAME = """
+    import os, pickle, signal, sys
+    from tomolab.io import _sinks, open_sink
+
+    def killed_after(build):
+        def wrapper(self, tmp):
+            build(self, tmp)  # the whole layout, under its temporary name
+            os.kill(os.getpid(), signal.SIGKILL)  # and killed before it is renamed
+        return wrapper
+
+    for cls in (_sinks._ZarrSink, _sinks._HDF5Sink, _sinks._TiffSink):
+        cls._build = killed_after(cls._build)
+    volume, coords, attrs, slab_rows = pickle.load(open(sys.argv[2], "rb"))
+    open_sink(sys.argv[1], shape=volume.shape, coords=coords, attrs=attrs, slab_rows=slab_rows,
+              fingerprint="f")
+"""
+
+
+def test_a_kill_while_the_partial_is_created_leaves_nothing_a_resume_trusts(tmp_path, fmt):
+    case = _kill_case()
+    job = tmp_path / "case.pkl"
+    job.write_bytes(pickle.dumps(case))
+    path = tmp_path / NAMES[fmt]
+    killed = _python(_KILL_BEFORE_RENAME, path, job)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert left[0] == f".{path.name}.lock" and left[1].startswith(f".{path.name}.partial-")
+    assert len(left) == 2  # a temporary layout, never .NAME.partial
+    _complete("sink", path, case)
+    reference = tmp_path / f"ref-{NAMES[fmt]}"
+    _complete("sink", reference, case)
+    _assert_same_volume(path, reference)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, reference.name,
+                                                                  "case.pkl"])
+
+
 # ----------------------------------------------------------------------------- disk full, read-only
 
 def _in_small_filesystem(tmp_path, script, *args, size="4m", read_only=False):

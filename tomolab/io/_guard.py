@@ -214,7 +214,8 @@ class OutputLock:
     message another run gets. The kernel drops the lock when the holder's
     process ends in any way, so a killed run never blocks the next one; the
     file itself is removed on :meth:`release` (a killed holder leaves it, and
-    the next run takes it over).
+    the next run takes it over). On a file system that cannot lock (Lustre
+    mounted without ``flock``), it warns and writes without a lock.
 
     Examples
     --------
@@ -251,6 +252,15 @@ class OutputLock:
                                       fix="wait until it has finished, or write to another path"
                                       ) from None
                 continue
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKS:
+                    handle.close()
+                    raise
+                # e.g. Lustre mounted without -o flock: write, as before locks, and say so
+                import warnings
+
+                warnings.warn(f"{self.path}: this file system cannot lock files ({exc.strerror}); "
+                              f"make sure that no other run writes this output", stacklevel=3)
             if not self._same_file(handle):
                 handle.close()
                 continue
@@ -295,6 +305,9 @@ class OutputLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+_NO_LOCKS = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL}
 
 
 def _holder(text: str) -> str:

@@ -188,3 +188,24 @@ def test_cli_unusable_output_paths_give_one_line(beamtime, output, message):
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert {p.name: _snapshot(p) for p in folder.iterdir()} == before
+
+
+def test_a_volume_never_replaces_a_scan_nor_a_scan_a_volume(tmp_path):
+    import numpy as np
+
+    scan = tmp_path / "converted.h5"  # e.g. the user's data, converted to DXchange by tomolab
+    proj = np.ones((3, 2, 2), np.uint16)
+    tomolab.io.write_dxchange(scan, proj, [0.0, 1.0, 2.0], flats=2 * proj[:1], darks=0 * proj[:1])
+    before = _digest(scan)
+    with pytest.raises(ParameterError, match="replaces only a volume that tomolab wrote, and "
+                                             "this is an HDF5 scan"):
+        tomolab.save_volume(_volume(), scan, overwrite=True)
+    source = tomolab.data.simulate_scan(32, n_rows=2, n_angles=30)
+    with pytest.raises(ParameterError, match="replaces only a volume"):
+        tomolab.reconstruct_to(source, scan, center=15.5, backend="numpy", overwrite=True)
+    assert _digest(scan) == before
+    volume = tmp_path / "vol.h5"
+    tomolab.save_volume(_volume(), volume)
+    with pytest.raises(ParameterError, match="replaces only a scan that tomolab wrote, and "
+                                             "this is an HDF5 volume"):
+        tomolab.io.write_dxchange(volume, proj, [0.0, 1.0, 2.0], overwrite=True)

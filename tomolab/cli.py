@@ -90,7 +90,7 @@ def cmd_recon(args) -> int:
     if output.exists() and not args.overwrite:
         raise ParameterError("output exists", where="-o/--output", value=str(output),
                              fix="choose another path or pass --overwrite")
-    tomolab.io.check_overwritable(output, flag="--overwrite")  # only what tomolab wrote
+    tomolab.io.check_overwritable(output, kind="volume", flag="--overwrite")  # tomolab's own
     scan = tomolab.open_scan(args.file)
     bars = []  # the bar appears with the first finished slab, after all validation
 
@@ -128,7 +128,7 @@ def cmd_simulate(args) -> int:
                                    seed=args.seed, ring_errors=args.rings, zingers=args.zingers,
                                    photons=args.photons)
     if args.overwrite:
-        tomolab.io.check_overwritable(args.output, flag="--overwrite")
+        tomolab.io.check_overwritable(args.output, kind="scan", flag="--overwrite")
     flats, darks = simulate_flats_darks(params)
     meta = dict(pixel_size=params.pixel_size, energy=params.energy, distance=params.distance,
                 attrs=simulation_attrs(params), overwrite=args.overwrite)

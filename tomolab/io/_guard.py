@@ -81,35 +81,45 @@ def foreign_files(folder: Path) -> list[str]:
     return [p.name for p in sorted(folder.iterdir()) if not _TIFF_NAMES.match(p.name)]
 
 
-def _describe(path: Path) -> tuple[bool, str]:
-    """Whether ``path`` is an output tomolab wrote and holds nothing else, and what it is."""
+_NOT_OURS = "{} that tomolab did not write (no tomolab_output attribute)"
+
+
+def _kind(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _describe(path: Path) -> tuple[bool, str, str | None]:
+    """Whether ``path`` is an output tomolab wrote and holds nothing else, what it is, and its
+    kind (the marker's value: "volume" or "scan"; None for an empty folder or not ours)."""
     if path.is_symlink():
-        return False, "a symbolic link"
+        return False, "a symbolic link", None
     if path.is_dir():
         entries = sorted(p.name for p in path.iterdir())
         if not entries:
-            return True, "an empty folder"
+            return True, "an empty folder", None
         attrs = _zarr_attrs(path)
         if attrs is not None:
             if MARKER not in attrs:
-                return False, "a zarr store that tomolab did not write (no tomolab_output attribute)"
+                return False, _NOT_OURS.format("a zarr store"), None
             foreign = _foreign_in_zarr(path)
             if foreign:
                 return False, (f"a zarr store that also holds {len(foreign)} other file(s), e.g. "
-                               f"{foreign[0]}")
-            return True, "a zarr store that tomolab wrote"
+                               f"{foreign[0]}"), None
+            kind = _kind(attrs[MARKER])
+            return True, f"a zarr {kind} that tomolab wrote", kind
         foreign = [name for name in entries if not _TIFF_NAMES.match(name)]
         if foreign:
             return False, (f"a folder that holds files tomolab did not write, e.g. {foreign[0]} "
-                           f"({len(foreign)} of {len(entries)})")
+                           f"({len(foreign)} of {len(entries)})"), None
         try:
             meta = json.loads((path / "metadata.json").read_text())
         except (OSError, ValueError):
             meta = None
         if not isinstance(meta, dict) or MARKER not in meta:
             return False, ("a TIFF folder that tomolab did not write (no tomolab_output in "
-                           "metadata.json)")
-        return True, "a TIFF folder that tomolab wrote"
+                           "metadata.json)"), None
+        kind = _kind(meta[MARKER])
+        return True, f"a TIFF {kind} that tomolab wrote", kind
     if path.is_file():
         import h5py
 
@@ -117,22 +127,25 @@ def _describe(path: Path) -> tuple[bool, str]:
             if h5py.is_hdf5(path):
                 with h5py.File(path, "r", locking=False) as f:
                     if MARKER in f.attrs:
-                        return True, "an HDF5 file that tomolab wrote"
-                return False, "an HDF5 file that tomolab did not write (no tomolab_output attribute)"
+                        kind = _kind(f.attrs[MARKER])
+                        return True, f"an HDF5 {kind} that tomolab wrote", kind
+                return False, _NOT_OURS.format("an HDF5 file"), None
         except OSError:
             pass
-        return False, "a file that tomolab did not write"
-    return False, "something that is neither a file nor a folder"
+        return False, "a file that tomolab did not write", None
+    return False, "something that is neither a file nor a folder", None
 
 
-def check_overwritable(path, *, flag="overwrite=True") -> None:
+def check_overwritable(path, *, kind=None, flag="overwrite=True") -> None:
     """Refuse to replace ``path`` unless it is an output tomolab wrote, with nothing else in it.
 
     An HDF5 file with the ``tomolab_output`` root attribute, a zarr store with
     that group attribute holding only zarr metadata and chunks, a TIFF folder
     whose ``metadata.json`` has that key and which holds only the files
     tomolab writes, or an empty folder. Anything else -- the user's files, a
-    folder with a logbook in it -- is refused even with ``overwrite``.
+    folder with a logbook in it -- is refused even with ``overwrite``. With
+    ``kind`` ("volume" or "scan"), only an output of that kind: a volume never
+    replaces a scan (tomolab may have converted the user's only copy).
 
     Examples
     --------
@@ -147,14 +160,18 @@ def check_overwritable(path, *, flag="overwrite=True") -> None:
     path = Path(os.fspath(path))
     if not (path.exists() or path.is_symlink()):
         return
-    ours, what = _describe(path)
+    ours, what, found = _describe(path)
     if not ours:
         raise ParameterError(f"{flag} replaces only an output that tomolab wrote, and this is "
                              f"{what}", where=str(path),
                              fix="choose another output path, or remove it yourself if it may go")
+    if kind is not None and found is not None and found != kind:
+        raise ParameterError(f"{flag} replaces only a {kind} that tomolab wrote, and this is "
+                             f"{what}", where=str(path),
+                             fix="choose another output path, or remove it yourself if it may go")
 
 
-def refuse_existing(path, overwrite: bool, *, flag="overwrite=True") -> None:
+def refuse_existing(path, overwrite: bool, *, kind=None, flag="overwrite=True") -> None:
     """Refuse an existing ``path`` unless ``overwrite`` and it is tomolab's own output."""
     path = Path(os.fspath(path))
     if not (path.exists() or path.is_symlink()):
@@ -162,13 +179,7 @@ def refuse_existing(path, overwrite: bool, *, flag="overwrite=True") -> None:
     if not overwrite:
         raise ParameterError("the output already exists", where=str(path),
                              fix=f"choose another path or pass {flag}")
-    check_overwritable(path, flag=flag)
-
-
-def remove_own(path: Path, *, flag="overwrite=True") -> None:
-    """Remove ``path`` after checking that it is tomolab's (a partial output, an old output)."""
-    check_overwritable(path, flag=flag)
-    _remove(path)
+    check_overwritable(path, kind=kind, flag=flag)
 
 
 def _remove(p: Path) -> None:

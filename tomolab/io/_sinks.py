@@ -795,7 +795,7 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise ParameterError("the output already exists", where="path", value=str(path),
                              fix="choose another path or pass overwrite=True")
-    check_overwritable(path)
+    check_overwritable(path, kind="volume")
 
 
 def _changes(stored, current) -> str:

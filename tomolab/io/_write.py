@@ -97,7 +97,7 @@ def check_replaceable(path, *, protect=()) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic(path, *, overwrite: bool, protect=(), needed: int = 0):
+def _atomic(path, *, overwrite: bool, kind: str, protect=(), needed: int = 0):
     """Yield a temporary path next to ``path``; move it to ``path`` on success.
 
     Holds the output's lock throughout; refuses an existing output unless
@@ -105,10 +105,10 @@ def _atomic(path, *, overwrite: bool, protect=(), needed: int = 0):
     fit; turns a full disk or a read-only folder into an OutputError.
     """
     path = check_replaceable(path, protect=protect)
-    refuse_existing(path, overwrite)
+    refuse_existing(path, overwrite, kind=kind)
     make_parent(path)
     with OutputLock(path):
-        refuse_existing(path, overwrite)  # checked again under the lock
+        refuse_existing(path, overwrite, kind=kind)  # checked again under the lock
         check_free_space(path, needed)
         remove_stale_temporaries(path)
         tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -116,7 +116,7 @@ def _atomic(path, *, overwrite: bool, protect=(), needed: int = 0):
         try:
             with storage_errors(path):
                 yield tmp
-            refuse_existing(path, overwrite)  # something else may have put a file there
+            refuse_existing(path, overwrite, kind=kind)  # something may have appeared there
             with storage_errors(path):
                 _move_into_place(tmp, path)
         except BaseException:
@@ -342,7 +342,8 @@ def write_dxchange(path, projections, angles, flats=None, darks=None, *, pixel_s
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
     # the reservation is released after the file is closed: its metadata go into it
-    with _atomic(path, overwrite=overwrite, needed=_nbytes(projections, flats, darks)) as tmp, \
+    with _atomic(path, overwrite=overwrite, kind="scan",
+                 needed=_nbytes(projections, flats, darks)) as tmp, \
             SpaceReservation(tmp) as reserve, h5py.File(tmp, "w") as f:
         f.attrs[MARKER] = "scan"
         f.create_dataset("implements", data="exchange:measurement")
@@ -424,7 +425,8 @@ def write_nxtomo(path, projections, angles, flats=None, darks=None, *, pixel_siz
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
     degrees = np.rad2deg(angles)
-    with _atomic(path, overwrite=overwrite, needed=_nbytes(projections, flats, darks)) as tmp, \
+    with _atomic(path, overwrite=overwrite, kind="scan",
+                 needed=_nbytes(projections, flats, darks)) as tmp, \
             SpaceReservation(tmp) as reserve, h5py.File(tmp, "w") as f:
         f.attrs[MARKER] = "scan"
         if variant == "esrf":
@@ -509,7 +511,8 @@ def write_tiff_stack(folder, projections, angles, flats=None, darks=None, *, pix
 
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
-    with _atomic(folder, overwrite=overwrite, needed=_nbytes(projections, flats, darks)) as tmp:
+    with _atomic(folder, overwrite=overwrite, kind="scan",
+                 needed=_nbytes(projections, flats, darks)) as tmp:
         tmp.mkdir()
         shapes = {}
         for prefix, data, what in (("proj", projections, "projections"),
@@ -631,7 +634,7 @@ def save_volume(volume, path, *, format="auto", overwrite=False):
     volume = _as_volume(volume)
     attrs = _jsonable(dict(volume.attrs))
     # never over the scan the volume came from, nor a folder that holds it
-    with _atomic(path, overwrite=overwrite, protect=[attrs.get("source_file")],
+    with _atomic(path, overwrite=overwrite, kind="volume", protect=[attrs.get("source_file")],
                  needed=_nbytes(volume)) as tmp:
         if fmt == "zarr":
             _save_zarr(volume, tmp, attrs)

@@ -188,6 +188,9 @@ def test_killed_cli_run_resumes_only_from_the_same_input(tmp_path, replaced, nam
     again = _cli(*recon)
     assert again.returncode == 0, again.stderr
     assert ("made from another input" in again.stderr) == replaced, again.stderr
+    if replaced:  # one line, as the command line says everything
+        assert again.stderr.strip().startswith("tomolab recon: warning: ")
+        assert len(again.stderr.strip().splitlines()) == 1, again.stderr
     uninterrupted = _cli(*recon[:-1], tmp_path / f"ref-{name}")
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     _assert_same_volume(out, tmp_path / f"ref-{name}")

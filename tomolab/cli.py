@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -207,7 +208,12 @@ def main(argv=None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning
     try:
+        if not args.debug:  # a warning is one line too (e.g. a partial output started afresh)
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"tomolab {args.command}: warning: {' '.join(str(message).split())}",
+                file=sys.stderr)
         return args.func(args)
     except (TomolabError, OSError) as exc:
         if args.debug:
@@ -218,6 +224,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"tomolab {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

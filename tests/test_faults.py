@@ -583,3 +583,44 @@ def test_a_folder_without_write_permission_gives_one_line(tmp_path, small_scan):
     finally:
         os.chmod(folder, 0o755)
         shutil.rmtree(folder)
+
+
+_KILL_IN_PYRAMID = """
+    import os, pickle, signal, sys
+    from tomolab.io import _sinks, open_sink
+
+    real = _sinks._write_levels
+
+    def killed_midway(store, levels, chunks):
+        real(store, 1, chunks)  # the first level only, then a kill
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _sinks._write_levels = killed_midway
+    volume, coords, attrs, slab_rows = pickle.load(open(sys.argv[2], "rb"))
+    sink = open_sink(sys.argv[1], shape=volume.shape, coords=coords, attrs=attrs,
+                     slab_rows=slab_rows, fingerprint="f", multiscale=2)
+    for i, (start, stop) in enumerate(sink.slabs):
+        sink.write(i, volume[start:stop])
+    sink.finish()
+"""
+
+
+def test_a_kill_while_the_pyramid_is_written_resumes_without_recomputing(tmp_path):
+    case = _kill_case()
+    job = tmp_path / "case.pkl"
+    job.write_bytes(pickle.dumps(case))
+    path = tmp_path / "vol.zarr"
+    killed = _python(_KILL_IN_PYRAMID, path, job)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    volume, coords, attrs, slab_rows = case
+    sink = open_sink(path, shape=volume.shape, coords=coords, attrs=attrs, slab_rows=slab_rows,
+                     fingerprint="f", multiscale=2)
+    assert sink.done == set(range(len(sink.slabs)))  # every slab kept: only the pyramid is redone
+    sink.finish()
+    reference = open_sink(tmp_path / "ref.zarr", shape=volume.shape, coords=coords, attrs=attrs,
+                          slab_rows=slab_rows, fingerprint="f", multiscale=2)
+    for i, (start, stop) in enumerate(reference.slabs):
+        reference.write(i, volume[start:stop])
+    reference.finish()
+    xr.testing.assert_identical(xr.open_zarr(path).load(),
+                                xr.open_zarr(tmp_path / "ref.zarr").load())

@@ -512,10 +512,10 @@ class _ZarrSink(SlabSink):
     def _finalize(self):
         import zarr
 
-        shutil.rmtree(self.partial / _DONE_DIR, ignore_errors=True)  # every slab is done
         with _quiet_consolidated():
-            if self._multiscale:
+            if self._multiscale:  # the bookkeeping stays meanwhile: a kill here resumes
                 _write_pyramid(self.partial, self._multiscale, self._chunks())
+            shutil.rmtree(self.partial / _DONE_DIR, ignore_errors=True)  # every slab is done
             group = zarr.open_group(str(self.partial), mode="r+", use_consolidated=False)
             attrs = dict(group.attrs)
             for key in (_FINGERPRINT, _DONE, _SOURCE):

@@ -89,7 +89,7 @@ def test_cluster_output_is_identical_to_one_process(scan_file, client, tmp_path,
     level_alone = xr.open_zarr(tmp_path / "alone.zarr")["level1"].values
     assert np.array_equal(level_alone, xr.open_zarr(tmp_path / "shared.zarr")["level1"].values)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.zarr", "shared.zarr"]
-    assert not (tmp_path / "shared.zarr" / ".tomolab_slabs_done").exists()
+    assert not (tmp_path / "shared.zarr" / ".slabs_done").exists()
     # progress: one call per task, rising to all rows
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (18, 18)
     assert stats["tasks"] == 4 and sum(stats["workers"].values()) == 4
@@ -193,7 +193,7 @@ def test_a_retried_task_skips_the_slabs_its_killed_worker_finished(scan_file, cl
 
     client.wait_for_workers(2, timeout=60)
     before = client.run(os.getpid)
-    markers = tmp_path / ".v.zarr.partial" / ".tomolab_slabs_done"
+    markers = tmp_path / ".v.zarr.partial" / ".slabs_done"
     killed, stop = [], threading.Event()
 
     def kill_when_two_slabs_are_done():  # the task's worker, while it is at its third slab
@@ -253,7 +253,7 @@ def test_a_client_killed_mid_run_leaves_a_partial_that_a_rerun_completes(
     proc = subprocess.Popen([sys.executable, str(script), str(scan_file), str(out), str(CENTER)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # its own group: the client and its workers
-    markers = out.with_name(".v.zarr.partial") / ".tomolab_slabs_done"
+    markers = out.with_name(".v.zarr.partial") / ".slabs_done"
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:

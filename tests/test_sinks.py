@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tomolab.errors import ParameterError
+from tomolab.errors import OutputError, ParameterError
 from tomolab.io import open_volume, save_volume
 from tomolab.io import _sinks
 from tomolab.io import open_sink
@@ -127,11 +127,11 @@ def _assert_layout(path, fmt):
         import zarr
         group = zarr.open_group(str(path), mode="r")
         assert group["volume"].chunks[0] == SLAB_ROWS and group["volume"].dtype == np.float32
-        assert dict(group.attrs) == ATTRS
+        assert dict(group.attrs) == {**ATTRS, "tomolab_output": "volume"}  # no bookkeeping
     elif fmt == "hdf5":
         import h5py
         with h5py.File(path, "r") as f:
-            assert dict(f.attrs) == {}  # no fingerprint, no slab flags
+            assert dict(f.attrs) == {"tomolab_output": "volume"}  # no fingerprint, no flags
             dset = f["volume"]
             assert dset.chunks == (1,) + SHAPE[1:] and dset.compression is None
             assert dset.dtype == np.float32 and json.loads(dset.attrs["dims"]) == ["z", "y", "x"]
@@ -142,7 +142,7 @@ def _assert_layout(path, fmt):
         assert np.array_equal(tifffile.imread(path / "slice_00004.tif"), VOLUME[4])
         meta = json.loads((path / "metadata.json").read_text())
         assert meta["shape"] == list(SHAPE) and meta["dtype"] == "float32"
-        assert meta["attrs"] == ATTRS
+        assert meta["attrs"] == ATTRS and meta["tomolab_output"] == "volume"
 
 
 def test_zarr_layout_chunks_and_group_attrs(tmp_path, monkeypatch):
@@ -161,7 +161,7 @@ def test_zarr_layout_chunks_and_group_attrs(tmp_path, monkeypatch):
     back = open_volume(path)
     assert np.array_equal(back.values, VOLUME)
     group_attrs = xr.open_zarr(path).attrs
-    assert group_attrs == ATTRS  # resume bookkeeping removed
+    assert group_attrs == {**ATTRS, "tomolab_output": "volume"}  # resume bookkeeping removed
     xr.testing.assert_identical(back.load(), _reference(tmp_path, "zarr").load())
 
 
@@ -300,7 +300,7 @@ def test_a_write_that_fails_midway_leaves_its_slab_not_done(tmp_path, fmt, monke
     _write(sink, [0])
     with monkeypatch.context() as patch:
         _fail_mid_write(patch, fmt)
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(OutputError, match="no space left on the disk.*kept and resumed"):
             _write(sink, [1], volume=VOLUME + 1000)
     assert sink.done == {0}
     sink.close()
@@ -397,7 +397,11 @@ def test_finish_refuses_when_the_output_appeared_meanwhile(tmp_path):
         sink.finish()
     assert path.read_bytes() == b"someone else's"
     sink.close()
-    again = _open(path, overwrite=True)
+    with pytest.raises(ParameterError, match="replaces only an output that tomolab wrote"):
+        _open(path, overwrite=True)  # a file tomolab did not write stays, even with overwrite
+    assert path.read_bytes() == b"someone else's"
+    path.unlink()
+    again = _open(path)
     assert again.done == {0, 1, 2}
     again.close()
 
@@ -460,7 +464,7 @@ def test_zarr_multiscale_levels_are_block_means_with_ome_metadata(tmp_path):
     assert np.allclose(store["level1"].values, expected, rtol=1e-6)
     assert store["level2"].shape == (2, 1, 1)
     attrs = dict(zarr.open_group(str(path), mode="r").attrs)
-    assert {k: v for k, v in attrs.items() if k != "multiscales"} == ATTRS  # no bookkeeping
+    assert {k: v for k, v in attrs.items() if k != "multiscales"} == {**ATTRS, "tomolab_output": "volume"}
     assert xr.open_zarr(path).attrs == attrs
     meta = attrs["multiscales"][0]
     assert meta["version"] == "0.4" and meta["type"] == "mean"

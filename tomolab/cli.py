@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
@@ -115,6 +116,7 @@ def cmd_recon(args) -> int:
     if output.exists() and not args.overwrite:
         raise ParameterError("output exists", where="-o/--output", value=str(output),
                              fix="choose another path or pass --overwrite")
+    tomolab.io.check_overwritable(output, kind="volume", flag="--overwrite")  # tomolab's own
     scan = tomolab.open_scan(args.file)
     bars = []  # the bar appears with the first finished slab, after all validation
 
@@ -182,6 +184,8 @@ def cmd_simulate(args) -> int:
     params = simulation_parameters(args.size, args.rows, args.angles, center=args.center,
                                    seed=args.seed, ring_errors=args.rings, zingers=args.zingers,
                                    photons=args.photons)
+    if args.overwrite:
+        tomolab.io.check_overwritable(args.output, kind="scan", flag="--overwrite")
     flats, darks = simulate_flats_darks(params)
     meta = dict(pixel_size=params.pixel_size, energy=params.energy, distance=params.distance,
                 attrs=simulation_attrs(params), overwrite=args.overwrite)
@@ -265,7 +269,12 @@ def main(argv=None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning
     try:
+        if not args.debug:  # a warning is one line too (e.g. a partial output started afresh)
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"tomolab {args.command}: warning: {' '.join(str(message).split())}",
+                file=sys.stderr)
         return args.func(args)
     except (TomolabError, OSError) as exc:
         if args.debug:
@@ -286,6 +295,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"tomolab {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["TomolabError", "ScanFormatError", "ParameterError", "InsufficientMemory", "Cancelled"]
+__all__ = ["TomolabError", "ScanFormatError", "ParameterError", "InsufficientMemory", "OutputError",
+           "Cancelled"]
 
 
 class TomolabError(ValueError):
@@ -132,6 +133,10 @@ class InsufficientMemory(ParameterError):
                  fix: str | None = None, needed: int = 0, available: int = 0):
         self.needed, self.available = int(needed), int(available)
         super().__init__(what, where=where, value=value, fix=fix)
+
+
+class OutputError(TomolabError):
+    """An output cannot be written: disk full, read-only, no permission, or another run writes it."""
 
 
 class Cancelled(RuntimeError):

@@ -10,6 +10,13 @@ the same parameters: finished slabs are not recomputed, and the result is
 identical to an uninterrupted run. The output opens with
 :func:`tomolab.io.open_volume` (the layouts of :func:`tomolab.save_volume`).
 
+A partial output is resumed only if it was made with the same parameters
+from the same input: the input's identity (:func:`source_identity`: size and
+modification time of its file(s), and a checksum of sample frames read
+through the scan) is recorded in it. A partial output of another input is
+discarded with a warning and the volume is computed afresh: resuming it would
+mix two scans in one volume, and discarding loses only computing time.
+
 With a :class:`dask.distributed.Client`, the slabs become tasks: each worker
 unpickles the plan (the scan is lazy, so only file names and parameters
 travel), reconstructs its slabs with the same engine on its own GPU or CPU,
@@ -35,7 +42,7 @@ import numpy as np
 from tomolab.api.reconstruct import plan_reconstruction
 from tomolab.errors import ParameterError
 
-__all__ = ["reconstruct_to"]
+__all__ = ["reconstruct_to", "source_identity"]
 
 _log = logging.getLogger("tomolab")
 
@@ -49,6 +56,69 @@ def _fingerprint(scan, params: dict) -> str:
               "shape": [int(scan.sizes[d]) for d in ("angle", "row", "col")]}
     text = json.dumps({"source": source, "params": params}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _file_identity(path) -> dict | None:
+    """Size and mtime of a file; for a folder (TIFF stack), of every file in it, summed up."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isdir(path):
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    count = size = latest = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                item = os.stat(os.path.join(folder, name))
+            except OSError:
+                continue
+            count, size, latest = count + 1, size + item.st_size, max(latest, item.st_mtime_ns)
+    return {"files": count, "size": size, "mtime_ns": latest}
+
+
+def _frame(data) -> np.ndarray:
+    from tomolab.arrays import to_numpy
+
+    if hasattr(data, "compute"):
+        data = data.compute()
+    return np.ascontiguousarray(to_numpy(data))
+
+
+def source_identity(scan) -> dict:
+    """What identifies a scan's data: its file(s) and a checksum of sample frames.
+
+    The first, middle and last projection, flat and dark are read through the
+    scan (a few frames, not the scan) and hashed with the angles. The file's
+    size and modification time (``mtime_ns``) are recorded where the scan has
+    a ``source_file``. Two scans with the same identity hold the same data for
+    every practical purpose; a scan replaced by another of the same shape
+    differs in the checksum even where size and mtime were made to match.
+
+    Examples
+    --------
+    >>> import tomolab
+    >>> a = tomolab.data.simulate_scan(32, n_rows=2, n_angles=30, seed=1)
+    >>> b = tomolab.data.simulate_scan(32, n_rows=2, n_angles=30, seed=2)
+    >>> source_identity(a) == source_identity(a), source_identity(a) == source_identity(b)
+    (True, False)
+    """
+    digest = hashlib.sha256()
+    for var, dim in (("projections", "angle"), ("flats", "flat"), ("darks", "dark")):
+        if var not in scan.data_vars or scan.sizes.get(dim, 0) == 0:
+            continue
+        n = scan.sizes[dim]
+        for index in sorted({0, n // 2, n - 1}):
+            frame = _frame(scan[var].isel({dim: index}).data)
+            digest.update(f"{var}[{index}] {frame.dtype.str} {frame.shape}".encode())
+            digest.update(frame.tobytes())
+    if "angle" in scan.coords:
+        digest.update(np.ascontiguousarray(np.asarray(scan["angle"].values, np.float64)).tobytes())
+    identity = {"frames_sha256": digest.hexdigest()}
+    source = scan.attrs.get("source_file")
+    if source:
+        identity["file"] = _file_identity(source)
+    return identity
 
 
 class _SlabAssembler:
@@ -107,7 +177,8 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     format : {"auto", "zarr", "hdf5", "tiff"}
         Output format; ``"auto"`` tells it from the name.
     overwrite : bool
-        Replace an existing output at ``path``.
+        Replace an existing output at ``path`` -- only one that tomolab wrote
+        (it carries the ``tomolab_output`` marker) and that holds nothing else.
     multiscale : int
         zarr only: add this many block-averaged levels (each half the size of
         the one before, ``level1``, ``level2``, ...) and OME-Zarr (NGFF 0.4)
@@ -145,6 +216,19 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     xarray.DataArray
         The volume, opened lazily from ``path``.
 
+    Raises
+    ------
+    tomolab.errors.OutputError
+        If another run writes ``path`` (its lock ``.NAME.lock`` is held), the
+        disk has no room for the volume, or the folder cannot be written; the
+        finished slabs stay resumable.
+
+    Warns
+    -----
+    UserWarning
+        When a partial output from other parameters or another input (see
+        :func:`source_identity`) is discarded.
+
     Examples
     --------
     >>> import os, tempfile, tomolab
@@ -180,7 +264,8 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     attrs = dict(plan.attrs(), slab_rows=int(slab_rows))
     sink = open_sink(path, shape=(len(row_range), size, size), coords=plan.coords(), attrs=attrs,
                      slab_rows=int(slab_rows), fingerprint=_fingerprint(scan, params),
-                     format=format, overwrite=overwrite, multiscale=int(multiscale))
+                     format=format, overwrite=overwrite, multiscale=int(multiscale),
+                     source=source_identity(scan))
     total = len(row_range)
     if client is not None:
         try:

@@ -309,7 +309,7 @@ def _with_root_attrs(f, spec: dict) -> dict:
     """
     metadata = spec.setdefault("metadata", {})
     for key, value in f.attrs.items():
-        if key in metadata or key in ("NX_class", "default"):
+        if key in metadata or key in ("NX_class", "default", "tomolab_output"):
             continue
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")

@@ -11,6 +11,24 @@ leaves its partial output: opening the same path with the same
 the others need computing, and the result is the same as an uninterrupted
 run. Nothing is ever at the target path before it is complete.
 
+Safety:
+
+* The sink holds the output's lock (``.NAME.lock``, see
+  :class:`tomolab.io._guard.OutputLock`) from :func:`open_sink` until it is
+  closed: a second run writing the same output refuses at once.
+* The partial output is laid out in full (coords, attrs, bookkeeping) under a
+  temporary name and renamed to ``.NAME.partial`` only then, so a run killed
+  while creating it leaves nothing that a resume trusts.
+* ``source``: the input's identity (file sizes, mtimes, a checksum of sample
+  frames) is stored with the bookkeeping; a partial output made from another
+  input is discarded with a warning, never mixed with the new one.
+* Free space is checked before writing (HDF5: the whole file is reserved at
+  creation); a full disk or a read-only folder ends in one
+  :class:`~tomolab.errors.OutputError` line, and the finished slabs stay
+  resumable.
+* ``overwrite`` replaces only an output tomolab wrote
+  (:func:`tomolab.io._guard.check_overwritable`).
+
 The outputs are those of :func:`tomolab.io.save_volume`, so
 :func:`tomolab.io.open_volume` opens them:
 
@@ -18,22 +36,26 @@ The outputs are those of :func:`tomolab.io.save_volume`, so
   slab high and split in y/x into tiles of at most 16 MiB; uncompressed (a
   reconstruction's float noise compresses by 10-20 % only, at a quarter of the
   speed or less); optionally an OME-Zarr (NGFF 0.4) pyramid ``level1``, ... .
-  Finished slabs: group attribute ``slabs_done``, and one empty file per
-  slab in ``.tomolab_slabs_done/`` inside the store, written by the other
-  processes of a cluster through :meth:`SlabSink.region_writer`.
+  Finished slabs: one empty file per slab in ``.slabs_done/`` (created after
+  the slab's chunks are written; several processes — the workers of a cluster,
+  through :meth:`SlabSink.region_writer` — write slabs of one partial store at
+  once without losing each other's records).
 * HDF5: dataset ``/volume`` chunked ``(1, y, x)`` with the attrs and ``dims``,
   coords as ``/z``, ``/y``, ``/x``; coords along z that are not dimensions
   (``row``, ``center``) as datasets with a ``dims`` attribute (JSON list).
   Finished slabs: file attribute ``slabs_done`` (one 0/1 flag per slab).
 * TIFF: a folder of ``slice_00000.tif``, ... and ``metadata.json``; coords
   that are not dimensions under its ``aux_coords`` key. Finished slabs: a
-  ``.progress.json`` file in the partial folder.
+  ``.slabs_done/`` file per slab, as for zarr; ``.progress.json`` holds the
+  fingerprint.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +63,17 @@ from pathlib import Path
 
 import numpy as np
 
-from tomolab.errors import ParameterError
+from tomolab.errors import OutputError, ParameterError
+from tomolab.io._guard import (
+    MARKER,
+    OutputLock,
+    check_free_space,
+    check_overwritable,
+    foreign_files,
+    make_parent,
+    remove_stale_temporaries,
+    storage_errors,
+)
 from tomolab.io._write import (
     _h5_volume_layout,
     _jsonable,
@@ -49,30 +81,34 @@ from tomolab.io._write import (
     _quiet_consolidated,
     _remove,
     _volume_format,
-    check_replaceable,
     _write_tiff_metadata,
+    check_replaceable,
 )
 
 __all__ = ["open_sink", "SlabSink", "ZarrRegionWriter", "TiffRegionWriter"]
 
 _DONE = "slabs_done"
 _FINGERPRINT = "fingerprint"
+_SOURCE = "source_identity"   # JSON text: the input's identity, compared on resume
 _PROGRESS = ".progress.json"  # TIFF: bookkeeping file inside the partial folder
+_DONE_DIR = ".slabs_done"     # zarr, TIFF: one empty file per finished slab (concurrent writers)
 _CHUNK_BYTES = 16 * 2 ** 20   # zarr: largest chunk before y/x are split into tiles
 _MIN_TILE = 256               # zarr: smallest y/x tile of that split
 _VOLUME_DIMS = ("z", "y", "x")
-_MARKERS = ".tomolab_slabs_done"  # zarr, TIFF: one empty file per slab done by any process
 
 class _Corrupt(Exception):
     """A partial output that cannot be read (or is not what this sink writes)."""
 
 
 class _OtherRun(Exception):
-    """A readable partial output of another run (other fingerprint or layout)."""
+    """A readable partial output of another run (other fingerprint, input or layout)."""
+
+
+_OTHER_PARAMETERS = "a partial store from a run with other parameters"
 
 
 def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="auto", overwrite=False,
-              multiscale=0):
+              multiscale=0, source=None):
     """Open a resumable, slab-by-slab writer of a float32 volume ``(z, y, x)``.
 
     Parameters
@@ -96,10 +132,15 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
         What makes two runs the same. A partial output with the same
         fingerprint is resumed; one with another is discarded with a warning,
         as is one that cannot be read (e.g. a file killed mid-write).
+    source : dict, optional
+        The input's identity (JSON-able; see
+        :func:`tomolab.api.volume.source_identity`). A partial output made from
+        an input of another identity is discarded with a warning saying what
+        changed: resuming it would mix two inputs in one volume.
     format : {"auto", "zarr", "tiff", "hdf5"}
     overwrite : bool
         Replace an existing output at ``path`` (only when :meth:`SlabSink.finish`
-        moves the new one into place).
+        moves the new one into place), and only one that tomolab wrote.
     multiscale : int
         zarr only: add this many block-averaged levels and OME-Zarr
         ``multiscales`` metadata when finishing.
@@ -112,9 +153,12 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
     Raises
     ------
     tomolab.errors.ParameterError
-        If ``path`` exists and not ``overwrite``, the format is unknown,
-        ``multiscale`` is asked of HDF5 or TIFF, or the shape, coords or
-        ``slab_rows`` do not fit together.
+        If ``path`` exists and not ``overwrite`` (or is not tomolab's output),
+        the format is unknown, ``multiscale`` is asked of HDF5 or TIFF, or the
+        shape, coords or ``slab_rows`` do not fit together.
+    tomolab.errors.OutputError
+        If another run is writing ``path``, the disk has no room for the
+        volume, or the folder cannot be written.
 
     Examples
     --------
@@ -161,11 +205,19 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
     coords = _check_coords(coords, shape)
     check_replaceable(path, protect=[(attrs or {}).get("source_file")])
     _refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cls = {"zarr": _ZarrSink, "hdf5": _HDF5Sink, "tiff": _TiffSink}[fmt]
-    return cls(path, shape=shape, coords=coords, attrs=_jsonable(dict(attrs or {})),
-               slab_rows=slab_rows, fingerprint=fingerprint, overwrite=bool(overwrite),
-               multiscale=int(multiscale))
+    source = None if source is None else json.dumps(_jsonable(source), sort_keys=True)
+    make_parent(path)
+    lock = OutputLock(path).acquire()
+    try:
+        _refuse_existing(path, overwrite)  # again, under the lock
+        remove_stale_temporaries(path)
+        cls = {"zarr": _ZarrSink, "hdf5": _HDF5Sink, "tiff": _TiffSink}[fmt]
+        return cls(path, shape=shape, coords=coords, attrs=_jsonable(dict(attrs or {})),
+                   slab_rows=slab_rows, fingerprint=fingerprint, overwrite=bool(overwrite),
+                   multiscale=int(multiscale), source=source, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
 
 
 class SlabSink:
@@ -190,13 +242,14 @@ class SlabSink:
     :meth:`write` is meant for one writer thread; slabs may come in any order.
     When it returns, the slab is in the partial output and recorded as done
     (written to the operating system: a killed process loses nothing; a power
-    cut may). A write that is interrupted leaves its slab not done.
+    cut may). A write that is interrupted leaves its slab not done. The sink
+    holds the output's lock until :meth:`close` (or :meth:`finish`).
     """
 
     format = ""
 
     def __init__(self, path, *, shape, coords, attrs, slab_rows, fingerprint, overwrite,
-                 multiscale):
+                 multiscale, source=None, lock=None):
         self.path = path
         self.partial = path.with_name(f".{path.name}.partial")
         self.shape = shape
@@ -208,20 +261,59 @@ class SlabSink:
         self._fingerprint = fingerprint
         self._overwrite = overwrite
         self._multiscale = multiscale
+        self._source = source
+        self._lock = lock
         self._closed = False
         self._finished = False
         if self.partial.exists() or self.partial.is_symlink():
             try:
                 self.done = self._resume()
+                self._check_space()
                 return
-            except _OtherRun:
-                message = "a partial store from a run with other parameters"
+            except _OtherRun as exc:
+                message = str(exc) or _OTHER_PARAMETERS
+            except OutputError:
+                self._release()
+                raise
             except Exception as exc:  # noqa: BLE001  (whatever a corrupt file raises)
                 message = f"an unreadable partial output ({type(exc).__name__}: {exc})"
-            warnings.warn(f"{self.partial}: {message}; starting afresh", stacklevel=3)
             self._release()
-            _remove(self.partial)
+            self._discard_partial()
+            warnings.warn(f"{self.partial}: {message}; starting afresh", stacklevel=4)
+        self._check_space()
         self._create()
+
+    def _discard_partial(self):
+        """Remove the partial output, unless something other than tomolab's files is in it."""
+        if self.partial.is_dir() and not self.partial.is_symlink():
+            foreign = foreign_files(self.partial)
+            if foreign:
+                raise ParameterError(f"the partial output holds files tomolab did not write, e.g. "
+                                     f"{foreign[0]}", where=str(self.partial),
+                                     fix="move those files elsewhere, or remove the folder "
+                                         "yourself")
+        _remove(self.partial)
+
+    def _check_space(self):
+        rows = sum(b - a for i, (a, b) in enumerate(self.slabs) if i not in self.done)
+        needed = rows * self.shape[1] * self.shape[2] * 4
+        if self._multiscale:
+            needed += needed // 7  # the pyramid: 1/8 + 1/64 + ... of the volume
+        if self.format == "hdf5" and self.partial.exists():
+            needed = 0  # its space was reserved when it was created
+        check_free_space(self.path, needed)
+
+    def _create(self):
+        """Lay out the partial output under a temporary name, then rename it into place."""
+        tmp = self.partial.with_name(f"{self.partial.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            with storage_errors(self.path):
+                self._build(tmp)
+                os.replace(tmp, self.partial)
+        except BaseException:
+            _remove(tmp)
+            raise
+        self._open_partial()
 
     def __repr__(self):
         return (f"<{type(self).__name__} {self.path} {len(self.done)}/{len(self.slabs)} slabs done"
@@ -256,9 +348,14 @@ class SlabSink:
         if data.shape != expected:
             raise ParameterError(f"slab {index} is z rows {start}:{stop}, of shape {expected}",
                                  where="data", value=data.shape, fix="pass that slab's rows only")
-        self._write_data(start, stop, data)
-        self.done.add(int(index))
-        self._record_done()
+        with storage_errors(self.path, partial=self.partial):
+            self._write_data(start, stop, data)
+            self.done.add(int(index))
+            try:
+                self._record_done()
+            except BaseException:
+                self.done.discard(int(index))
+                raise
 
     def finish(self) -> None:
         """Check every slab is done, drop the bookkeeping, and move the output into place.
@@ -279,10 +376,16 @@ class SlabSink:
                                  where="slabs", value=f"missing {shown}",
                                  fix="write the missing slabs, then call finish() again")
         _refuse_existing(self.path, self._overwrite)
-        self._finalize()
-        self.close()
-        _move_into_place(self.partial, self.path)
-        self._finished = True
+        try:
+            with storage_errors(self.path, partial=self.partial):
+                self._finalize()
+                self._closed = True
+                self._release()
+                _refuse_existing(self.path, self._overwrite)
+                _move_into_place(self.partial, self.path)
+            self._finished = True
+        finally:
+            self.close()
 
     def region_writer(self):
         """A small picklable writer of this sink's slabs, for other processes (dask workers).
@@ -309,18 +412,25 @@ class SlabSink:
         return self.done
 
     def close(self) -> None:
-        """Release file handles and threads; the partial output stays for resuming. Idempotent."""
+        """Release file handles, threads and the lock; the partial output stays. Idempotent."""
         if not self._closed:
             self._closed = True
             self._release()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- what each format provides
 
     def _resume(self) -> set[int]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _create(self) -> None:  # pragma: no cover - abstract
+    def _build(self, tmp: Path) -> None:  # pragma: no cover - abstract
+        """Write the whole layout and the bookkeeping (nothing done) at ``tmp``; close it."""
         raise NotImplementedError
+
+    def _open_partial(self) -> None:
+        """Open the handles on the partial output just created."""
 
     def _write_data(self, start, stop, data) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -342,9 +452,12 @@ class SlabSink:
                                  where="sink", value=str(self.path),
                                  fix="open_sink again (with the same fingerprint, to resume)")
 
-    def _checked_done(self, fingerprint, done) -> set[int]:
+    def _checked_done(self, fingerprint, done, source=None) -> set[int]:
         if fingerprint != self._fingerprint:
-            raise _OtherRun
+            raise _OtherRun(_OTHER_PARAMETERS)
+        source = source.decode() if isinstance(source, bytes) else source
+        if self._source is not None and source != self._source:
+            raise _OtherRun(f"a partial output made from another input ({_changes(source, self._source)})")
         done = [int(i) for i in done]
         if any(not 0 <= i < len(self.slabs) for i in done):
             raise _Corrupt(f"slab indices out of range in {done}")
@@ -379,16 +492,16 @@ class _ZarrSink(SlabSink):
         meta = dict(group.attrs)
         if _FINGERPRINT not in meta or _DONE not in meta:
             raise _Corrupt("no resume bookkeeping in the store's attrs")
-        done = self._checked_done(meta[_FINGERPRINT],
-                                  list(meta[_DONE]) + sorted(_read_markers(self.partial)))
+        done = self._checked_done(meta[_FINGERPRINT], list(meta[_DONE]) + _slab_files(self.partial),
+                                  meta.get(_SOURCE))
         array = group["volume"]
         if tuple(array.shape) != self.shape or tuple(array.chunks) != self._chunks():
-            raise _OtherRun
+            raise _OtherRun(_OTHER_PARAMETERS)
         self._open_handles(group)
         _remove_zarr_temporaries(self.partial)
         return done
 
-    def _create(self):
+    def _build(self, tmp):
         import dask.array as da
         import xarray as xr
 
@@ -397,10 +510,16 @@ class _ZarrSink(SlabSink):
         volume = xr.DataArray(data, dims=_VOLUME_DIMS, coords=self._coords, attrs=self._attrs,
                               name="volume")
         ds = volume.to_dataset()
-        ds.attrs = dict(self._attrs, **{_FINGERPRINT: self._fingerprint, _DONE: []})
+        ds.attrs = dict(self._attrs, **{MARKER: "volume", _FINGERPRINT: self._fingerprint,
+                                        _DONE: []})
+        if self._source is not None:
+            ds.attrs[_SOURCE] = self._source
         with _quiet_consolidated():
-            ds.to_zarr(str(self.partial), mode="w", compute=False, consolidated=False,
+            ds.to_zarr(str(tmp), mode="w", compute=False, consolidated=False,
                        encoding={"volume": {"chunks": chunks, "compressors": None}})
+        (tmp / _DONE_DIR).mkdir()
+
+    def _open_partial(self):
         import zarr
         self._open_handles(zarr.open_group(str(self.partial), mode="r+"))
 
@@ -422,20 +541,19 @@ class _ZarrSink(SlabSink):
         return self.done
 
     def _record_done(self):
-        # zarr's local store replaces zarr.json atomically (temporary file, then rename)
-        self._group.attrs[_DONE] = sorted(self.done)
+        _record_slab_files(self.partial, self.done)
 
     def _finalize(self):
         import zarr
 
-        _remove(self.partial / _MARKERS)
         _remove_zarr_temporaries(self.partial)  # of writers killed mid-chunk (other processes)
         with _quiet_consolidated():
-            if self._multiscale:
+            if self._multiscale:  # the bookkeeping stays meanwhile: a kill here resumes
                 _write_pyramid(self.partial, self._multiscale, self._chunks())
+            shutil.rmtree(self.partial / _DONE_DIR, ignore_errors=True)  # every slab is done
             group = zarr.open_group(str(self.partial), mode="r+", use_consolidated=False)
             attrs = dict(group.attrs)
-            for key in (_FINGERPRINT, _DONE):
+            for key in (_FINGERPRINT, _DONE, _SOURCE):
                 attrs.pop(key, None)
             group.attrs.clear()
             group.attrs.update(attrs)
@@ -532,7 +650,7 @@ class TiffRegionWriter(_RegionWriter):
 
 
 def _mark_done(store: Path, index) -> None:
-    folder = Path(store) / _MARKERS
+    folder = Path(store) / _DONE_DIR
     folder.mkdir(exist_ok=True)
     (folder / f"{int(index):06d}").touch()
 
@@ -541,16 +659,14 @@ def _checked_markers(store: Path, n_slabs: int) -> set[int]:
     markers = _read_markers(store)
     if any(not 0 <= i < n_slabs for i in markers):
         raise ParameterError("slab markers out of range in the partial output",
-                             where=str(Path(store) / _MARKERS), value=sorted(markers),
+                             where=str(Path(store) / _DONE_DIR), value=sorted(markers),
                              fix="delete the partial output and run again")
     return markers
 
 
 def _read_markers(store: Path) -> set[int]:
-    folder = Path(store) / _MARKERS
-    if not folder.is_dir():
-        return set()
-    return {int(name) for name in os.listdir(folder) if name.isdigit()}
+    folder = Path(store) / _DONE_DIR
+    return set(_slab_files(Path(store))) if folder.is_dir() else set()
 
 
 def _remove_zarr_temporaries(store: Path) -> None:
@@ -566,6 +682,12 @@ def _remove_zarr_temporaries(store: Path) -> None:
 
 def _write_pyramid(store: Path, levels: int, chunks) -> None:
     """Block-mean levels of the stored volume, and their OME-Zarr multiscales metadata."""
+    with warnings.catch_warnings():  # our .slabs_done folder, if still there, is no zarr node
+        warnings.filterwarnings("ignore", message=".*not recognized as a component")
+        _write_levels(store, levels, chunks)
+
+
+def _write_levels(store: Path, levels: int, chunks) -> None:
     import xarray as xr
     import zarr
 
@@ -631,26 +753,43 @@ class _HDF5Sink(SlabSink):
         fingerprint = fingerprint.decode() if isinstance(fingerprint, bytes) else str(fingerprint)
         flags = np.asarray(f.attrs[_DONE])
         dset = f["volume"]
-        if fingerprint != self._fingerprint:
-            raise _OtherRun
+        done = self._checked_done(fingerprint, [], f.attrs.get(_SOURCE))
         if flags.shape != (len(self.slabs),) or tuple(dset.shape) != self.shape:
-            raise _OtherRun
+            raise _OtherRun(_OTHER_PARAMETERS)
         self._flags = flags.astype(np.uint8)
         self._dset = dset
-        return self._checked_done(fingerprint, np.flatnonzero(self._flags).tolist())
+        return done | self._checked_done(fingerprint, np.flatnonzero(self._flags).tolist(),
+                                         f.attrs.get(_SOURCE))
 
-    def _create(self):
+    def _build(self, tmp):
         import h5py
 
-        self._file = f = h5py.File(self.partial, "w")
-        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-        self._dset = _h5_volume_layout(f, self.shape, np.float32, _VOLUME_DIMS, self._coords,
-                                       self._attrs, dcpl=dcpl, fill_time="never")
-        f.attrs[_FINGERPRINT] = self._fingerprint
+        with h5py.File(tmp, "w") as f:
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            _h5_volume_layout(f, self.shape, np.float32, _VOLUME_DIMS, self._coords, self._attrs,
+                              dcpl=dcpl, fill_time="never")
+            f.attrs[_FINGERPRINT] = self._fingerprint
+            if self._source is not None:
+                f.attrs[_SOURCE] = self._source
+            f.attrs.create(_DONE, np.zeros(len(self.slabs), np.uint8))
+        # the chunks are allocated in the file but not on the disk (a sparse file): reserve the
+        # blocks now, so that a full disk stops this run here and never in the middle of a slab
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+        finally:
+            os.close(fd)
+
+    def _open_partial(self):
+        import h5py
+
+        self._file = h5py.File(self.partial, "r+")
+        self._dset = self._file["volume"]
         self._flags = np.zeros(len(self.slabs), np.uint8)
-        f.attrs.create(_DONE, self._flags)
-        f.flush()
 
     def _write_data(self, start, stop, data):
         self._dset[start:stop] = data
@@ -662,8 +801,9 @@ class _HDF5Sink(SlabSink):
         self._file.flush()
 
     def _finalize(self):
-        del self._file.attrs[_FINGERPRINT]
-        del self._file.attrs[_DONE]
+        for key in (_FINGERPRINT, _DONE, _SOURCE):
+            if key in self._file.attrs:
+                del self._file.attrs[key]
 
     def _release(self):
         if self._file is not None:
@@ -686,22 +826,25 @@ class _TiffSink(SlabSink):
         if not isinstance(progress, dict) or _DONE not in progress:
             raise _Corrupt(f"no list of finished slabs in {_PROGRESS}")
         meta = json.loads((self.partial / "metadata.json").read_text())
-        if progress.get(_FINGERPRINT) != self._fingerprint:
-            raise _OtherRun
+        self._checked_done(progress.get(_FINGERPRINT), [], progress.get(_SOURCE))
         if list(meta["shape"]) != list(self.shape) or progress.get("slab_rows") != self.slab_rows:
-            raise _OtherRun
+            raise _OtherRun(_OTHER_PARAMETERS)
         done = self._checked_done(progress[_FINGERPRINT],
-                                  list(progress[_DONE]) + sorted(_read_markers(self.partial)))
+                                  list(progress[_DONE]) + _slab_files(self.partial),
+                                  progress.get(_SOURCE))
         for stray in self.partial.glob(".*.tmp"):  # files of a write that was killed
             stray.unlink()
         # a slab counts only if all its files are there (e.g. someone deleted one)
         return {i for i in done if all(self._slice(z).is_file() for z in range(*self.slabs[i]))}
 
-    def _create(self):
-        self.partial.mkdir()
-        _write_tiff_metadata(self.partial, self.shape, np.float32, _VOLUME_DIMS, self._coords,
-                             self._attrs)
-        self._record_done()
+    def _build(self, tmp):
+        tmp.mkdir()
+        _write_tiff_metadata(tmp, self.shape, np.float32, _VOLUME_DIMS, self._coords, self._attrs)
+        progress = {_FINGERPRINT: self._fingerprint, "slab_rows": self.slab_rows, _DONE: []}
+        if self._source is not None:
+            progress[_SOURCE] = self._source
+        _write_atomically(tmp / _PROGRESS, json.dumps(progress))
+        (tmp / _DONE_DIR).mkdir()
 
     def _slice(self, z):
         return self.partial / f"slice_{z:05d}.tif"
@@ -739,13 +882,11 @@ class _TiffSink(SlabSink):
         return self.done
 
     def _record_done(self):
-        progress = {_FINGERPRINT: self._fingerprint, "slab_rows": self.slab_rows,
-                    _DONE: sorted(self.done)}
-        _write_atomically(self.partial / _PROGRESS, json.dumps(progress))
+        _record_slab_files(self.partial, self.done)
 
     def _finalize(self):
-        _remove(self.partial / _MARKERS)
         (self.partial / _PROGRESS).unlink()
+        shutil.rmtree(self.partial / _DONE_DIR, ignore_errors=True)
         for stray in self.partial.glob(".*.tmp"):
             stray.unlink()
 
@@ -803,6 +944,35 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise ParameterError("the output already exists", where="path", value=str(path),
                              fix="choose another path or pass overwrite=True")
+    check_overwritable(path, kind="volume")
+
+
+def _changes(stored, current) -> str:
+    """What differs between two identities (JSON text), in a few words."""
+    try:
+        old, new = json.loads(stored), json.loads(current)
+    except (TypeError, ValueError):
+        return "no identity recorded" if stored is None else "identity unreadable"
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    shown = "; ".join(f"{k}: {old.get(k)!r:.60} -> {new.get(k)!r:.60}" for k in keys[:3])
+    return shown or "identity differs"
+
+
+def _slab_files(partial: Path) -> list[int]:
+    """The slabs recorded as finished by a file each in ``partial/.slabs_done``."""
+    folder = partial / _DONE_DIR
+    if not folder.is_dir():
+        raise _Corrupt(f"no {_DONE_DIR} folder")
+    return [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+
+
+def _record_slab_files(partial: Path, done) -> None:
+    """Record finished slabs, one empty file each (its creation is atomic; writers never clash)."""
+    folder = partial / _DONE_DIR
+    for index in done:
+        record = folder / f"{int(index):06d}"
+        if not record.exists():
+            record.touch()
 
 
 def _write_atomically(path: Path, text: str) -> None:

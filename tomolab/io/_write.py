@@ -3,7 +3,12 @@
 Every writer builds its output under a temporary name next to the target
 (``.NAME.partial-*``) and renames it into place only when everything is
 written, so an interrupted write never leaves a half-written file at the
-output path.
+output path. While it writes, it holds the output's lock (``.NAME.lock``): a
+second run writing the same output refuses at once. Each output carries the
+``tomolab_output`` marker, and ``overwrite=True`` replaces only such an output
+(see :mod:`tomolab.io._guard`). Space is checked before writing; a full disk,
+a read-only folder or a missing permission ends in one
+:class:`~tomolab.errors.OutputError` line.
 
 Big scans in bounded memory
 ---------------------------
@@ -32,6 +37,16 @@ import numpy as np
 from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError, ScanFormatError
 from tomolab.io._build import _check_positive, auto_angle_chunk, to_dask
+from tomolab.io._guard import (
+    MARKER,
+    OutputLock,
+    SpaceReservation,
+    check_free_space,
+    make_parent,
+    refuse_existing,
+    remove_stale_temporaries,
+    storage_errors,
+)
 
 __all__ = ["write_dxchange", "write_nxtomo", "write_tiff_stack", "save_volume", "open_volume",
            "iter_blocks"]
@@ -57,6 +72,11 @@ def check_replaceable(path, *, protect=()) -> Path:
     tomolab.errors.ParameterError: .: the output would replace the current folder or a folder above it; fix: name a new file or folder for the output, e.g. ./volume.zarr
     """
     path = Path(os.fspath(path)).expanduser()
+    try:
+        path.exists()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ParameterError(f"not a usable path ({exc.strerror})", where=str(path)[:80],
+                             fix="name the output with a shorter name, in a folder") from None
     target = path.resolve()
     cwd = Path.cwd().resolve()
     if target == cwd or target in cwd.parents or target == Path.home().resolve() \
@@ -77,21 +97,40 @@ def check_replaceable(path, *, protect=()) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic(path, *, overwrite: bool, protect=()):
-    """Yield a temporary path next to ``path``; move it to ``path`` on success."""
+def _atomic(path, *, overwrite: bool, kind: str, protect=(), needed: int = 0):
+    """Yield a temporary path next to ``path``; move it to ``path`` on success.
+
+    Holds the output's lock throughout; refuses an existing output unless
+    ``overwrite`` and it is tomolab's own, and ``needed`` bytes that would not
+    fit; turns a full disk or a read-only folder into an OutputError.
+    """
     path = check_replaceable(path, protect=protect)
-    if path.exists() and not overwrite:
-        raise ParameterError("the output already exists", where=str(path),
-                             fix="choose another path or pass overwrite=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = path.parent / f".{path.name}.partial-{tag}"
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    _move_into_place(tmp, path)
+    refuse_existing(path, overwrite, kind=kind)
+    make_parent(path)
+    with OutputLock(path):
+        refuse_existing(path, overwrite, kind=kind)  # checked again under the lock
+        check_free_space(path, needed)
+        remove_stale_temporaries(path)
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = path.parent / f".{path.name}.partial-{tag}"
+        try:
+            with storage_errors(path):
+                yield tmp
+            refuse_existing(path, overwrite, kind=kind)  # something may have appeared there
+            with storage_errors(path):
+                _move_into_place(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+
+def _nbytes(*arrays) -> int:
+    """Bytes of the arrays among ``arrays`` (iterables of blocks count as 0: unknown)."""
+    total = 0
+    for data in arrays:
+        if hasattr(data, "shape") and hasattr(data, "dtype"):
+            total += int(np.prod(data.shape, dtype=np.int64)) * np.dtype(data.dtype).itemsize
+    return total
 
 
 def _move_into_place(partial: Path, path: Path) -> None:
@@ -169,8 +208,9 @@ def iter_blocks(data, what="projections"):
 class _Appender:
     """Append blocks to a resizable HDF5 dataset, created at the first block."""
 
-    def __init__(self, group, name, *, chunks=None, compression=None):
+    def __init__(self, group, name, *, chunks=None, compression=None, reserve=None):
         self.group, self.name = group, name
+        self.reserve = reserve  # a SpaceReservation of the file, or None
         self.chunks, self.compression = chunks, compression
         self.dset = None
         self.count = 0
@@ -188,6 +228,8 @@ class _Appender:
                 f"{self.dset.shape[1:]}", where=what, value=block.shape,
                 fix="give every block (and flats/darks) the same (row, col) shape")
         n = block.shape[0]
+        if self.reserve is not None:
+            self.reserve.ensure(block.nbytes)
         self.dset.resize(self.count + n, axis=0)
         self.dset[self.count:self.count + n] = block
         self.count += n
@@ -299,12 +341,17 @@ def write_dxchange(path, projections, angles, flats=None, darks=None, *, pixel_s
 
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
-    with _atomic(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+    # the reservation is released after the file is closed: its metadata go into it
+    with _atomic(path, overwrite=overwrite, kind="scan",
+                 needed=_nbytes(projections, flats, darks)) as tmp, \
+            SpaceReservation(tmp) as reserve, h5py.File(tmp, "w") as f:
+        f.attrs[MARKER] = "scan"
         f.create_dataset("implements", data="exchange:measurement")
         exchange = f.create_group("exchange")
         for name, data, what in (("data", projections, "projections"),
                                  ("data_white", flats, "flats"), ("data_dark", darks, "darks")):
-            out = _Appender(exchange, name, chunks=chunks, compression=compression)
+            out = _Appender(exchange, name, chunks=chunks, compression=compression,
+                            reserve=reserve)
             for block in iter_blocks(data, what):
                 out.append(block, what)
             if name == "data":
@@ -378,7 +425,10 @@ def write_nxtomo(path, projections, angles, flats=None, darks=None, *, pixel_siz
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
     degrees = np.rad2deg(angles)
-    with _atomic(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+    with _atomic(path, overwrite=overwrite, kind="scan",
+                 needed=_nbytes(projections, flats, darks)) as tmp, \
+            SpaceReservation(tmp) as reserve, h5py.File(tmp, "w") as f:
+        f.attrs[MARKER] = "scan"
         if variant == "esrf":
             entry = _nx_group(f, "entry0000", "NXentry")
         else:
@@ -387,7 +437,7 @@ def write_nxtomo(path, projections, angles, flats=None, darks=None, *, pixel_siz
         instrument = _nx_group(entry, "instrument", "NXinstrument")
         detector = _nx_group(instrument, "detector", "NXdetector")
         sample = _nx_group(entry, "sample", "NXsample")
-        out = _Appender(detector, "data", chunks=chunks, compression=compression)
+        out = _Appender(detector, "data", chunks=chunks, compression=compression, reserve=reserve)
         keys, rot = [], []
 
         def put(blocks, key, what, angle):
@@ -461,7 +511,8 @@ def write_tiff_stack(folder, projections, angles, flats=None, darks=None, *, pix
 
     angles = _check_angles(angles)
     pixel_size, energy, distance = _check_meta(pixel_size, energy, distance)
-    with _atomic(folder, overwrite=overwrite) as tmp:
+    with _atomic(folder, overwrite=overwrite, kind="scan",
+                 needed=_nbytes(projections, flats, darks)) as tmp:
         tmp.mkdir()
         shapes = {}
         for prefix, data, what in (("proj", projections, "projections"),
@@ -481,8 +532,8 @@ def write_tiff_stack(folder, projections, angles, flats=None, darks=None, *, pix
                 _check_count(count, angles)
         np.savetxt(tmp / "angles.txt", np.rad2deg(angles), fmt="%.17g",
                    header="rotation angle in degrees, one per projection")
-        meta = {"pixel_size": pixel_size, "energy": energy, "distance": distance,
-                "units": "pixel_size: m, distance: m, energy: keV",
+        meta = {MARKER: "scan", "pixel_size": pixel_size, "energy": energy,
+                "distance": distance, "units": "pixel_size: m, distance: m, energy: keV",
                 "attrs": _jsonable(attrs or {})}
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=1))
 
@@ -583,7 +634,8 @@ def save_volume(volume, path, *, format="auto", overwrite=False):
     volume = _as_volume(volume)
     attrs = _jsonable(dict(volume.attrs))
     # never over the scan the volume came from, nor a folder that holds it
-    with _atomic(path, overwrite=overwrite, protect=[attrs.get("source_file")]) as tmp:
+    with _atomic(path, overwrite=overwrite, kind="volume", protect=[attrs.get("source_file")],
+                 needed=_nbytes(volume)) as tmp:
         if fmt == "zarr":
             _save_zarr(volume, tmp, attrs)
         elif fmt == "hdf5":
@@ -615,7 +667,7 @@ def _save_zarr(volume, tmp, attrs):
     out.encoding = {}
     out.attrs = attrs
     ds = out.to_dataset(name="volume")
-    ds.attrs = attrs
+    ds.attrs = {**attrs, MARKER: "volume"}
     for name in ds.coords:
         ds[name].encoding = {}
     with _quiet_consolidated():
@@ -631,10 +683,11 @@ def _dim_coords(volume):
 def _save_hdf5(volume, tmp, attrs):
     import h5py
 
-    with h5py.File(tmp, "w") as f:
+    with SpaceReservation(tmp) as reserve, h5py.File(tmp, "w") as f:
         dset = _h5_volume_layout(f, volume.shape, volume.dtype, volume.dims,
                                  _dim_coords(volume), attrs)
         for z0, z1, block in _z_slabs(volume):
+            reserve.ensure(block.nbytes)
             dset[z0:z1] = block
 
 
@@ -658,6 +711,7 @@ def _h5_volume_layout(f, shape, dtype, dims, coords, attrs, **create):
     Coords that are not dimensions get a ``dims`` attribute (JSON list).
     ``create`` goes to ``create_dataset`` for ``/volume``. Returns that dataset.
     """
+    f.attrs[MARKER] = "volume"
     dset = f.create_dataset("volume", shape=shape, dtype=dtype, chunks=(1, *shape[1:]), **create)
     _set_attrs(dset, attrs)
     dset.attrs["dims"] = json.dumps(list(dims))
@@ -677,7 +731,7 @@ def _write_tiff_metadata(folder, shape, dtype, dims, coords, attrs):
     def entry(values, coord_attrs):
         return {"values": _jsonable(np.asarray(values)), "attrs": _jsonable(coord_attrs)}
 
-    meta = {"attrs": attrs, "dims": list(dims), "dtype": str(np.dtype(dtype)),
+    meta = {MARKER: "volume", "attrs": attrs, "dims": list(dims), "dtype": str(np.dtype(dtype)),
             "shape": list(shape),
             "coords": {name: entry(values, a) for name, (_, values, a) in coords.items()
                        if name in dims}}

@@ -41,7 +41,10 @@ _LAZY = {
     "widgets": "tomolab.widgets",
 }
 
+from tomolab.devices import use_user_numba_cache
 from tomolab.errors import ParameterError, ScanFormatError, TomolabError  # noqa: E402
+
+use_user_numba_cache()  # before numba is imported: never cache inside site-packages
 
 __all__ = sorted([*_LAZY, "TomolabError", "ScanFormatError", "ParameterError", "__version__"])
 

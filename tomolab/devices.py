@@ -1,4 +1,4 @@
-"""Backends and memory budgets: which device runs the work, and how much fits.
+"""Backends, memory budgets and the cache folder: which device runs the work, what fits, where.
 
 Chunk sizes come from free memory, never from a constant. On a shared GPU the
 hub sets ``TOMOLAB_GPU_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix), and
@@ -8,17 +8,25 @@ Standard library only at import: the hub process reads its pool's memory
 limits with :func:`parse_bytes` from here (one parser for both sides of
 ``TOMOLAB_GPU_MEMORY_LIMIT``) and must not load NumPy; array helpers are
 imported where they are used.
+
+Numba's compiled kernels are cached in the user's cache folder
+(:func:`use_user_numba_cache`), never next to the installed package: files
+written into ``site-packages/tomolab`` outlive an uninstall and then shadow a
+later editable install.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
+import tempfile
 
 from tomolab.errors import ParameterError
 
 __all__ = ["BACKENDS", "resolve_backend", "gpu_memory_limit", "apply_gpu_memory_limit",
-           "free_memory", "host_memory_available", "parse_bytes", "backend_of", "batch_size"]
+           "free_memory", "host_memory_available", "parse_bytes", "backend_of", "batch_size",
+           "user_cache_dir", "use_user_numba_cache"]
 
 BACKENDS = ("auto", "numpy", "cupy")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -156,3 +164,60 @@ def host_memory_available() -> int:
             available = min(available, max(limit - usage, 0))
             break
     return int(available)
+
+
+def user_cache_dir(*parts: str) -> str:
+    """The user's cache folder for tomolab, or a folder in it (not created).
+
+    ``$XDG_CACHE_HOME/tomolab`` (``~/.cache/tomolab`` when unset) on Linux,
+    ``~/Library/Caches/tomolab`` on macOS, ``%LOCALAPPDATA%\\tomolab\\Cache``
+    on Windows.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.path.basename(user_cache_dir("numba"))
+    'numba'
+    """
+    if sys.platform == "win32":
+        root = os.path.join(os.environ.get("LOCALAPPDATA") or os.path.expanduser("~"), "tomolab",
+                            "Cache")
+    elif sys.platform == "darwin":
+        root = os.path.join(os.path.expanduser("~/Library/Caches"), "tomolab")
+    else:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                            "tomolab")
+    return os.path.join(root, *parts)
+
+
+def use_user_numba_cache() -> str | None:
+    """Point Numba's cache at :func:`user_cache_dir` ``("numba")`` unless ``NUMBA_CACHE_DIR`` is set.
+
+    Called when ``tomolab`` is imported, before Numba is. Caching saves the
+    first call of each CPU kernel its compile time in every new process
+    (gridrec 3.7 s, FBP 0.6 s on 2 cores). A folder that cannot be created
+    falls back to one in the temporary directory. Returns the folder used
+    (``None`` when neither can be made: Numba then caches as it would).
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    for folder in (user_cache_dir("numba"),
+                   os.path.join(tempfile.gettempdir(), f"tomolab-numba-{_user_id()}")):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            break
+    else:
+        return None
+    os.environ["NUMBA_CACHE_DIR"] = folder
+    config = sys.modules.get("numba.core.config")
+    if config is not None:  # numba came first: its config is read at import, so read it again
+        config.reload_config()
+    return folder
+
+
+def _user_id() -> str:
+    getuid = getattr(os, "getuid", None)
+    return str(getuid()) if getuid is not None else os.environ.get("USERNAME", "user")

@@ -6,7 +6,9 @@ file's dtype, corrects darks and flats, removes zingers, retrieves the phase
 copies the slices back, slab after slab, so memory stays bounded whatever the
 scan's size. Steps that work on whole projections (zingers, Paganin) read a
 halo of extra rows above and below each slab, so slab edges leave no trace.
-The slab height comes from free memory.
+The slab height comes from free memory, and on the CPU also from time: each
+slab is about :data:`CPU_SLAB_SECONDS` of work (:class:`SlabHeights`), so
+progress moves and a cancel takes effect within about a second.
 """
 
 from __future__ import annotations
@@ -21,11 +23,17 @@ from tomolab.devices import batch_size
 from tomolab.errors import Cancelled, ParameterError
 from tomolab.prep.normalize import minus_log, normalize as flat_field, normalize_interpolated
 
-__all__ = ["Preprocessing", "line_integrals", "reconstruct_rows", "slab_height"]
+__all__ = ["CPU_SLAB_SECONDS", "Preprocessing", "SlabHeights", "line_integrals",
+           "reconstruct_rows", "slab_height"]
 
 
 #: rows per slab on the GPU path, at most (the kernels are saturated well before)
 MAX_GPU_SLAB_ROWS = 32
+#: seconds of work per CPU slab: progress is reported and cancel polled about this often
+CPU_SLAB_SECONDS = 0.5
+#: voxel updates a second that the first CPU slab is sized for: a slow core (FBP measured
+#: 1.5e8 to 3.9e8 on 2 cores, gridrec more); later slabs are sized from measured time
+CPU_UPDATES_PER_SECOND = 1e8
 
 
 @dataclass(frozen=True)
@@ -225,6 +233,57 @@ def slab_height(n_angles: int, n_cols: int, size: int, backend: str, *, n_rows: 
     return batch_size(per_row, backend=backend, count=n_rows, fraction=fraction)
 
 
+class SlabHeights:
+    """Heights of CPU slabs that each take about ``seconds``: estimated first, then measured.
+
+    The first slab has ``first`` rows (from a cost estimate); each later one
+    as many rows as the previous slab's time per row fits in ``seconds``, at
+    least 1 and at most ``ceiling`` (the memory budget), growing at most
+    twofold a slab so that one fast slab does not make the next one long.
+    The first slab's time includes one-off costs (Numba compiling on a cold
+    cache, threads starting), so it may make the next slab taller, not shorter.
+
+    Examples
+    --------
+    >>> heights = SlabHeights(first=2, ceiling=64, seconds=0.5)
+    >>> heights.next()
+    2
+    >>> heights.record(2, 3.0)  # the first slab: compiling, perhaps; no shorter for it
+    >>> heights.next()
+    2
+    >>> heights.record(2, 0.1)  # 0.05 s a row: 10 rows would fill 0.5 s, twice 2 is the most
+    >>> heights.next()
+    4
+    >>> heights.record(4, 4.0)  # 1 s a row (a busy machine): one row at a time
+    >>> heights.next()
+    1
+    """
+
+    def __init__(self, *, first: int, ceiling: int, seconds: float = CPU_SLAB_SECONDS):
+        self.ceiling = max(1, int(ceiling))
+        self.seconds = float(seconds)
+        self._next = min(max(1, int(first)), self.ceiling)
+        self._measured = 0  # slabs recorded
+
+    @classmethod
+    def for_reconstruction(cls, n_angles: int, size: int, *, ceiling: int,
+                           seconds: float = CPU_SLAB_SECONDS) -> SlabHeights:
+        """The first slab from the backprojection's cost, ``n_angles × size²`` updates a row."""
+        per_row = n_angles * size * size / CPU_UPDATES_PER_SECOND
+        return cls(first=int(seconds // max(per_row, 1e-9)), ceiling=ceiling, seconds=seconds)
+
+    def next(self) -> int:
+        """Rows of the next slab."""
+        return self._next
+
+    def record(self, rows: int, seconds: float) -> None:
+        """A slab of ``rows`` took ``seconds``: size the next one."""
+        per_row = max(seconds, 1e-9) / max(rows, 1)
+        fits = min(max(1, int(self.seconds // per_row)), 2 * rows, self.ceiling)
+        self._next = max(fits, self._next) if self._measured == 0 else fits
+        self._measured += 1
+
+
 def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend: str,
                      size: int, normalize: bool = True, log: bool = True,
                      steps: Preprocessing = NO_PREPROCESSING, scale: float = 1.0,
@@ -253,14 +312,17 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         and ``slices`` is only valid during the call. Slabs arrive in order.
     max_height : int, optional
         At most this many rows per slab (otherwise from free memory, and on the
-        GPU at most :data:`MAX_GPU_SLAB_ROWS`).
+        GPU at most :data:`MAX_GPU_SLAB_ROWS`). On the CPU, slabs are also
+        kept to about :data:`CPU_SLAB_SECONDS` of work (:class:`SlabHeights`).
     progress : callable(done, total), optional
-        Called after each slab with the number of rows done.
+        Called with ``done=0`` when the first slab starts (after all checks),
+        then after each slab with the number of rows done.
     cancel : callable() -> bool, optional
         Polled between slabs; when it returns True, :class:`Cancelled` is raised.
     stats : dict, optional
         Filled with the seconds per stage of the GPU stream
-        (see :func:`tomolab.engine.stream.stream_slabs`).
+        (see :func:`tomolab.engine.stream.stream_slabs`); on the CPU with
+        ``compute`` (seconds), ``slabs`` and ``height`` (the tallest slab).
 
     Returns
     -------
@@ -277,32 +339,39 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     out = None
     if sink is None:
         out = np.empty((n_rows, size, size), np.float32)
+    if progress is not None:
+        progress(0, n_rows)
     if backend == "cupy":
         _stream_rows_gpu(scan, rows, out, sink, height=height, center=center, algorithm=algorithm,
                          size=size, scale=scale, normalize=normalize, log=log, steps=steps,
                          progress=progress, cancel=cancel, stats=stats, **algorithm_options)
         return out
-    _stream_rows_cpu(scan, rows, out, sink, height=height, center=center, algorithm=algorithm,
+    heights = SlabHeights.for_reconstruction(angles.size, size, ceiling=height,
+                                             seconds=CPU_SLAB_SECONDS)
+    _stream_rows_cpu(scan, rows, out, sink, heights=heights, center=center, algorithm=algorithm,
                      size=size, scale=scale, normalize=normalize, log=log, steps=steps,
-                     progress=progress, cancel=cancel, **algorithm_options)
+                     progress=progress, cancel=cancel, stats=stats, **algorithm_options)
     return out
 
 
-def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algorithm, size: int,
-                     scale: float, normalize: bool, log: bool, steps: Preprocessing, progress,
-                     cancel, **algorithm_options):
+def _stream_rows_cpu(scan, rows: range, out, sink, *, heights: SlabHeights, center, algorithm,
+                     size: int, scale: float, normalize: bool, log: bool, steps: Preprocessing,
+                     progress, cancel, stats=None, **algorithm_options):
     """The CPU path: slab after slab; a sink writes slab ``k`` while slab ``k + 1`` is computed."""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     angles = scan["angle"].values
     n_rows = len(rows)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tomolab-write") if sink else None
     pending = None
+    start, slabs, tallest, busy = 0, 0, 0, 0.0
     try:
-        for start in range(0, n_rows, height):
+        while start < n_rows:
             if cancel is not None and cancel():
                 raise Cancelled(f"reconstruction cancelled after {start} of {n_rows} rows")
-            stop = min(start + height, n_rows)
+            began = time.perf_counter()
+            stop = min(start + heights.next(), n_rows)
             sel = slice(rows.start + start, rows.start + stop)
             sinograms = line_integrals(scan, sel, backend="numpy", normalize=normalize, log=log,
                                        steps=steps)
@@ -312,6 +381,9 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algor
                                         **algorithm_options))
             if scale != 1:
                 slices *= np.float32(scale)
+            seconds = time.perf_counter() - began  # the compute only: the writer overlaps
+            heights.record(stop - start, seconds)
+            slabs, tallest, busy = slabs + 1, max(tallest, stop - start), busy + seconds
             if sink is None:
                 out[start:stop] = slices
             else:
@@ -320,11 +392,14 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, height: int, center, algor
                 pending = writer.submit(sink, start, stop, slices)
             if progress is not None:
                 progress(stop, n_rows)
+            start = stop
         if pending is not None:
             pending.result()
     finally:
         if writer is not None:
             writer.shutdown(wait=True)
+    if stats is not None:
+        stats.update(compute=busy, slabs=slabs, height=tallest)
 
 
 def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algorithm, size: int,

@@ -1,0 +1,110 @@
+"""Progress that moves and cancel that cancels: CPU slabs sized by time, not by memory alone.
+
+A CPU reconstruction of 128 rows once ran as one slab: the bar sat at
+"starting" for 80 s and a cancel took effect at the end. Slabs are now about
+:data:`tomolab.engine.pipeline.CPU_SLAB_SECONDS` of work each.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import tomolab
+from tomolab.api import plan_reconstruction
+from tomolab.engine.pipeline import SlabHeights
+from tomolab.errors import Cancelled
+
+
+def _plan(heights: SlabHeights, n_rows: int, seconds_for):
+    """Run the planner over ``n_rows`` with slab times from ``seconds_for(index, rows)``."""
+    slabs, start = [], 0
+    while start < n_rows:
+        rows = min(heights.next(), n_rows - start)
+        seconds = seconds_for(len(slabs), rows)
+        heights.record(rows, seconds)
+        slabs.append((rows, seconds))
+        start += rows
+    return slabs
+
+
+@pytest.mark.parametrize("per_row", [0.002, 0.04, 0.3, 1.5])
+def test_slabs_after_the_first_take_about_the_target_time(per_row):
+    heights = SlabHeights(first=3, ceiling=10_000, seconds=0.5)
+    slabs = _plan(heights, 2000, lambda i, rows: 2.0 + rows * per_row if i == 0 else rows * per_row)
+    # the first slab pays the one-off costs (2 s here), so the second is no shorter; after
+    # them no slab runs past the target, unless a single row does
+    assert slabs[1][0] >= slabs[0][0]
+    assert all(seconds <= max(0.5, per_row) + 1e-9 for _, seconds in slabs[2:])
+    # and slabs are not needlessly short once the rate is known (growth at most twofold a slab)
+    settled = [rows for rows, _ in slabs[12:-1]]
+    fits = max(1, int(0.5 // per_row))
+    assert all(fits - 1 <= rows <= fits for rows in settled)
+
+
+def test_a_slower_machine_gets_shorter_slabs_at_once():
+    heights = SlabHeights(first=8, ceiling=64, seconds=0.5)
+    slabs = _plan(heights, 200, lambda i, rows: rows * (0.05 if i < 5 else 0.5))  # load arrives
+    after = [rows for rows, _ in slabs[6:]]
+    assert after and set(after) == {1}
+    assert all(rows <= 64 for rows, _ in slabs)
+
+
+def test_the_memory_ceiling_still_holds():
+    heights = SlabHeights(first=1, ceiling=5, seconds=0.5)
+    slabs = _plan(heights, 100, lambda i, rows: rows * 1e-4)
+    assert max(rows for rows, _ in slabs) == 5
+
+
+def test_progress_reports_each_slab_of_the_plan():
+    scan = tomolab.data.simulate_scan(160, n_rows=24, n_angles=240, seed=2)
+    calls, stats = [], {}
+    plan = plan_reconstruction(scan, center=scan.attrs["true_center"], backend="numpy")
+    volume = plan.run(progress=lambda done, total: calls.append((done, total)), stats=stats)
+    # once when the first slab starts, then after every slab, to the last row
+    assert calls[0] == (0, 24) and calls[-1] == (24, 24)
+    assert len(calls) == stats["slabs"] + 1
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    # memory alone would allow one slab of 24 rows: time splits it (at most twice as tall a slab)
+    assert stats["slabs"] >= 3 and stats["height"] < 24
+    whole = tomolab.reconstruct(scan, center=scan.attrs["true_center"], backend="numpy")
+    assert np.array_equal(volume, whole.values)  # slab boundaries leave no trace
+
+
+@pytest.mark.slow
+def test_cancel_takes_effect_within_two_seconds_on_the_cpu():
+    scan = tomolab.data.simulate_scan(256, n_rows=128, n_angles=400, seed=1)
+    center = scan.attrs["true_center"]
+    tomolab.reconstruct(scan, center=center, rows="0:1", backend="numpy")  # compiled, cached
+    stop = threading.Event()
+    reports: list[tuple[float, int]] = []
+    outcome: dict = {}
+
+    def work():
+        started = time.perf_counter()
+        try:
+            tomolab.reconstruct(scan, center=center, backend="numpy", cancel=stop.is_set,
+                                progress=lambda done, total: reports.append(
+                                    (time.perf_counter() - started, done)))
+        except Cancelled as exc:
+            outcome["cancelled"] = exc
+        outcome["ended"] = time.perf_counter()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    pressed = time.perf_counter()
+    stop.set()
+    thread.join(60)
+    assert "cancelled" in outcome, "the reconstruction ran to its end"
+    took = outcome["ended"] - pressed
+    assert took < 2.0, f"cancel took {took:.2f} s"
+    rows_done = reports[-1][1]
+    assert 0 <= rows_done < 128
+    # the whole volume would have taken well over 10 s at the rate measured here
+    rate = max(rows_done, 1) / reports[-1][0] if reports[-1][0] > 0 else float("inf")
+    assert 128 / rate > 10 or rows_done == 0

@@ -15,11 +15,11 @@ import pytest
 
 import tomolab
 from tomolab.api import plan_reconstruction
-from tomolab.engine.pipeline import SlabHeights
+from tomolab.devices import TimedBatches
 from tomolab.errors import Cancelled
 
 
-def _plan(heights: SlabHeights, n_rows: int, seconds_for):
+def _plan(heights: TimedBatches, n_rows: int, seconds_for):
     """Run the planner over ``n_rows`` with slab times from ``seconds_for(index, rows)``."""
     slabs, start = [], 0
     while start < n_rows:
@@ -33,7 +33,7 @@ def _plan(heights: SlabHeights, n_rows: int, seconds_for):
 
 @pytest.mark.parametrize("per_row", [0.002, 0.04, 0.3, 1.5])
 def test_slabs_after_the_first_take_about_the_target_time(per_row):
-    heights = SlabHeights(first=3, ceiling=10_000, seconds=0.5)
+    heights = TimedBatches(first=3, ceiling=10_000, seconds=0.5)
     slabs = _plan(heights, 2000, lambda i, rows: 2.0 + rows * per_row if i == 0 else rows * per_row)
     # the first slab pays the one-off costs (2 s here), so the second is no shorter; after
     # them no slab runs past the target, unless a single row does
@@ -46,7 +46,7 @@ def test_slabs_after_the_first_take_about_the_target_time(per_row):
 
 
 def test_a_slower_machine_gets_shorter_slabs_at_once():
-    heights = SlabHeights(first=8, ceiling=64, seconds=0.5)
+    heights = TimedBatches(first=8, ceiling=64, seconds=0.5)
     slabs = _plan(heights, 200, lambda i, rows: rows * (0.05 if i < 5 else 0.5))  # load arrives
     after = [rows for rows, _ in slabs[6:]]
     assert after and set(after) == {1}
@@ -54,7 +54,7 @@ def test_a_slower_machine_gets_shorter_slabs_at_once():
 
 
 def test_the_memory_ceiling_still_holds():
-    heights = SlabHeights(first=1, ceiling=5, seconds=0.5)
+    heights = TimedBatches(first=1, ceiling=5, seconds=0.5)
     slabs = _plan(heights, 100, lambda i, rows: rows * 1e-4)
     assert max(rows for rows, _ in slabs) == 5
 

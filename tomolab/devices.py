@@ -1,4 +1,4 @@
-"""Backends, memory budgets and the cache folder: which device runs the work, what fits, where.
+"""Backends, memory and time budgets, the cache folder: which device runs the work, what fits, where.
 
 Chunk sizes come from free memory, never from a constant. On a shared GPU the
 hub sets ``TOMOLAB_GPU_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix), and
@@ -26,7 +26,7 @@ from tomolab.errors import ParameterError
 
 __all__ = ["BACKENDS", "resolve_backend", "gpu_memory_limit", "apply_gpu_memory_limit",
            "free_memory", "host_memory_available", "parse_bytes", "backend_of", "batch_size",
-           "user_cache_dir", "use_user_numba_cache"]
+           "user_cache_dir", "use_user_numba_cache", "TimedBatches"]
 
 BACKENDS = ("auto", "numpy", "cupy")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -124,6 +124,52 @@ def batch_size(bytes_per_item: int, *, backend: str, count: int | None = None,
         budget = min(budget, ceiling)
     items = max(1, int(budget // max(int(bytes_per_item), 1)))
     return items if count is None else min(items, max(1, int(count)))
+
+
+class TimedBatches:
+    """Sizes of batches (slab rows, trial centres) that each take about ``seconds`` of work.
+
+    Between batches, progress is reported and a cancel is polled, so both
+    act about every ``seconds``. The first batch has ``first`` items (from a
+    cost estimate); each later one as many as the previous batch's time per
+    item fits in ``seconds``, at least 1 and at most ``ceiling`` (the memory
+    budget, :func:`batch_size`), growing at most twofold a batch so that one
+    fast batch does not make the next one long. The first batch's time
+    includes one-off costs (Numba compiling on a cold cache, threads
+    starting), so it may make the next batch larger, not smaller.
+
+    Examples
+    --------
+    >>> batches = TimedBatches(first=2, ceiling=64, seconds=0.5)
+    >>> batches.next()
+    2
+    >>> batches.record(2, 3.0)  # the first batch: compiling, perhaps; no smaller for it
+    >>> batches.next()
+    2
+    >>> batches.record(2, 0.1)  # 0.05 s an item: 10 would fill 0.5 s, twice 2 is the most
+    >>> batches.next()
+    4
+    >>> batches.record(4, 4.0)  # 1 s an item (a busy machine): one at a time
+    >>> batches.next()
+    1
+    """
+
+    def __init__(self, *, first: int, ceiling: int, seconds: float = 0.5):
+        self.ceiling = max(1, int(ceiling))
+        self.seconds = float(seconds)
+        self._next = min(max(1, int(first)), self.ceiling)
+        self._measured = 0  # batches recorded
+
+    def next(self) -> int:
+        """Items in the next batch."""
+        return self._next
+
+    def record(self, items: int, seconds: float) -> None:
+        """A batch of ``items`` took ``seconds``: size the next one."""
+        per_item = max(seconds, 1e-9) / max(items, 1)
+        fits = min(max(1, int(self.seconds // per_item)), 2 * items, self.ceiling)
+        self._next = max(fits, self._next) if self._measured == 0 else fits
+        self._measured += 1
 
 
 def _read_int(path: str) -> int | None:

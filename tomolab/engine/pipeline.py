@@ -7,7 +7,8 @@ copies the slices back, slab after slab, so memory stays bounded whatever the
 scan's size. Steps that work on whole projections (zingers, Paganin) read a
 halo of extra rows above and below each slab, so slab edges leave no trace.
 The slab height comes from free memory, and on the CPU also from time: each
-slab is about :data:`CPU_SLAB_SECONDS` of work (:class:`SlabHeights`), so
+slab is about :data:`CPU_SLAB_SECONDS` of work
+(:class:`tomolab.devices.TimedBatches`), so
 progress moves and a cancel takes effect within about a second.
 """
 
@@ -19,12 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tomolab.arrays import to_numpy
-from tomolab.devices import batch_size
+from tomolab.devices import TimedBatches, batch_size
 from tomolab.errors import Cancelled, ParameterError
 from tomolab.prep.normalize import minus_log, normalize as flat_field, normalize_interpolated
 
-__all__ = ["CPU_SLAB_SECONDS", "Preprocessing", "SlabHeights", "line_integrals",
-           "reconstruct_rows", "slab_height"]
+__all__ = ["CPU_SLAB_SECONDS", "Preprocessing", "line_integrals", "reconstruct_rows",
+           "slab_height"]
 
 
 #: rows per slab on the GPU path, at most (the kernels are saturated well before)
@@ -233,57 +234,6 @@ def slab_height(n_angles: int, n_cols: int, size: int, backend: str, *, n_rows: 
     return batch_size(per_row, backend=backend, count=n_rows, fraction=fraction)
 
 
-class SlabHeights:
-    """Heights of CPU slabs that each take about ``seconds``: estimated first, then measured.
-
-    The first slab has ``first`` rows (from a cost estimate); each later one
-    as many rows as the previous slab's time per row fits in ``seconds``, at
-    least 1 and at most ``ceiling`` (the memory budget), growing at most
-    twofold a slab so that one fast slab does not make the next one long.
-    The first slab's time includes one-off costs (Numba compiling on a cold
-    cache, threads starting), so it may make the next slab taller, not shorter.
-
-    Examples
-    --------
-    >>> heights = SlabHeights(first=2, ceiling=64, seconds=0.5)
-    >>> heights.next()
-    2
-    >>> heights.record(2, 3.0)  # the first slab: compiling, perhaps; no shorter for it
-    >>> heights.next()
-    2
-    >>> heights.record(2, 0.1)  # 0.05 s a row: 10 rows would fill 0.5 s, twice 2 is the most
-    >>> heights.next()
-    4
-    >>> heights.record(4, 4.0)  # 1 s a row (a busy machine): one row at a time
-    >>> heights.next()
-    1
-    """
-
-    def __init__(self, *, first: int, ceiling: int, seconds: float = CPU_SLAB_SECONDS):
-        self.ceiling = max(1, int(ceiling))
-        self.seconds = float(seconds)
-        self._next = min(max(1, int(first)), self.ceiling)
-        self._measured = 0  # slabs recorded
-
-    @classmethod
-    def for_reconstruction(cls, n_angles: int, size: int, *, ceiling: int,
-                           seconds: float = CPU_SLAB_SECONDS) -> SlabHeights:
-        """The first slab from the backprojection's cost, ``n_angles × size²`` updates a row."""
-        per_row = n_angles * size * size / CPU_UPDATES_PER_SECOND
-        return cls(first=int(seconds // max(per_row, 1e-9)), ceiling=ceiling, seconds=seconds)
-
-    def next(self) -> int:
-        """Rows of the next slab."""
-        return self._next
-
-    def record(self, rows: int, seconds: float) -> None:
-        """A slab of ``rows`` took ``seconds``: size the next one."""
-        per_row = max(seconds, 1e-9) / max(rows, 1)
-        fits = min(max(1, int(self.seconds // per_row)), 2 * rows, self.ceiling)
-        self._next = max(fits, self._next) if self._measured == 0 else fits
-        self._measured += 1
-
-
 def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend: str,
                      size: int, normalize: bool = True, log: bool = True,
                      steps: Preprocessing = NO_PREPROCESSING, scale: float = 1.0,
@@ -313,7 +263,8 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     max_height : int, optional
         At most this many rows per slab (otherwise from free memory, and on the
         GPU at most :data:`MAX_GPU_SLAB_ROWS`). On the CPU, slabs are also
-        kept to about :data:`CPU_SLAB_SECONDS` of work (:class:`SlabHeights`).
+        kept to about :data:`CPU_SLAB_SECONDS` of work
+        (:class:`tomolab.devices.TimedBatches`).
     progress : callable(done, total), optional
         Called with ``done=0`` when the first slab starts (after all checks),
         then after each slab with the number of rows done.
@@ -346,15 +297,17 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
                          size=size, scale=scale, normalize=normalize, log=log, steps=steps,
                          progress=progress, cancel=cancel, stats=stats, **algorithm_options)
         return out
-    heights = SlabHeights.for_reconstruction(angles.size, size, ceiling=height,
-                                             seconds=CPU_SLAB_SECONDS)
+    # the first slab from the backprojection's cost (n_angles × size² updates a row)
+    per_row = angles.size * size * size / CPU_UPDATES_PER_SECOND
+    heights = TimedBatches(first=int(CPU_SLAB_SECONDS // max(per_row, 1e-9)), ceiling=height,
+                           seconds=CPU_SLAB_SECONDS)
     _stream_rows_cpu(scan, rows, out, sink, heights=heights, center=center, algorithm=algorithm,
                      size=size, scale=scale, normalize=normalize, log=log, steps=steps,
                      progress=progress, cancel=cancel, stats=stats, **algorithm_options)
     return out
 
 
-def _stream_rows_cpu(scan, rows: range, out, sink, *, heights: SlabHeights, center, algorithm,
+def _stream_rows_cpu(scan, rows: range, out, sink, *, heights: TimedBatches, center, algorithm,
                      size: int, scale: float, normalize: bool, log: bool, steps: Preprocessing,
                      progress, cancel, stats=None, **algorithm_options):
     """The CPU path: slab after slab; a sink writes slab ``k`` while slab ``k + 1`` is computed."""

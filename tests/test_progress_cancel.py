@@ -41,7 +41,7 @@ def test_slabs_after_the_first_take_about_the_target_time(per_row):
     assert all(seconds <= max(0.5, per_row) + 1e-9 for _, seconds in slabs[2:])
     # and slabs are not needlessly short once the rate is known (growth at most twofold a slab)
     settled = [rows for rows, _ in slabs[12:-1]]
-    fits = max(1, int(0.5 // per_row))
+    fits = max(1, round(0.5 / per_row))
     assert all(fits - 1 <= rows <= fits for rows in settled)
 
 
@@ -108,3 +108,22 @@ def test_cancel_takes_effect_within_two_seconds_on_the_cpu():
     # the whole volume would have taken well over 10 s at the rate measured here
     rate = max(rows_done, 1) / reports[-1][0] if reports[-1][0] > 0 else float("inf")
     assert 128 / rate > 10 or rows_done == 0
+
+
+def test_centre_sweep_reports_batches_and_cancels():
+    scan = tomolab.data.simulate_scan(192, n_rows=2, n_angles=300, seed=4)
+    calls = []
+    stack = tomolab.sweep_center(scan, backend="numpy",
+                                 progress=lambda done, total: calls.append((done, total)))
+    total = stack.sizes["center"]
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    # two trial slices first, then at most twice as many a batch: several reports, whatever
+    # the machine's speed
+    assert len(calls) >= 5
+    assert abs(stack.attrs["best_center"] - scan.attrs["true_center"]) <= 0.5
+    seen = []
+    with pytest.raises(Cancelled, match=f"after 2 of {total} centres"):
+        tomolab.sweep_center(scan, backend="numpy", cancel=lambda: len(seen) >= 2,
+                             progress=lambda d, t: seen.append(d))

@@ -136,7 +136,8 @@ class TimedBatches:
     budget, :func:`batch_size`), growing at most twofold a batch so that one
     fast batch does not make the next one long. The first batch's time
     includes one-off costs (Numba compiling on a cold cache, threads
-    starting), so it may make the next batch larger, not smaller.
+    starting), so it may make the next batch larger, not smaller. With
+    ``seconds=math.inf`` memory alone decides (``ceiling`` every time).
 
     Examples
     --------
@@ -167,7 +168,8 @@ class TimedBatches:
     def record(self, items: int, seconds: float) -> None:
         """A batch of ``items`` took ``seconds``: size the next one."""
         per_item = max(seconds, 1e-9) / max(items, 1)
-        fits = min(max(1, int(self.seconds // per_item)), 2 * items, self.ceiling)
+        fits = min(int(min(self.seconds / per_item, self.ceiling)), 2 * items, self.ceiling)
+        fits = max(1, fits)
         self._next = max(fits, self._next) if self._measured == 0 else fits
         self._measured += 1
 

@@ -59,15 +59,19 @@ def test_auto_center(scan):
 def test_progress_and_cancel(scan, monkeypatch):
     import tomolab.engine.pipeline as pipeline
 
+    # slabs of 2 rows whatever the time they take (the memory ceiling alone decides)
     monkeypatch.setattr(pipeline, "slab_height", lambda *a, **k: 2)
+    monkeypatch.setattr(pipeline, "CPU_SLAB_SECONDS", 1e6)
     calls = []
     tomolab.reconstruct(scan, center=70.0, rows="0:6", backend="numpy",
                         progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(2, 6), (4, 6), (6, 6)]
+    assert calls == [(0, 6), (2, 6), (4, 6), (6, 6)]  # once at the start, then after each slab
+    done = []
     with pytest.raises(tomolab.errors.Cancelled, match="after 2 of 6 rows"):
         tomolab.reconstruct(scan, center=70.0, rows="0:6", backend="numpy",
-                            cancel=lambda: len(calls) > 3,
-                            progress=lambda done, total: calls.append(done))
+                            cancel=lambda: len(done) > 1,
+                            progress=lambda d, total: done.append(d))
+    assert done == [0, 2]
 
 
 def test_zero_and_negative_counts_do_not_make_nan():
@@ -150,7 +154,7 @@ def test_gpu_streaming_over_many_slabs_matches_the_cpu(scan, monkeypatch):
     gpu = tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="cupy",
                               progress=lambda d, t: done.append(d))
     cpu = tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="numpy")
-    assert done == [3, 6, 9, 11]
+    assert done == [0, 3, 6, 9, 11]
     assert np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values) < 1e-4
     with pytest.raises(tomolab.errors.Cancelled):
         tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="cupy",

@@ -55,14 +55,17 @@ def _count_computed_rows(monkeypatch):
 
 @pytest.mark.parametrize("name", ["vol.zarr", "vol.h5", "vol_tiff"])
 def test_killed_run_resumes_without_redoing_slabs(scan, tmp_path, monkeypatch, name):
+    from tomolab.engine import pipeline
+
+    monkeypatch.setattr(pipeline, "CPU_SLAB_SECONDS", 1e6)  # slabs of slab_rows, however slow
     out = tmp_path / name
     reference = tomolab.reconstruct(scan, center=36.2, backend="numpy").values
     finished = []
     with pytest.raises(Cancelled, match="run again with the same parameters"):
         tomolab.reconstruct_to(scan, out, center=36.2, slab_rows=3, backend="numpy",
                                progress=lambda done, total: finished.append(done),
-                               cancel=lambda: len(finished) >= 2)
-    assert finished == [3, 6]
+                               cancel=lambda: len(finished) >= 3)
+    assert finished == [0, 3, 6]
     assert not out.exists()  # nothing half-written at the output path
     assert (tmp_path / f".{name}.partial").exists()
     calls = _count_computed_rows(monkeypatch)
@@ -70,7 +73,7 @@ def test_killed_run_resumes_without_redoing_slabs(scan, tmp_path, monkeypatch, n
     resumed = tomolab.reconstruct_to(scan, out, center=36.2, slab_rows=3, backend="numpy",
                                      progress=lambda done, total: progress.append((done, total)))
     assert calls == [(6, 10)]  # only the rows of the slabs that were not finished
-    assert progress == [(9, 10), (10, 10)]
+    assert progress == [(6, 10), (9, 10), (10, 10)]
     assert np.array_equal(resumed.values, reference)
     assert not (tmp_path / f".{name}.partial").exists()
 

@@ -65,9 +65,14 @@ def test_taskbar_cancel_stops_the_work():
     started.wait(5)
     assert bar.running and not bar.cancel_button.disabled
     bar.cancel_button.click()
+    assert bar.cancel_button.disabled  # at once, before the work has stopped
     assert bar.wait(10) is None
     assert bar.state == "cancelled" and len(steps) < 1000
-    assert bar._row.layout.display == "none"
+    # the user sees that the cancel took effect: the stopped bar, "cancelled", no Cancel button
+    assert bar._row.layout.display == "flex" and bar.cancel_button.layout.display == "none"
+    assert bar.status.value.startswith("cancelled") and 0 < bar.bar.value < 1
+    bar.run(lambda progress: "again", background=False)  # a rerun hides it again when done
+    assert bar.state == "done" and bar._row.layout.display == "none"
 
 
 def test_taskbar_cancels_a_dask_computation():

@@ -42,9 +42,19 @@ _LAZY = {
     "widgets": "tomolab.widgets",
 }
 
-from tomolab.errors import ParameterError, ScanFormatError, TomolabError  # noqa: E402
+from tomolab.devices import use_user_numba_cache  # noqa: E402
+from tomolab.errors import (  # noqa: E402, F401  (re-exported: __all__)
+    InsufficientMemory,
+    OutputError,
+    ParameterError,
+    ScanFormatError,
+    TomolabError,
+)
 
-__all__ = sorted([*_LAZY, "TomolabError", "ScanFormatError", "ParameterError", "__version__"])
+use_user_numba_cache()  # before numba is imported: never cache inside site-packages
+
+__all__ = sorted([*_LAZY, "TomolabError", "ScanFormatError", "ParameterError", "OutputError",
+                  "InsufficientMemory", "__version__"])
 
 
 def __getattr__(name: str):

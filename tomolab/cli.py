@@ -29,6 +29,11 @@ FLAGS = {
              "n_angles": "--angles", "seed": "--seed", "backend": "--backend"},
 }
 
+#: what ``tomolab --help`` says first (plain text: argparse prints it as it is)
+DESCRIPTION = ("Synchrotron X-ray tomography from the command line: run a demo, describe a scan, "
+               "reconstruct it into a volume file, or write a simulated scan with a known answer.")
+EPILOG = "Bad input ends with one line naming the file or flag, the value and the fix (exit status 2)."
+
 
 def _parse_center(text: str):
     if text == "auto":
@@ -50,6 +55,37 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def demo_folder() -> Path:
+    """Where ``tomolab demo`` writes by default: the user's cache, never the current folder."""
+    from tomolab.devices import user_cache_dir
+
+    return Path(user_cache_dir("demo"))
+
+
+def _progress_bar(args, *, desc: str, unit: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr, and the bars it made.
+
+    The bar appears at the first call (work started, all checks passed), so
+    a bad argument ends with its one line and no bar; none with ``--quiet``.
+    """
+    bars = []
+
+    def progress(done, total):
+        if getattr(args, "quiet", False):
+            return
+        if not bars:
+            from tqdm import tqdm
+            bars.append(tqdm(total=total, unit=unit, desc=desc, file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    return progress, bars
+
+
+def _elapsed(bars, fallback: float) -> float:
+    """Seconds the bar has been running (what it shows), or ``fallback`` without one."""
+    return bars[0].format_dict["elapsed"] if bars else fallback
+
+
 def cmd_demo(args) -> int:
     import numpy as np
 
@@ -58,7 +94,7 @@ def cmd_demo(args) -> int:
                               simulation_parameters)
     from tomolab.viz import save_png
 
-    out = Path(args.out)
+    out = Path(args.out).expanduser() if args.out else demo_folder()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     params = simulation_parameters(args.size, args.rows, args.angles, seed=args.seed)
@@ -96,7 +132,7 @@ def cmd_demo(args) -> int:
     tomolab.save_volume(volume, zarr_path, overwrite=True)
     png_path = out / "middle_slice.png"
     save_png(volume.values[volume.sizes["z"] // 2], png_path)
-    print(f"written    {zarr_path} and {png_path}")
+    print(f"written    {zarr_path} and {png_path} (another folder: --out DIR)")
     print(f"total      {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -117,18 +153,11 @@ def cmd_recon(args) -> int:
         raise ParameterError("output exists", where="-o/--output", value=str(output),
                              fix="choose another path or pass --overwrite")
     tomolab.io.check_overwritable(output, kind="volume", flag="--overwrite")  # tomolab's own
-    scan = tomolab.open_scan(args.file)
-    bars = []  # the bar appears with the first finished slab, after all validation
-
-    def progress(done, total):
-        if args.quiet:
-            return
-        if not bars:
-            from tqdm import tqdm
-            bars.append(tqdm(total=total, unit="row", desc="reconstruct", file=sys.stderr))
-        bars[0].update(done - bars[0].n)
-
     started = time.perf_counter()
+    scan = tomolab.open_scan(args.file)
+    # the bar appears when the first slab starts (after all checks and the centre), and the
+    # summary gives the time it shows
+    progress, bars = _progress_bar(args, desc="reconstruct", unit="row")
     options = dict(center=args.center, rows=args.rows, filter=args.filter, backend=args.backend,
                    precision=args.precision, progress=progress, normalize=not args.no_normalize,
                    log=not args.no_log)
@@ -142,9 +171,11 @@ def cmd_recon(args) -> int:
             bar.close()
         if client is not None:
             client.close()
+    total = time.perf_counter() - started
+    reconstructed = _elapsed(bars, total)
     print(f"{output}: {volume.sizes['z']} slices of {volume.sizes['y']} x {volume.sizes['x']}, "
-          f"centre {volume.attrs['center']:.2f} px, {volume.attrs['backend']}, "
-          f"{time.perf_counter() - started:.1f} s")
+          f"centre {volume.attrs['center']:.2f} px, {volume.attrs['backend']}, reconstructed in "
+          f"{reconstructed:.1f} s ({total:.1f} s with opening the scan and the centre)")
     return 0
 
 
@@ -189,7 +220,28 @@ def cmd_simulate(args) -> int:
     flats, darks = simulate_flats_darks(params)
     meta = dict(pixel_size=params.pixel_size, energy=params.energy, distance=params.distance,
                 attrs=simulation_attrs(params), overwrite=args.overwrite)
-    slabs = iter_projection_slabs(params)
+    progress, bars = _progress_bar(args, desc="simulate", unit="projection")
+
+    def reported(blocks):  # the bar moves as the writer takes each block of projections
+        progress(0, params.n_angles)
+        for start, stop, counts in blocks:
+            yield start, stop, counts
+            progress(stop, params.n_angles)
+
+    slabs = reported(iter_projection_slabs(params))
+    try:
+        _write_simulated(args, slabs, params, flats, darks, meta)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"{args.output}: {args.format}, {params.n_angles} projections of {params.n_rows} x "
+          f"{params.n_cols}, axis at column {params.center:.2f}")
+    return 0
+
+
+def _write_simulated(args, slabs, params, flats, darks, meta) -> None:
+    import tomolab
+
     if args.format == "dxchange":
         tomolab.io.write_dxchange(args.output, slabs, params.angles, flats, darks, **meta)
     elif args.format in ("nxtomo", "nxtomo-diamond"):
@@ -198,70 +250,126 @@ def cmd_simulate(args) -> int:
                                 **meta)
     else:
         tomolab.io.write_tiff_stack(args.output, slabs, params.angles, flats, darks, **meta)
-    print(f"{args.output}: {args.format}, {params.n_angles} projections of {params.n_rows} x "
-          f"{params.n_cols}, axis at column {params.center:.2f}")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tomolab", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(prog="tomolab", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (default: its one line)")
     parser.add_argument("--version", action="version",
-                        version=f"tomolab {__import__('tomolab').__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+                        version=f"tomolab {__import__('tomolab').__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    backends = ["auto", "numpy", "cupy"]
+    backend_help = "auto: the GPU when CuPy sees one, else numpy (the CPU) (default: %(default)s)"
 
-    demo = sub.add_parser("demo", help="simulate a sample, find its centre, reconstruct, save")
-    demo.add_argument("--out", default="tomolab-demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--size", type=int, default=256, help="detector width (default: %(default)s)")
-    demo.add_argument("--rows", type=int, default=16, help="detector rows (default: %(default)s)")
-    demo.add_argument("--angles", type=int, default=400, help="projections (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    demo = sub.add_parser(
+        "demo", help="simulate a sample, find its centre, reconstruct, save",
+        description="Simulate a scan of an analytic phantom, open it lazily, find the rotation "
+                    "centre, reconstruct, and write volume.zarr and middle_slice.png; prints the "
+                    "centre found against the true one and the error against the phantom.")
+    demo.add_argument("--out", default=None, metavar="DIR",
+                      help=f"output folder (default: {_home_relative(demo_folder())}, the user's "
+                           "cache, so no checkout or working folder fills up)")
+    demo.add_argument("--size", type=int, default=256,
+                      help="detector width in pixels (default: %(default)s)")
+    demo.add_argument("--rows", type=int, default=16,
+                      help="detector rows, one slice each (default: %(default)s)")
+    demo.add_argument("--angles", type=int, default=400,
+                      help="projections over 180 degrees (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the photon noise (default: %(default)s)")
+    demo.add_argument("--backend", default="auto", choices=backends, help=backend_help)
     demo.set_defaults(func=cmd_demo)
 
-    info = sub.add_parser("info", help="describe a scan file or folder")
-    info.add_argument("file")
+    info = sub.add_parser("info", help="describe a scan file or folder",
+                          description="Print the layout, sizes, angles and metadata of a scan "
+                                      "(DXchange, NXtomo or a TIFF folder), reading no pixel data.")
+    info.add_argument("file", help="HDF5 scan file or TIFF folder")
     info.set_defaults(func=cmd_info)
 
-    recon = sub.add_parser("recon", help="reconstruct a scan into a volume file")
-    recon.add_argument("file")
-    recon.add_argument("--center", type=_parse_center, default="auto",
-                       help="rotation axis column in pixels, or auto (default)")
-    recon.add_argument("--rows", default=None, help="detector rows A:B (default: all)")
-    recon.add_argument("-o", "--output", required=True, help="OUT.zarr, OUT.h5 or a TIFF folder")
-    recon.add_argument("--format", default="auto", choices=["auto", "zarr", "hdf5", "tiff"])
-    recon.add_argument("--filter", default="ramp")
-    recon.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    recon = sub.add_parser(
+        "recon", help="reconstruct a scan into a volume file",
+        description="Reconstruct a scan slab by slab into a zarr store, an HDF5 file or a TIFF "
+                    "folder, with a progress bar; a run that is killed resumes when started "
+                    "again with the same arguments.")
+    recon.add_argument("file", help="HDF5 scan file or TIFF folder")
+    recon.add_argument("--center", type=_parse_center, default="auto", metavar="COLUMN|auto",
+                       help="rotation axis as a detector column in pixels, or auto to find it "
+                            "(default: %(default)s)")
+    recon.add_argument("--rows", default=None, metavar="A:B",
+                       help="detector rows A to B-1 (default: all)")
+    recon.add_argument("-o", "--output", required=True, metavar="OUT",
+                       help="OUT.zarr, OUT.h5 or a folder name for TIFFs (required)")
+    recon.add_argument("--format", default="auto", choices=["auto", "zarr", "hdf5", "tiff"],
+                       help="output format; auto tells it from OUT (default: %(default)s)")
+    recon.add_argument("--filter", default="ramp",
+                       help="reconstruction filter: ramp, shepp-logan, cosine, hamming, hann or "
+                            "parzen (default: %(default)s)")
+    recon.add_argument("--backend", default="auto", choices=backends, help=backend_help)
     recon.add_argument("--precision", default="single", choices=["single", "half"],
-                       help="half: faster GPU backprojection, within 1e-3 of single")
+                       help="half: faster GPU backprojection, within 1e-3 of single "
+                            "(default: %(default)s)")
     recon.add_argument("--no-normalize", action="store_true",
-                       help="projections are already flat-field corrected")
+                       help="projections are already flat-field corrected (default: correct them)")
     recon.add_argument("--no-log", action="store_true",
-                       help="projections are already line integrals (no -log; with --no-normalize)")
-    recon.add_argument("--overwrite", action="store_true")
+                       help="projections are already line integrals: no -log, with "
+                            "--no-normalize (default: take -log)")
+    recon.add_argument("--overwrite", action="store_true",
+                       help="replace an existing OUT that tomolab wrote (default: refuse)")
     where = recon.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                       help="reconstruct on this dask cluster (tcp://HOST:PORT); zarr or TIFF output")
+                       help="reconstruct on this dask cluster (tcp://HOST:PORT); zarr or TIFF "
+                            "output (default: no cluster)")
     where.add_argument("--workers", metavar="N", type=_positive_int, default=None,
-                       help="reconstruct on N local worker processes; zarr or TIFF output")
-    recon.add_argument("-q", "--quiet", action="store_true")
+                       help="reconstruct on N local worker processes; zarr or TIFF output "
+                            "(default: no cluster)")
+    recon.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar (default: a bar on stderr)")
     recon.set_defaults(func=cmd_recon)
 
-    sim = sub.add_parser("simulate", help="write a simulated scan with a known answer")
-    sim.add_argument("output")
+    sim = sub.add_parser(
+        "simulate", help="write a simulated scan with a known answer",
+        description="Write a simulated scan of an analytic phantom (Poisson noise, a drifting "
+                    "beam, the axis off the middle) in a facility layout; the true centre and "
+                    "phantom travel in its metadata.")
+    sim.add_argument("output", help="OUT.h5, or a folder name for --format tiff")
     sim.add_argument("--format", default="dxchange",
-                     choices=["dxchange", "nxtomo", "nxtomo-diamond", "tiff"])
-    sim.add_argument("--size", type=int, default=256)
-    sim.add_argument("--rows", type=int, default=None)
-    sim.add_argument("--angles", type=int, default=None)
-    sim.add_argument("--center", type=float, default=None)
-    sim.add_argument("--photons", type=float, default=2.0e4)
-    sim.add_argument("--rings", type=float, default=0.0, help="relative pixel gain error, e.g. 0.01")
-    sim.add_argument("--zingers", type=float, default=0.0, help="fraction of pixels hit")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--overwrite", action="store_true")
+                     choices=["dxchange", "nxtomo", "nxtomo-diamond", "tiff"],
+                     help="file layout (default: %(default)s)")
+    sim.add_argument("--size", type=int, default=256,
+                     help="detector width in pixels (default: %(default)s)")
+    sim.add_argument("--rows", type=int, default=None,
+                     help="detector rows (default: size/4, at least 8)")
+    sim.add_argument("--angles", type=int, default=None,
+                     help="projections over 180 degrees (default: size x pi/2)")
+    sim.add_argument("--center", type=float, default=None, metavar="COLUMN",
+                     help="rotation axis column in pixels (default: 7.31 %% of the width right of "
+                          "the middle)")
+    sim.add_argument("--photons", type=float, default=2.0e4,
+                     help="photons per pixel in the flat field (default: %(default)g)")
+    sim.add_argument("--rings", type=float, default=0.0,
+                     help="relative pixel gain error that makes rings, e.g. 0.01 "
+                          "(default: %(default)g, none)")
+    sim.add_argument("--zingers", type=float, default=0.0,
+                     help="fraction of pixels hit by zingers, e.g. 1e-4 (default: %(default)g, none)")
+    sim.add_argument("--seed", type=int, default=0,
+                     help="seed of the noise (default: %(default)s)")
+    sim.add_argument("--overwrite", action="store_true",
+                     help="replace an existing OUT (default: refuse)")
+    sim.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress bar (default: a bar on stderr)")
     sim.set_defaults(func=cmd_simulate)
     return parser
+
+
+def _home_relative(path: Path) -> str:
+    """``/home/ada/.cache/tomolab/demo`` → ``~/.cache/tomolab/demo``."""
+    home = Path.home()
+    try:
+        return f"~/{path.relative_to(home).as_posix()}"
+    except ValueError:
+        return str(path)
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Backends and memory budgets: which device runs the work, and how much fits.
+"""Backends, memory and time budgets, the cache folder: which device runs the work, what fits, where.
 
 Chunk sizes come from free memory, never from a constant. On a shared GPU the
 hub sets ``TOMOLAB_GPU_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix), and
@@ -8,12 +8,19 @@ Standard library only at import: the hub process reads its pool's memory
 limits with :func:`parse_bytes` from here (one parser for both sides of
 ``TOMOLAB_GPU_MEMORY_LIMIT``) and must not load NumPy; array helpers are
 imported where they are used.
+
+Numba's compiled kernels are cached in the user's cache folder
+(:func:`use_user_numba_cache`), never next to the installed package: files
+written into ``site-packages/tomolab`` outlive an uninstall and then shadow a
+later editable install.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
+import tempfile
 from dataclasses import dataclass
 
 from tomolab.errors import ParameterError
@@ -21,7 +28,8 @@ from tomolab.errors import ParameterError
 __all__ = ["BACKENDS", "resolve_backend", "gpu_memory_limit", "apply_gpu_memory_limit",
            "free_memory", "host_memory_available", "parse_bytes", "backend_of", "batch_size",
            "MEMORY_MARGIN", "MemoryBound", "cgroup_memory", "rlimit_memory", "host_memory_bounds",
-           "gpu_memory_bounds", "memory_bounds", "require_memory", "human_bytes"]
+           "gpu_memory_bounds", "memory_bounds", "require_memory", "human_bytes",
+           "user_cache_dir", "use_user_numba_cache", "TimedBatches"]
 
 BACKENDS = ("auto", "numpy", "cupy")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -154,6 +162,54 @@ def human_bytes(count: float) -> str:
         if abs(count) >= size or unit == "MB" and abs(count) >= 1e5:
             return f"{count / size:.1f} {unit}"
     return f"{int(count)} B"
+
+
+class TimedBatches:
+    """Sizes of batches (slab rows, trial centres) that each take about ``seconds`` of work.
+
+    Between batches, progress is reported and a cancel is polled, so both
+    act about every ``seconds``. The first batch has ``first`` items (from a
+    cost estimate); each later one as many as the previous batch's time per
+    item fits in ``seconds``, at least 1 and at most ``ceiling`` (the memory
+    budget, :func:`batch_size`), growing at most twofold a batch so that one
+    fast batch does not make the next one long. The first batch's time
+    includes one-off costs (Numba compiling on a cold cache, threads
+    starting), so it may make the next batch larger, not smaller. With
+    ``seconds=math.inf`` memory alone decides (``ceiling`` every time).
+
+    Examples
+    --------
+    >>> batches = TimedBatches(first=2, ceiling=64, seconds=0.5)
+    >>> batches.next()
+    2
+    >>> batches.record(2, 3.0)  # the first batch: compiling, perhaps; no smaller for it
+    >>> batches.next()
+    2
+    >>> batches.record(2, 0.1)  # 0.05 s an item: 10 would fill 0.5 s, twice 2 is the most
+    >>> batches.next()
+    4
+    >>> batches.record(4, 4.0)  # 1 s an item (a busy machine): one at a time
+    >>> batches.next()
+    1
+    """
+
+    def __init__(self, *, first: int, ceiling: int, seconds: float = 0.5):
+        self.ceiling = max(1, int(ceiling))
+        self.seconds = float(seconds)
+        self._next = min(max(1, int(first)), self.ceiling)
+        self._measured = 0  # batches recorded
+
+    def next(self) -> int:
+        """Items in the next batch."""
+        return self._next
+
+    def record(self, items: int, seconds: float) -> None:
+        """A batch of ``items`` took ``seconds``: size the next one."""
+        per_item = max(seconds, 1e-9) / max(items, 1)
+        fits = min(int(min(self.seconds / per_item, self.ceiling)), 2 * items, self.ceiling)
+        fits = max(1, fits)
+        self._next = max(fits, self._next) if self._measured == 0 else fits
+        self._measured += 1
 
 
 def _read_int(path: str) -> int | None:
@@ -402,3 +458,60 @@ def require_memory(nbytes: float, *, backend: str, what: str, fix: str, where: s
         f"{what} needs {human_bytes(nbytes)} of {kind} memory, {human_bytes(available)} "
         f"available ({context})",
         where=where, value=value, fix=fix, needed=int(nbytes), available=int(available))
+
+
+def user_cache_dir(*parts: str) -> str:
+    """The user's cache folder for tomolab, or a folder in it (not created).
+
+    ``$XDG_CACHE_HOME/tomolab`` (``~/.cache/tomolab`` when unset) on Linux,
+    ``~/Library/Caches/tomolab`` on macOS, ``%LOCALAPPDATA%\\tomolab\\Cache``
+    on Windows.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.path.basename(user_cache_dir("numba"))
+    'numba'
+    """
+    if sys.platform == "win32":
+        root = os.path.join(os.environ.get("LOCALAPPDATA") or os.path.expanduser("~"), "tomolab",
+                            "Cache")
+    elif sys.platform == "darwin":
+        root = os.path.join(os.path.expanduser("~/Library/Caches"), "tomolab")
+    else:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                            "tomolab")
+    return os.path.join(root, *parts)
+
+
+def use_user_numba_cache() -> str | None:
+    """Point Numba's cache at :func:`user_cache_dir` ``("numba")`` unless ``NUMBA_CACHE_DIR`` is set.
+
+    Called when ``tomolab`` is imported, before Numba is. Caching saves the
+    first call of each CPU kernel its compile time in every new process
+    (gridrec 3.7 s, FBP 0.6 s on 2 cores). A folder that cannot be created
+    falls back to one in the temporary directory. Returns the folder used
+    (``None`` when neither can be made: Numba then caches as it would).
+    """
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    for folder in (user_cache_dir("numba"),
+                   os.path.join(tempfile.gettempdir(), f"tomolab-numba-{_user_id()}")):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            break
+    else:
+        return None
+    os.environ["NUMBA_CACHE_DIR"] = folder
+    config = sys.modules.get("numba.core.config")
+    if config is not None:  # numba came first: its config is read at import, so read it again
+        config.reload_config()
+    return folder
+
+
+def _user_id() -> str:
+    getuid = getattr(os, "getuid", None)
+    return str(getuid()) if getuid is not None else os.environ.get("USERNAME", "user")

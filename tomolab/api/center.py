@@ -295,7 +295,7 @@ def sweep_binning(n_cols: int, backend: str) -> int:
 def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "ramp",
                  score: str = "entropy", size: int | None = None, backend: str = "auto",
                  normalize: bool = True, log: bool = True, binning: int | None = None,
-                 method: str = "auto"):
+                 method: str = "auto", progress=None, cancel=None):
     """Trial slices of one row at many centres, computed at once, each with a score.
 
     Parameters
@@ -324,6 +324,11 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
         How the trial slices are made (:func:`tomolab.sweep.sweep_slices`):
         ``"auto"`` is the batched backprojection on the GPU and gridrec on
         the CPU.
+    progress, cancel : callable, optional
+        ``progress(done, total)`` in trial centres, when the trial slices start
+        and after each batch (on the CPU about every half second);
+        ``cancel()`` is polled between batches and raises
+        :class:`tomolab.errors.Cancelled` when it returns True.
 
     Returns
     -------
@@ -392,7 +397,8 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
     if method == "auto":
         method = "fbp" if backend == "cupy" else "gridrec"
     stack = sweep_slices(sino, angles, (centers + 0.5) / binning - 0.5, filter=filter,
-                         size=-(-size // binning), method=method)
+                         size=-(-size // binning), method=method, progress=progress,
+                         cancel=cancel)
     scores = sharpness_scores(stack, score=score)
     stack = to_numpy(stack)
     elapsed = time.perf_counter() - started

@@ -116,8 +116,10 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
         on random sinograms, tested on a phantom). The CPU and gridrec always
         compute in single precision; attrs record what was used.
     progress, cancel : callable, optional
-        ``progress(done_rows, total_rows)`` after each slab; ``cancel()`` is
-        polled between slabs and stops the work when it returns True.
+        ``progress(done_rows, total_rows)`` when the first slab starts (0 done)
+        and after each slab; ``cancel()`` is polled between slabs and stops the
+        work when it returns True. CPU slabs are about half a second of work
+        each, so both act within about a second.
     lazy : bool or int
         Return at once a dask-backed volume, one task per slab of 32 rows (or
         of ``lazy`` rows): nothing is computed until values are asked for, and

@@ -185,8 +185,8 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
         ``multiscales`` metadata, so OME-Zarr viewers open the store with a
         pyramid. The levels are computed from the stored volume in chunks.
     progress, cancel : callable, optional
-        ``progress(done_rows, total_rows)`` after each slab; ``cancel()`` is
-        polled between slabs. A cancelled run leaves its partial output, and the
+        ``progress(done_rows, total_rows)`` when the first slab starts and
+        after each slab; ``cancel()`` is polled between slabs. A cancelled run leaves its partial output, and the
         next call with the same parameters resumes it.
     stats : dict, optional
         Filled with the seconds per stage of the GPU stream, to tell what

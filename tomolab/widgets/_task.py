@@ -152,7 +152,8 @@ class TaskBar(widgets.VBox):
     Traits
     ------
     state : {'idle', 'running', 'done', 'cancelled', 'error'}
-        What the last task did.
+        What the last task did. A cancelled task leaves its bar in view,
+        stopped, with ``message`` saying "cancelled" and where.
     progress : float
         Fraction done, in [0, 1].
     message : str
@@ -219,9 +220,14 @@ class TaskBar(widgets.VBox):
 
     @traitlets.observe("state")
     def _on_state(self, change):
-        running = change["new"] == "running"
-        self._row.layout.display = "flex" if running else "none"
+        state = change["new"]
+        running = state == "running"
+        # a cancelled task keeps its bar where it stopped, with the word "cancelled" beside it
+        self._row.layout.display = "flex" if state in ("running", "cancelled") else "none"
+        self.bar.bar_style = "warning" if state == "cancelled" else ""
+        self.cancel_button.layout.display = None if running else "none"
         self.cancel_button.disabled = not running
+        self.cancel_button.description = "Cancel"
 
     # -- errors ------------------------------------------------------------
     def show_error(self, exc: BaseException):
@@ -285,8 +291,13 @@ class TaskBar(widgets.VBox):
             try:
                 result = fn(handle, *args, **kwargs)
                 handle.check()
-            except Cancelled:
-                self.message = "cancelled"
+            except Cancelled as exc:
+                text = str(exc)
+                if "cancelled" not in text:
+                    text = "cancelled"
+                if text == "cancelled" and self.message:  # say where it stopped
+                    text = f"cancelled ({self.message})"
+                self.message = text
                 self.state = "cancelled"
                 return
             except Exception as exc:  # noqa: BLE001
@@ -313,9 +324,16 @@ class TaskBar(widgets.VBox):
             on_done(result)
 
     def cancel(self):
-        """Ask the running task to stop (at its next ``progress(...)`` call)."""
+        """Ask the running task to stop (at its next ``progress(...)`` call).
+
+        The button says "Cancelling…" until the work stops; then the bar stays
+        where it stopped and the status line says "cancelled" and where.
+        """
         if self._handle is not None:
             self._handle.cancel()
+            if self.running:
+                self.cancel_button.disabled = True
+                self.cancel_button.description = "Cancelling…"
 
     def wait(self, timeout: float | None = None):
         """Block until a background task ends; return its result (None on error/cancel).

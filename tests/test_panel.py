@@ -159,12 +159,20 @@ def test_bad_values_show_errors_and_keep_the_state(sample, tmp_path):
     # an existing output is not replaced unless asked
     panel.rows_input.value = "4"
     panel.reconstruct()
+    foreign = tmp_path / "foreign.zarr"
+    foreign.mkdir()
+    (foreign / "keep").write_text("old")
+    panel.save(foreign, "zarr")
+    assert panel.save_task.state == "error" and "exists" in panel.save_task.error
+    # not even when asked: tomolab replaces only what it wrote, and says so in the panel's words
+    panel.save(foreign, "zarr", overwrite=True)
+    assert panel.save_task.state == "error" and "tick 'overwrite'" in panel.save_task.error
+    assert (foreign / "keep").read_text() == "old"
     target = tmp_path / "existing.zarr"
-    target.mkdir()
-    (target / "keep").write_text("old")
+    panel.save(target, "zarr", overwrite=False)  # the tick box kept the last value
+    assert panel.save_task.state == "done", panel.save_task.error
     panel.save(target, "zarr")
     assert panel.save_task.state == "error" and "exists" in panel.save_task.error
-    assert (target / "keep").read_text() == "old"
     panel.save(target, "zarr", overwrite=True)
     assert panel.save_task.state == "done", panel.save_task.error
     assert tomolab.io.open_volume(target).sizes["z"] == 1

@@ -401,15 +401,25 @@ class SlabSink:
         tomolab.errors.ParameterError
             For HDF5 output (one file that many processes cannot write safely).
         """
-        raise ParameterError(f"{self.format.upper()} output cannot be written by many processes "
-                             f"at once", where="path", value=str(self.path),
-                             fix="name the output NAME.zarr (each slab is its own zarr chunks) "
-                                 "or a TIFF folder, or run without a cluster")
+        writer = self._region_writer_class()
+        if writer is None:
+            raise ParameterError(f"{self.format.upper()} output cannot be written by many "
+                                 f"processes at once", where="path", value=str(self.path),
+                                 fix="name the output NAME.zarr (each slab is its own zarr "
+                                     "chunks) or a TIFF folder, or run without a cluster")
+        self._check_open()
+        return writer(self.partial, self.slabs)
 
     def sync_done(self) -> set[int]:
         """Add to :attr:`done` the slabs that region writers recorded; return :attr:`done`."""
         self._check_open()
+        if self._region_writer_class() is not None:
+            self.done |= _checked_markers(self.partial, len(self.slabs))
         return self.done
+
+    def _region_writer_class(self):
+        """The picklable writer of this format's slabs for other processes; None: one writer only."""
+        return None
 
     def close(self) -> None:
         """Release file handles, threads and the lock; the partial output stays. Idempotent."""
@@ -531,14 +541,8 @@ class _ZarrSink(SlabSink):
     def _write_data(self, start, stop, data):
         self._array[start:stop] = data
 
-    def region_writer(self):
-        self._check_open()
-        return ZarrRegionWriter(self.partial, self.slabs)
-
-    def sync_done(self):
-        self._check_open()
-        self.done |= _checked_markers(self.partial, len(self.slabs))
-        return self.done
+    def _region_writer_class(self):
+        return ZarrRegionWriter
 
     def _record_done(self):
         _record_slab_files(self.partial, self.done)
@@ -872,14 +876,8 @@ class _TiffSink(SlabSink):
             tmp.unlink(missing_ok=True)
             raise
 
-    def region_writer(self):
-        self._check_open()
-        return TiffRegionWriter(self.partial, self.slabs)
-
-    def sync_done(self):
-        self._check_open()
-        self.done |= _checked_markers(self.partial, len(self.slabs))
-        return self.done
+    def _region_writer_class(self):
+        return TiffRegionWriter
 
     def _record_done(self):
         _record_slab_files(self.partial, self.done)

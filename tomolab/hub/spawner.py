@@ -16,9 +16,13 @@ Lifecycle of an allocation
   and ``exclusive`` take a device from the ledger (or fail with a message
   saying what is in use and what to try). If the wrapped ``start`` fails,
   the device is given back at once.
-- ``get_env``: ``CUDA_VISIBLE_DEVICES`` (index or UUID; ``""`` for CPU only),
-  ``TOMOLAB_GPU_MEMORY_LIMIT`` (bytes, when the device has a cap) and
-  ``TOMOLAB_GPU_PROFILE``.
+- ``get_env``: ``CUDA_VISIBLE_DEVICES`` (index or UUID, or a list of them for
+  a group of GPUs; ``""`` for CPU only), ``TOMOLAB_GPU_MEMORY_LIMIT`` (bytes,
+  when the device has a cap) and ``TOMOLAB_GPU_PROFILE``; for a pool entry
+  with ``cluster`` (a group of GPUs, by default) also ``TOMOLAB_HUB_CLUSTER``
+  (its number of GPUs), and ``get_args`` enables the server extension
+  :mod:`tomolab.hub.server_cluster`, which starts a dask cluster of one
+  worker per GPU inside the server.
 - ``stop``, ``poll`` finding the process gone, ``clear_state`` (the hub calls
   it after every stop, including the idle culler's): the allocation is
   released, by its own id, so only this server's row can go, and twice is
@@ -65,12 +69,26 @@ except ImportError:  # pragma: no cover - older hubs
     SpawnException = None
 from jupyterhub.spawner import LocalProcessSpawner
 
-__all__ = ["GPUPoolMixin", "GPUPoolLocalProcessSpawner", "EndAllProcessesMixin", "STATE_KEY", "ENV_DEVICES", "ENV_MEMORY_LIMIT", "ENV_PROFILE"]
+__all__ = [
+    "CLUSTER_EXTENSION",
+    "ENV_CLUSTER",
+    "ENV_DEVICES",
+    "ENV_MEMORY_LIMIT",
+    "ENV_PROFILE",
+    "STATE_KEY",
+    "EndAllProcessesMixin",
+    "GPUPoolLocalProcessSpawner",
+    "GPUPoolMixin",
+]
 
 STATE_KEY = "tomolab_gpu"
 ENV_DEVICES = "CUDA_VISIBLE_DEVICES"
 ENV_MEMORY_LIMIT = "TOMOLAB_GPU_MEMORY_LIMIT"
 ENV_PROFILE = "TOMOLAB_GPU_PROFILE"
+#: GPUs of a server whose pool entry starts a cluster (the Jupyter server extension reads it)
+ENV_CLUSTER = "TOMOLAB_HUB_CLUSTER"
+#: the Jupyter server extension that starts the server's dask cluster
+CLUSTER_EXTENSION = "tomolab.hub.server_cluster"
 
 # Process-wide view (the hub is one process): per ledger path, the ids of the
 # allocations that a spawner object of this process holds, and whether the
@@ -333,6 +351,7 @@ class GPUPoolMixin(LoggingConfigurable):
         if alloc is None:
             env[ENV_DEVICES] = ""
             env.pop(ENV_MEMORY_LIMIT, None)
+            env.pop(ENV_CLUSTER, None)
             env[ENV_PROFILE] = CPU
         else:
             env[ENV_DEVICES] = alloc.device
@@ -341,11 +360,24 @@ class GPUPoolMixin(LoggingConfigurable):
             else:
                 env.pop(ENV_MEMORY_LIMIT, None)
             env[ENV_PROFILE] = alloc.profile
+            device = self.gpu_device()
+            if device.cluster:
+                env[ENV_CLUSTER] = str(len(device.gpus))
+            else:
+                env.pop(ENV_CLUSTER, None)
             if self.gpu_mps and alloc.policy == SHARED:
                 pipe = self.gpu_mps_pipe_directory.format(device=alloc.device.replace("/", "_"))
                 env.update(platforms.mps_environment(alloc.memory_limit, pipe))
                 env.pop(ENV_DEVICES, None)
         return env
+
+    def get_args(self):
+        args = super().get_args()
+        device = self.gpu_device()
+        if device is not None and device.cluster:
+            # added to the extensions of the server's own configuration, not replacing them
+            args.append(f"--ServerApp.jpserver_extensions={CLUSTER_EXTENSION}=True")
+        return args
 
     def gpu_device(self):
         """The pool entry of the device this server holds, or None (CPU only)."""
@@ -356,7 +388,8 @@ class GPUPoolMixin(LoggingConfigurable):
             if device.id == alloc.device:
                 return device
         # the pool changed while the server held the device: what the ledger recorded
-        return GPUDevice(alloc.device, alloc.policy, memory_limit=alloc.memory_limit)
+        return GPUDevice(alloc.device, alloc.policy, memory_limit=alloc.memory_limit,
+                         cluster="," in alloc.device)
 
     def get_state(self):
         state = super().get_state()

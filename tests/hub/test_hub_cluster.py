@@ -105,7 +105,7 @@ def test_a_server_of_two_gpus_runs_a_cluster_that_ends_with_it(cluster_hub, scan
 
     async def scenario():
         await hub.create_users(["duo", "solo"])
-        assert (await hub.spawn("duo", "exclusive"))["ok"], hub.log_tail()
+        assert (await hub.spawn("duo", "multi"))["ok"], hub.log_tail()
         assert hub.holders()["duo"] == "0,1"
         code = KERNEL.format(scan=str(scan_file), out=str(tmp_path), center=CENTER)
         out = await hub.kernel_run("duo", textwrap.dedent(code), until="RESULT=", timeout=240)

@@ -93,9 +93,16 @@ def test_a_group_of_gpus_is_one_entry_that_starts_a_cluster(tmp_path):
     assert [(d.id, d.gpus, d.cluster) for d in pool] == [
         ("0,1", ("0", "1"), True), ("2", ("2",), False), ("3", ("3",), True), ("4,5", ("4", "5"), False)]
     assert pool[0].display == "GPUs 0,1"
+    assert [d.profile for d in pool] == ["multi", "exclusive", "exclusive", "multi"]
     ledger = Ledger(str(tmp_path / "pool.sqlite"))
-    taken = {ledger.allocate(user, "", "exclusive", pool).device for user in ("ann", "bob", "cat", "dan")}
-    assert taken == {"0,1", "2", "3", "4,5"}  # a group goes to one server, whole
+    # each profile hands out its own entries; a group goes to one server, whole
+    assert {ledger.allocate(user, "", "multi", pool).device for user in ("ann", "bob")} == {"0,1", "4,5"}
+    assert {ledger.allocate(user, "", "exclusive", pool).device for user in ("cat", "dan")} == {"2", "3"}
+    with pytest.raises(PoolExhausted, match=r"All 2 groups of GPUs are in use .*GPUs 0,1: ann"):
+        ledger.allocate("eve", "", "multi", pool)
+    ledger.release(ledger.allocations()[-1].alloc_id)  # dan's GPU
+    with pytest.raises(PoolExhausted, match=r"the 'Exclusive GPU' profile \(1 of 2 GPUs free\)"):
+        ledger.allocate("eve", "", "multi", pool)
 
 
 # -- ledger --------------------------------------------------------------------

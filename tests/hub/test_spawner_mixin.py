@@ -113,11 +113,14 @@ def test_mixin_gives_env_and_releases_when_the_job_ends(tmp_path):
 def test_a_group_of_gpus_gets_its_cluster_variable_and_the_server_extension(tmp_path):
     async def go():
         group = [{"id": "2,3", "policy": "exclusive"}]
-        sp = make(tmp_path, options={"profile": "exclusive"})
+        sp = make(tmp_path, options={"profile": "multi"})
         sp.gpu_devices = group
         await sp.start()
         assert sp.job_env["CUDA_VISIBLE_DEVICES"] == "2,3" and sp.job_env["TOMOLAB_HUB_CLUSTER"] == "2"
         assert "--ServerApp.jpserver_extensions=tomolab.hub.server_cluster=True" in sp.get_args()
+        assert sp.job_env["TOMOLAB_GPU_PROFILE"] == "multi"
+        form = sp._gpu_options_form()
+        assert "Several GPUs" in form and "2 whole GPUs to yourself" in form and "Exclusive GPU" not in form
         await sp.stop()
         assert await sp.poll() == 0 and sp.gpu_ledger.allocations() == []
         # one GPU: no cluster, unless its entry asks for one

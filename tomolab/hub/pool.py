@@ -24,6 +24,7 @@ from tomolab.errors import ParameterError
 __all__ = [
     "CPU",
     "EXCLUSIVE",
+    "MULTI",
     "PROFILES",
     "PROFILE_TITLES",
     "SHARED",
@@ -39,10 +40,12 @@ __all__ = [
 EXCLUSIVE = "exclusive"
 SHARED = "shared"
 CPU = "cpu"
+#: the profile of pool entries that hold several GPUs (exclusive, handed out whole)
+MULTI = "multi"
 #: Profile names, in the order the spawn form shows them.
-PROFILES = (CPU, SHARED, EXCLUSIVE)
+PROFILES = (CPU, SHARED, EXCLUSIVE, MULTI)
 #: How each profile is called to users (spawn form, "pool full" messages).
-PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive GPU"}
+PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive GPU", MULTI: "Several GPUs"}
 
 _SCALES = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 _DEVICE_ID_RE = re.compile(r"^(\d+|(?:MIG|GPU)-[0-9A-Za-z/\-]+)$")
@@ -215,6 +218,11 @@ class GPUDevice:
     def gpus(self) -> tuple[str, ...]:
         """The GPUs of the entry: one, or several for a group such as ``"0,1"``."""
         return tuple(self.id.split(","))
+
+    @property
+    def profile(self) -> str:
+        """The profile that hands this entry out: its policy, or ``"multi"`` for a group of GPUs."""
+        return MULTI if len(self.gpus) > 1 else self.policy
 
     @property
     def display(self) -> str:

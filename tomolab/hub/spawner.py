@@ -53,6 +53,7 @@ from . import platforms, processes
 from .ledger import Allocation, Ledger, PoolExhausted, usage
 from .pool import (
     CPU,
+    MULTI,
     PROFILE_TITLES,
     PROFILES,
     SHARED,
@@ -151,7 +152,9 @@ class GPUPoolMixin(LoggingConfigurable):
 
     gpu_profiles = List(
         list(PROFILES),
-        help="Profiles offered in the spawn form, in order: any of 'cpu', 'shared', 'exclusive'.",
+        help="""Profiles offered in the spawn form, in order: any of 'cpu', 'shared', 'exclusive',
+        'multi' (pool entries of several GPUs, such as {"id": "0,1"}). A profile with no
+        device in the pool is not shown.""",
     ).tag(config=True)
 
     gpu_default_profile = Unicode(
@@ -243,7 +246,8 @@ class GPUPoolMixin(LoggingConfigurable):
         profile = str(profile).strip().lower() if profile is not None else ""
         profile = profile or self.gpu_default_profile
         if profile not in self.gpu_profiles:
-            offered = ", ".join(f"'{p}' ({PROFILE_TITLES[p]})" for p in self.gpu_profiles)
+            usable = {CPU, *(d.profile for d in self.gpu_pool)}  # profiles with devices to hand out
+            offered = ", ".join(f"'{p}' ({PROFILE_TITLES[p]})" for p in self.gpu_profiles if p in usable)
             raise _pool_error(
                 f"Unknown profile {profile!r}. This hub offers {offered}.",
                 reason="gpu-profile-invalid",
@@ -459,7 +463,7 @@ class GPUPoolMixin(LoggingConfigurable):
             current = self.gpu_default_profile
         items = []
         for profile in self.gpu_profiles:
-            devs = [d for d in pool if d.policy == profile]
+            devs = [d for d in pool if d.profile == profile]
             if profile == CPU:
                 detail = "No GPU. For notebooks on small data, tutorials and CPU work."
                 full = False
@@ -472,6 +476,10 @@ class GPUPoolMixin(LoggingConfigurable):
                 cap = (" with up to " + " / ".join(format_bytes(c) for c in caps) + " of GPU memory") if caps else ""
                 if profile == SHARED:
                     detail = f"A share of a GPU{cap}, alongside other users. {free} of {places} places free."
+                elif profile == MULTI:
+                    sizes = " / ".join(str(n) for n in sorted({len(d.gpus) for d in devs}))
+                    detail = (f"{sizes} whole GPUs to yourself{cap}, with a dask cluster of one worker per "
+                              f'GPU (tomolab.cluster.start_cluster("hub")). {free} of {places} free.')
                 else:
                     detail = f"A whole GPU (or MIG slice) to yourself{cap}. {free} of {places} free."
                 full = free == 0

@@ -79,6 +79,9 @@ GPU_DEVICES = [
     {"id": "0", "policy": "exclusive", "label": "A100 80GB"},
     # a card shared by up to 4 users, each capped at 18 GiB of GPU memory
     {"id": "1", "policy": "shared", "max_users": 4, "memory_limit": "18G", "label": "A100 80GB"},
+    # a group of cards for one user, with a dask cluster of one worker per card in the
+    # server (the "Several GPUs" profile; docs/deployment.md), e.g.
+    # {"id": "2,3", "policy": "exclusive", "label": "2 x A100 80GB"},
     # MIG instances: use the MIG UUIDs from `nvidia-smi -L`, e.g.
     # {"id": "MIG-5c1d1e83-8a55-5a3b-93f1-4f0c3b0a9d2e", "policy": "exclusive", "label": "3g.40gb"},
 ]
@@ -87,7 +90,7 @@ GPU_DEVICES = [
 parse_devices(GPU_DEVICES)
 c.GPUPoolMixin.gpu_devices = GPU_DEVICES
 c.GPUPoolMixin.gpu_pool_db = os.path.join(DATA_DIR, "tomolab-gpu-pool.sqlite")
-c.GPUPoolMixin.gpu_profiles = ["cpu", "shared", "exclusive"]  # what the spawn form offers
+c.GPUPoolMixin.gpu_profiles = ["cpu", "shared", "exclusive", "multi"]  # what the spawn form offers
 c.GPUPoolMixin.gpu_default_profile = "cpu"  # for API spawns that name no profile
 c.GPUPoolMixin.gpu_max_per_user = 1  # GPU servers one user may hold at once (0: no limit)
 c.GPUPoolMixin.gpu_show_holders = True  # name the holders when the pool is full

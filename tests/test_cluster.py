@@ -434,3 +434,135 @@ def test_cli_refuses_both_scheduler_and_workers(scan_file, tmp_path):
         main(["recon", str(scan_file), "-o", str(tmp_path / "v.zarr"), "--workers", "2",
               "--scheduler", "tcp://127.0.0.1:1"])
     assert info.value.code == 2
+
+
+# ----------------------------------------------------------------------------- the hub server's cluster
+
+def _serve(path, devices, **env):
+    """``python -m tomolab.cluster serve`` as the hub's server extension starts it; waits for its file."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               **env)
+    proc = subprocess.Popen([sys.executable, "-m", "tomolab.cluster", "serve", "--file", str(path),
+                             "--devices", devices], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the cluster did not start: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.1)
+    return proc
+
+
+def _wait_gone(pids, timeout=30):
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in pids if _alive(pid)]
+        time.sleep(0.1)
+    return alive
+
+
+def test_the_server_cluster_has_a_worker_per_gpu_behind_tls(scan_file, reference, tmp_path,
+                                                           monkeypatch):
+    path = tmp_path / "runtime" / "tomolab-cluster.json"
+    proc = _serve(path, "0,1", TOMOLAB_GPU_MEMORY_LIMIT="1G")
+    try:
+        assert os.stat(path).st_mode & 0o077 == 0  # the certificate is the user's alone
+        monkeypatch.setenv("TOMOLAB_CLUSTER_FILE", str(path))
+        with tomolab.cluster.start_cluster("hub") as hub:
+            workers = hub.run(lambda: (os.environ["CUDA_VISIBLE_DEVICES"],
+                                       os.environ["TOMOLAB_GPU_MEMORY_LIMIT"]))
+            assert sorted(workers.values()) == [("0", "1G"), ("1", "1G")]
+            pids = list(hub.run(os.getpid).values())
+            address = hub.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        # only this cluster's certificate enters: another user of the host, with a certificate
+        # of their own, cannot run code as this one
+        from distributed.security import Security
+
+        with pytest.raises((OSError, TimeoutError)):
+            distributed.Client(address, security=Security.temporary(), timeout=3)
+        out = tomolab.reconstruct_to(tomolab.open_scan(scan_file), tmp_path / "v.zarr",
+                                     center=CENTER, slab_rows=2, backend="numpy", client="hub")
+        _same_volume(reference, out)
+        assert _wait_gone(pids, timeout=0.5) == pids  # closing a client leaves the cluster
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert _wait_gone(pids) == []
+    assert not path.exists()
+
+
+def test_killing_the_server_cluster_ends_its_workers(tmp_path, monkeypatch):
+    path = tmp_path / "c.json"
+    proc = _serve(path, "GPU-aa")
+    monkeypatch.setenv("TOMOLAB_CLUSTER_FILE", str(path))
+    try:
+        with tomolab.cluster.start_cluster("hub") as hub:
+            pids = list(hub.run(os.getpid).values())
+        assert len(pids) == 1
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert _wait_gone(pids) == []
+
+
+def test_killing_the_server_ends_its_cluster(tmp_path, monkeypatch):
+    # a stand-in for the Jupyter server: starts the cluster with --parent, then is SIGKILLed
+    path = tmp_path / "c.json"
+    server = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        cluster = subprocess.Popen([sys.executable, "-m", "tomolab.cluster", "serve", "--file",
+                                    {str(path)!r}, "--devices", "0", "--parent", str(os.getpid())])
+        print(cluster.pid, flush=True)
+        time.sleep(600)
+        """)], env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        cluster = int(server.stdout.readline())
+        deadline = time.monotonic() + 120
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        monkeypatch.setenv("TOMOLAB_CLUSTER_FILE", str(path))
+        with tomolab.cluster.start_cluster("hub") as hub:
+            pids = list(hub.run(os.getpid).values())
+    finally:
+        server.kill()
+        server.wait(30)
+    assert _wait_gone([cluster, *pids]) == []
+    assert not path.exists()  # it ended in order (SIGTERM), not killed
+
+
+def test_no_server_cluster_names_the_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("TOMOLAB_CLUSTER_FILE", raising=False)
+    with pytest.raises(ParameterError) as info:
+        tomolab.cluster.start_cluster("hub")
+    assert info.value.where == "TOMOLAB_CLUSTER_FILE" and "local" in info.value.fix
+    monkeypatch.setenv("TOMOLAB_CLUSTER_FILE", str(tmp_path / "never.json"))
+    with pytest.raises(ParameterError, match="did not start within 0.5 s"):
+        tomolab.cluster.connect_hub(timeout=0.5)
+    with pytest.raises(ParameterError, match="connect"):
+        tomolab.cluster.make_cluster("hub")
+
+
+def test_the_panel_reconstructs_on_a_cluster_into_its_output(scan_file, client, reference,
+                                                            tmp_path):
+    pytest.importorskip("ipywidgets")
+    from tomolab.widgets import ReconstructionPanel
+
+    panel = ReconstructionPanel(tomolab.open_scan(scan_file), backend="numpy", background=False,
+                                client=client)
+    panel.center = CENTER
+    panel.output_input.value = ""
+    panel.reconstruct()  # no output chosen: a cluster writes straight to it
+    assert "output" in panel.task.error and panel.volume is None
+    panel.output_input.value = str(tmp_path / "panel.zarr")
+    seen = []
+    panel.task.status.observe(lambda change: seen.append(change["new"]), "value")
+    volume = panel.reconstruct()
+    assert np.array_equal(volume.values, reference.values)
+    assert panel.volume is volume and "on the cluster" in panel.recon_label.value
+    assert seen[0] == "starting on the cluster: panel.zarr" and seen[-1] == "24 of 24 rows"
+    assert panel.task.bar.value == 1.0
+    assert (tmp_path / "panel.zarr").is_dir()  # written there by the workers

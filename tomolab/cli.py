@@ -185,7 +185,11 @@ def _cluster_client(args):
         return None
     from tomolab.errors import ParameterError
 
-    if args.scheduler is not None:
+    if args.scheduler == "hub":  # the cluster of this JupyterHub server
+        from tomolab.cluster import connect_hub
+
+        client = connect_hub()
+    elif args.scheduler is not None:
         try:
             from distributed import Client
         except ImportError:
@@ -319,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace an existing OUT that tomolab wrote (default: refuse)")
     where = recon.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                       help="reconstruct on this dask cluster (tcp://HOST:PORT); zarr or TIFF "
-                            "output (default: no cluster)")
+                       help="reconstruct on this dask cluster (tcp://HOST:PORT, or 'hub': the "
+                            "cluster of this JupyterHub server); zarr or TIFF output "
+                            "(default: no cluster)")
     where.add_argument("--workers", metavar="N", type=_positive_int, default=None,
                        help="reconstruct on N local worker processes; zarr or TIFF output "
                             "(default: no cluster)")

@@ -13,6 +13,11 @@ default of the process (it is, once made) and pass ``client="active"``.
 * ``"slurm"``, ``"pbs"``: dask-jobqueue jobs of one worker each, ``gpus`` per
   job (``--gres``, ``ngpus``), ``memory``, ``cores``, ``walltime``, ``queue``,
   ``account`` from keyword arguments or a YAML file (``config=``; arguments win).
+* ``"hub"``: connect to the cluster that the user's JupyterHub server runs
+  (a pool entry of several GPUs starts one: :mod:`tomolab.hub.server_cluster`);
+  closing this client leaves that cluster running for the next one. Its
+  address and TLS certificate are in the file named by ``TOMOLAB_CLUSTER_FILE``,
+  which :func:`serve` (``python -m tomolab.cluster serve``) writes.
 
 Imports dask.distributed (and dask-cuda, dask-jobqueue) only when called:
 ``pip install tomolab[cluster]`` (and ``tomolab[cluster-gpu]`` for ``"local-cuda"``).
@@ -30,13 +35,17 @@ from tomolab.errors import ParameterError
 __all__ = [
     "JOBQUEUE_OPTIONS",
     "SPECS",
+    "connect_hub",
     "make_cluster",
     "read_config",
+    "serve",
     "start_cluster",
     "visible_gpus",
 ]
 
-SPECS = ("local", "local-cuda", "slurm", "pbs")
+SPECS = ("local", "local-cuda", "slurm", "pbs", "hub")
+#: the environment variable naming the file of the user's server cluster (see :func:`serve`)
+ENV_CLUSTER_FILE = "TOMOLAB_CLUSTER_FILE"
 
 #: options of the ``"slurm"`` and ``"pbs"`` specs (keyword arguments or YAML keys)
 JOBQUEUE_OPTIONS = {
@@ -61,9 +70,11 @@ def start_cluster(spec: str = "local", *, config=None, dashboard: bool = True, *
 
     Parameters
     ----------
-    spec : {"local", "local-cuda", "slurm", "pbs"} or str
+    spec : {"local", "local-cuda", "slurm", "pbs", "hub"} or str
         The kind of cluster (see the module's table), or a YAML file whose
-        ``kind`` key names it and whose other keys are options.
+        ``kind`` key names it and whose other keys are options. ``"hub"``
+        connects to the cluster of the user's server (:func:`connect_hub`)
+        instead of starting one.
     config : str or os.PathLike, optional
         A YAML file of options (``"slurm"``/``"pbs"``: :data:`JOBQUEUE_OPTIONS`);
         keyword arguments win over it.
@@ -88,6 +99,9 @@ def start_cluster(spec: str = "local", *, config=None, dashboard: bool = True, *
     ...     len(client.scheduler_info()["workers"])
     1
     """
+    if spec == "hub":
+        _refuse_unknown({k: v for k, v in options.items() if k != "timeout"}, "hub", ("timeout",))
+        return connect_hub(**options)
     cluster = make_cluster(spec, config=config, dashboard=dashboard, **options)
     try:
         client = _client_class()(cluster)
@@ -119,6 +133,9 @@ def make_cluster(spec: str = "local", *, config=None, dashboard: bool = True, **
     if spec not in SPECS:
         raise ParameterError("unknown cluster spec", where="spec", value=spec,
                              fix=f"use one of {', '.join(SPECS)}, or a YAML file with a 'kind' key")
+    if spec == "hub":
+        raise ParameterError("the hub's cluster runs already; connect to it", where="spec",
+                             value=spec, fix='use tomolab.cluster.start_cluster("hub")')
     if config is not None:
         options = {**read_config(config), **options}
         options.pop("kind", None)
@@ -177,6 +194,191 @@ def read_config(path) -> dict:
     return {str(k): v for k, v in data.items()}
 
 
+# ----------------------------------------------------------------------------- the server's cluster
+
+def serve(path, *, devices, dashboard: bool = False) -> None:
+    """Run a cluster of one worker per GPU until SIGTERM or SIGINT; its address goes to ``path``.
+
+    What a JupyterHub server of several GPUs runs beside itself
+    (``python -m tomolab.cluster serve --file PATH --devices 0,1``, started by
+    :mod:`tomolab.hub.server_cluster`). The scheduler listens on loopback
+    with TLS: a certificate made for this cluster, written with the address
+    to ``path`` (mode 0600, so only the user's own processes can connect,
+    not other users of the host). The workers are dask-cuda's where it is
+    installed, else one CPU worker process per GPU whose
+    ``CUDA_VISIBLE_DEVICES`` is that GPU (the engine then uses it where CuPy
+    is installed); each worker inherits ``TOMOLAB_GPU_MEMORY_LIMIT``. On
+    SIGTERM the workers stop and ``path`` is removed; if this process is
+    killed, its workers exit with it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write: JSON with ``address``, ``workers``, ``kind``,
+        ``dashboard`` and the TLS certificate and key (PEM).
+    devices : sequence of str or str
+        GPUs, one worker each (``"0,1"``, ``["0", "1"]``, UUIDs).
+    dashboard : bool
+        Serve the dask dashboard on a free loopback port (its link goes to the file).
+    """
+    import json
+    import signal
+    import tempfile
+    import time
+
+    _require("distributed", "cluster")
+    _require("cryptography", "cluster")
+    from distributed.security import Security
+
+    gpus = [str(d).strip() for d in (devices.split(",") if isinstance(devices, str) else devices)]
+    gpus = [g for g in gpus if g]
+    if not gpus:
+        raise ParameterError("no GPU to start workers for", where="devices", value=devices,
+                             fix="pass e.g. --devices 0,1")
+    path = Path(os.fspath(path)).expanduser()
+    received = []  # a SIGTERM while the cluster starts ends it as soon as it is up
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: received.append(number))
+    security = Security.temporary()
+    dashboard = bool(dashboard) and _has("bokeh")
+    with _glibc_malloc_defaults():
+        if _has("dask_cuda"):
+            cluster = _local_cuda(dashboard, devices=gpus, security=security)
+            kind = "local-cuda"
+        else:
+            cluster = _per_device(dashboard, gpus, security)
+            kind = "local"
+    try:
+        record = {"address": cluster.scheduler_address, "workers": len(gpus), "kind": kind,
+                  "devices": gpus, "pid": os.getpid(),
+                  "dashboard": cluster.dashboard_link if dashboard else None,
+                  "tls_ca": security.tls_ca_file, "tls_cert": security.tls_client_cert,
+                  "tls_key": security.tls_client_key}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(partial, path)
+        while not received:  # a signal cuts the sleep short (no pause(): it could miss one)
+            time.sleep(1)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        cluster.close(timeout=30)
+
+
+def connect_hub(*, timeout: float = 120):
+    """A client of the cluster that the user's server runs (see :func:`serve`).
+
+    Waits up to ``timeout`` seconds for the cluster's file and for all its
+    workers. Closing the client leaves the cluster running.
+
+    Raises
+    ------
+    tomolab.errors.ParameterError
+        If this server runs no cluster (``TOMOLAB_CLUSTER_FILE`` unset), or
+        it does not come up in time.
+    """
+    import json
+    import time
+
+    _require("distributed", "cluster")
+    from distributed import Client
+    from distributed.security import Security
+
+    name = os.environ.get(ENV_CLUSTER_FILE, "").strip()
+    if not name:
+        raise ParameterError("this server runs no dask cluster", where=ENV_CLUSTER_FILE, value=None,
+                             fix="start the server with a profile of several GPUs, or use "
+                                 'start_cluster("local") / start_cluster("local-cuda")')
+    path = Path(name)
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise ParameterError(f"the server's cluster did not start within {timeout:g} s",
+                                 where=ENV_CLUSTER_FILE, value=name,
+                                 fix="see the server's log (the lines of tomolab.cluster serve)")
+        time.sleep(0.2)
+    record = json.loads(path.read_text())
+    security = Security(tls_ca_file=record["tls_ca"], tls_client_cert=record["tls_cert"],
+                        tls_client_key=record["tls_key"], require_encryption=True)
+    try:
+        client = Client(record["address"], security=security,
+                        timeout=max(1.0, deadline - time.monotonic()))
+    except (OSError, TimeoutError) as exc:
+        raise ParameterError(f"the server's cluster does not answer ({type(exc).__name__})",
+                             where=ENV_CLUSTER_FILE, value=name,
+                             fix="restart the server (its cluster ends with it)") from None
+    try:
+        client.wait_for_workers(record["workers"], timeout=max(1.0, deadline - time.monotonic()))
+    except TimeoutError:
+        client.close()
+        raise ParameterError(f"the server's cluster has fewer than {record['workers']} workers "
+                             f"after {timeout:g} s", where=ENV_CLUSTER_FILE, value=name,
+                             fix="see the server's log (the lines of tomolab.cluster serve)"
+                             ) from None
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _per_device(dashboard, gpus, security):
+    """CPU worker processes, one per GPU, each seeing that GPU only (no dask-cuda)."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    limit = os.environ.get("TOMOLAB_GPU_MEMORY_LIMIT", "").strip()
+    workers = {}
+    for gpu in gpus:
+        env = {"CUDA_VISIBLE_DEVICES": gpu, **({"TOMOLAB_GPU_MEMORY_LIMIT": limit} if limit else {})}
+        workers[f"gpu-{gpu}"] = {"cls": Nanny, "options": {
+            "nthreads": 1, "env": env, "host": "127.0.0.1", "security": security,
+            "memory_limit": "auto", "name": f"gpu-{gpu}"}}
+    scheduler_options = {"host": "127.0.0.1", "security": security, "dashboard": dashboard,
+                         "dashboard_address": "127.0.0.1:0"}
+    if not dashboard:
+        scheduler_options.pop("dashboard_address")
+    return SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": scheduler_options},
+                       security=security)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM to this process when its parent exits (Linux only)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the spawner's process cleanup remains
+        return
+    if os.getppid() != parent:  # the parent went before the request took hold
+        raise SystemExit(0)
+
+
+def main(argv=None) -> int:
+    """``python -m tomolab.cluster serve --file PATH --devices 0,1 [--dashboard]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tomolab.cluster",
+                                     description="Run the dask cluster of a JupyterHub server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="one worker per GPU until SIGTERM; the address goes to --file")
+    run.add_argument("--file", required=True, help="where to write the address and certificate")
+    run.add_argument("--devices", required=True, help="GPUs, one worker each: 0,1")
+    run.add_argument("--dashboard", action="store_true", help="serve the dask dashboard on loopback")
+    run.add_argument("--parent", type=int, default=None, metavar="PID",
+                     help="end (SIGTERM) when this process, the parent, exits (Linux)")
+    args = parser.parse_args(argv)
+    if args.parent is not None:
+        _die_with_parent(args.parent)
+    try:
+        serve(args.file, devices=args.devices, dashboard=args.dashboard)
+    except ParameterError as exc:
+        print(f"tomolab.cluster: {exc}", file=__import__("sys").stderr)
+        return 2
+    return 0
+
+
 # ----------------------------------------------------------------------------- kinds
 
 def _local(dashboard, *, workers=None, threads=1, memory_limit="auto", **unknown):
@@ -225,7 +427,7 @@ def local_cuda_options(environ=None, *, devices=None) -> dict:
     return options
 
 
-def _local_cuda(dashboard, *, devices=None, **unknown):
+def _local_cuda(dashboard, *, devices=None, security=None, **unknown):
     _refuse_unknown(unknown, "local-cuda", ("devices",))
     options = local_cuda_options(devices=devices)
     _require("dask_cuda", "cluster-gpu")
@@ -236,6 +438,8 @@ def _local_cuda(dashboard, *, devices=None, **unknown):
     env = options.pop("env", None)
     if env:  # the nannies start their workers with this process's environment
         os.environ.update(env)
+    if security is not None:
+        options["security"] = security
     return LocalCUDACluster(**_local_addresses(dashboard), **options)
 
 
@@ -402,3 +606,7 @@ def _lines(value, where):
         raise ParameterError("must be a list of lines", where=where, value=value,
                              fix=f"pass e.g. {where}=['module load cuda']")
     return list(value)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

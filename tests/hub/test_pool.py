@@ -62,6 +62,11 @@ def test_format_bytes_round_trips_parse_bytes():
         ([{"id": "cuda:0"}], "neither a device index"),
         ([{"id": "0", "policy": "fair"}], "not 'exclusive' or 'shared'"),
         ([{"id": "0", "gpus": 2}], "unknown key"),
+        ([{"id": "0,1"}, {"id": "1"}], r"'1' is listed twice \(also in gpu_devices\[0\]\)"),
+        ([{"id": "0,1", "policy": "shared", "max_users": 2, "memory_limit": "1G"}],
+         "handed out whole; use policy='exclusive'"),
+        ([{"id": "0,cuda:1"}], "nor a list of them"),
+        ([{"id": "0", "cluster": "yes"}], "cluster must be true or false"),
         ([{"policy": "exclusive"}], "missing 'id'"),
         ({"id": "0"}, "list of dicts"),
         (["0"], "expected a dict"),
@@ -79,6 +84,25 @@ def test_pool_parses_indices_uuids_and_caps():
         ("MIG-aaaa-bbbb", "shared", 2, 10 * 1024**3),
     ]
     assert POOL[2].display == "GPU MIG-aaaa-bbbb (3g.40gb)"
+
+
+def test_a_group_of_gpus_is_one_entry_that_starts_a_cluster(tmp_path):
+    pool = parse_devices([{"id": "0, 1", "policy": "exclusive"}, {"id": "2", "policy": "exclusive"},
+                          {"id": "3", "policy": "exclusive", "cluster": True},
+                          {"id": "4,5", "policy": "exclusive", "cluster": False}])
+    assert [(d.id, d.gpus, d.cluster) for d in pool] == [
+        ("0,1", ("0", "1"), True), ("2", ("2",), False), ("3", ("3",), True), ("4,5", ("4", "5"), False)]
+    assert pool[0].display == "GPUs 0,1"
+    assert [d.profile for d in pool] == ["multi", "exclusive", "exclusive", "multi"]
+    ledger = Ledger(str(tmp_path / "pool.sqlite"))
+    # each profile hands out its own entries; a group goes to one server, whole
+    assert {ledger.allocate(user, "", "multi", pool).device for user in ("ann", "bob")} == {"0,1", "4,5"}
+    assert {ledger.allocate(user, "", "exclusive", pool).device for user in ("cat", "dan")} == {"2", "3"}
+    with pytest.raises(PoolExhausted, match=r"All 2 groups of GPUs are in use .*GPUs 0,1: ann"):
+        ledger.allocate("eve", "", "multi", pool)
+    ledger.release(ledger.allocations()[-1].alloc_id)  # dan's GPU
+    with pytest.raises(PoolExhausted, match=r"the 'Exclusive GPU' profile \(1 of 2 GPUs free\)"):
+        ledger.allocate("eve", "", "multi", pool)
 
 
 # -- ledger --------------------------------------------------------------------
@@ -394,3 +418,12 @@ def test_mps_setup_commands_come_from_the_pool(tmp_path):
     none = subprocess.run([sys.executable, "-m", "tomolab.hub", "mps-setup", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert none.returncode == 2 and "no shared whole GPU" in none.stderr and "Traceback" not in none.stderr
+
+
+def test_a_group_of_gpus_reaches_every_platform_whole():
+    from tomolab.hub import platforms
+
+    group = parse_devices([{"id": "2,3", "policy": "exclusive"}])[0]
+    assert platforms.systemd_properties(group)["DeviceAllow"][-2:] == ["/dev/nvidia2 rw", "/dev/nvidia3 rw"]
+    assert platforms.docker_host_config(group)["device_requests"][0]["device_ids"] == ["2", "3"]
+    assert platforms.kube_overrides(group)["extra_resource_limits"] == {"nvidia.com/gpu": "2"}

@@ -110,6 +110,41 @@ def test_mixin_gives_env_and_releases_when_the_job_ends(tmp_path):
     asyncio.run(go())
 
 
+def test_a_group_of_gpus_gets_its_cluster_variable_and_the_server_extension(tmp_path):
+    async def go():
+        group = [{"id": "2,3", "policy": "exclusive"}]
+        sp = make(tmp_path, options={"profile": "multi"})
+        sp.gpu_devices = group
+        await sp.start()
+        assert sp.job_env["CUDA_VISIBLE_DEVICES"] == "2,3" and sp.job_env["TOMOLAB_HUB_CLUSTER"] == "2"
+        assert "--ServerApp.jpserver_extensions=tomolab.hub.server_cluster=True" in sp.get_args()
+        assert sp.job_env["TOMOLAB_GPU_PROFILE"] == "multi"
+        form = sp._gpu_options_form()
+        assert "Several GPUs" in form and "2 whole GPUs to yourself" in form and "Exclusive GPU" not in form
+        await sp.stop()
+        assert await sp.poll() == 0 and sp.gpu_ledger.allocations() == []
+        # one GPU: no cluster, unless its entry asks for one
+        one = make(tmp_path, user="bob", options={"profile": "exclusive"})
+        await one.start()
+        assert "TOMOLAB_HUB_CLUSTER" not in one.job_env
+        assert not any("jpserver_extensions" in a for a in one.get_args())
+        cpu = make(tmp_path, user="cat", options={"profile": "cpu"})
+        cpu.gpu_devices = group
+        await cpu.start()
+        assert "TOMOLAB_HUB_CLUSTER" not in cpu.job_env
+
+    asyncio.run(go())
+
+
+def test_the_server_extension_starts_nothing_without_its_variable(tmp_path):
+    from tomolab.hub.server_cluster import start_server_cluster
+
+    environ = {"CUDA_VISIBLE_DEVICES": "0"}
+    assert start_server_cluster(str(tmp_path), environ=environ) is None
+    assert start_server_cluster(str(tmp_path), environ={"TOMOLAB_HUB_CLUSTER": "none"}) is None
+    assert "TOMOLAB_CLUSTER_FILE" not in environ and list(tmp_path.iterdir()) == []
+
+
 def test_no_profile_means_the_default_profile(tmp_path):
     async def go():
         for options in ({}, {"profile": None}, {"profile": ""}, {"profile": []}):

@@ -194,10 +194,11 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
         client: ``tasks``, ``workers`` (slabs per worker process),
         ``worker_seconds`` (time spent in tasks, summed) and ``slabs_skipped``
         (slabs that a retried task found done by the worker that died).
-    client : dask.distributed.Client or "active", optional
+    client : dask.distributed.Client, "active" or "hub", optional
         Reconstruct on a dask cluster (see :func:`tomolab.cluster.start_cluster`);
         ``"active"`` takes the client of this process
-        (:func:`distributed.get_client`). zarr or TIFF output (not HDF5), on a
+        (:func:`distributed.get_client`), ``"hub"`` the cluster of this
+        JupyterHub server (:func:`tomolab.cluster.connect_hub`). zarr or TIFF output (not HDF5), on a
         file system that every worker sees; the scan must be opened from a file that every
         worker can read. ``backend="auto"`` is resolved on the workers (all
         must agree). A worker that dies has its slabs recomputed elsewhere;
@@ -249,6 +250,14 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     if not isinstance(multiscale, (int, np.integer)) or not 0 <= multiscale <= 8:
         raise ParameterError("levels of the pyramid must be an integer from 0 to 8",
                              where="multiscale", value=multiscale, fix="pass e.g. multiscale=3")
+    if isinstance(client, str) and client == "hub":  # the cluster of this JupyterHub server
+        from tomolab.cluster import connect_hub
+
+        with connect_hub() as hub:
+            return reconstruct_to(scan, path, center=center, rows=rows, slab_rows=slab_rows,
+                                  format=format, overwrite=overwrite, multiscale=multiscale,
+                                  progress=progress, cancel=cancel, stats=stats, client=hub,
+                                  slabs_per_task=slabs_per_task, **options)
     if client is not None:
         client = _resolve_client(client)
         _check_cluster_format(path, format)
@@ -318,7 +327,7 @@ def _resolve_client(client):
     """A ``distributed.Client`` from ``client=`` (a client, or ``"active"``)."""
     if isinstance(client, str):
         if client != "active":
-            raise ParameterError("client must be a dask.distributed.Client or 'active'",
+            raise ParameterError("client must be a dask.distributed.Client, 'active' or 'hub'",
                                  where="client", value=client,
                                  fix="pass client=tomolab.cluster.start_cluster('local'), or "
                                      "client='active' to use the client of this process")

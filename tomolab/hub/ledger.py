@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from .pool import (
     CPU,
     EXCLUSIVE,
+    MULTI,
     PROFILE_TITLES,
     SHARED,
     GPUDevice,
@@ -216,7 +217,7 @@ class Ledger:
         is replaced. ``max_per_user`` (0: no limit) caps the GPU servers one
         user may hold at once.
         """
-        if profile not in (SHARED, EXCLUSIVE):
+        if profile not in (SHARED, EXCLUSIVE, MULTI):
             raise ValueError(f"profile '{printable(profile)}' does not use the GPU pool")
         check_name(user, what="user name")
         check_name(server, what="server name")
@@ -236,10 +237,11 @@ class Ledger:
             by_device: dict[str, list[Allocation]] = {}
             for a in rows:
                 by_device.setdefault(a.device, []).append(a)
-            candidates = [d for d in devices if d.policy == profile]
+            candidates = [d for d in devices if d.profile == profile]
             if not candidates:
                 raise PoolExhausted(
-                    f"This hub has no {profile} GPUs. " + _alternatives(profile, devices, by_device),
+                    f"This hub has no {'groups of' if profile == MULTI else profile} GPUs. "
+                    + _alternatives(profile, devices, by_device),
                     reason="gpu-profile-unavailable",
                 )
             free = [d for d in candidates if len(by_device.get(d.id, ())) < d.max_users]
@@ -313,16 +315,16 @@ def usage(devices, allocations) -> dict[str, int]:
 
 def _alternatives(profile, devices, by_device) -> str:
     tips = []
-    for other in (EXCLUSIVE, SHARED):
+    for other in (EXCLUSIVE, SHARED, MULTI):
         if other == profile:
             continue
-        devs = [d for d in devices if d.policy == other]
+        devs = [d for d in devices if d.profile == other]
         if not devs:
             continue
         places = sum(d.max_users for d in devs)
         free = sum(max(0, d.max_users - len(by_device.get(d.id, ()))) for d in devs)
         if free:
-            what = "GPU" if other == EXCLUSIVE else "place"
+            what = {EXCLUSIVE: "GPU", SHARED: "place", MULTI: "group"}[other]
             tips.append(f"the '{PROFILE_TITLES[other]}' profile ({free} of {places} {what}s free)")
     tips.append(f"the '{PROFILE_TITLES[CPU]}' profile")
     return "Try " + ", or ".join(tips) + ", or try again later when a GPU server stops."
@@ -330,7 +332,7 @@ def _alternatives(profile, devices, by_device) -> str:
 
 def _exhausted_message(profile, candidates, devices, by_device, show_holders) -> str:
     places = sum(d.max_users for d in candidates)
-    kind = "exclusive GPUs" if profile == EXCLUSIVE else "places on shared GPUs"
+    kind = {EXCLUSIVE: "exclusive GPUs", SHARED: "places on shared GPUs", MULTI: "groups of GPUs"}[profile]
     parts = []
     for d in candidates:
         holders = by_device.get(d.id, [])

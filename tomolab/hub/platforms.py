@@ -60,11 +60,13 @@ def device_nodes(device: GPUDevice) -> tuple[str, ...]:
     >>> from tomolab.hub.pool import parse_devices
     >>> device_nodes(parse_devices([{"id": "2", "policy": "exclusive"}])[0])
     ('/dev/nvidia2',)
+    >>> device_nodes(parse_devices([{"id": "2,3", "policy": "exclusive"}])[0])
+    ('/dev/nvidia2', '/dev/nvidia3')
     """
     if device.device_nodes:
         return device.device_nodes
-    if device.id.isdigit():
-        return (f"/dev/nvidia{device.id}",)
+    if all(gpu.isdigit() for gpu in device.gpus):
+        return tuple(f"/dev/nvidia{gpu}" for gpu in device.gpus)
     raise PoolConfigError(
         f"GPU {device.id}: a UUID does not say which /dev/nvidiaN it is; add 'device_nodes' to its pool entry, "
         "e.g. ['/dev/nvidia3'] (the 'Minor Number' in `nvidia-smi -q`), and for a MIG instance also its "
@@ -108,7 +110,7 @@ def docker_host_config(device: GPUDevice | None) -> dict:
     """
     if device is None:
         return {}
-    return {"device_requests": [{"driver": "nvidia", "device_ids": [device.id], "capabilities": [["gpu"]]}]}
+    return {"device_requests": [{"driver": "nvidia", "device_ids": list(device.gpus), "capabilities": [["gpu"]]}]}
 
 
 def k8s_resource(device: GPUDevice) -> str:
@@ -150,7 +152,7 @@ def kube_overrides(device: GPUDevice | None) -> dict:
     if device is None:
         return {"extra_resource_limits": {}, "node_selector": {}, "environment": dict(NO_GPU_ENV)}
     return {
-        "extra_resource_limits": {k8s_resource(device): "1"},
+        "extra_resource_limits": {k8s_resource(device): str(len(device.gpus))},
         "node_selector": dict(device.node_selector),
         "environment": {},
     }

@@ -24,6 +24,7 @@ from tomolab.errors import ParameterError
 __all__ = [
     "CPU",
     "EXCLUSIVE",
+    "MULTI",
     "PROFILES",
     "PROFILE_TITLES",
     "SHARED",
@@ -39,16 +40,19 @@ __all__ = [
 EXCLUSIVE = "exclusive"
 SHARED = "shared"
 CPU = "cpu"
+#: the profile of pool entries that hold several GPUs (exclusive, handed out whole)
+MULTI = "multi"
 #: Profile names, in the order the spawn form shows them.
-PROFILES = (CPU, SHARED, EXCLUSIVE)
+PROFILES = (CPU, SHARED, EXCLUSIVE, MULTI)
 #: How each profile is called to users (spawn form, "pool full" messages).
-PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive GPU"}
+PROFILE_TITLES = {CPU: "CPU only", SHARED: "Shared GPU", EXCLUSIVE: "Exclusive GPU", MULTI: "Several GPUs"}
 
 _SCALES = (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10))
 _DEVICE_ID_RE = re.compile(r"^(\d+|(?:MIG|GPU)-[0-9A-Za-z/\-]+)$")
 _NODE_RE = re.compile(r"^/dev/[0-9A-Za-z_./\-]+$")
 _RESOURCE_RE = re.compile(r"^[a-z0-9.\-]+/[A-Za-z0-9.\-_]+$")
-_KEYS = ("id", "policy", "max_users", "memory_limit", "label", "device_nodes", "k8s_resource", "node_selector")
+_KEYS = ("id", "policy", "max_users", "memory_limit", "label", "device_nodes", "k8s_resource", "node_selector",
+         "cluster")
 
 
 def _is_unsafe(ch: str) -> bool:
@@ -194,6 +198,10 @@ class GPUDevice:
         as ``1g.10gb``; ``nvidia.com/gpu.shared`` for shared devices).
     node_selector : tuple of (str, str)
         Kubernetes node labels a pod with this device must run on.
+    cluster : bool
+        The server starts a dask cluster of one worker per GPU of the entry
+        (:mod:`tomolab.hub.server_cluster`); default: when the entry holds
+        two GPUs or more (an ``id`` such as ``"0,1"``).
     """
 
     id: str
@@ -204,10 +212,21 @@ class GPUDevice:
     device_nodes: tuple[str, ...] = ()
     k8s_resource: str = ""
     node_selector: tuple[tuple[str, str], ...] = ()
+    cluster: bool = False
+
+    @property
+    def gpus(self) -> tuple[str, ...]:
+        """The GPUs of the entry: one, or several for a group such as ``"0,1"``."""
+        return tuple(self.id.split(","))
+
+    @property
+    def profile(self) -> str:
+        """The profile that hands this entry out: its policy, or ``"multi"`` for a group of GPUs."""
+        return MULTI if len(self.gpus) > 1 else self.policy
 
     @property
     def display(self) -> str:
-        return f"GPU {self.id}" + (f" ({self.label})" if self.label else "")
+        return ("GPUs " if len(self.gpus) > 1 else "GPU ") + self.id + (f" ({self.label})" if self.label else "")
 
 
 def parse_devices(spec) -> tuple[GPUDevice, ...]:
@@ -219,11 +238,17 @@ def parse_devices(spec) -> tuple[GPUDevice, ...]:
     ...                       {"id": "1", "policy": "shared", "max_users": 3, "memory_limit": "20G"}])
     >>> [(d.id, d.policy, d.max_users, d.memory_limit) for d in pool]
     [('0', 'exclusive', 1, None), ('1', 'shared', 3, 21474836480)]
+
+    An exclusive entry may hold several GPUs, handed out together; its server
+    then runs a dask cluster of one worker per GPU:
+
+    >>> [(d.gpus, d.cluster) for d in parse_devices([{"id": "2,3", "policy": "exclusive"}])]
+    [(('2', '3'), True)]
     """
     if isinstance(spec, dict):
         raise PoolConfigError("gpu_devices: expected a list of dicts, one per device, got a dict")
     devices = []
-    seen = set()
+    seen: dict[str, str] = {}  # GPU -> the entry that holds it
     for i, entry in enumerate(spec or ()):
         where = f"gpu_devices[{i}]"
         if not isinstance(entry, dict):
@@ -233,18 +258,27 @@ def parse_devices(spec) -> tuple[GPUDevice, ...]:
             raise PoolConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(_KEYS)}")
         if "id" not in entry:
             raise PoolConfigError(f"{where}: missing 'id' (a device index such as '0', or a MIG-/GPU- UUID)")
-        dev_id = str(entry["id"]).strip()
-        if isinstance(entry["id"], bool) or not _DEVICE_ID_RE.match(dev_id):
+        gpus = [part.strip() for part in str(entry["id"]).split(",")]
+        dev_id = ",".join(gpus)
+        if isinstance(entry["id"], bool) or not all(_DEVICE_ID_RE.match(g) for g in gpus):
             raise PoolConfigError(
                 f"{where}: id {entry['id']!r} is neither a device index ('0') nor a UUID "
-                "('MIG-…' or 'GPU-…' as listed by `nvidia-smi -L`)"
+                "('MIG-…' or 'GPU-…' as listed by `nvidia-smi -L`), nor a list of them ('0,1')"
             )
-        if dev_id in seen:
-            raise PoolConfigError(f"{where}: device {dev_id!r} is listed twice; list each device once")
-        seen.add(dev_id)
+        for gpu in gpus:
+            if gpu in seen:
+                raise PoolConfigError(f"{where}: device {gpu!r} is listed twice (also in {seen[gpu]}); "
+                                      "list each device once")
+            seen[gpu] = where
         policy = entry.get("policy", EXCLUSIVE)
         if policy not in (EXCLUSIVE, SHARED):
             raise PoolConfigError(f"{where}: policy {policy!r} is not 'exclusive' or 'shared'")
+        if len(gpus) > 1 and policy != EXCLUSIVE:
+            raise PoolConfigError(f"{where}: a group of GPUs ({dev_id}) is handed out whole; "
+                                  "use policy='exclusive'")
+        cluster = entry.get("cluster", len(gpus) > 1)
+        if not isinstance(cluster, bool):
+            raise PoolConfigError(f"{where}: cluster must be true or false, got {cluster!r}")
         memory_limit = entry.get("memory_limit")
         if memory_limit is not None:
             memory_limit = parse_bytes(memory_limit, where=f"{where}.memory_limit")
@@ -290,5 +324,5 @@ def parse_devices(spec) -> tuple[GPUDevice, ...]:
                 "{'nvidia.com/gpu.product': 'NVIDIA-A100-SXM4-80GB'}, got " + printable(repr(selector))
             )
         devices.append(GPUDevice(dev_id, policy, max_users, memory_limit, label, tuple(nodes), resource,
-                                 tuple(sorted(selector.items()))))
+                                 tuple(sorted(selector.items())), cluster))
     return tuple(devices)

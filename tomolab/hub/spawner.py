@@ -16,9 +16,13 @@ Lifecycle of an allocation
   and ``exclusive`` take a device from the ledger (or fail with a message
   saying what is in use and what to try). If the wrapped ``start`` fails,
   the device is given back at once.
-- ``get_env``: ``CUDA_VISIBLE_DEVICES`` (index or UUID; ``""`` for CPU only),
-  ``TOMOLAB_GPU_MEMORY_LIMIT`` (bytes, when the device has a cap) and
-  ``TOMOLAB_GPU_PROFILE``.
+- ``get_env``: ``CUDA_VISIBLE_DEVICES`` (index or UUID, or a list of them for
+  a group of GPUs; ``""`` for CPU only), ``TOMOLAB_GPU_MEMORY_LIMIT`` (bytes,
+  when the device has a cap) and ``TOMOLAB_GPU_PROFILE``; for a pool entry
+  with ``cluster`` (a group of GPUs, by default) also ``TOMOLAB_HUB_CLUSTER``
+  (its number of GPUs), and ``get_args`` enables the server extension
+  :mod:`tomolab.hub.server_cluster`, which starts a dask cluster of one
+  worker per GPU inside the server.
 - ``stop``, ``poll`` finding the process gone, ``clear_state`` (the hub calls
   it after every stop, including the idle culler's): the allocation is
   released, by its own id, so only this server's row can go, and twice is
@@ -49,6 +53,7 @@ from . import platforms, processes
 from .ledger import Allocation, Ledger, PoolExhausted, usage
 from .pool import (
     CPU,
+    MULTI,
     PROFILE_TITLES,
     PROFILES,
     SHARED,
@@ -65,12 +70,26 @@ except ImportError:  # pragma: no cover - older hubs
     SpawnException = None
 from jupyterhub.spawner import LocalProcessSpawner
 
-__all__ = ["GPUPoolMixin", "GPUPoolLocalProcessSpawner", "EndAllProcessesMixin", "STATE_KEY", "ENV_DEVICES", "ENV_MEMORY_LIMIT", "ENV_PROFILE"]
+__all__ = [
+    "CLUSTER_EXTENSION",
+    "ENV_CLUSTER",
+    "ENV_DEVICES",
+    "ENV_MEMORY_LIMIT",
+    "ENV_PROFILE",
+    "STATE_KEY",
+    "EndAllProcessesMixin",
+    "GPUPoolLocalProcessSpawner",
+    "GPUPoolMixin",
+]
 
 STATE_KEY = "tomolab_gpu"
 ENV_DEVICES = "CUDA_VISIBLE_DEVICES"
 ENV_MEMORY_LIMIT = "TOMOLAB_GPU_MEMORY_LIMIT"
 ENV_PROFILE = "TOMOLAB_GPU_PROFILE"
+#: GPUs of a server whose pool entry starts a cluster (the Jupyter server extension reads it)
+ENV_CLUSTER = "TOMOLAB_HUB_CLUSTER"
+#: the Jupyter server extension that starts the server's dask cluster
+CLUSTER_EXTENSION = "tomolab.hub.server_cluster"
 
 # Process-wide view (the hub is one process): per ledger path, the ids of the
 # allocations that a spawner object of this process holds, and whether the
@@ -133,7 +152,9 @@ class GPUPoolMixin(LoggingConfigurable):
 
     gpu_profiles = List(
         list(PROFILES),
-        help="Profiles offered in the spawn form, in order: any of 'cpu', 'shared', 'exclusive'.",
+        help="""Profiles offered in the spawn form, in order: any of 'cpu', 'shared', 'exclusive',
+        'multi' (pool entries of several GPUs, such as {"id": "0,1"}). A profile with no
+        device in the pool is not shown.""",
     ).tag(config=True)
 
     gpu_default_profile = Unicode(
@@ -225,7 +246,8 @@ class GPUPoolMixin(LoggingConfigurable):
         profile = str(profile).strip().lower() if profile is not None else ""
         profile = profile or self.gpu_default_profile
         if profile not in self.gpu_profiles:
-            offered = ", ".join(f"'{p}' ({PROFILE_TITLES[p]})" for p in self.gpu_profiles)
+            usable = {CPU, *(d.profile for d in self.gpu_pool)}  # profiles with devices to hand out
+            offered = ", ".join(f"'{p}' ({PROFILE_TITLES[p]})" for p in self.gpu_profiles if p in usable)
             raise _pool_error(
                 f"Unknown profile {profile!r}. This hub offers {offered}.",
                 reason="gpu-profile-invalid",
@@ -333,6 +355,7 @@ class GPUPoolMixin(LoggingConfigurable):
         if alloc is None:
             env[ENV_DEVICES] = ""
             env.pop(ENV_MEMORY_LIMIT, None)
+            env.pop(ENV_CLUSTER, None)
             env[ENV_PROFILE] = CPU
         else:
             env[ENV_DEVICES] = alloc.device
@@ -341,11 +364,24 @@ class GPUPoolMixin(LoggingConfigurable):
             else:
                 env.pop(ENV_MEMORY_LIMIT, None)
             env[ENV_PROFILE] = alloc.profile
+            device = self.gpu_device()
+            if device.cluster:
+                env[ENV_CLUSTER] = str(len(device.gpus))
+            else:
+                env.pop(ENV_CLUSTER, None)
             if self.gpu_mps and alloc.policy == SHARED:
                 pipe = self.gpu_mps_pipe_directory.format(device=alloc.device.replace("/", "_"))
                 env.update(platforms.mps_environment(alloc.memory_limit, pipe))
                 env.pop(ENV_DEVICES, None)
         return env
+
+    def get_args(self):
+        args = super().get_args()
+        device = self.gpu_device()
+        if device is not None and device.cluster:
+            # added to the extensions of the server's own configuration, not replacing them
+            args.append(f"--ServerApp.jpserver_extensions={CLUSTER_EXTENSION}=True")
+        return args
 
     def gpu_device(self):
         """The pool entry of the device this server holds, or None (CPU only)."""
@@ -356,7 +392,8 @@ class GPUPoolMixin(LoggingConfigurable):
             if device.id == alloc.device:
                 return device
         # the pool changed while the server held the device: what the ledger recorded
-        return GPUDevice(alloc.device, alloc.policy, memory_limit=alloc.memory_limit)
+        return GPUDevice(alloc.device, alloc.policy, memory_limit=alloc.memory_limit,
+                         cluster="," in alloc.device)
 
     def get_state(self):
         state = super().get_state()
@@ -426,7 +463,7 @@ class GPUPoolMixin(LoggingConfigurable):
             current = self.gpu_default_profile
         items = []
         for profile in self.gpu_profiles:
-            devs = [d for d in pool if d.policy == profile]
+            devs = [d for d in pool if d.profile == profile]
             if profile == CPU:
                 detail = "No GPU. For notebooks on small data, tutorials and CPU work."
                 full = False
@@ -439,6 +476,10 @@ class GPUPoolMixin(LoggingConfigurable):
                 cap = (" with up to " + " / ".join(format_bytes(c) for c in caps) + " of GPU memory") if caps else ""
                 if profile == SHARED:
                     detail = f"A share of a GPU{cap}, alongside other users. {free} of {places} places free."
+                elif profile == MULTI:
+                    sizes = " / ".join(str(n) for n in sorted({len(d.gpus) for d in devs}))
+                    detail = (f"{sizes} whole GPUs to yourself{cap}, with a dask cluster of one worker per "
+                              f'GPU (tomolab.cluster.start_cluster("hub")). {free} of {places} free.')
                 else:
                     detail = f"A whole GPU (or MIG slice) to yourself{cap}. {free} of {places} free."
                 full = free == 0

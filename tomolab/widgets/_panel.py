@@ -114,6 +114,11 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         and Cancel works; ``False`` runs it in the calling thread (scripts, tests).
     size : int
         Width in screen pixels of the sweep images and the preview.
+    client : dask.distributed.Client, "active" or "hub", optional
+        Reconstruct on a dask cluster (:func:`tomolab.reconstruct_to`):
+        Reconstruct then writes straight into the output of step 7 (zarr or
+        a TIFF folder on a file system the workers see) and :attr:`volume` is
+        read lazily from it. The :attr:`client` trait can be set later too.
 
     Traits
     ------
@@ -127,6 +132,8 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         δ/β for Paganin phase retrieval; None reconstructs without it.
     volume : xarray.DataArray or None
         The last reconstruction (set by Reconstruct, or assigned to view and save one).
+    client : dask.distributed.Client, str or None
+        Where Reconstruct runs: None in this process, else on that cluster.
 
     Examples
     --------
@@ -145,9 +152,12 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
     delta_beta = traitlets.Float(None, allow_none=True,
                                  help="δ/β for phase retrieval; None: no phase retrieval")
     volume = traitlets.Instance(xr.DataArray, allow_none=True, help="the last reconstruction")
+    client = traitlets.Any(None, allow_none=True,
+                           help="a dask client, 'active' or 'hub': Reconstruct runs on that "
+                                "cluster into the output of step 7; None: in this process")
 
     def __init__(self, path_or_scan=None, *, backend: str = "auto", background: bool = True,
-                 size: int = 360, **kwargs):
+                 size: int = 360, client=None, **kwargs):
         from tomolab.prep import STRIPE_METHODS
         from tomolab.recon import ALGORITHMS, FILTERS
 
@@ -252,7 +262,7 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
                       output_step, viewer_step],
             titles=tuple(f"{i + 1}. {name}" for i, name in enumerate(STEPS)))
         self.steps.selected_index = 0
-        super().__init__(**kwargs)
+        super().__init__(client=client, **kwargs)
         self.children = [self.steps]
 
         self.open_button.on_click(lambda _: self.open_scan())
@@ -538,30 +548,45 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         import tomolab
         from tomolab.errors import ParameterError
 
+        client, target = self.client, None
         with errors_to(self.task):
             scan = self._require_scan()
             if self.center is None:
                 raise ParameterError("no centre chosen", where="centre px", value=None,
                                      fix="use the centre step, or type a column in 'centre px'")
+            if client is not None:  # on a cluster: the workers write the output of step 7
+                text = self.output_input.value.strip()
+                if not text:
+                    raise ParameterError("a cluster writes straight to the output: none given",
+                                         where="output", value="",
+                                         fix="type where the volume should go, e.g. volume.zarr")
+                target = Path(text).expanduser()
         if self.task.error:
             return None
         params = dict(center=float(self.center), rows=self.rows_input.value.strip() or None,
                       filter=self.filter_input.value, algorithm=self.algorithm_input.value,
                       backend=self.backend, **self._options())
+        if target is not None:
+            params.update(client=client, format=self.format_input.value,
+                          overwrite=bool(self.overwrite_input.value))
 
         @_labelled_work
         def work(handle):
             def report(done, total):
                 handle(done / max(total, 1), f"{done} of {total} rows")
 
-            handle(0.0, "starting")
+            handle(0.0, "starting" if target is None else f"starting on the cluster: {target.name}")
+            if target is not None:
+                return tomolab.reconstruct_to(scan, target, progress=report,
+                                              cancel=lambda: handle.cancelled, **params)
             return tomolab.reconstruct(scan, progress=report, cancel=lambda: handle.cancelled,
                                        **params)
 
         def done(volume):
+            where = (f"in {volume.attrs['seconds']:.2f} s" if target is None
+                     else f"on the cluster into <code>{target}</code>")
             self.recon_label.value = (f"{volume.sizes['z']} slices of {volume.sizes['y']} × "
-                                      f"{volume.sizes['x']} on {volume.attrs['backend']} in "
-                                      f"{volume.attrs['seconds']:.2f} s")
+                                      f"{volume.sizes['x']} on {volume.attrs['backend']} {where}")
             self.volume = volume
 
         self.show_step("reconstruction")

@@ -170,6 +170,27 @@ class Walk:
         self.shot(f"failed-{what}")
         raise AssertionError(f"{what}: not shown after {timeout} s; errors: {self.errors()}")
 
+    def start_then_cancel(self, step, button, what):
+        """Press ``button`` in ``step``; its bar must move soon; Cancel must stop it soon, part way.
+
+        Returns the bar's text once cancelled ("cancelled (N of M ...)").
+        """
+        def watch():
+            return self.task_bar(step)
+
+        step.get_by_role("button", name=button).click()
+        moved = self.until(lambda: (watch()[0] or 0) > 0, f"the {what}'s bar to advance",
+                           ADVANCE_WITHIN, watch=watch)
+        step.get_by_role("button", name="Cancel").click()
+        stopped = self.until(lambda: "cancelled" in watch()[1], f"'cancelled' in the {what}'s bar",
+                             CANCEL_WITHIN, watch=watch)
+        fraction, text = watch()
+        assert fraction < 1, (fraction, text)  # stopped part way
+        print(f"{what}: the bar moved {moved:.2f} s after {button}; 'cancelled' {stopped:.2f} s "
+              f"after Cancel: {text!r}")
+        assert self.errors() == []  # a cancel is not an error
+        return text
+
     def shot(self, name):
         no = self.page.locator(".Toastify").get_by_role("button", name="No")
         if no.count():  # "get notified about Jupyter news?" hides part of the picture
@@ -264,8 +285,17 @@ def test_walk_the_panel_then_reload(lab_server):
             assert walk.errors() == []
             walk.shot("2-preview")
 
-            # 3. the centre sweep: Compute, then "Use this centre", confirmed
+            # 3. the centre sweep: a fine one (seconds of work) cancelled, then Compute,
+            # then "Use this centre", confirmed
             centre = walk.open_step(3)
+            step_box = centre.get_by_label("step", exact=True)
+            step_box.fill("0.1")
+            step_box.press("Enter")
+            text = walk.start_then_cancel(centre, "Compute", "centre sweep")
+            assert "centres" in text and not centre.get_by_text("best centre").count()
+            walk.shot("3-centre-sweep-cancelled")
+            step_box.fill("0.5")
+            step_box.press("Enter")
             centre.get_by_role("button", name="Compute").click()
             walk.wait_for(centre.get_by_text("best centre"), "the sweep", timeout=180)
             centre.get_by_role("button", name="Use this centre").first.click()
@@ -279,19 +309,8 @@ def test_walk_the_panel_then_reload(lab_server):
 
             # 6. reconstruct: the bar moves soon, Cancel acts soon and says so, a rerun completes
             recon = walk.open_step(6)
-            recon.get_by_role("button", name="Reconstruct").click()
-            moved = walk.until(lambda: (walk.task_bar(recon)[0] or 0) > 0,
-                               "the reconstruction's bar to advance", ADVANCE_WITHIN,
-                               watch=lambda: walk.task_bar(recon))
-            recon.get_by_role("button", name="Cancel").click()
-            stopped = walk.until(lambda: "cancelled" in walk.task_bar(recon)[1],
-                                 "'cancelled' after Cancel", CANCEL_WITHIN,
-                                 watch=lambda: walk.task_bar(recon))
-            fraction, text = walk.task_bar(recon)
-            assert fraction < 1 and "rows" in text, (fraction, text)  # stopped part way
-            print(f"bar moved {moved:.2f} s after Reconstruct; cancelled {stopped:.2f} s after "
-                  f"Cancel: {text!r}")
-            assert walk.errors() == []
+            text = walk.start_then_cancel(recon, "Reconstruct", "reconstruction")
+            assert "rows" in text
             assert not recon.get_by_text("slices of").count()  # no volume from a cancelled run
             walk.shot("6-reconstruction-cancelled")
             recon.get_by_role("button", name="Reconstruct").click()

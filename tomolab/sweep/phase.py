@@ -12,8 +12,8 @@ K one-row inverse FFTs: the same numbers as :func:`tomolab.prep.retrieve_phase`
 on the whole band K times and keeping one row, at a fraction of the cost.
 The K sinograms are then reconstructed by one batched filtered
 backprojection (:func:`tomolab.recon.fbp`) in which the ratios play the
-part of slices. On the CPU the ratios go through in batches of about half a
-second of work each, so progress is reported and a cancel acts between them.
+part of slices; on the CPU in batches of ratios of about half a second of
+work each, so that progress is reported and a cancel acts between them.
 """
 
 from __future__ import annotations
@@ -246,10 +246,9 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     batch : int, optional
         Projections per Fourier batch (default: from free memory).
     ratios_per_batch : int, optional
-        Ratios filtered and reconstructed together (default: on the GPU all of
+        Ratios reconstructed together (default: on the GPU all of
         them; on the CPU about :data:`CPU_BATCH_SECONDS` of work each,
-        :class:`tomolab.devices.TimedBatches`). The slices do not depend on it:
-        every batch is padded for the largest ratio.
+        :class:`tomolab.devices.TimedBatches`). The slices do not depend on it.
     progress, cancel : callable, optional
         ``progress(done, total)`` in ratios, once at the start and after each
         batch; ``cancel()`` is polled between batches and raises
@@ -313,23 +312,23 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
         batches = TimedBatches(first=2, ceiling=total, seconds=CPU_BATCH_SECONDS)
     else:  # the memory for all of them was checked: one batch, no Fourier transform redone
         batches = TimedBatches(first=total, ceiling=total, seconds=math.inf)
-    out = xp.empty((total, size, size), dtype=xp.float32)
-    start = 0
     if progress is not None:
         progress(0, total)
+    # the band's Fourier transform is shared by all ratios: one pass for all their sinograms
+    # (a small part of the work); the backprojections, most of it, go in batches of ratios
+    transmission = _row_sinograms(band, ratios, int(row_in_band), padded, lam, distance,
+                                  pixel_size, xp, batch)
+    out = xp.empty((total, size, size), dtype=xp.float32)
+    start = 0
     while start < total:
         if cancel is not None and cancel():
             raise Cancelled(f"δ/β sweep cancelled after {start} of {total} ratios")
         began = time.perf_counter()
-        chunk = ratios[start:start + batches.next()]
-        transmission = _row_sinograms(band, chunk, int(row_in_band), padded, lam, distance,
-                                      pixel_size, xp, batch)
-        sinograms = minus_log(transmission, floor=1e-30)
-        del transmission
-        out[start:start + chunk.size] = fbp(sinograms, angles, center=float(center),
-                                            filter=filter, size=size)
-        batches.record(chunk.size, time.perf_counter() - began)
-        start += chunk.size
+        stop = start + batches.next()
+        sinograms = minus_log(transmission[start:stop], floor=1e-30)
+        out[start:stop] = fbp(sinograms, angles, center=float(center), filter=filter, size=size)
+        batches.record(sinograms.shape[0], time.perf_counter() - began)
+        start += sinograms.shape[0]
         if progress is not None:
             progress(start, total)
     return out

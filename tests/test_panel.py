@@ -296,3 +296,24 @@ def test_the_overlay_sits_beside_the_sweep_and_its_centre_is_adopted(sample):
     assert panel.center == 50.5 and panel.center_input.value == 50.5
     assert "50.50 px" in panel.center_note.value and "overlay" in panel.center_note.value
     assert panel.preview_slice.attrs["center"] == 50.5
+
+
+def test_the_centre_step_shows_progress_and_cancels_in_its_own_bar(sample):
+    panel = ReconstructionPanel(sample[0], backend="numpy", background=False)
+    sweep, adopted = panel.center_sweep, panel.center
+    seen = []
+
+    def press_cancel(change):  # as the user would, once the first centres are reported
+        seen.append(change["new"])
+        if 0 < change["new"] < 1:
+            sweep.task.cancel()
+
+    sweep.task.observe(press_cancel, "progress")
+    sweep.compute_button.click()
+    assert sweep.task.state == "cancelled" and "centres" in sweep.task.message
+    assert any(0 < p < 1 for p in seen) and sweep.stack is None
+    assert panel.center == adopted  # nothing adopted from a cancelled sweep
+    assert panel.task.state == "idle" and panel.task.error == ""  # step 6 knows nothing of it
+    sweep.task.unobserve(press_cancel, "progress")
+    sweep.compute_button.click()
+    assert sweep.task.state == "done" and sweep.stack is not None

@@ -138,3 +138,37 @@ def test_bad_input(scan, kwargs, where):
     args = dict(center=60.0, backend="numpy") | kwargs
     with pytest.raises(ParameterError, match=rf"{where}.*fix"):
         sweep_phase(scan, **args)
+
+
+def test_ratios_in_batches_give_the_same_slices_and_report_progress(scan, xp):
+    band = xp.asarray(line_integrals(scan, slice(0, 24), log=False))
+    options = dict(row_in_band=12, center=scan.attrs["true_center"], **PHYSICS)
+    ratios = np.geomspace(30.0, 1000.0, 5)
+    whole = sweep_phase_slices(band, scan.angle.values, ratios, ratios_per_batch=5, **options)
+    reports = []
+    parts = sweep_phase_slices(band, scan.angle.values, ratios, ratios_per_batch=2,
+                               progress=lambda done, total: reports.append((done, total)),
+                               **options)
+    assert reports == [(0, 5), (2, 5), (4, 5), (5, 5)]
+    for i in range(ratios.size):  # every batch is padded for the largest ratio: same slices
+        err = float(xp.linalg.norm(parts[i] - whole[i]) / xp.linalg.norm(whole[i]))
+        assert err < 1e-5, (ratios[i], err)
+
+
+def test_a_cancel_stops_the_phase_sweep_between_batches(scan):
+    """On the CPU the ratios go in timed batches (on the GPU they are one batch: nothing to stop)."""
+    from tomolab.errors import Cancelled
+
+    reports = []
+    with pytest.raises(Cancelled, match="after [1-9][0-9]* of 25 ratios"):
+        sweep_phase(scan, center=scan.attrs["true_center"], backend="numpy",
+                    progress=lambda done, total: reports.append(done),
+                    cancel=lambda: len(reports) >= 2)  # once the first batch is reported
+    assert reports[0] == 0 and 0 < reports[-1] < 25
+
+
+def test_ratios_per_batch_is_checked(scan):
+    band = line_integrals(scan, slice(0, 24), log=False)
+    with pytest.raises(ParameterError, match="ratios_per_batch=0"):
+        sweep_phase_slices(band, scan.angle.values, [100.0], row_in_band=12, center=60.0,
+                           ratios_per_batch=0, **PHYSICS)

@@ -164,3 +164,89 @@ def test_phase_sweep_reads_out_plain_numbers():
     assert [widget.format_value(v) for v in (1234.5, 316.2, 13.33, 0.5)] == \
         ["1234", "316", "13.3", "0.5"]
     assert "e+" not in widget.low_input.readout_format + widget.high_input.readout_format
+
+
+def _wide_range(widget, count):
+    """Set the centre range of ``widget`` to ``count`` trial centres 0.5 px apart, around the truth."""
+    start = np.floor(widget.scan.attrs["true_center"]) - 0.25 * (count - 1)
+    widget.start_input.value = start
+    widget.stop_input.value = start + 0.5 * (count - 1)
+    widget.step_input.value = 0.5
+    assert widget.centers().size == count
+
+
+def test_progress_moves_during_a_cpu_sweep():
+    scan = tomolab.data.simulate_scan(96, n_rows=4, n_angles=120)
+    widget = CenterSweep(scan, backend="numpy", background=False, compute=False)
+    _wide_range(widget, 61)
+    seen = []
+    widget.task.observe(lambda change: seen.append((widget.task.progress, widget.task.message)),
+                        "message")
+    widget.compute()
+    assert widget.task.state == "done", widget.task.error
+    between = [(p, m) for p, m in seen if 0 < p < 1]
+    assert len(between) >= 2, seen  # batches of two centres first, then more: several reports
+    fractions = [p for p, _ in between]
+    assert fractions == sorted(fractions) and len(set(fractions)) == len(fractions)
+    assert all(m.endswith("of 61 centres") for _, m in between)
+    assert widget.stack.sizes["center"] == 61
+
+
+def test_cancel_ends_the_sweep_the_bar_says_so_and_a_rerun_works():
+    import threading
+
+    scan = tomolab.data.simulate_scan(96, n_rows=4, n_angles=120)
+    widget = CenterSweep(scan, backend="numpy", background=True, compute=False)
+    _wide_range(widget, 61)
+    reported, release = threading.Event(), threading.Event()
+
+    def hold(change):  # the sweep's first batch is reported: keep it there until Cancel is pressed
+        if 0 < change["new"] < 1 and not reported.is_set():
+            reported.set()
+            release.wait(10)
+
+    widget.task.observe(hold, "progress")
+    widget.compute_button.click()
+    assert reported.wait(30), widget.task.error
+    widget.task.cancel_button.click()  # as the user does
+    assert widget.task.cancel_button.description == "Cancelling…"
+    release.set()
+    widget.task.wait(30)
+    assert widget.task.state == "cancelled" and widget.task.error == ""
+    message = widget.task.message
+    assert message.startswith("cancelled") and "of 61 centres" in message
+    done = int(message.split("(")[1].split(" of")[0])
+    assert 0 < done < 61  # stopped between batches, not after the last one
+    assert widget.task.status.value == message and widget.task._row.layout.display == "flex"
+    assert widget.stack is None and widget.placeholder in widget.children
+
+    widget.task.unobserve(hold, "progress")
+    widget.compute_button.click()  # again, to the end
+    widget.task.wait(60)
+    assert widget.task.state == "done", widget.task.error
+    assert widget.stack.sizes["center"] == 61 and widget.plot_widget in widget.children
+    assert abs(widget.best - scan.attrs["true_center"]) <= 0.5
+
+
+def test_phase_sweep_reports_progress_and_cancels():
+    from tomolab.data.phase_contrast import simulate_phase_scan
+    from tomolab.widgets import PhaseSweep
+
+    scan = simulate_phase_scan(64, n_rows=12, n_angles=90, delta_beta=200.0, distance=0.1)
+    widget = PhaseSweep(scan, center=scan.attrs["true_center"], backend="numpy",
+                        background=False, compute=False)
+
+    def press_cancel(change):  # once the first batch of ratios is reported
+        if 0 < change["new"] < 1:
+            widget.task.cancel()
+
+    widget.task.observe(press_cancel, "progress")
+    widget.compute()
+    assert widget.task.state == "cancelled" and "of 25 δ/β" in widget.task.message
+    assert widget.stack is None
+    widget.task.unobserve(press_cancel, "progress")
+    seen = []
+    widget.task.observe(lambda change: seen.append(change["new"]), "progress")
+    widget.compute()
+    assert widget.task.state == "done", widget.task.error
+    assert widget.stack.sizes["ratio"] == 25 and len([p for p in seen if 0 < p < 1]) >= 2

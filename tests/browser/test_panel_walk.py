@@ -3,10 +3,12 @@
 No ``setup_notebook()`` anywhere: every widget that shows a Bokeh figure must bring BokehJS
 itself. The walk: a wrong path (its error in step 1, and only there) → the right path →
 preview → centre sweep → "Use this centre" (confirmed) → the 0°/180° overlay →
-reconstruct → save → viewers. Then the page is reloaded while the kernel lives on and the
+reconstruct (a scan big enough to take several seconds on the CPU: the bar must advance
+within 3 s of the click, Cancel must show "cancelled" within 2 s; then a rerun to the end)
+→ viewers → save. Then the page is reloaded while the kernel lives on and the
 standalone widgets are displayed again. Fails on any uncaught JavaScript error, any
 "Click to show javascript error" / "Error displaying widget", any error output, and any error
-shown outside the step where its action happened. Screenshots of each step go to
+shown (in any cell) outside the step where its action happened. Screenshots of each step go to
 ``docs/images/panel-walk/``.
 
 Run with ``pytest -m browser tests/browser/test_panel_walk.py``.
@@ -35,7 +37,7 @@ from tomolab.widgets import (CenterOverlay, CenterSweep, PhaseSweep, Reconstruct
                              SliceViewer)
 scan = tomolab.open_scan("sample.h5")
 center = float(scan.attrs["true_center"])
-volume = tomolab.reconstruct(scan, center=center, rows="2:6", backend="numpy")"""
+volume = tomolab.reconstruct(scan, center=center, rows="76:84", backend="numpy")"""
 
 CELLS = [
     SETUP,
@@ -45,6 +47,14 @@ CELLS = [
     'CenterOverlay(scan, center=center, backend="numpy", size=300)',
     'PhaseSweep(scan, center=center, backend="numpy", size=300, compute=False)',
 ]
+
+
+#: the sample scan (columns, rows, angles): its full reconstruction takes about 10 s on one
+#: CPU core here, long enough to watch the bar move, cancel it and run it again
+SAMPLE_SHAPE = (256, 160, 300)
+
+#: seconds from pressing Reconstruct until the bar must have moved, and from Cancel until it says so
+ADVANCE_WITHIN, CANCEL_WITHIN = 3.0, 2.0
 
 
 def _write_sample(folder: Path):
@@ -57,7 +67,7 @@ def _write_sample(folder: Path):
         simulation_parameters,
     )
 
-    params = simulation_parameters(96, 8, 150, seed=3)
+    params = simulation_parameters(*SAMPLE_SHAPE, seed=3)
     flats, darks = simulate_flats_darks(params)
     tomolab.io.write_dxchange(folder / "sample.h5", iter_projection_slabs(params), params.angles,
                               flats, darks, pixel_size=params.pixel_size, energy=params.energy,
@@ -86,14 +96,26 @@ def _small_png(path: Path, data: bytes):
     image.quantize(colors=128).save(path, optimize=True)
 
 
-#: for every error line shown in the panel: the title of the step it is shown in
-_ERROR_STEPS_JS = """(cell) => Array.from(cell.querySelectorAll('.tomolab-error'))
+#: for every error line shown anywhere in the notebook: where it is (the title of the panel's
+#: step, or the cell) and its text
+_ERROR_STEPS_JS = """(notebook) => Array.from(notebook.querySelectorAll('.tomolab-error'))
     .filter(e => e.innerText.trim())
     .map(e => {
         const step = e.closest('.jupyter-widget-Collapse');
-        const title = step ? step.querySelector('.jupyter-widget-Collapse-header').innerText : '?';
+        const cells = Array.from(notebook.querySelectorAll('.jp-CodeCell'));
+        const cell = cells.indexOf(e.closest('.jp-CodeCell'));
+        const title = step ? step.querySelector('.jupyter-widget-Collapse-header').innerText
+                           : `cell ${cell}, outside the panel's steps`;
         return [title.trim(), e.innerText.trim()];
     })"""
+
+#: the task bar of a panel step: (fraction shown by its bar, or null when hidden; its text)
+_TASK_BAR_JS = """(step) => {
+    const bar = step.querySelector('.widget-hprogress .progress-bar');
+    const row = bar && bar.closest('.widget-hbox');
+    if (!bar || !row || row.offsetParent === null) return [null, ''];
+    return [parseFloat(bar.style.width || bar.style.height || '0') / 100, row.innerText.trim()];
+}"""
 
 
 class Walk:
@@ -112,7 +134,32 @@ class Walk:
         return step
 
     def errors(self):
-        return self.cell.evaluate(_ERROR_STEPS_JS)
+        """Every error line shown in the notebook, as (where, text)."""
+        return self.page.locator(".jp-Notebook").first.evaluate(_ERROR_STEPS_JS)
+
+    def task_bar(self, step):
+        """(fraction, text) of the task bar of ``step`` (fraction None while it is hidden)."""
+        return tuple(step.evaluate(_TASK_BAR_JS))
+
+    def until(self, check, what, timeout, *, watch=None):
+        """Poll ``check()`` every 50 ms; return the seconds it took to become true, or fail.
+
+        ``watch()`` (optional) is recorded whenever it changes, to say what was seen on failure.
+        """
+        began, seen = time.monotonic(), []
+        while True:
+            value = check()
+            elapsed = time.monotonic() - began
+            if watch is not None:
+                now = watch()
+                if not seen or seen[-1][1] != now:
+                    seen.append((round(elapsed, 2), now))
+            if value:
+                return elapsed
+            if elapsed > timeout:
+                raise AssertionError(f"{what}: not within {timeout} s; seen: {seen}; "
+                                     f"errors: {self.errors()}")
+            self.page.wait_for_timeout(50)
 
     def wait_for(self, locator, what, timeout=120):
         deadline = time.monotonic() + timeout
@@ -122,6 +169,27 @@ class Walk:
             self.page.wait_for_timeout(250)
         self.shot(f"failed-{what}")
         raise AssertionError(f"{what}: not shown after {timeout} s; errors: {self.errors()}")
+
+    def start_then_cancel(self, step, button, what):
+        """Press ``button`` in ``step``; its bar must move soon; Cancel must stop it soon, part way.
+
+        Returns the bar's text once cancelled ("cancelled (N of M ...)").
+        """
+        def watch():
+            return self.task_bar(step)
+
+        step.get_by_role("button", name=button).click()
+        moved = self.until(lambda: (watch()[0] or 0) > 0, f"the {what}'s bar to advance",
+                           ADVANCE_WITHIN, watch=watch)
+        step.get_by_role("button", name="Cancel").click()
+        stopped = self.until(lambda: "cancelled" in watch()[1], f"'cancelled' in the {what}'s bar",
+                             CANCEL_WITHIN, watch=watch)
+        fraction, text = watch()
+        assert fraction < 1, (fraction, text)  # stopped part way
+        print(f"{what}: the bar moved {moved:.2f} s after {button}; 'cancelled' {stopped:.2f} s "
+              f"after Cancel: {text!r}")
+        assert self.errors() == []  # a cancel is not an error
+        return text
 
     def shot(self, name):
         no = self.page.locator(".Toastify").get_by_role("button", name="No")
@@ -217,8 +285,17 @@ def test_walk_the_panel_then_reload(lab_server):
             assert walk.errors() == []
             walk.shot("2-preview")
 
-            # 3. the centre sweep: Compute, then "Use this centre", confirmed
+            # 3. the centre sweep: a fine one (seconds of work) cancelled, then Compute,
+            # then "Use this centre", confirmed
             centre = walk.open_step(3)
+            step_box = centre.get_by_label("step", exact=True)
+            step_box.fill("0.1")
+            step_box.press("Enter")
+            text = walk.start_then_cancel(centre, "Compute", "centre sweep")
+            assert "centres" in text and not centre.get_by_text("best centre").count()
+            walk.shot("3-centre-sweep-cancelled")
+            step_box.fill("0.5")
+            step_box.press("Enter")
             centre.get_by_role("button", name="Compute").click()
             walk.wait_for(centre.get_by_text("best centre"), "the sweep", timeout=180)
             centre.get_by_role("button", name="Use this centre").first.click()
@@ -230,10 +307,19 @@ def test_walk_the_panel_then_reload(lab_server):
             assert _canvases_drawn(centre)
             walk.shot("3-centre-overlay")
 
-            # 6. reconstruct
+            # 6. reconstruct: the bar moves soon, Cancel acts soon and says so, a rerun completes
             recon = walk.open_step(6)
+            text = walk.start_then_cancel(recon, "Reconstruct", "reconstruction")
+            assert "rows" in text
+            assert not recon.get_by_text("slices of").count()  # no volume from a cancelled run
+            walk.shot("6-reconstruction-cancelled")
             recon.get_by_role("button", name="Reconstruct").click()
+            walk.until(lambda: (walk.task_bar(recon)[0] or 0) > 0,
+                       "the rerun's bar to advance", ADVANCE_WITHIN,
+                       watch=lambda: walk.task_bar(recon))
+            walk.shot("6-reconstruction-running")
             walk.wait_for(recon.get_by_text("slices of"), "the reconstruction", timeout=300)
+            print(recon.get_by_text("slices of").first.inner_text())
             assert walk.errors() == []
             walk.shot("6-reconstruction")
 

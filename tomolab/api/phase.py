@@ -67,7 +67,8 @@ def physical_parameter(scan, name: str, value=None) -> float:
 
 def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=None, distance=None,
                 pixel_size=None, filter: str = "ramp", score: str = "levels",
-                size: int | None = None, backend: str = "auto", normalize: bool = True):
+                size: int | None = None, backend: str = "auto", normalize: bool = True,
+                progress=None, cancel=None):
     """Trial slices of one row at many δ/β ratios (Paganin), computed at once, each scored.
 
     Parameters
@@ -95,6 +96,11 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     backend : {"auto", "numpy", "cupy"}
     normalize : bool
         Flat/dark correction (``False``: the projections are ``I/I0`` already).
+    progress, cancel : callable, optional
+        ``progress(done, total)`` in ratios, when the trial slices start and
+        after each batch (on the CPU about every half second; on the GPU all
+        ratios are one batch); ``cancel()`` is polled between batches and
+        raises :class:`tomolab.errors.Cancelled` when it returns True.
 
     Returns
     -------
@@ -167,7 +173,7 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
                           log=False)
     stack = sweep_phase_slices(band, angles, ratios, row_in_band=row - first, center=center,
                                energy=energy, distance=distance, pixel_size=pixel_size,
-                               filter=filter, size=size)
+                               filter=filter, size=size, progress=progress, cancel=cancel)
     del band
     scores = phase_scores(stack, score=score)
     stack = to_numpy(stack)

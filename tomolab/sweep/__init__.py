@@ -1,9 +1,11 @@
 """Trial stacks: many slices at once, one per trial parameter, each with a score.
 
 :func:`sweep_slices` reconstructs one detector row at many trial centres,
-:func:`sweep_phase_slices` at many Paganin δ/β ratios, each as one batched
-operation (the trial values play the part of slices in one filtered
-backprojection, :mod:`tomolab.recon`). :func:`sharpness_scores` and
+:func:`sweep_phase_slices` at many Paganin δ/β ratios, each in batched
+operations (the trial values play the part of slices in a filtered
+backprojection, :mod:`tomolab.recon`): on the GPU as many as memory allows,
+on the CPU about half a second of work a batch, so progress and cancel act
+between batches. :func:`sharpness_scores` and
 :func:`phase_scores` rate the trial slices in [0, 1] (1 best);
 :func:`peak_center` finds where the scores peak.
 

@@ -12,7 +12,8 @@ K one-row inverse FFTs: the same numbers as :func:`tomolab.prep.retrieve_phase`
 on the whole band K times and keeping one row, at a fraction of the cost.
 The K sinograms are then reconstructed by one batched filtered
 backprojection (:func:`tomolab.recon.fbp`) in which the ratios play the
-part of slices.
+part of slices; on the CPU in batches of ratios of about half a second of
+work each, so that progress is reported and a cancel acts between them.
 """
 
 from __future__ import annotations
@@ -210,10 +211,15 @@ def phase_sweep_bytes(n_angles: int, n_rows: int, n_cols: int, n_ratios: int, si
                + _angle_bytes(n_rows, padded_cols, n_ratios))
 
 
+#: seconds of work per batch of trial ratios on the CPU (progress and cancel between batches)
+CPU_BATCH_SECONDS = 0.5
+
+
 def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, center: float,
                        energy: float, distance: float, pixel_size: float, filter: str = "ramp",
-                       size: int | None = None, batch: int | None = None):
-    """Reconstruct one row at every trial δ/β ratio, as one batched operation.
+                       size: int | None = None, batch: int | None = None,
+                       ratios_per_batch: int | None = None, progress=None, cancel=None):
+    """Reconstruct one row at every trial δ/β ratio, in a few batched operations.
 
     Parameters
     ----------
@@ -239,6 +245,14 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
         Width of the slices (default: the detector width).
     batch : int, optional
         Projections per Fourier batch (default: from free memory).
+    ratios_per_batch : int, optional
+        Ratios reconstructed together (default: on the GPU all of
+        them; on the CPU about :data:`CPU_BATCH_SECONDS` of work each,
+        :class:`tomolab.devices.TimedBatches`). The slices do not depend on it.
+    progress, cancel : callable, optional
+        ``progress(done, total)`` in ratios, once at the start and after each
+        batch; ``cancel()`` is polled between batches and raises
+        :class:`tomolab.errors.Cancelled` when it returns True.
 
     Returns
     -------
@@ -258,7 +272,10 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     >>> stack.shape
     (2, 32, 32)
     """
-    from tomolab.devices import backend_of, batch_size
+    import time
+
+    from tomolab.devices import TimedBatches, backend_of, batch_size
+    from tomolab.errors import Cancelled
     from tomolab.recon import fbp
 
     xp = array_module(projection_band)
@@ -281,7 +298,37 @@ def sweep_phase_slices(projection_band, angles, ratios, *, row_in_band: int, cen
     if batch is None:
         batch = batch_size(_angle_bytes(n_rows, padded[1], ratios.size), backend=backend_of(xp),
                            count=n_angles, reserved=2 * ratios.size * n_angles * n_cols * 4)
+    size = int(size or n_cols)
+    total = ratios.size
+    if ratios_per_batch is not None and (
+            not isinstance(ratios_per_batch, (int, np.integer)) or isinstance(ratios_per_batch, bool)
+            or ratios_per_batch < 1):
+        raise ParameterError("ratios per batch must be a whole number of at least 1",
+                             where="ratios_per_batch", value=ratios_per_batch,
+                             fix="pass e.g. 4, or omit it")
+    if ratios_per_batch is not None:
+        batches = TimedBatches(first=ratios_per_batch, ceiling=ratios_per_batch, seconds=math.inf)
+    elif xp is np:  # two ratios first, then as many as the time measured allows
+        batches = TimedBatches(first=2, ceiling=total, seconds=CPU_BATCH_SECONDS)
+    else:  # the memory for all of them was checked: one batch, no Fourier transform redone
+        batches = TimedBatches(first=total, ceiling=total, seconds=math.inf)
+    if progress is not None:
+        progress(0, total)
+    # the band's Fourier transform is shared by all ratios: one pass for all their sinograms
+    # (a small part of the work); the backprojections, most of it, go in batches of ratios
     transmission = _row_sinograms(band, ratios, int(row_in_band), padded, lam, distance,
                                   pixel_size, xp, batch)
-    sinograms = minus_log(transmission, floor=1e-30)
-    return fbp(sinograms, angles, center=float(center), filter=filter, size=int(size or n_cols))
+    out = xp.empty((total, size, size), dtype=xp.float32)
+    start = 0
+    while start < total:
+        if cancel is not None and cancel():
+            raise Cancelled(f"δ/β sweep cancelled after {start} of {total} ratios")
+        began = time.perf_counter()
+        stop = start + batches.next()
+        sinograms = minus_log(transmission[start:stop], floor=1e-30)
+        out[start:stop] = fbp(sinograms, angles, center=float(center), filter=filter, size=size)
+        batches.record(sinograms.shape[0], time.perf_counter() - began)
+        start += sinograms.shape[0]
+        if progress is not None:
+            progress(start, total)
+    return out

@@ -200,8 +200,10 @@ class SweepView(LoadsBokehJS, widgets.VBox):
                               f"using {self.label} <b>{self.format_value(change['new'])}</b></span>")
 
     def _compute_stack(self, trials, sweep):
-        """Run ``sweep(trials())`` through the task bar; the result goes to :meth:`show_stack`.
+        """Run ``sweep(trials(), progress)`` through the task bar; the result goes to :meth:`show_stack`.
 
+        ``progress`` is the task's :class:`~tomolab.widgets._task.Progress`: the
+        sweep reports to it between batches, where a cancel also takes effect.
         An error in ``trials`` (the controls) shows in the bar and computes nothing;
         ``self.background`` (set by the subclass) says where the sweep runs.
         """
@@ -211,8 +213,8 @@ class SweepView(LoadsBokehJS, widgets.VBox):
             return
 
         def work(progress):
-            progress(0.05, f"{values.size} trial slices")
-            return sweep(values)
+            progress(0.0, f"{values.size} trial slices: starting")
+            return sweep(values, progress)
 
         self.task.run(work, on_done=self.show_stack, background=self.background)
 
@@ -366,8 +368,10 @@ class CenterSweep(SweepView):
         """Compute the whole stack once (in the background unless told otherwise)."""
         import tomolab
 
-        self._compute_stack(self.centers, lambda centers: tomolab.sweep_center(
-            self.scan, row=int(self.row_input.value), centers=centers, backend=self.backend))
+        self._compute_stack(self.centers, lambda centers, handle: tomolab.sweep_center(
+            self.scan, row=int(self.row_input.value), centers=centers, backend=self.backend,
+            progress=lambda done, total: handle(done / total, f"{done} of {total} centres"),
+            cancel=lambda: handle.cancelled))
 
 
 class CenterOverlay(LoadsBokehJS, widgets.VBox):
@@ -607,11 +611,13 @@ class PhaseSweep(SweepView):
         """Compute the whole stack once (in the background unless told otherwise)."""
         from tomolab.api import sweep_phase
 
-        self._compute_stack(self.ratios, lambda ratios: sweep_phase(
+        self._compute_stack(self.ratios, lambda ratios, handle: sweep_phase(
             self.scan, row=int(self.row_input.value), ratios=ratios, center=self.center,
             energy=float(self.energy_input.value) or None,
             distance=float(self.distance_input.value) or None,
-            pixel_size=self.pixel_size, backend=self.backend))
+            pixel_size=self.pixel_size, backend=self.backend,
+            progress=lambda done, total: handle(done / total, f"{done} of {total} δ/β"),
+            cancel=lambda: handle.cancelled))
 
     @property
     def pixel_size(self) -> float | None:

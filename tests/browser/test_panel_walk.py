@@ -204,7 +204,7 @@ def _canvases_drawn(locator):
     return locator.locator(".bk-Canvas, .bk-canvas, canvas").count()
 
 
-def test_walk_the_panel_then_reload(lab_server):
+def test_walk_the_panel_then_reload(lab_server, tmp_path):
     from harness import (
         CHROMIUM,
         CHROMIUM_ARGS,
@@ -361,7 +361,7 @@ def test_walk_the_panel_then_reload(lab_server):
             error_outputs = problems()
         except Exception:
             with contextlib.suppress(Exception):
-                page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)
+                page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)  # not in docs/
             raise
         finally:
             context.close()

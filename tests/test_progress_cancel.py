@@ -79,8 +79,9 @@ def test_progress_reports_each_slab_of_the_plan():
 
 @pytest.mark.slow
 def test_cancel_takes_effect_within_two_seconds_on_the_cpu():
-    # 192 rows of 256² from 600 angles: 17 s or more on 2 cores even when they are idle
-    scan = tomolab.data.simulate_scan(256, n_rows=192, n_angles=600, seed=1)
+    # 384 rows of 256² from 600 angles: 18 s or more on 2 idle cores, about 35 s here
+    n_rows = 384
+    scan = tomolab.data.simulate_scan(256, n_rows=n_rows, n_angles=600, seed=1)
     center = scan.attrs["true_center"]
     tomolab.reconstruct(scan, center=center, rows="0:1", backend="numpy")  # compiled, cached
     stop = threading.Event()
@@ -107,10 +108,11 @@ def test_cancel_takes_effect_within_two_seconds_on_the_cpu():
     took = outcome["ended"] - pressed
     assert took < 2.0, f"cancel took {took:.2f} s"
     rows_done = reports[-1][1]
-    assert 0 <= rows_done < 192
-    # the whole volume would have taken well over 10 s at the rate measured here
+    assert 0 <= rows_done < n_rows
+    # what was left when Cancel was pressed would have taken well over the 2 s allowed (at the
+    # rate measured in this run), so the limit means something on a fast machine too
     rate = max(rows_done, 1) / reports[-1][0] if reports[-1][0] > 0 else float("inf")
-    assert 192 / rate > 10 or rows_done == 0
+    assert (n_rows - rows_done) / rate > 4.0 or rows_done == 0, (rows_done, rate)
 
 
 def test_centre_sweep_reports_batches_and_cancels():

@@ -161,11 +161,13 @@ def field_means(scan, rows, *, backend: str = "numpy", normalize: bool = True) -
         row_numbers = np.arange(int(scan.sizes["row"]))[rows]
         first_row, first_col = (int(i) for i in np.argwhere(bad)[0])
         warnings.warn(
-            f"{scan.attrs.get('source_file') or 'scan'}: {int(bad.sum())} of {bad.size} detector "
-            f"pixels in rows {row_numbers.min()}-{row_numbers.max()} have a flat no brighter than "
-            f"the dark, or a flat or dark that is not finite (first: row "
+            f"{scan.attrs.get('source_file') or 'scan'}: flats/darks: {int(bad.sum())} of "
+            f"{bad.size} detector pixels in rows {row_numbers.min()}-{row_numbers.max()} have a "
+            f"flat no brighter than the dark, or a flat or dark that is not finite (first: row "
             f"{row_numbers[first_row]}, col {first_col}); their values are interpolated from the "
-            f"neighbouring columns", stacklevel=3)
+            f"neighbouring columns, so the result stays right; fix: none needed (to be rid of "
+            f"this warning, replace those pixels in the flats and darks, e.g. from a new flat "
+            f"series)", stacklevel=3)
     fields = {key: xp.asarray(value) for key, value in fields.items()}
     fields["bad"] = bad
     return fields

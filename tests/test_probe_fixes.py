@@ -140,3 +140,78 @@ def test_panel_reconstruct_refuses_the_refused_centre_in_its_box(panel, typed):
     panel.center_input.value = adopted + 0.5
     panel.reconstruct()
     assert panel.task.error == "" and panel.volume.attrs["center"] == adopted + 0.5
+
+
+def test_a_metadata_value_that_is_no_number_is_said_not_dropped(arrays, tmp_path):
+    import h5py
+
+    projections, angles, flats, darks, params = arrays
+    path = tmp_path / "scan.h5"
+    tomolab.io.write_dxchange(path, projections, angles, flats, darks,
+                              pixel_size=params.pixel_size, energy=params.energy)
+    node = "measurement/instrument/detection_system/objective/resolution"
+    with h5py.File(path, "r+") as f:
+        del f[node]
+        f[node] = "six microns"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scan = tomolab.open_scan(path)
+    said = [str(w.message) for w in caught if "six microns" in str(w.message)]
+    assert len(said) == 1 and node in said[0] and "fix:" in said[0], [str(w.message) for w in caught]
+    assert scan.attrs.get("pixel_size") is None and scan.attrs["energy"] == params.energy
+
+
+@pytest.mark.parametrize("name", ["scan.h5", "scan.zarr"])
+def test_cli_simulate_tiff_refuses_a_file_name(tmp_path, name):
+    done = subprocess.run([sys.executable, "-m", "tomolab", "simulate", str(tmp_path / name),
+                           "--size", "32", "--format", "tiff", "-q"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("tomolab simulate: error: OUTPUT=") and name in done.stderr
+    assert "--format dxchange" in done.stderr and done.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tomolab", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, command, said", [
+    (["recon", "x.h5", "-o", "v.zarr", "--format", "jpeg"], "recon", "--format"),
+    (["recon", "x.h5"], "recon", "-o/--output"),
+    (["info"], "info", "file"),
+    (["simulate", "s.h5", "--size", "12.5"], "simulate", "--size"),
+    (["recon", "x.h5", "-o", "v.zarr", "--workers", "0"], "recon", "--workers"),
+    (["bogus"], "", "COMMAND")])
+def test_cli_argument_errors_are_one_line(tmp_path, args, command, said):
+    done = _cli(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    head = f"tomolab {command}: error: " if command else "tomolab: error: "
+    assert done.stderr.startswith(head) and said in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "fix:" in done.stderr and "usage" not in done.stderr
+
+
+@pytest.mark.parametrize("args, said", [
+    (["simulate", "s.h5", "--size", "32", "--rings", "-0.5"], "--rings=-0.5"),
+    (["simulate", "s.h5", "--size", "32", "--zingers", "2"], "--zingers=2.0"),
+    (["recon", "SCAN", "-o", "", "--center", "20"], "-o/--output=''"),
+    (["recon", "SCAN", "-o", "v.zarr", "--no-log", "--center", "20"], "--no-log:"),
+    (["demo", "--out", "SCAN", "--size", "32"], "--out="),
+])
+def test_cli_values_refused_in_flags(tmp_path, arrays, args, said):
+    projections, angles, flats, darks, _ = arrays
+    scan = tmp_path / "scan.h5"
+    tomolab.io.write_dxchange(scan, projections, angles, flats, darks)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = _cli(*[str(scan) if a == "SCAN" else a for a in args], cwd=tmp_path)
+    assert done.returncode == 2
+    assert said in done.stderr and "fix:" in done.stderr and done.stderr.count("\n") == 1, \
+        done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize("name, value", [("ring_errors", -0.5), ("zingers", 2.0),
+                                         ("ring_errors", float("nan")), ("zingers", True)])
+def test_simulation_refuses_fractions_out_of_range(name, value):
+    _refused(lambda: tomolab.data.simulate_scan(32, **{name: value}), name, repr(value))

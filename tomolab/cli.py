@@ -245,6 +245,11 @@ def cmd_simulate(args) -> int:
                                    photons=args.photons)
     if args.overwrite:
         tomolab.io.check_overwritable(args.output, kind="scan", flag="--overwrite")
+    from tomolab.io._guard import check_free_space
+
+    # the writers cannot size a stream of slabs: refuse what the disk cannot hold before starting
+    check_free_space(Path(args.output).expanduser(),
+                     2 * params.n_angles * params.n_rows * params.n_cols)
     flats, darks = simulate_flats_darks(params)
     meta = dict(pixel_size=params.pixel_size, energy=params.energy, distance=params.distance,
                 attrs=simulation_attrs(params), overwrite=args.overwrite)

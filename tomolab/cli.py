@@ -100,9 +100,8 @@ def cmd_demo(args) -> int:
     import tomolab
     from tomolab.data import (iter_projection_slabs, simulate_flats_darks, simulation_attrs,
                               simulation_parameters)
-    from tomolab.viz import save_png
-
     from tomolab.errors import ParameterError
+    from tomolab.viz import save_png
 
     out = Path(args.out).expanduser() if args.out else demo_folder()
     if out.exists() and not out.is_dir():
@@ -232,8 +231,8 @@ def cmd_simulate(args) -> int:
     import tomolab
     from tomolab.data import (iter_projection_slabs, simulate_flats_darks, simulation_attrs,
                               simulation_parameters)
-
     from tomolab.errors import ParameterError
+    from tomolab.io._guard import check_free_space
 
     suffix = Path(args.output).suffix.lower()
     if args.format == "tiff" and suffix in (".h5", ".hdf5", ".nxs", ".zarr"):
@@ -245,8 +244,6 @@ def cmd_simulate(args) -> int:
                                    photons=args.photons)
     if args.overwrite:
         tomolab.io.check_overwritable(args.output, kind="scan", flag="--overwrite")
-    from tomolab.io._guard import check_free_space
-
     # the writers cannot size a stream of slabs: refuse what the disk cannot hold before starting
     check_free_space(Path(args.output).expanduser(),
                      2 * params.n_angles * params.n_rows * params.n_cols)

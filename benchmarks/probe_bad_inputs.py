@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import datetime
 import filecmp
+import importlib.util
 import os
 import re
 import shutil
@@ -49,8 +50,8 @@ from tomolab.errors import TomolabError
 ROOT = Path(__file__).resolve().parents[1]
 CASE_SECONDS = 60  # a case taking longer is a hang
 # the subprocesses import the same tomolab as this script (the checkout on PYTHONPATH)
-ENV = dict(os.environ, PYTHONPATH=str(Path(tomolab.__file__).resolve().parents[1]) + os.pathsep
-           + os.environ.get("PYTHONPATH", ""))
+IMPORTED_FROM = Path(importlib.util.find_spec("tomolab").origin).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(IMPORTED_FROM) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 CATEGORIES = ["paths and overwrite", "concurrent writers", "changed input on resume", "kills",
               "disk and permissions", "metadata physics", "dtypes", "flats and darks",
@@ -444,7 +445,7 @@ def build_cases(fx: Fixtures) -> list[Case]:
             holder = subprocess.Popen(
                 [sys.executable, "-c", textwrap.dedent(f"""
                     import sys, time
-                    from tomolab.io._guard import OutputLock
+                    from tomolab.io import OutputLock
                     with OutputLock({str(out)!r}):
                         print("held", flush=True); time.sleep(60)
                 """)], env=ENV, stdout=subprocess.PIPE, text=True)

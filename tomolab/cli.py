@@ -232,7 +232,6 @@ def cmd_simulate(args) -> int:
     from tomolab.data import (iter_projection_slabs, simulate_flats_darks, simulation_attrs,
                               simulation_parameters)
     from tomolab.errors import ParameterError
-    from tomolab.io._guard import check_free_space
 
     suffix = Path(args.output).suffix.lower()
     if args.format == "tiff" and suffix in (".h5", ".hdf5", ".nxs", ".zarr"):
@@ -245,7 +244,7 @@ def cmd_simulate(args) -> int:
     if args.overwrite:
         tomolab.io.check_overwritable(args.output, kind="scan", flag="--overwrite")
     # the writers cannot size a stream of slabs: refuse what the disk cannot hold before starting
-    check_free_space(Path(args.output).expanduser(),
+    tomolab.io.check_free_space(Path(args.output).expanduser(),
                      2 * params.n_angles * params.n_rows * params.n_cols)
     flats, darks = simulate_flats_darks(params)
     meta = dict(pixel_size=params.pixel_size, energy=params.energy, distance=params.distance,

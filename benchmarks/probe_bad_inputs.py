@@ -103,7 +103,7 @@ def api(fn, *, verify=None):
                     return Outcome("timeout", f"no answer in {CASE_SECONDS} s")
                 except TomolabError as exc:
                     return Outcome("error", str(exc), type(exc).__name__, tomolab=True)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 -- classified, never re-raised
                     tb = traceback.format_exc(limit=-1).strip().splitlines()
                     return Outcome("error", str(exc), type(exc).__name__,
                                    extra={"at": tb[1].strip() if len(tb) > 1 else ""})
@@ -127,7 +127,7 @@ def api(fn, *, verify=None):
 def run_cli(*args, cwd=None, timeout=CASE_SECONDS, env=None):
     # the installed ``tomolab`` command runs tomolab.cli:main
     return subprocess.run([sys.executable, "-m", "tomolab.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env or ENV)
+                          capture_output=True, text=True, timeout=timeout, env=env or ENV, check=False)
 
 
 def cli(*args, cwd=None, verify=None):
@@ -164,7 +164,7 @@ def widget(fn):
             shown = fn()
         except Timeout:
             return Outcome("timeout", f"no answer in {CASE_SECONDS} s")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- classified, never re-raised
             name = type(exc).__name__
             return Outcome("error", str(exc), name, tomolab=name == "TraitError")
         finally:
@@ -228,8 +228,8 @@ class Fixtures:
         self.root = root
         self.proj, self.angles, self.flats, self.darks, self.params = \
             tomolab.data.simulate_arrays(64, 4, 90)
-        self.meta = dict(pixel_size=self.params.pixel_size, energy=self.params.energy,
-                         distance=self.params.distance)
+        self.meta = {"pixel_size": self.params.pixel_size, "energy": self.params.energy,
+                         "distance": self.params.distance}
         self.master = root / "master.h5"
         tomolab.io.write_dxchange(self.master, self.proj, self.angles, self.flats, self.darks,
                                   **self.meta)
@@ -258,7 +258,7 @@ class Fixtures:
         return path
 
     def scan(self, **changes):
-        kw = dict(projections=self.proj, angles=self.angles, flats=self.flats, darks=self.darks)
+        kw = {"projections": self.proj, "angles": self.angles, "flats": self.flats, "darks": self.darks}
         kw.update(changes)
         meta = dict(self.meta)
         for key in ("pixel_size", "energy", "distance"):
@@ -558,10 +558,10 @@ def build_cases(fx: Fixtures) -> list[Case]:
     ro = fx.folder("ro")
     mounted = []
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(tmpfs)],
-                      capture_output=True).returncode == 0:
+                      capture_output=True, check=False).returncode == 0:
         mounted.append(tmpfs)
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
-                      capture_output=True).returncode == 0:
+                      capture_output=True, check=False).returncode == 0:
         mounted.append(ro)
     fx.mounted = mounted
     p = fx.scan_file("disk_full_scan", fx.big)
@@ -826,27 +826,27 @@ def build_cases(fx: Fixtures) -> list[Case]:
         kw.setdefault("backend", "numpy")
         return api(lambda: tomolab.reconstruct(scan, **kw))
     for label, kw, place, value in [
-            ("center=True", dict(center=True), "center", "True"),
-            ("center='abc'", dict(center="abc"), "center", "abc"),
-            ("center=nan", dict(center=float("nan")), "center", "nan"),
-            ("center=1e9", dict(center=1e9), "center", "1000000000"),
-            ("center=-5", dict(center=-5.0), "center", "-5"),
-            ("rows='3:1'", dict(rows="3:1"), "rows", "3:1"),
-            ("rows=100", dict(rows=100), "rows", "100"),
-            ("rows=2.5", dict(rows=2.5), "rows", "2.5"),
-            ("rows=True", dict(rows=True), "rows", "True"),
-            ("size=0", dict(size=0), "size", "0"),
-            ("size=64.0", dict(size=64.0), "size", "64.0"),
-            ("size=True", dict(size=True), "size", "True"),
-            ("filter='nope'", dict(filter="nope"), "filter", "nope"),
-            ("backend='gpu'", dict(backend="gpu"), "backend", "gpu"),
-            ("algorithm='magic'", dict(algorithm="magic"), "algorithm", "magic"),
-            ("zingers=-1", dict(zingers=-1.0), "zingers", "-1"),
-            ("normalize='no'", dict(normalize="no"), "normalize", "no"),
-            ("precision='double'", dict(precision="double"), "precision", "double"),
-            ("pad_mode='wrap-around'", dict(pad_mode="wrap-around"), "pad_mode", "wrap-around"),
-            ("stripes='magic'", dict(stripes="magic"), "stripes", "magic"),
-            ("lazy=-3", dict(lazy=-3), "lazy", "-3")]:
+            ("center=True", {"center": True}, "center", "True"),
+            ("center='abc'", {"center": "abc"}, "center", "abc"),
+            ("center=nan", {"center": float("nan")}, "center", "nan"),
+            ("center=1e9", {"center": 1e9}, "center", "1000000000"),
+            ("center=-5", {"center": -5.0}, "center", "-5"),
+            ("rows='3:1'", {"rows": "3:1"}, "rows", "3:1"),
+            ("rows=100", {"rows": 100}, "rows", "100"),
+            ("rows=2.5", {"rows": 2.5}, "rows", "2.5"),
+            ("rows=True", {"rows": True}, "rows", "True"),
+            ("size=0", {"size": 0}, "size", "0"),
+            ("size=64.0", {"size": 64.0}, "size", "64.0"),
+            ("size=True", {"size": True}, "size", "True"),
+            ("filter='nope'", {"filter": "nope"}, "filter", "nope"),
+            ("backend='gpu'", {"backend": "gpu"}, "backend", "gpu"),
+            ("algorithm='magic'", {"algorithm": "magic"}, "algorithm", "magic"),
+            ("zingers=-1", {"zingers": -1.0}, "zingers", "-1"),
+            ("normalize='no'", {"normalize": "no"}, "normalize", "no"),
+            ("precision='double'", {"precision": "double"}, "precision", "double"),
+            ("pad_mode='wrap-around'", {"pad_mode": "wrap-around"}, "pad_mode", "wrap-around"),
+            ("stripes='magic'", {"stripes": "magic"}, "stripes", "magic"),
+            ("lazy=-3", {"lazy": -3}, "lazy", "-3")]:
         add(cat, f"reconstruct {label}", rec(**kw), place=(place,), value=(value,))
     for label, fn, place, value in [
             ("sweep_center centers=[]", lambda: tomolab.sweep_center(scan, centers=[],
@@ -927,7 +927,7 @@ def build_cases(fx: Fixtures) -> list[Case]:
 
     def python_m_tomolab():
         done = subprocess.run([sys.executable, "-m", "tomolab", "--version"], env=ENV,
-                              capture_output=True, text=True, timeout=CASE_SECONDS)
+                              capture_output=True, text=True, timeout=CASE_SECONDS, check=False)
         return cli_outcome(done, verify=lambda d: None if "tomolab" in d.stdout else "no version")
     add(cat, "python -m tomolab --version", python_m_tomolab, expect="ok")
     d = fx.folder("cli_flags")
@@ -1039,7 +1039,7 @@ def build_cases(fx: Fixtures) -> list[Case]:
              lambda pn: (setattr(pn.filter_input, "value", "parzen"),
                          setattr(pn.algorithm_input, "value", "gridrec"), pn.reconstruct(),
                          pn.task.error)[-1], "filter", "parzen")]:
-        kw = dict(expect="ok") if "gridrec" in label else {}
+        kw = {"expect": "ok"} if "gridrec" in label else {}
         add(cat, label, widget(panel_action(act)), place=(place,), value=(value,), forbid=API,
             **kw)
 
@@ -1148,7 +1148,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 try:
                     out = case.run()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 -- classified, never re-raised
                     out = Outcome("crash", f"probe: {type(exc).__name__}: {exc}", "probe")
                 if case.check is not None:
                     problem = case.check()
@@ -1160,7 +1160,7 @@ def main(argv=None) -> int:
                       f"{case.category}: {case.name} -- {why}", flush=True)
         finally:
             for m in fx.mounted:
-                subprocess.run(["umount", str(m)], capture_output=True)
+                subprocess.run(["umount", str(m)], capture_output=True, check=False)
     report = [table(results), ""]
     for verdict in ("bad", "weak"):
         listed = [r for r in results if r[1] == verdict]

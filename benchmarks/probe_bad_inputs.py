@@ -653,7 +653,8 @@ def build_cases(fx: Fixtures) -> list[Case]:
             f[path] = "six microns"
         return tomolab.open_scan(p)
     add(cat, "file pixel_size is the text 'six microns'", api(string_pixel),
-        place=("pixel_size", "resolution"), value=("six microns",))
+        place=("pixel_size", "resolution"), value=("six microns",),
+        expect="refuse_or_warn")  # file metadata that fail a check are left out, with a warning
     add(cat, "sweep_phase energy=-1",
         api(lambda: tomolab.sweep_phase(fx.scan(), center=32.0, energy=-1.0, backend="numpy")),
         place=("energy",), value=("-1",))

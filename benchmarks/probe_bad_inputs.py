@@ -4,6 +4,9 @@ Run from the repository root::
 
     PYTHONPATH=$PWD python benchmarks/probe_bad_inputs.py [--write] [--only WORD]
 
+It probes the tomolab that ``PYTHONPATH`` selects (its subprocesses too), so the same script
+measures another checkout (a "before"). As root it mounts two small tmpfs for the disk cases.
+
 Every case runs on real small files in a temporary folder, through the api, the CLI (real
 subprocesses) or the widgets' Python API, and is classified automatically:
 

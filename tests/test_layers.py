@@ -31,6 +31,7 @@ LAYERS = [
     {"api"},
     {"viz"},
     {"widgets", "cli"},
+    {"__main__"},  # python -m tomolab: runs the cli
 ]
 #: stand apart: may use the base layer only, and nothing above imports them
 APART = {"hub", "testing"}

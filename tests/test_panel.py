@@ -148,6 +148,9 @@ def test_bad_values_show_errors_and_keep_the_state(sample, tmp_path):
     assert list(_errors(panel)) == ["reconstruction"]
     with pytest.raises(Exception, match="centre px=-5.0.*outside the detector"):
         panel.center = -5.0
+    panel.reconstruct()  # never at a centre other than the one the box shows
+    assert panel.volume is None and panel.task.error.startswith("centre px=1000000.0")
+    panel.center_input.value = good
     panel.rows_input.value = "7:3"
     assert panel.reconstruct() is None
     assert panel.task.state == "error" and "rows" in panel.task.error and panel.volume is None

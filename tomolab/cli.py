@@ -35,6 +35,14 @@ DESCRIPTION = ("Synchrotron X-ray tomography from the command line: run a demo, 
 EPILOG = "Bad input ends with one line naming the file or flag, the value and the fix (exit status 2)."
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like tomolab's own (no usage block)."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; fix: see {self.prog} "
+                                  f"--help\n")
+
+
 def _parse_center(text: str):
     if text == "auto":
         return "auto"
@@ -92,9 +100,13 @@ def cmd_demo(args) -> int:
     import tomolab
     from tomolab.data import (iter_projection_slabs, simulate_flats_darks, simulation_attrs,
                               simulation_parameters)
+    from tomolab.errors import ParameterError
     from tomolab.viz import save_png
 
     out = Path(args.out).expanduser() if args.out else demo_folder()
+    if out.exists() and not out.is_dir():
+        raise ParameterError("is a file, not a folder", where="--out", value=str(out),
+                             fix="name a folder for the demo's files (it is made if missing)")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     params = simulation_parameters(args.size, args.rows, args.angles, seed=args.seed)
@@ -148,6 +160,14 @@ def cmd_recon(args) -> int:
     import tomolab
     from tomolab.errors import ParameterError
 
+    if not args.output.strip():
+        raise ParameterError("no output named", where="-o/--output", value=args.output,
+                             fix="name the volume, e.g. -o volume.zarr")
+    if args.no_log and not args.no_normalize:
+        raise ParameterError("flat-field corrected projections need -log to become line "
+                             "integrals", where="--no-log", value=None,
+                             fix="add --no-normalize too (the projections are already line "
+                                 "integrals), or drop --no-log")
     output = tomolab.io.check_replaceable(args.output, protect=[args.file])
     if output.exists() and not args.overwrite:
         raise ParameterError("output exists", where="-o/--output", value=str(output),
@@ -215,12 +235,21 @@ def cmd_simulate(args) -> int:
     import tomolab
     from tomolab.data import (iter_projection_slabs, simulate_flats_darks, simulation_attrs,
                               simulation_parameters)
+    from tomolab.errors import ParameterError
 
+    suffix = Path(args.output).suffix.lower()
+    if args.format == "tiff" and suffix in (".h5", ".hdf5", ".nxs", ".zarr"):
+        raise ParameterError(f"--format tiff writes a folder of TIFFs, not a {suffix} file",
+                             where="OUTPUT", value=str(args.output),
+                             fix="name a folder without a suffix, or pass --format dxchange")
     params = simulation_parameters(args.size, args.rows, args.angles, center=args.center,
                                    seed=args.seed, ring_errors=args.rings, zingers=args.zingers,
                                    photons=args.photons)
     if args.overwrite:
         tomolab.io.check_overwritable(args.output, kind="scan", flag="--overwrite")
+    # the writers cannot size a stream of slabs: refuse what the disk cannot hold before starting
+    tomolab.io.check_free_space(Path(args.output).expanduser(),
+                     2 * params.n_angles * params.n_rows * params.n_cols)
     flats, darks = simulate_flats_darks(params)
     meta = dict(pixel_size=params.pixel_size, energy=params.energy, distance=params.distance,
                 attrs=simulation_attrs(params), overwrite=args.overwrite)
@@ -257,7 +286,7 @@ def _write_simulated(args, slabs, params, flats, darks, meta) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tomolab", description=DESCRIPTION, epilog=EPILOG)
+    parser = _Parser(prog="tomolab", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (default: its one line)")
     parser.add_argument("--version", action="version",

@@ -16,6 +16,7 @@ import numpy as np
 
 from tomolab.api.center import find_center
 from tomolab.api.validate import check_center, check_scan, resolve_rows, source_name
+from tomolab.checks import check_nonnegative
 from tomolab.errors import ParameterError
 from tomolab.sanity import check_whole_number
 
@@ -98,6 +99,9 @@ def stitch_360(scan, *, center="auto", rows=None, blend: float | None = None,
     first, _, _, _ = opposite_projections(angles)  # raises for a 180° scan
     row_range = resolve_rows(scan, rows)
     rows_averaged = check_whole_number(rows_averaged, "rows_averaged", fix="pass e.g. rows_averaged=5")
+    if blend is not None:
+        blend = check_nonnegative(blend, "blend", "pass a width in pixels >= 0, or omit it (the "
+                                                  "whole overlap)")
     check_scan(scan, normalize=normalize)
     n_cols = int(scan.sizes["col"])
     score = None

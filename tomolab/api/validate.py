@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tomolab.checks import check_choice
+from tomolab.checks import check_bool, check_choice
 from tomolab.errors import ParameterError
 from tomolab.sanity import (
     RANGES,
@@ -48,6 +48,8 @@ def check_scan(scan, *, normalize: bool = True) -> None:
     """
     from tomolab.io import read_sample
 
+    check_bool(normalize, "normalize", "pass normalize=True (flat-field correct) or False "
+                                       "(the projections are already corrected)")
     name = source_name(scan)
     order = angle_order_problem(scan["angle"].values)
     if order:

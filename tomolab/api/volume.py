@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from tomolab.api.reconstruct import plan_reconstruction
+from tomolab.checks import check_bool
 from tomolab.errors import ParameterError
 
 __all__ = ["reconstruct_to", "source_identity"]
@@ -250,6 +251,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     if not isinstance(multiscale, (int, np.integer)) or not 0 <= multiscale <= 8:
         raise ParameterError("levels of the pyramid must be an integer from 0 to 8",
                              where="multiscale", value=multiscale, fix="pass e.g. multiscale=3")
+    check_bool(overwrite, "overwrite", "pass overwrite=True or overwrite=False")
     if isinstance(client, str) and client == "hub":  # the cluster of this JupyterHub server
         from tomolab.cluster import connect_hub
 

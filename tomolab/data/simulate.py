@@ -92,6 +92,13 @@ def _check_photons(photons: float) -> None:
                              value=photons, fix="pass between 10 and 60000")
 
 
+def _check_fraction(value, name: str, what: str, example: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 <= value < 1:
+        raise ParameterError(f"{what} must be a number from 0 to below 1", where=name,
+                             value=value, fix=f"pass {example}")
+
+
 def simulation_parameters(size: int = 128, n_rows: int | None = None,
                           n_angles: int | None = None, *, center: float | None = None,
                           **options) -> SimulationParameters:
@@ -118,6 +125,10 @@ def simulation_parameters(size: int = 128, n_rows: int | None = None,
         center = (size - 1) / 2.0 + 0.0731 * size  # off the middle, not on a half pixel
     center = _check_center(center, size)
     _check_photons(options.get("photons", SimulationParameters.photons))
+    _check_fraction(options.get("ring_errors", 0.0), "ring_errors", "relative gain error",
+                    "e.g. 0.01 (1 %), or 0 for none")
+    _check_fraction(options.get("zingers", 0.0), "zingers", "fraction of pixels hit",
+                    "e.g. 1e-4, or 0 for none")
     phantom = options.pop("phantom", None)
     # keep the sample inside the field of view whatever the axis position
     margin = min(center, size - 1 - center) / size

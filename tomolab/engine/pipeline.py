@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tomolab.arrays import to_numpy
+from tomolab.arrays import array_module, to_numpy
 from tomolab.devices import TimedBatches, batch_size
 from tomolab.errors import Cancelled, ParameterError
 from tomolab.prep.normalize import (defective_pixels, minus_log, normalize as flat_field,
@@ -161,14 +161,43 @@ def field_means(scan, rows, *, backend: str = "numpy", normalize: bool = True) -
         row_numbers = np.arange(int(scan.sizes["row"]))[rows]
         first_row, first_col = (int(i) for i in np.argwhere(bad)[0])
         warnings.warn(
-            f"{scan.attrs.get('source_file') or 'scan'}: {int(bad.sum())} of {bad.size} detector "
-            f"pixels in rows {row_numbers.min()}-{row_numbers.max()} have a flat no brighter than "
-            f"the dark, or a flat or dark that is not finite (first: row "
+            f"{scan.attrs.get('source_file') or 'scan'}: flats/darks: {int(bad.sum())} of "
+            f"{bad.size} detector pixels in rows {row_numbers.min()}-{row_numbers.max()} have a "
+            f"flat no brighter than the dark, or a flat or dark that is not finite (first: row "
             f"{row_numbers[first_row]}, col {first_col}); their values are interpolated from the "
-            f"neighbouring columns", stacklevel=3)
+            f"neighbouring columns, so the result stays right; fix: none needed (to be rid of "
+            f"this warning, replace those pixels in the flats and darks, e.g. from a new flat "
+            f"series)", stacklevel=3)
     fields = {key: xp.asarray(value) for key, value in fields.items()}
     fields["bad"] = bad
     return fields
+
+
+def _fill_nonfinite(data):
+    """Replace NaN/inf pixels by the mean of their finite neighbours in the row, and say so.
+
+    Without this, ``-log`` would turn each into its largest value (a bright streak).
+    A pixel with no finite neighbour becomes 1 (no attenuation).
+    """
+    xp = array_module(data)
+    bad = ~xp.isfinite(data)
+    count = int(bad.sum())
+    if not count:
+        return data
+    first = tuple(int(i) for i in xp.argwhere(bad)[0])
+    clean = xp.where(bad, 0, data)
+    left, right = xp.roll(clean, 1, axis=-1), xp.roll(clean, -1, axis=-1)
+    left_ok, right_ok = xp.roll(~bad, 1, axis=-1), xp.roll(~bad, -1, axis=-1)
+    left_ok[..., 0] = False  # no wrapping around the detector's edges
+    right_ok[..., -1] = False
+    n = left_ok.astype(data.dtype) + right_ok.astype(data.dtype)
+    mean = (left * left_ok + right * right_ok) / xp.maximum(n, 1)
+    data = xp.where(bad, xp.where(n > 0, mean, 1), data)
+    warnings.warn(f"projections: {count} pixel{'s are' if count > 1 else ' is'} not finite (NaN "
+                  f"or inf; first at angle index {first[0]}, row {first[1]} of this slab, col "
+                  f"{first[2]}); each is replaced by the mean of its neighbours in the row; fix: "
+                  f"none needed, or repair those pixels in the projections", stacklevel=3)
+    return data
 
 
 def correct(raw, fields: dict, *, rows=slice(None), log: bool = True, halo: int = 0,
@@ -196,6 +225,8 @@ def correct(raw, fields: dict, *, rows=slice(None), log: bool = True, halo: int 
     else:
         data = flat_field(raw, fields["flat"][rows], fields["dark"][rows] if "dark" in fields else None,
                           bad_pixels=fields["bad"][rows])
+    if np.dtype(raw.dtype).kind == "f":  # counts stored as floats may hold NaN or inf
+        data = _fill_nonfinite(data)
     if steps.zingers is not None:
         data = remove_zingers(data, threshold=steps.zingers)
     if steps.phase:

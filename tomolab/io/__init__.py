@@ -28,7 +28,7 @@ For the engine and the api's streamed writes::
 from __future__ import annotations
 
 from tomolab.io._build import ScanWarning, from_arrays, read_frames, read_sample
-from tomolab.io._guard import OutputLock, check_overwritable
+from tomolab.io._guard import OutputLock, check_free_space, check_overwritable
 from tomolab.io._lazy import frame_runs
 from tomolab.io._open import LAYOUTS, describe, open_scan
 from tomolab.io._sinks import SlabSink, open_sink
@@ -45,5 +45,5 @@ __all__ = [
     "open_scan", "from_arrays", "describe", "save_volume", "open_volume",
     "write_dxchange", "write_nxtomo", "write_tiff_stack", "ScanWarning", "LAYOUTS",
     "read_frames", "read_sample", "frame_runs", "open_sink", "SlabSink", "check_replaceable",
-    "check_overwritable", "OutputLock",
+    "check_overwritable", "OutputLock", "check_free_space",
 ]

@@ -79,6 +79,10 @@ def _resolve_chunks(chunks, shape, dtype, stored_chunk=None):
     if isinstance(chunks, str) and chunks == "auto":
         return (auto_angle_chunk(shape, dtype, stored_chunk), -1, -1)
     if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
+        if chunks < 1:
+            raise ParameterError("a chunk must hold at least one projection", where="chunks",
+                                 value=int(chunks), fix="pass 'auto' or a number of projections "
+                                                        "per chunk >= 1, e.g. chunks=8")
         return (int(chunks), -1, -1)
     if isinstance(chunks, dict):
         names = ("angle", "row", "col")

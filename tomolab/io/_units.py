@@ -139,8 +139,16 @@ def read_quantity(h5file, candidates, kind: str, source: str):
         try:
             value, inline_unit = _scalar(node)
         except (TypeError, ValueError, OSError):
-            continue
-        if value is None:
+            value = None
+        if value is None:  # text that is no number ("six microns"): say so, never drop it silently
+            try:
+                raw = node[()]
+            except (TypeError, ValueError, OSError):
+                raw = "?"
+            raw = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            warnings.warn(f"{source}:{node.name}={raw!r}: not a number, so the {kind} is left "
+                          f"out of the scan's attrs; fix: store a number there, or set it in "
+                          f"scan.attrs (or pass it to from_arrays)", UserWarning, stacklevel=3)
             continue
         unit = units_of(node) or inline_unit or default_unit
         if kind == "energy" and units_of(node) is None and inline_unit is None and value > 1000:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from tomolab.arrays import to_numpy
+from tomolab.checks import check_bool
 from tomolab.errors import ParameterError, ScanFormatError
 from tomolab.io._build import _check_positive, auto_angle_chunk, to_dask
 from tomolab.io._guard import (
@@ -104,6 +105,7 @@ def _atomic(path, *, overwrite: bool, kind: str, protect=(), needed: int = 0):
     ``overwrite`` and it is tomolab's own, and ``needed`` bytes that would not
     fit; turns a full disk or a read-only folder into an OutputError.
     """
+    check_bool(overwrite, "overwrite", "pass overwrite=True or overwrite=False")
     path = check_replaceable(path, protect=protect)
     refuse_existing(path, overwrite, kind=kind)
     make_parent(path)

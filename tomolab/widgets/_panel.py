@@ -328,7 +328,12 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
     def _valid_delta_beta(self, proposal):
         value = proposal["value"]
         if value is not None and not (np.isfinite(value) and value > 0):
-            raise traitlets.TraitError(f"delta_beta must be a positive number or None, got {value}")
+            from tomolab.errors import ParameterError
+
+            raise traitlets.TraitError(str(labelled(ParameterError(
+                "δ/β must be a positive number", where="delta_beta", value=value,
+                fix="choose a positive δ/β (e.g. 300) in the phase step, or untick phase "
+                    "retrieval"))))
         return value
 
     @traitlets.observe("center")
@@ -554,6 +559,8 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
             if self.center is None:
                 raise ParameterError("no centre chosen", where="centre px", value=None,
                                      fix="use the centre step, or type a column in 'centre px'")
+            if self.center_input.value != self.center:  # the box shows a refused value
+                self._check_center(self.center_input.value)
             if client is not None:  # on a cluster: the workers write the output of step 7
                 text = self.output_input.value.strip()
                 if not text:

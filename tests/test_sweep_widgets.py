@@ -166,6 +166,41 @@ def test_phase_sweep_reads_out_plain_numbers():
     assert "e+" not in widget.low_input.readout_format + widget.high_input.readout_format
 
 
+@pytest.mark.parametrize("box, typed, says", [
+    ("energy_input", -5.0, "energy keV=-5.0"),
+    ("energy_input", 1e7, "energy keV=10000000.0"),
+    ("distance_input", 650.0, "distance m=650.0"),
+    ("pixel_input", -3.0, "pixel µm=-3.0"),
+    ("pixel_input", 5e4, "pixel µm=50000.0"),
+])
+def test_phase_sweep_refuses_implausible_boxes_in_their_own_units(box, typed, says):
+    from tomolab.widgets import PhaseSweep
+
+    scan = tomolab.data.simulate_scan(48, n_rows=2, n_angles=60)
+    widget = PhaseSweep(scan, center=scan.attrs["true_center"], backend="numpy",
+                        background=False, compute=False)
+    getattr(widget, box).value = typed
+    widget.compute()
+    assert widget.task.error.startswith(says), widget.task.error
+    assert "fix: type it in" in widget.task.error and widget.stack is None
+    getattr(widget, box).value = 0.0  # the scan's own value again: computes
+    widget.compute()
+    assert not widget.task.error and widget.stack is not None
+
+
+def test_phase_sweep_names_its_box_for_a_missing_distance():
+    from tomolab.widgets import PhaseSweep
+
+    scan = tomolab.data.simulate_scan(48, n_rows=2, n_angles=60)
+    scan.attrs.pop("distance", None)
+    widget = PhaseSweep(scan, center=scan.attrs["true_center"], backend="numpy",
+                        background=False, compute=False)
+    widget.distance_input.value = 0.0
+    widget.compute()
+    assert widget.task.error.startswith("distance m"), widget.task.error
+    assert "distance=" not in widget.task.error
+
+
 def _wide_range(widget, count):
     """Set the centre range of ``widget`` to ``count`` trial centres 0.5 px apart, around the truth."""
     start = np.floor(widget.scan.attrs["true_center"]) - 0.25 * (count - 1)

@@ -540,6 +540,11 @@ class CenterOverlay(LoadsBokehJS, widgets.VBox):
             invert_yaxis=True, colorbar=True, title=title, tools=["hover"], framewise=False)
 
 
+#: the phase sweep's keywords as the labels of its boxes
+PHASE_LABELS = {"energy": "energy keV", "distance": "distance m", "pixel_size": "pixel µm",
+                "ratios": "from/to"}
+
+
 class PhaseSweep(SweepView):
     """Choose δ/β by eye: Paganin-retrieved trial slices over a log-spaced range.
 
@@ -610,14 +615,43 @@ class PhaseSweep(SweepView):
     def compute(self):
         """Compute the whole stack once (in the background unless told otherwise)."""
         from tomolab.api import sweep_phase
+        from tomolab.errors import TomolabError
 
-        self._compute_stack(self.ratios, lambda ratios, handle: sweep_phase(
-            self.scan, row=int(self.row_input.value), ratios=ratios, center=self.center,
-            energy=float(self.energy_input.value) or None,
-            distance=float(self.distance_input.value) or None,
-            pixel_size=self.pixel_size, backend=self.backend,
-            progress=lambda done, total: handle(done / total, f"{done} of {total} δ/β"),
-            cancel=lambda: handle.cancelled))
+        def trials():
+            self._check_boxes()
+            return self.ratios()
+
+        def sweep(ratios, handle):
+            try:
+                return sweep_phase(
+                    self.scan, row=int(self.row_input.value), ratios=ratios, center=self.center,
+                    energy=float(self.energy_input.value) or None,
+                    distance=float(self.distance_input.value) or None,
+                    pixel_size=self.pixel_size, backend=self.backend,
+                    progress=lambda done, total: handle(done / total, f"{done} of {total} δ/β"),
+                    cancel=lambda: handle.cancelled)
+            except TomolabError as exc:  # e.g. a scan without a distance: name the box
+                raise exc.renamed(PHASE_LABELS) from None
+
+        self._compute_stack(trials, sweep)
+
+    def _check_boxes(self):
+        """Refuse an implausible energy, distance or pixel size as typed (0: the scan's own)."""
+        from tomolab.errors import ParameterError
+        from tomolab.sanity import RANGES
+
+        typed = (("energy", self.energy_input.value, 1.0, "keV", "e.g. 25"),
+                 ("distance", self.distance_input.value, 1.0, "m", "e.g. 0.5"),
+                 ("pixel_size", self.pixel_input.value, 1e-6, "µm", "e.g. 6.5"))
+        for key, value, to_si, unit, example in typed:
+            low, high, _, what = RANGES[key]
+            if float(value) == 0.0:
+                continue
+            if not low <= float(value) * to_si <= high:
+                raise ParameterError(f"{what} {float(value):g} {unit} is outside "
+                                     f"{low / to_si:g} to {high / to_si:g} {unit}",
+                                     where=PHASE_LABELS[key], value=float(value),
+                                     fix=f"type it in {unit}, {example}, or 0 for the scan's own")
 
     @property
     def pixel_size(self) -> float | None:

@@ -642,14 +642,8 @@ class TiffRegionWriter(_RegionWriter):
             raise ParameterError(f"slab {index} is z rows {start}:{stop}", where="data",
                                  value=data.shape, fix="pass that slab's rows only")
         for z, plane in zip(range(start, stop), data):
-            final = self.store / f"slice_{z:05d}.tif"
-            tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                tifffile.imwrite(tmp, plane)
-                os.replace(tmp, final)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            _replace_atomically(self.store / f"slice_{z:05d}.tif",
+                                lambda tmp, plane=plane: tifffile.imwrite(tmp, plane))
         _mark_done(self.store, index)
 
 
@@ -867,14 +861,7 @@ class _TiffSink(SlabSink):
     def _write_slice(self, z, plane):
         import tifffile
 
-        final = self._slice(z)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            tifffile.imwrite(tmp, plane)
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        _replace_atomically(self._slice(z), lambda tmp: tifffile.imwrite(tmp, plane))
 
     def _region_writer_class(self):
         return TiffRegionWriter
@@ -973,11 +960,16 @@ def _record_slab_files(partial: Path, done) -> None:
             record.touch()
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _replace_atomically(path: Path, write) -> None:
+    """``write(tmp)`` a hidden temporary beside ``path``, then rename it into place (or remove it)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    _replace_atomically(path, lambda tmp: tmp.write_text(text))

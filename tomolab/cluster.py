@@ -435,9 +435,9 @@ def _local_cuda(dashboard, *, devices=None, security=None, **unknown):
 
     if "CUDA_VISIBLE_DEVICES" in options:  # indices or GPU-/MIG- UUIDs, as CUDA reads them
         options["CUDA_VISIBLE_DEVICES"] = ",".join(options["CUDA_VISIBLE_DEVICES"])
-    env = options.pop("env", None)
-    if env:  # the nannies start their workers with this process's environment
-        os.environ.update(env)
+    # the limit in options["env"] came from this process's environment, which the nannies pass
+    # on to their workers as it is: nothing to set (and no global state to change)
+    options.pop("env", None)
     if security is not None:
         options["security"] = security
     return LocalCUDACluster(**_local_addresses(dashboard), **options)

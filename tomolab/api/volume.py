@@ -81,8 +81,8 @@ def _file_identity(path) -> dict | None:
 def _frame(data) -> np.ndarray:
     from tomolab.arrays import to_numpy
 
-    if hasattr(data, "compute"):
-        data = data.compute()
+    if hasattr(data, "compute"):  # a few frames, read here: never through an active dask client
+        data = data.compute(scheduler="threads")
     return np.ascontiguousarray(to_numpy(data))
 
 

@@ -484,8 +484,9 @@ def read_sample(data_array, frames, rows: slice):
     if note is not None and getattr(data, "name", None) == note[0] and note[1].shape == data.shape:
         source = note[1]
     parts = [source[int(i):int(i) + 1, rows, :] for i in frames]
-    return np.concatenate([to_numpy(part.compute() if hasattr(part, "compute") else part)
-                           for part in parts])
+    # a few frames, read in this process even where a dask client is active (never shipped)
+    return np.concatenate([to_numpy(part.compute(scheduler="threads")
+                                    if hasattr(part, "compute") else part) for part in parts])
 
 
 def _check_positive(value, name):

@@ -20,22 +20,14 @@ import inspect
 
 from dockerspawner import DockerSpawner
 
-from .platforms import NO_GPU_ENV, docker_host_config
-from .spawner import ENV_DEVICES, GPUPoolMixin
+from .platforms import docker_host_config
+from .spawner import ContainerGPUMixin, GPUPoolMixin
 
 __all__ = ["GPUPoolDockerSpawner"]
 
 
-class GPUPoolDockerSpawner(GPUPoolMixin, DockerSpawner):
+class GPUPoolDockerSpawner(ContainerGPUMixin, GPUPoolMixin, DockerSpawner):
     """:class:`dockerspawner.DockerSpawner` with the GPU pool; the GPU is a device request."""
-
-    def get_env(self):
-        env = super().get_env()
-        if self.gpu_allocation is None:
-            env.update(NO_GPU_ENV)
-        else:
-            env.pop(ENV_DEVICES, None)  # the container has only its GPU, numbered 0
-        return env
 
     async def create_object(self):
         configured = self.extra_host_config

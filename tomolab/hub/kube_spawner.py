@@ -19,22 +19,14 @@ from __future__ import annotations
 
 from kubespawner import KubeSpawner
 
-from .platforms import NO_GPU_ENV, kube_overrides
-from .spawner import ENV_DEVICES, GPUPoolMixin
+from .platforms import kube_overrides
+from .spawner import ContainerGPUMixin, GPUPoolMixin
 
 __all__ = ["GPUPoolKubeSpawner"]
 
 
-class GPUPoolKubeSpawner(GPUPoolMixin, KubeSpawner):
+class GPUPoolKubeSpawner(ContainerGPUMixin, GPUPoolMixin, KubeSpawner):
     """:class:`kubespawner.KubeSpawner` with the GPU pool; the GPU is a resource limit of the pod."""
-
-    def get_env(self):
-        env = super().get_env()
-        if self.gpu_allocation is None:
-            env.update(NO_GPU_ENV)
-        else:
-            env.pop(ENV_DEVICES, None)  # the device plugin sets NVIDIA_VISIBLE_DEVICES
-        return env
 
     async def get_pod_manifest(self):
         pod = await super().get_pod_manifest()

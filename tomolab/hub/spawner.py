@@ -497,6 +497,24 @@ class GPUPoolMixin(LoggingConfigurable):
 SESSION_STATE_KEY = "tomolab_session"
 
 
+class ContainerGPUMixin:
+    """The env of a server whose platform hands it only its GPU (a container, a pod).
+
+    No ``CUDA_VISIBLE_DEVICES``: the container sees its GPU alone, numbered 0
+    (the device request or the device plugin chose it); a server without a GPU
+    gets ``NVIDIA_VISIBLE_DEVICES=void``, so a host whose default runtime is
+    nvidia gives it none either. Mixed in before :class:`GPUPoolMixin`.
+    """
+
+    def get_env(self):
+        env = super().get_env()
+        if self.gpu_allocation is None:
+            env.update(platforms.NO_GPU_ENV)
+        else:
+            env.pop(ENV_DEVICES, None)
+        return env
+
+
 class EndAllProcessesMixin(LoggingConfigurable):
     """Stopping a local server ends every process started from it, not only the server.
 

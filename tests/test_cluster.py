@@ -406,7 +406,7 @@ def test_local_cuda_without_dask_cuda_names_the_extra(monkeypatch):
     import importlib.util
 
     if importlib.util.find_spec("dask_cuda") is not None:
-        pytest.skip("dask-cuda is installed here")
+        pytest.skip("dask-cuda is installed here, so the missing-extra message cannot arise")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(ParameterError, match=r"cluster-gpu"):
         tomolab.cluster.start_cluster("local-cuda")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # hubtools, whatever pytest's import mode
 
-from hubtools import Hub, hub_requirements_missing  # noqa: E402
+from hubtools import hub_requirements_missing, running_hub  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -19,15 +18,5 @@ def hub(tmp_path_factory):
     why = hub_requirements_missing()
     if why:
         pytest.skip(why)
-    h = Hub(tmp_path_factory.mktemp("hub"))
-    h.start()
-    try:
+    with running_hub(tmp_path_factory.mktemp("hub")) as h:
         yield h
-    finally:
-        try:
-            if h.proc is not None and h.proc.poll() is None:
-                asyncio.run(asyncio.wait_for(h.stop_everything(), 60))
-        except Exception as e:  # the processes are killed below anyway
-            print(f"stopping servers failed: {e}")
-        h.stop()
-        h.kill_all_servers()

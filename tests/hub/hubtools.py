@@ -22,6 +22,7 @@ import sys
 import textwrap
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -385,6 +386,23 @@ class Hub:
         finally:
             if shutdown:
                 await self.request("DELETE", "", url=f"{base}/kernels/{kernel['id']}", timeout=timeout, raw=True)
+
+
+@contextmanager
+def running_hub(root, *, extra_config: str = ""):
+    """A started :class:`Hub` in ``root``; at the end every server is stopped, then killed."""
+    h = Hub(root, extra_config=extra_config)
+    h.start()
+    try:
+        yield h
+    finally:
+        try:
+            if h.proc is not None and h.proc.poll() is None:
+                asyncio.run(asyncio.wait_for(h.stop_everything(), 60))
+        except Exception as e:  # the processes are killed below anyway
+            print(f"stopping servers failed: {e}")
+        h.stop()
+        h.kill_all_servers()
 
 
 class HubAPIError(HubError):

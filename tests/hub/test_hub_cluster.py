@@ -16,7 +16,7 @@ import textwrap
 import time
 
 import pytest
-from hubtools import Hub, hub_requirements_missing
+from hubtools import hub_requirements_missing, running_hub
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -36,17 +36,9 @@ def run(coro, timeout=280):
 
 @pytest.fixture(scope="module")
 def cluster_hub(tmp_path_factory):
-    h = Hub(tmp_path_factory.mktemp("hub"), extra_config=f"c.GPUPoolMixin.gpu_devices = {POOL!r}\n")
-    h.start()
-    try:
+    with running_hub(tmp_path_factory.mktemp("hub"),
+                     extra_config=f"c.GPUPoolMixin.gpu_devices = {POOL!r}\n") as h:
         yield h
-    finally:
-        try:
-            if h.proc is not None and h.proc.poll() is None:
-                run(h.stop_everything(), 60)
-        finally:
-            h.stop()
-            h.kill_all_servers()
 
 
 @pytest.fixture(scope="module")

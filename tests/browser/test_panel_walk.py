@@ -126,12 +126,25 @@ class Walk:
     def step(self, number):
         return self.cell.locator(".jupyter-widget-Collapse").nth(number - 1)
 
-    def open_step(self, number):
-        step = self.step(number)
-        if "jupyter-widget-Collapse-open" not in (step.get_attribute("class") or ""):
-            step.locator(".jupyter-widget-Collapse-header").click()
-        self.page.wait_for_timeout(300)
-        return step
+    def is_open(self, number):
+        return "jupyter-widget-Collapse-open" in (self.step(number).get_attribute("class") or "")
+
+    def open_step(self, number, timeout=30):
+        """Open step ``number`` and make sure it stays open.
+
+        The kernel may open a step itself (``show_step``) while the test clicks its header: a click
+        that lands after the kernel's opening closes it again, so check that it stays open.
+        """
+        step, deadline = self.step(number), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_open(number):
+                step.locator(".jupyter-widget-Collapse-header").click()
+            self.page.wait_for_timeout(500)
+            if self.is_open(number):
+                self.page.wait_for_timeout(500)
+                if self.is_open(number):
+                    return step
+        raise AssertionError(f"step {number} did not stay open within {timeout} s")
 
     def errors(self):
         """Every error line shown in the notebook, as (where, text)."""
@@ -279,7 +292,9 @@ def test_walk_the_panel_then_reload(lab_server, tmp_path):
             path_box.press("Enter")
             walk.step(1).get_by_role("button", name="Open").click()
             walk.wait_for(walk.step(1).get_by_text("dxchange"), "the scan's description")
-            preview = walk.open_step(2)
+            # Open finds the centre, then opens step 2 itself and reconstructs the preview there
+            walk.until(lambda: walk.is_open(2), "the panel to open step 2", 120)
+            preview = walk.step(2)
             walk.wait_for(preview.get_by_text("at centre"), "the preview")
             assert _canvases_drawn(preview), "the preview has no Bokeh canvas"
             assert walk.errors() == []

@@ -29,6 +29,7 @@ LAYERS = [
     {"engine", "cluster"},  # cluster: starts dask clusters (base only); api and cli use clients
     {"data"},
     {"api"},
+    {"live"},  # live sources and reconstruction: build on io, recon, data and api
     {"viz"},
     {"widgets", "cli"},
     {"__main__"},  # python -m tomolab: runs the cli

@@ -38,6 +38,7 @@ _LAZY = {
     "engine": "tomolab.engine",
     "devices": "tomolab.devices",
     "cluster": "tomolab.cluster",
+    "live": "tomolab.live",
     "viz": "tomolab.viz",
     "widgets": "tomolab.widgets",
 }

@@ -25,6 +25,9 @@ import pytest
 from tomolab.testing import requires_gpu
 
 MU = 0.02  # attenuation per pixel of the disk
+#: seconds a case may take before it counts as hung: the bug ran for ever, a case takes 0.01-5 s
+#: alone; the margin is for a CI machine shared with other jobs (a load of 9 on 2 cores)
+HANG_LIMIT = 180.0
 
 #: (name, angles) — each set holds 0°, 45°, 90° and 135° exactly (as the float nearest)
 ANGLE_SETS = {
@@ -90,7 +93,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def _run_cases(module: str, cases, *, limit: float, first_limit: float = 120.0):
+def _run_cases(module: str, cases, *, limit: float, first_limit: float = 300.0):
     """Run ``cases`` in a child; each must report within ``limit`` seconds (the first,
     which compiles the kernels, within ``first_limit``). Returns the reports."""
     payload = json.dumps([(name, ANGLE_SETS[name].tolist(), width, rows)
@@ -143,7 +146,7 @@ SWEEP_CASES = ([(name, 96, -count) for name in ANGLE_SETS for count in (3, 5)]
 @pytest.mark.parametrize("module", ["numpy", pytest.param("cupy", marks=[requires_gpu,
                                                                          pytest.mark.gpu])])
 def test_sweeps_finish_and_peak_at_the_centre_on_real_scan_angle_sets(module):
-    reports = _run_cases(module, SWEEP_CASES, limit=30.0)
+    reports = _run_cases(module, SWEEP_CASES, limit=HANG_LIMIT)
     assert len(reports) == len(SWEEP_CASES)
     for report in reports:
         assert report["best"] == report["middle"], report
@@ -152,6 +155,6 @@ def test_sweeps_finish_and_peak_at_the_centre_on_real_scan_angle_sets(module):
 @pytest.mark.parametrize("module", ["numpy", pytest.param("cupy", marks=[requires_gpu,
                                                                          pytest.mark.gpu])])
 def test_gridrec_finishes_and_is_right_on_real_scan_angle_sets(module):
-    reports = _run_cases(module, CASES, limit=30.0)
+    reports = _run_cases(module, CASES, limit=HANG_LIMIT)
     assert len(reports) == len(CASES)
     _check(reports)

@@ -179,7 +179,7 @@ extern "C" __global__ void gridrec_weight(
     float sr, cr, si, ci;
     sincospif((float)(2.0 * (tr - rint(tr))), &sr, &cr);
     sincospif((float)(2.0 * (ti - rint(ti))), &si, &ci);
-    float w = 0.5f * weights[k < 0 ? -k : k] / norm[0];
+    float w = 0.5f * weights[k < 0 ? -k : k] / norm[b];
     // S (e_re + e_im) + conj(S(-k)) (e_re - e_im)
     float pr = cr + ci, pi = sr + si, mr = cr - ci, mi = sr - si;
     float2 v;
@@ -210,12 +210,13 @@ __device__ __forceinline__ float kernel_weight(const float* table, float d, floa
 // within half a kernel width of them: no atomics, every node written once. The angles
 // whose line reaches the tile are listed first (in order, so the sums are deterministic).
 // dirs: per angle (cx_hi, cx_lo, cy_hi, cy_lo), cx = rho cos(theta) as a float pair, and
-// inv: (1 / cx, 1 / cy). A sample (a, k) sits at (uy, ux) = k (cy, cx), |k| <= half.
+// inv: (1 / cx, 1 / cy). A sample (a, k) sits at (uy, ux) = k (cy, cx), |k| <= half, so
+// |ux|, |uy| <= reach (rho half, with a margin).
 extern "C" __global__ void __launch_bounds__(THREADS) gridrec_gather(
     const value_t* __restrict__ values, const float4* __restrict__ dirs,
     const float2* __restrict__ inv, const float* __restrict__ table, int table_len,
-    float table_scale, int n_a, int half, int m, int n_b, const int* __restrict__ tile_order,
-    int tiles_per_row, float2* __restrict__ grid)
+    float table_scale, int n_a, int half, float reach, int m, int n_b,
+    const int* __restrict__ tile_order, int tiles_per_row, float2* __restrict__ grid)
 {
     extern __shared__ float s_table[];
     __shared__ float4 s_dir[THREADS];
@@ -231,7 +232,6 @@ extern "C" __global__ void __launch_bounds__(THREADS) gridrec_gather(
     int vb = v0 + 16 * (warp >> 2) + 4 * (lane >> 3);
     int b0 = blockIdx.y * PAIRS;
     int n_k = 2 * half + 1;
-    float reach = (float)half * 1.0001f;  // |k| <= half: samples within reach * |c| of the origin
     float2 acc[PAIRS][4];
     #pragma unroll
     for (int p = 0; p < PAIRS; ++p)
@@ -341,7 +341,7 @@ extern "C" __global__ void gridrec_crop(
     ix += ix < 0 ? m : 0;
     iy += iy < 0 ? m : 0;
     float2 g = grid[((size_t)b * m + iy) * m + ix];
-    float f = deapod[x] * deapod[y] * norm[0];
+    float f = deapod[x] * deapod[y] * norm[b];
     size_t plane = (size_t)size * size, at = (size_t)y * size + x;
     out[(size_t)(2 * b) * plane + at] = g.x * f;
     if (2 * b + 1 < n_z) out[(size_t)(2 * b + 1) * plane + at] = g.y * f;
@@ -391,8 +391,8 @@ def _gpu_values(xp, sinograms, alpha, weights, n_pad: int, left: int, pad_mode: 
     """Pack slice pairs as complex rows, FFT them, and weight and phase-shift the spectra.
 
     Returns ``(values, norm)``: the radial samples ``(pairs, angle, n_pad + 1)`` (complex64,
-    or for ``half`` complex half as float16 pairs, divided by ``norm``, a 1-element device
-    array), ready for :func:`_gpu_slices`.
+    or for ``half`` complex half as float16 pairs, each pair's divided by its ``norm``, a
+    device array of one float32 per pair), ready for :func:`_gpu_slices`.
     """
     from tomolab.arrays import fft_module
 
@@ -411,12 +411,12 @@ def _gpu_values(xp, sinograms, alpha, weights, n_pad: int, left: int, pad_mode: 
     alpha2[:n_z // 2, 1] = alpha[1::2]
     alpha2[n_z // 2:, 1] = alpha[-1]  # an odd slice's missing partner: any shift will do
     if half:
-        # values at most 1 in magnitude: no overflow whatever the data's units
-        norm = (xp.abs(spectra).max() * np.float32(2 * weights.max())).reshape(1)
+        # each pair's samples at most 1 in magnitude: no overflow whatever the data's units
+        norm = xp.abs(spectra).reshape(n_b, -1).max(axis=1) * np.float32(2 * weights.max())
         norm = xp.maximum(norm, np.float32(1e-30)).astype(xp.float32)
         values = xp.empty((n_b, n_angles, 2 * (n_pad + 1)), xp.float16)
     else:
-        norm = xp.ones(1, xp.float32)
+        norm = xp.ones(n_b, xp.float32)
         values = xp.empty((n_b, n_angles, n_pad + 1), xp.complex64)
     module.get_function("gridrec_weight")(
         ((n_pad + 1 + 255) // 256, n_angles, n_b), (256,),
@@ -439,7 +439,8 @@ def _gpu_slices(xp, values, norm, angles, *, n_z: int, n_pad: int, m: int, size:
     module.get_function("gridrec_gather")(
         (order.size, (n_b + pairs - 1) // pairs), (256,),
         (values, xp.asarray(dirs), xp.asarray(inv), xp.asarray(table), np.int32(table.size),
-         np.float32(_TABLE_DENSITY), np.int32(n_angles), np.int32(n_pad // 2), np.int32(m),
+         np.float32(_TABLE_DENSITY), np.int32(n_angles), np.int32(n_pad // 2),
+         np.float32(m / n_pad * (n_pad // 2) * 1.0001 + 0.01), np.int32(m),
          np.int32(n_b), xp.asarray(order), np.int32(-(-m // 32)), grid),
         shared_mem=4 * table.size)
     grid = fft.ifft2(grid, norm="forward", overwrite_x=True)
@@ -449,12 +450,14 @@ def _gpu_slices(xp, values, norm, angles, *, n_z: int, n_pad: int, m: int, size:
     return out
 
 
-def _round_to_half(values: np.ndarray, norm: float) -> np.ndarray:
-    """The CPU twin of the GPU's half-precision samples: ``values / norm`` rounded to float16."""
-    scaled = values / np.float32(norm)
+def _round_to_half(values: np.ndarray, spectra: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The CPU twin of the GPU's half-precision samples ``(pair, angle, k)``: each pair's
+    divided by the GPU's bound on their magnitude, rounded to float16, and multiplied back."""
+    norm = np.abs(spectra).reshape(len(spectra), -1).max(axis=1) * np.float32(2 * weights.max())
+    norm = np.maximum(norm, np.float32(1e-30)).astype(np.float32)[:, None, None]
+    scaled = values / norm
     return (scaled.real.astype(np.float16).astype(np.float32)
-            + 1j * scaled.imag.astype(np.float16).astype(np.float32)).astype(np.complex64) \
-        * np.float32(norm)
+            + 1j * scaled.imag.astype(np.float16).astype(np.float32)).astype(np.complex64) * norm
 
 
 def _spread(values, ux_step, uy_step, table, table_scale, width, m, n_store):
@@ -601,9 +604,8 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
         values = np.empty(spectra.shape[:2] + (n_pad + 1,), np.complex64)
         _cpu_kernels().weight_spectra(spectra, weights, np.ascontiguousarray(a_re),
                                       np.ascontiguousarray(a_im), hermitian, values)
-        if half_values:  # the GPU's bound on the samples' magnitude, then float16 rounding
-            norm = float(np.abs(spectra).max()) * 2 * float(weights.max()) or 1e-30
-            values = _round_to_half(values, norm)
+        if half_values:
+            values = _round_to_half(values, spectra, weights)
         return values
 
     def crop(g):  # (b, rows of the image, cols) after the inverse FFT over rows

@@ -5,11 +5,11 @@ resident, in slabs of ``--slices`` rows. Times are medians of CUDA-event runs af
 (``_timing.gpu_time``); every row says the card. Three parts, each optional:
 
 ``--profile``
-    Where the time of one slab goes, stage by stage (pack the slice pairs, FFT them, weight
-    and shift the spectra, gather onto the grid, 2D inverse FFT, crop), for single and half
-    precision and 1, 2 or 4 slice pairs per gather block; and whether a second compute stream
-    pays: the corrections and spectra of slab k + 1 on one stream while slab k is gridded on
-    another, against the same work on one stream.
+    Where the time of one slab goes, stage by stage (``gridrec(..., stats=)``: pack the slice
+    pairs, FFT them, filter and shift the spectra, gather onto the grid, 2D inverse FFT, crop),
+    in single and half precision; and whether a second compute stream pays: two slabs at once
+    (flat field, ``-log`` and gridrec), each in its own thread, stream and cuFFT plans, against
+    the same slabs one after another.
 ``--compare`` (default on)
     Milliseconds per slab and per slice pair: gridrec single and half against ``fbp``
     (float32 ``z4p2`` and the half-precision ``hh8p1``) and ASTRA's ``FBP_CUDA`` (one slice,
@@ -53,156 +53,64 @@ def _blob_sinograms(n_slices, angles, n, center):
     return out
 
 
-def _geometry(n, n_angles, size):
-    """What :func:`tomolab.recon.gridrec._gridrec` derives from the shapes (default width)."""
-    import math
+def profile(d_sino, angles, center, rows, card, date, repeat=5):
+    """Stage timings of one slab (``stats=``), and one stream against two."""
+    import statistics
+    import threading
 
-    from tomolab.recon import fourier_filter, padded_width
-    from tomolab.recon.gridrec import (
-        OVERSAMPLING,
-        WIDTH,
-        _grid_size,
-        _table,
-        kaiser_bessel,
-    )
-
-    n_pad = padded_width(max(n, math.ceil(0.75 * size)))
-    m = _grid_size(size, OVERSAMPLING)
-    weights = fourier_filter(n_pad, "ramp") * (np.pi / (n_angles * n_pad))
-    weights[n_pad // 2] *= 0.5
-    _, Phi = kaiser_bessel(WIDTH, OVERSAMPLING)
-    deapod = (1.0 / Phi((np.arange(size) - size // 2) / m)).astype(np.float32)
-    return {"n_pad": n_pad, "left": (n_pad - n) // 2, "m": m, "weights": weights,
-            "deapod": deapod, "table": _table(WIDTH, OVERSAMPLING), "width": WIDTH,
-            "oversampling": OVERSAMPLING}
-
-
-def _stage_times(d_sino, angles, alpha, g, out, half, pairs):
-    """Median ms of each stage of one slab, for one precision and pairs per gather block."""
-    import cupy
-    import cupyx.scipy.fft as cufft
-
-    from tomolab.recon.gridrec import (
-        _TABLE_DENSITY,
-        _directions,
-        _gpu_module,
-        _gpu_slices,
-        _gpu_values,
-        _tile_order,
-    )
-
-    n_z, n_angles, n = d_sino.shape
-    n_pad, m, n_b = g["n_pad"], g["m"], (n_z + 1) // 2
-    module = _gpu_module(g["width"], pairs, half)
-    values, norm = _gpu_values(cupy, d_sino, alpha, g["weights"], n_pad, g["left"], "edge",
-                               half, pairs, g["width"], g["oversampling"])
-    packed = cupy.empty((n_b, n_angles, n_pad), cupy.complex64)
-    grid = cupy.empty((n_b, m, m), cupy.complex64)
-    dirs, inv = (cupy.asarray(a) for a in _directions(angles, m / n_pad))
-    order, table = cupy.asarray(_tile_order(m)), cupy.asarray(g["table"])
-
-    def pack():
-        module.get_function("gridrec_pack")(
-            ((n_pad + 255) // 256, n_angles, n_b), (256,),
-            (d_sino, np.int32(n_z), np.int32(n_angles), np.int32(n), np.int32(n_pad),
-             np.int32(g["left"]), np.int32(1), packed))
-
-    def gather():
-        module.get_function("gridrec_gather")(
-            (order.size, (n_b + pairs - 1) // pairs), (256,),
-            (values, dirs, inv, table, np.int32(table.size), np.float32(_TABLE_DENSITY),
-             np.int32(n_angles), np.int32(n_pad // 2),
-             np.float32(m / n_pad * (n_pad // 2) * 1.0001 + 0.01), np.int32(m), np.int32(n_b),
-             order, np.int32(-(-m // 32)), grid),
-            shared_mem=4 * table.size)
-
-    stages = {
-        "pack pairs (edge padding)": pack,
-        "1D FFT of the pairs (cuFFT, in place)":
-            lambda: cufft.fft(packed, axis=-1, overwrite_x=True),
-        "pack + FFT + weight (all of _gpu_values)":
-            lambda: _gpu_values(cupy, d_sino, alpha, g["weights"], n_pad, g["left"], "edge", half,
-                                pairs, g["width"], g["oversampling"]),
-        "gather onto the grid": gather,
-        "2D inverse FFT of the grid (cuFFT, in place)":
-            lambda: cufft.ifft2(grid, norm="forward", overwrite_x=True),
-        "gather + 2D FFT + crop (all of _gpu_slices)":
-            lambda: _gpu_slices(cupy, values, norm, angles, n_z=n_z, n_pad=n_pad, m=m, size=n,
-                                deapod=g["deapod"], table=g["table"], width=g["width"],
-                                pairs=pairs, half=half, out=out),
-    }
-    return {what: gpu_time(fn) * 1e3 for what, fn in stages.items()}
-
-
-def profile(d_sino, angles, center, rows, card, date):
-    """Stage timings of one slab, and one stream against two."""
     import cupy
 
-    from tomolab.recon.gridrec import _gpu_slices, _gpu_values
+    from tomolab.recon import gridrec
 
     n_z, n_angles, n = d_sino.shape
-    g = _geometry(n, n_angles, n)
-    n_pad, m, n_b = g["n_pad"], g["m"], (n_z + 1) // 2
-    delta = n // 2 - (n - 1) / 2.0
-    alpha = g["left"] + center + delta * (np.cos(angles) + np.sin(angles))[None, :] \
-        + np.zeros((n_z, 1))
-    out = cupy.empty((n_z, n, n), cupy.float32)
-    for half in (False, True):
-        for pairs in (1, 2, 4):
-            for what, ms in _stage_times(d_sino, angles, alpha, g, out, half, pairs).items():
-                rows.append({"date": date, "card": card,
-                             "precision": "half" if half else "single", "pairs/block": pairs,
-                             "stage": what, "slices": n_z, "ms": round(ms, 3),
-                             "ms per pair": round(ms / n_b, 3)})
+    n_b = (n_z + 1) // 2
+    for precision in ("single", "half"):
+        gridrec(d_sino, angles, center=center, precision=precision)  # compile, plans
+        runs = []
+        for _ in range(repeat):
+            stats = {}
+            gridrec(d_sino, angles, center=center, precision=precision, stats=stats)
+            runs.append(stats)
+        for stage in runs[0]:
+            ms = statistics.median(r[stage] for r in runs) * 1e3
+            rows.append({"date": date, "card": card, "precision": precision, "stage": stage,
+                         "slices": n_z, "ms": round(ms, 3), "ms per pair": round(ms / n_b, 3)})
 
-    # a second compute stream: the -log and spectra of slab k + 1 beside the gridding of slab k
+    # a second compute stream: two slabs at once, each from uint16 counts (flat field, -log,
+    # gridrec) in its own host thread, stream and cuFFT plans (CuPy's plan cache is per
+    # thread), against the same slabs one after another on one stream
     raw = cupy.asarray(np.random.default_rng(2).integers(20000, 60000, (n_angles, n_z, n),
                                                          dtype=np.uint16))
     flat = cupy.full((n_z, n), 61000, cupy.float32)
-    n_slabs = 6
+    n_slabs = 8
 
-    def first_half():
-        sino = cupy.ascontiguousarray((-cupy.log(raw / flat)).astype(cupy.float32)
-                                      .transpose(1, 0, 2))
-        return _gpu_values(cupy, sino, alpha, g["weights"], n_pad, g["left"], "edge", False, 2,
-                           g["width"], g["oversampling"])
-
-    def second_half(values, norm):
-        _gpu_slices(cupy, values, norm, angles, n_z=n_z, n_pad=n_pad, m=m, size=n,
-                    deapod=g["deapod"], table=g["table"], width=g["width"], pairs=2, half=False,
-                    out=out)
+    def slab():
+        sino = (-cupy.log(raw / flat)).astype(cupy.float32).transpose(1, 0, 2)
+        return gridrec(sino, angles, center=center)
 
     def one_stream():
         for _ in range(n_slabs):
-            second_half(*first_half())
+            slab()
 
-    streams = (cupy.cuda.Stream(non_blocking=True), cupy.cuda.Stream(non_blocking=True))
+    streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(2)]
+
+    def worker(stream, count):
+        with stream:
+            for _ in range(count):
+                slab()
+            stream.synchronize()
 
     def two_streams():
-        keep = []  # buffers stay referenced until the end: no reuse across streams
-        with streams[0]:
-            ready = first_half()
-            event = streams[0].record()
-        keep.append(ready)
-        for k in range(n_slabs):
-            if k + 1 < n_slabs:
-                with streams[0]:
-                    nxt = first_half()
-                    nxt_event = streams[0].record()
-                keep.append(nxt)
-            with streams[1]:
-                streams[1].wait_event(event)
-                second_half(*ready)
-            if k + 1 < n_slabs:
-                ready, event = nxt, nxt_event
-        streams[1].synchronize()
-        streams[0].synchronize()
+        threads = [threading.Thread(target=worker, args=(s, n_slabs // 2)) for s in streams]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
-    for what, fn in (("one stream", one_stream), ("two streams (spectra of k+1 beside grid of k)",
-                                                 two_streams)):
-        t = wall_time(fn, warmup=1, repeat=5, sync=cupy.cuda.Device().synchronize)
-        rows.append({"date": date, "card": card, "precision": "single", "pairs/block": 2,
-                     "stage": f"{n_slabs} slabs from uint16 counts: {what}", "slices": n_z,
+    for what, fn in (("one stream", one_stream), ("two streams, two threads", two_streams)):
+        t = wall_time(fn, warmup=1, repeat=repeat, sync=cupy.cuda.Device().synchronize)
+        rows.append({"date": date, "card": card, "precision": "single",
+                     "stage": f"{n_slabs} slabs from uint16 counts, {what}", "slices": n_z,
                      "ms": round(t * 1e3, 3), "ms per pair": round(t * 1e3 / (n_slabs * n_b), 3)})
 
 

@@ -260,6 +260,19 @@ def test_half_precision_within_1e_3_of_single(phantom_case, units, xp):
         assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-3
 
 
+def test_stats_say_where_the_time_goes(xp):
+    """``stats=`` adds the seconds of each stage, over every batch, and changes nothing else."""
+    rng = np.random.default_rng(4)
+    sino = xp.asarray(rng.random((3, 60, 48)).astype(np.float32))
+    angles = np.linspace(0, np.pi, 60, endpoint=False)
+    stats = {"2D inverse FFT": 1.0}
+    timed = _as_host(gridrec(sino, angles, center=24.5, stats=stats))
+    assert {"spread onto the grid", "gather onto the grid"} & set(stats)
+    assert "crop and split" in stats and stats["2D inverse FFT"] > 1.0
+    assert all(v >= 0 for v in stats.values())
+    np.testing.assert_array_equal(timed, _as_host(gridrec(sino, angles, center=24.5)))
+
+
 @gpu_test
 @pytest.mark.parametrize("n_z", [1, 2, 5])
 @pytest.mark.parametrize("filter_name", ["ramp", "shepp-logan"])

@@ -41,7 +41,9 @@ weights). Both use the same samples, weights and positions; FFTs come from
 from __future__ import annotations
 
 import math
+import time
 from functools import lru_cache
+from itertools import pairwise
 
 import numpy as np
 
@@ -386,8 +388,40 @@ def _directions(angles, rho: float):
 GPU_PAIRS_PER_BLOCK = 2
 
 
+def _mark(marks, name: str) -> None:
+    """Note that stage ``name`` ends here: a CUDA event, or the time on the CPU."""
+    if marks is None:
+        return
+    if marks.gpu:
+        import cupy
+        event = cupy.cuda.Event()
+        event.record()
+        marks.append((name, event))
+    else:
+        marks.append((name, time.perf_counter()))
+
+
+class _Marks(list):
+    """Stage ends, summed into a ``stats`` dict of seconds per stage by :meth:`add_to`."""
+
+    def __init__(self, gpu: bool):
+        super().__init__()
+        self.gpu = gpu
+        _mark(self, "start")
+
+    def add_to(self, stats: dict) -> None:
+        if self.gpu:
+            import cupy
+            self[-1][1].synchronize()
+            seconds = [cupy.cuda.get_elapsed_time(a, b) / 1e3 for (_, a), (_, b) in pairwise(self)]
+        else:
+            seconds = [b - a for (_, a), (_, b) in pairwise(self)]
+        for (name, _), t in zip(self[1:], seconds):
+            stats[name] = stats.get(name, 0.0) + t
+
+
 def _gpu_values(xp, sinograms, alpha, weights, n_pad: int, left: int, pad_mode: str, half: bool,
-                pairs: int, width: int, oversampling: float):
+                pairs: int, width: int, oversampling: float, marks=None):
     """Pack slice pairs as complex rows, FFT them, and weight and phase-shift the spectra.
 
     Returns ``(values, norm)``: the radial samples ``(pairs, angle, n_pad + 1)`` (complex64,
@@ -405,7 +439,9 @@ def _gpu_values(xp, sinograms, alpha, weights, n_pad: int, left: int, pad_mode: 
         ((n_pad + 255) // 256, n_angles, n_b), (256,),
         (sinograms, np.int32(n_z), np.int32(n_angles), np.int32(n_cols), np.int32(n_pad),
          np.int32(left), np.int32(pad_mode == "edge"), packed))
+    _mark(marks, "pack pairs")
     spectra = fft.fft(packed, axis=-1, overwrite_x=True)
+    _mark(marks, "FFT of the pairs")
     alpha2 = np.empty((n_b, 2, n_angles))
     alpha2[:, 0] = alpha[0::2]
     alpha2[:n_z // 2, 1] = alpha[1::2]
@@ -422,11 +458,12 @@ def _gpu_values(xp, sinograms, alpha, weights, n_pad: int, left: int, pad_mode: 
         ((n_pad + 1 + 255) // 256, n_angles, n_b), (256,),
         (spectra, xp.asarray(weights.astype(np.float32)), xp.asarray(alpha2), np.int32(n_angles),
          np.int32(n_pad), norm, values))
+    _mark(marks, "filter and shift the spectra")
     return values, norm
 
 
 def _gpu_slices(xp, values, norm, angles, *, n_z: int, n_pad: int, m: int, size: int,
-                deapod, table, width: int, pairs: int, half: bool, out):
+                deapod, table, width: int, pairs: int, half: bool, out, marks=None):
     """Gather the radial samples onto the grid, inverse-FFT it and write the slices to ``out``."""
     from tomolab.arrays import fft_module
 
@@ -443,10 +480,13 @@ def _gpu_slices(xp, values, norm, angles, *, n_z: int, n_pad: int, m: int, size:
          np.float32(m / n_pad * (n_pad // 2) * 1.0001 + 0.01), np.int32(m),
          np.int32(n_b), xp.asarray(order), np.int32(-(-m // 32)), grid),
         shared_mem=4 * table.size)
+    _mark(marks, "gather onto the grid")
     grid = fft.ifft2(grid, norm="forward", overwrite_x=True)
+    _mark(marks, "2D inverse FFT")
     module.get_function("gridrec_crop")(
         ((size + 127) // 128, size, n_b), (128,),
         (grid, xp.asarray(deapod), np.int32(size), np.int32(m), np.int32(n_z), norm, out))
+    _mark(marks, "crop and split")
     return out
 
 
@@ -472,7 +512,7 @@ def _workers(xp):
 
 
 def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int | None = None,
-            pad_mode: str = "edge", precision: str = "single"):
+            pad_mode: str = "edge", precision: str = "single", stats: dict | None = None):
     """Reconstruct slices from line-integral sinograms by gridding (Fourier) reconstruction.
 
     Same parameters and result as :func:`tomolab.recon.fbp`; several times
@@ -505,6 +545,9 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int
         weights, the sums on the grid and the FFTs stay in single precision.
         Within a relative difference of 1e-3 of ``"single"``; on the CPU the
         samples are rounded the same way (same result, no speed-up).
+    stats : dict, optional
+        Where the time goes: seconds per stage are added to it (on a GPU
+        from CUDA events, waiting for the last one at the end).
 
     Returns
     -------
@@ -523,12 +566,12 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int
     0.01
     """
     return _gridrec(sinograms, angles, center=center, filter=filter, size=size, pad_mode=pad_mode,
-                    precision=precision)
+                    precision=precision, stats=stats)
 
 
 def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="edge",
-             precision="single", width: int = WIDTH, oversampling: float = OVERSAMPLING,
-             pairs: int = GPU_PAIRS_PER_BLOCK):
+             precision="single", stats=None, width: int = WIDTH,
+             oversampling: float = OVERSAMPLING, pairs: int = GPU_PAIRS_PER_BLOCK):
     from tomolab.errors import ParameterError
 
     xp = array_module(sinograms)
@@ -563,6 +606,7 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
     out = xp.empty((n_z, size, size), dtype=xp.float32)
     if not n_z:
         return out
+    marks = None if stats is None else _Marks(gpu=is_cupy(sinograms))
     if is_cupy(sinograms):
         n_b = (n_z + 1) // 2
         # packed spectra, samples, grid and the FFT's work area, per pair
@@ -571,10 +615,12 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
         for b0 in range(0, n_b, step):
             z0, z1 = 2 * b0, min(2 * (b0 + step), n_z)
             values, norm = _gpu_values(xp, sinograms[z0:z1], alpha[z0:z1], weights, n_pad, left,
-                                       pad_mode, half_values, pairs, width, oversampling)
+                                       pad_mode, half_values, pairs, width, oversampling, marks)
             _gpu_slices(xp, values, norm, angles, n_z=z1 - z0, n_pad=n_pad, m=m, size=size,
                         deapod=deapod, table=table, width=width, pairs=pairs, half=half_values,
-                        out=out[z0:z1])
+                        out=out[z0:z1], marks=marks)
+        if marks is not None:
+            marks.add_to(stats)
         return out
 
     ux_step, uy_step = rho * cos_t, rho * sin_t
@@ -606,6 +652,7 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
                                       np.ascontiguousarray(a_im), hermitian, values)
         if half_values:
             values = _round_to_half(values, spectra, weights)
+        _mark(marks, "pad, FFT, filter and shift the spectra")
         return values
 
     def crop(g):  # (b, rows of the image, cols) after the inverse FFT over rows
@@ -616,16 +663,24 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
         values = prepare(z0, z1, False)
         grid = _spread(values, ux_step, uy_step, table, table_scale, width, m, m)
         del values
+        _mark(marks, "spread onto the grid")
         # inverse FFT over ky for every column, keep the size rows of the slice, then over kx
         g = fft.ifft(grid, axis=-2, norm="forward", overwrite_x=True, **_workers(xp))
         g = fft.ifft(g[:, idx, :], axis=-1, norm="forward", overwrite_x=True, **_workers(xp))
+        _mark(marks, "2D inverse FFT")
         img = crop(g)
         out[z0:z1:2] = img.real
         out[z0 + 1:z1:2] = img.imag
+        _mark(marks, "crop and split")
     if n_z % 2:
         values = prepare(n_z - 1, n_z, True)
         grid = _spread(values, ux_step, uy_step, table, table_scale, width, m, m // 2 + 1)
+        _mark(marks, "spread onto the grid")
         g = fft.ifft(grid, axis=-2, norm="forward", overwrite_x=True, **_workers(xp))
         g = fft.irfft(g[:, idx, :], n=m, axis=-1, norm="forward", **_workers(xp))
+        _mark(marks, "2D inverse FFT")
         out[n_z - 1:] = crop(g)
+        _mark(marks, "crop and split")
+    if marks is not None:
+        marks.add_to(stats)
     return out

@@ -287,8 +287,10 @@ def test_cpu_and_gpu_agree(n_z, filter_name, precision):
     gpu = gridrec(cupy.asarray(sino), angles, center=77.3, filter=filter_name, size=140,
                   precision=precision)
     assert isinstance(gpu, cupy.ndarray) and gpu.dtype == cupy.float32
-    # half: the same samples are rounded on both; only float32 sums differ
-    assert np.linalg.norm(gpu.get() - cpu) / np.linalg.norm(cpu) < 1e-5
+    # half: the same samples rounded on both, but a sample that float32 arithmetic puts on the
+    # other side of a float16 rounding boundary moves by one half-precision step (5e-4 of it)
+    bound = 1e-5 if precision == "single" else 1e-4
+    assert np.linalg.norm(gpu.get() - cpu) / np.linalg.norm(cpu) < bound
 
 
 @gpu_test

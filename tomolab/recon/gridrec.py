@@ -516,8 +516,8 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int
     """Reconstruct slices from line-integral sinograms by gridding (Fourier) reconstruction.
 
     Same parameters and result as :func:`tomolab.recon.fbp`; several times
-    faster on the CPU, and on a GPU too (for 2048² slices from 1800 angles,
-    see benchmarks/RESULTS.md). Differences from FBP are those of
+    faster on the CPU (on a GPU, benchmarks/bench_fourier.py compares the
+    two). Differences from FBP are those of
     interpolation: FBP interpolates the filtered projections linearly along
     the detector, gridrec evaluates them band-limited (and, outside the
     detector's field of view, uses the padded projections instead of zeros).

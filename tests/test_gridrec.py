@@ -46,7 +46,7 @@ def test_error_against_the_phantom_no_worse_than_fbp(phantom_case, filter_name, 
     ref = fbp(sino[None], angles, center=center, filter=filter_name)[0]
     assert ours.dtype == np.float32 and ours.shape == (n, n)
     err, err_fbp = _rms((ours - truth)[mask]), _rms((ref - truth)[mask])
-    assert err <= 1.1 * err_fbp
+    assert err <= err_fbp
     # and the two methods agree with each other much better than either matches the phantom
     assert _rms((ours - ref)[mask]) < err_fbp
 
@@ -132,7 +132,7 @@ def test_kernel_transform_matches_quadrature(width):
         assert Phi(xi) == pytest.approx(numeric, rel=1e-9)
 
 
-def test_slices_in_a_stack_are_reconstructed_independently():
+def test_slices_in_a_stack_are_reconstructed_independently(xp):
     """Pairs share one complex sinogram and an odd last slice goes alone: no crosstalk."""
     n = 64
     angles = np.linspace(0, np.pi, 100, endpoint=False)
@@ -141,13 +141,13 @@ def test_slices_in_a_stack_are_reconstructed_independently():
     sinos = np.stack([project_slice([s], angles, np.arange(n), [0.0], center=33.4)[:, 0, :]
                       for s in shapes + [shapes[0], shapes[1], shapes[0]]]).astype(np.float32)
     sinos[2] *= 2.0
-    stack = gridrec(sinos, angles, center=33.4)
+    stack = _as_host(gridrec(xp.asarray(sinos), angles, center=33.4))
     for i in range(len(sinos)):
-        alone = gridrec(sinos[i:i + 1], angles, center=33.4)[0]
+        alone = _as_host(gridrec(xp.asarray(sinos[i:i + 1]), angles, center=33.4))[0]
         assert np.abs(stack[i] - alone).max() < 1e-5 * np.abs(alone).max()
 
 
-def test_one_centre_per_slice():
+def test_one_centre_per_slice(xp):
     """A tilted axis: each slice of a pair (and the odd one) is centred on its own axis."""
     n = 64
     angles = np.linspace(0, np.pi, 100, endpoint=False)
@@ -155,9 +155,9 @@ def test_one_centre_per_slice():
     centers = np.array([30.2, 33.9, 35.5])
     sinos = np.stack([project_slice(disk, angles, np.arange(n), [0.0], center=c)[:, 0, :]
                       for c in centers]).astype(np.float32)
-    stack = gridrec(sinos, angles, center=centers)
+    stack = _as_host(gridrec(xp.asarray(sinos), angles, center=centers))
     for i, c in enumerate(centers):
-        alone = gridrec(sinos[i:i + 1], angles, center=c)[0]
+        alone = _as_host(gridrec(xp.asarray(sinos[i:i + 1]), angles, center=c))[0]
         assert np.abs(stack[i] - alone).max() < 1e-5 * np.abs(alone).max()
     # the disk where it was put, wherever the axis was on the detector
     yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
@@ -166,26 +166,7 @@ def test_one_centre_per_slice():
         assert abs((w * xx).sum() / w.sum() + 8.0) < 0.05
         assert abs((w * yy).sum() / w.sum() - 5.0) < 0.05
     with pytest.raises(ParameterError, match="center="):
-        gridrec(sinos, angles, center=centers[:2])
-
-
-def test_gpu_twin_of_the_spectrum_weighting_matches_the_cpu_kernel():
-    """The array-module code the GPU runs, run with numpy, equals the Numba kernel."""
-    from tomolab.recon import _gridrec_cpu
-    from tomolab.recon.gridrec import _weight_spectra_xp
-
-    rng = np.random.default_rng(5)
-    n_pad, n_a = 64, 9
-    weights = rng.random(n_pad // 2 + 1)
-    a_re, a_im = rng.uniform(20, 40, (2, n_a)), rng.uniform(20, 40, (2, n_a))
-    full = (rng.standard_normal((2, n_a, n_pad)) + 1j * rng.standard_normal((2, n_a, n_pad)))
-    half = np.fft.rfft(rng.standard_normal((2, n_a, n_pad)), axis=-1)
-    for spectra, hermitian in ((full, False), (half, True)):
-        spectra = spectra.astype(np.complex64)
-        cpu = np.empty((2, n_a, n_pad + 1), np.complex64)
-        _gridrec_cpu.weight_spectra(spectra, weights, a_re, a_im, hermitian, cpu)
-        twin = _weight_spectra_xp(np, spectra, weights, a_re, a_im, hermitian, n_pad)
-        assert np.abs(twin - cpu).max() < 1e-5 * np.abs(cpu).max()
+        gridrec(xp.asarray(sinos), angles, center=centers[:2])
 
 
 def test_360_degree_scan_gives_the_same_slice():
@@ -209,6 +190,8 @@ def test_bad_input_names_the_parameter():
         gridrec(sino, angles[:-1], center=8.0)
     with pytest.raises(ParameterError, match="sinograms="):
         gridrec(sino[0], angles, center=8.0)
+    with pytest.raises(ParameterError, match="precision='double'"):
+        gridrec(sino, angles, center=8.0, precision="double")
 
 
 def test_reconstruct_with_gridrec_on_a_simulated_scan():
@@ -230,16 +213,106 @@ def test_reconstruct_with_gridrec_on_a_simulated_scan():
     assert err < 0.15 * _rms(truth[:, mask])
 
 
+def _blob_case(n=128, n_angles=300, center_offset=2.6, sigmas=(16.0, 10.0, 7.0)):
+    """Gaussian blobs, well inside the field of view, with their exact line integrals."""
+    angles = np.linspace(0, np.pi, n_angles, endpoint=False)
+    center = (n - 1) / 2 + center_offset
+    blobs = [(0.0, 0.0, sigmas[0], 0.02), (15.0, -10.0, sigmas[1], 0.03),
+             (-20.0, 12.0, sigmas[2], -0.01)]
+    s = np.arange(n) - center
+    sino = np.zeros((n_angles, n))
+    for x0, y0, sigma, value in blobs:
+        at = x0 * np.cos(angles) + y0 * np.sin(angles)
+        sino += value * np.sqrt(2 * np.pi) * sigma * np.exp(-(s - at[:, None]) ** 2 / (2 * sigma ** 2))
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2.0
+    truth = sum(value * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma ** 2))
+                for x0, y0, sigma, value in blobs)
+    return angles, center, sino.astype(np.float32), truth
+
+
+def _relative(a, b, mask):
+    return float(np.linalg.norm((a - b)[mask]) / np.linalg.norm(b[mask]))
+
+
+@pytest.mark.parametrize("pad_mode", ["edge", "constant"])
+@pytest.mark.parametrize("precision", ["single", "half"])
+def test_within_1e_3_of_fbp_and_closer_to_a_smooth_truth(pad_mode, precision, xp):
+    """On a smooth object inside the field of view gridrec and FBP differ by less than 1e-3,
+    and that difference is FBP's: its linear interpolation puts it farther from the truth."""
+    angles, center, sino, truth = _blob_case()
+    mask = _disk_mask(sino.shape[1])
+    ours = _as_host(gridrec(xp.asarray(sino[None]), angles, center=center, pad_mode=pad_mode,
+                            precision=precision))[0]
+    ref = fbp(sino[None], angles, center=center, pad_mode=pad_mode)[0]
+    assert _relative(ours, ref, mask) < 1e-3
+    assert _relative(ours, truth, mask) < 0.5 * _relative(ref, truth, mask)
+
+
+@pytest.mark.parametrize("units", [1.0, 1e6, 1e-6])
+def test_half_precision_within_1e_3_of_single(phantom_case, units, xp):
+    """Half-precision samples are scaled before rounding: any units, no overflow or underflow."""
+    _, center, angles, sino, _ = phantom_case
+    stack = xp.asarray(np.stack([sino, sino[:, ::-1], 0.5 * sino]) * np.float32(units))
+    single = _as_host(gridrec(stack, angles, center=center))
+    half = _as_host(gridrec(stack, angles, center=center, precision="half"))
+    assert np.isfinite(half).all()
+    for a, b in zip(half, single):
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-3
+
+
+def test_stats_say_where_the_time_goes(xp):
+    """``stats=`` adds the seconds of each stage, over every batch, and changes nothing else."""
+    rng = np.random.default_rng(4)
+    sino = xp.asarray(rng.random((3, 60, 48)).astype(np.float32))
+    angles = np.linspace(0, np.pi, 60, endpoint=False)
+    stats = {"2D inverse FFT": 1.0}
+    timed = _as_host(gridrec(sino, angles, center=24.5, stats=stats))
+    assert {"spread onto the grid", "gather onto the grid"} & set(stats)
+    assert "crop and split" in stats and stats["2D inverse FFT"] > 1.0
+    assert all(v >= 0 for v in stats.values())
+    np.testing.assert_array_equal(timed, _as_host(gridrec(sino, angles, center=24.5)))
+
+
 @gpu_test
 @pytest.mark.parametrize("n_z", [1, 2, 5])
 @pytest.mark.parametrize("filter_name", ["ramp", "shepp-logan"])
-def test_cpu_and_gpu_agree(n_z, filter_name):
+@pytest.mark.parametrize("precision", ["single", "half"])
+def test_cpu_and_gpu_agree(n_z, filter_name, precision):
     import cupy
 
     rng = np.random.default_rng(n_z)
     sino = rng.random((n_z, 181, 150)).astype(np.float32)
     angles = np.sort(rng.uniform(0, np.pi, 181))
-    cpu = gridrec(sino, angles, center=77.3, filter=filter_name, size=140)
-    gpu = gridrec(cupy.asarray(sino), angles, center=77.3, filter=filter_name, size=140)
+    cpu = gridrec(sino, angles, center=77.3, filter=filter_name, size=140, precision=precision)
+    gpu = gridrec(cupy.asarray(sino), angles, center=77.3, filter=filter_name, size=140,
+                  precision=precision)
     assert isinstance(gpu, cupy.ndarray) and gpu.dtype == cupy.float32
-    assert np.linalg.norm(gpu.get() - cpu) / np.linalg.norm(cpu) < 1e-5
+    # half: the same samples rounded on both, but a sample that float32 arithmetic puts on the
+    # other side of a float16 rounding boundary moves by one half-precision step (5e-4 of it)
+    bound = 1e-5 if precision == "single" else 1e-4
+    assert np.linalg.norm(gpu.get() - cpu) / np.linalg.norm(cpu) < bound
+
+
+@gpu_test
+@pytest.mark.parametrize("shape, size, pad_mode", [((3, 90, 64), 64, "edge"),
+                                                   ((4, 120, 97), 33, "constant"),
+                                                   ((2, 64, 40), 97, "edge"),
+                                                   ((6, 400, 256), 256, "constant")])
+def test_gpu_gather_matches_the_cpu_on_any_grid(shape, size, pad_mode):
+    """Grids that are not whole tiles, periodic images at the edges, a full turn of angles,
+    one centre per slice, and slices packed in pairs across several gather blocks."""
+    import cupy
+
+    from tomolab.recon.gridrec import _gridrec
+
+    rng = np.random.default_rng(shape[0])
+    sino = rng.standard_normal(shape).astype(np.float32)
+    angles = rng.permutation(np.linspace(0, 2 * np.pi, shape[1], endpoint=False))
+    centers = shape[2] / 2 + rng.uniform(-3, 3, shape[0])
+    cpu = gridrec(sino, angles, center=centers, size=size, pad_mode=pad_mode)
+    for pairs in (1, 2, 4):
+        gpu = _gridrec(cupy.asarray(sino), angles, center=centers, size=size, pad_mode=pad_mode,
+                       pairs=pairs).get()
+        assert np.isfinite(gpu).all()
+        for a, b in zip(gpu, cpu):
+            assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-5

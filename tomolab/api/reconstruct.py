@@ -17,8 +17,8 @@ import numpy as np
 
 from tomolab.api.center import find_center
 from tomolab.api.provenance import provenance
-from tomolab.api.validate import (check_center, check_choice, check_scan, check_size, half_turn,
-                                  plane_coords, resolve_rows, source_name)
+from tomolab.api.validate import (check_center, check_choice, check_coverage, check_scan,
+                                  check_size, plane_coords, resolve_rows, source_name)
 from tomolab.checks import check_bool
 from tomolab.errors import ParameterError
 from tomolab.sanity import RANGES, check_quantity, check_whole_number
@@ -364,7 +364,7 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
         precision = "single"  # the only one there
     row_range = resolve_rows(scan, rows)
     steps = preprocessing_steps(scan, zingers=zingers, stripes=stripes, phase=phase)
-    half_turn(scan["angle"].values)  # checked before any data are read for an automatic centre
+    check_coverage(scan, algorithm=algorithm)  # a missing wedge: warn, before any data are read
     check_scan(scan, normalize=normalize)
     check_bool(log, "log", "pass log=True (take -log) or False (already line integrals)")
     size = check_size(scan, size)

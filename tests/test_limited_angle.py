@@ -269,3 +269,46 @@ def test_centroid_on_cupy_matches_numpy(xp):
                          [0.0], center=51.2)[:, 0]
     center, score = find_center_centroid(xp.asarray(sino), angles)
     assert abs(center - 51.2) < 0.05 and score > 0.9
+
+
+# -- the panel ---------------------------------------------------------------------------------
+
+def _panel(scan):
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("holoviews")
+    from tomolab.widgets import ReconstructionPanel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LimitedAngleWarning)
+        return ReconstructionPanel(scan, backend="numpy", background=False, size=200)
+
+
+def test_the_panel_names_the_wedge_and_finds_the_centre_of_a_tilt_series(turn):
+    tilt = cut(turn, -60, 60)
+    panel = _panel(tilt)
+    assert "60° of the 180° that parallel-beam needs are missing" in panel.coverage_note.value
+    assert "centroid" in panel.center_sweep.estimate_label.value
+    assert abs(panel.center - turn.attrs["true_center"]) < 0.3
+    assert panel.preview_task.state == "done"
+    # the overlay has nothing to pair, and says so in its own bar
+    assert "no opposite projections" in panel.center_overlay.task.error
+    with pytest.warns(LimitedAngleWarning):
+        volume = panel.reconstruct()
+    assert volume.shape == (4, 96, 96) and panel.task.error == ""
+    # a full scan has no note
+    assert _panel(turn.isel(angle=slice(0, 180, 2))).coverage_note.value == ""
+
+
+def test_the_iteration_controls_show_for_iterative_algorithms_only(turn):
+    from tomolab.recon import ALGORITHMS
+
+    panel = _panel(cut(turn, 0, 120))
+    panel.algorithm_input.value = "fbp"
+    assert panel.iteration_box.layout.display == "none"
+    panel.preview_iterations()  # nothing to preview for FBP
+    assert panel.iteration_preview is None
+    iterative = [name for name in ("sirt", "cgls", "tv") if name in ALGORITHMS]
+    for name in iterative:
+        panel.algorithm_input.value = name
+        assert panel.iteration_box.layout.display is None
+        assert panel._regularization_box.layout.display == (None if name == "tv" else "none")

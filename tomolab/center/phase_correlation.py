@@ -36,8 +36,8 @@ def opposite_pair(angles, *, tolerance: float | None = None) -> tuple[int, int]:
     if abs(angles[j] - angles[i] - np.pi) > tolerance:
         span = np.degrees(angles.max() - angles.min())
         fix = ('use method="vo" or a scan that covers at least 180°' if span >= 180 - 1.5 *
-               np.degrees(step) else 'for a scan of less than 180° use method="centroid" (or '
-               '"auto", which picks it), or pass the centre')
+               np.degrees(step) else 'a scan of less than 180° has no opposite projections: find its '
+               'centre with method="centroid" (or "auto", which picks it), or pass the centre')
         raise ParameterError("no pair of projections 180° apart", where="angles",
                              value=f"{span:.1f}° span", fix=fix)
     return i, j

@@ -183,7 +183,7 @@ def test_find_center_on_a_limited_range(first, last, center, backend):
         warnings.simplefilter("error")  # a clear answer: no low-score warning
         estimate = tomolab.find_center(scan, backend=backend)
     assert list(estimate.estimates) == ["centroid"]
-    assert abs(estimate.center - true) < 0.3, (estimate, true)
+    assert abs(estimate.center - true) < 0.15, (estimate, true)
     assert estimate.score > LOW_SCORE
 
 

@@ -8,6 +8,8 @@ with few angles and a missing wedge, where FBP fails, and through the api
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,15 @@ from tomolab.data.phantom import default_phantom, phantom_slice, project_slice
 from tomolab.data.simulate import true_volume
 from tomolab.engine.pipeline import line_integrals
 from tomolab.errors import Cancelled, ParameterError
-from tomolab.recon import back_project_adjoint, backproject, cgls, fbp, forward_project, sirt, tv
+from tomolab.recon import (
+    back_project_adjoint,
+    backproject,
+    cgls,
+    fbp,
+    forward_project,
+    sirt,
+    tv,
+)
 from tomolab.testing import gpu_test
 
 
@@ -97,12 +107,12 @@ def test_forward_projection_is_the_line_integral_of_the_phantom(xp):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(volume_slices=np.zeros((4, 4), np.float32)), "3D"),
-    (dict(volume_slices=np.zeros((1, 4, 5), np.float32)), "square"),
-    (dict(center=[1.0, 2.0]), "one per slice"),
+    ({"volume_slices": np.zeros((4, 4), np.float32)}, "3D"),
+    ({"volume_slices": np.zeros((1, 4, 5), np.float32)}, "square"),
+    ({"center": [1.0, 2.0]}, "one per slice"),
 ])
 def test_forward_projection_refuses_bad_input(bad, match):
-    args = dict(volume_slices=np.zeros((1, 4, 4), np.float32), center=1.5)
+    args = {"volume_slices": np.zeros((1, 4, 4), np.float32), "center": 1.5}
     args.update(bad)
     with pytest.raises(ParameterError, match=match):
         forward_project(args.pop("volume_slices"), [0.0, 1.0], n_cols=4, **args)
@@ -125,8 +135,8 @@ def _rms(image, truth):
 
 
 @pytest.mark.parametrize("case, options", [
-    ("60 angles over 180°", dict(n_angles=60)),
-    ("a 120° range (a ±60° wedge missing)", dict(n_angles=80, angle_range=2 * np.pi / 3)),
+    ("60 angles over 180°", {"n_angles": 60}),
+    ("a 120° range (a ±60° wedge missing)", {"n_angles": 80, "angle_range": 2 * np.pi / 3}),
 ])
 def test_tv_halves_fbps_error_with_few_angles_or_a_missing_wedge(xp, case, options):
     sinograms, angles, center, truth = _simulated(96, **options)
@@ -156,7 +166,7 @@ def test_cgls_residual_decreases_at_every_iteration(xp):
         image = cgls(sinograms, angles, center=center, iterations=k, initial="zero")
         residual = sinograms - forward_project(image, angles, center=center, n_cols=64)
         residuals.append(float(xp.linalg.norm(residual)))
-    assert all(b < a for a, b in zip(residuals, residuals[1:])), residuals
+    assert all(b < a for a, b in itertools.pairwise(residuals)), residuals
     assert residuals[-1] < 0.2 * residuals[0]
 
 
@@ -182,8 +192,8 @@ def test_nonnegative_keeps_the_attenuation_at_or_above_zero():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(iterations=0), "iterations"), (dict(iterations=2.0), "iterations"),
-    (dict(initial="ones"), "initial"), (dict(regularization=-1.0), "regularization"),
+    ({"iterations": 0}, "iterations"), ({"iterations": 2.0}, "iterations"),
+    ({"initial": "ones"}, "initial"), ({"regularization": -1.0}, "regularization"),
 ])
 def test_methods_refuse_bad_options(bad, match):
     sino = np.zeros((1, 10, 16), np.float32)
@@ -192,8 +202,8 @@ def test_methods_refuse_bad_options(bad, match):
 
 
 @gpu_test
-@pytest.mark.parametrize("method, options", [(sirt, dict(iterations=20)), (cgls, dict(iterations=10)),
-                                             (tv, dict(iterations=30))])
+@pytest.mark.parametrize("method, options", [(sirt, {"iterations": 20}), (cgls, {"iterations": 10}),
+                                             (tv, {"iterations": 30})])
 def test_gpu_and_cpu_give_the_same_slices(method, options):
     import cupy
 
@@ -201,6 +211,19 @@ def test_gpu_and_cpu_give_the_same_slices(method, options):
     on_cpu = method(sinograms, angles, center=[center, center + 0.5], **options)
     on_gpu = method(cupy.asarray(sinograms), angles, center=[center, center + 0.5], **options)
     assert _rel(on_gpu, on_cpu) < 1e-4
+
+
+@gpu_test
+def test_reconstruct_on_the_gpu_matches_the_cpu_with_progress_per_iteration():
+    scan = tomolab.data.simulate_scan(64, n_rows=6, n_angles=40, seed=8)
+    center = scan.attrs["true_center"]
+    reports = []
+    on_gpu = tomolab.reconstruct(scan, center=center, algorithm="tv", iterations=12, backend="cupy",
+                                 progress=lambda done, total: reports.append(done))
+    on_cpu = tomolab.reconstruct(scan, center=center, algorithm="tv", iterations=12,
+                                 backend="numpy")
+    assert _rel(on_gpu.values, on_cpu.values) < 1e-4
+    assert reports == sorted(reports) and reports[-1] == 6 and len(reports) > 12
 
 
 @gpu_test
@@ -236,10 +259,10 @@ def test_reconstruct_runs_the_iterative_methods_and_records_them():
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(algorithm="fbp", iterations=10), "iterations"),
-    (dict(algorithm="sirt", regularization=0.1), "regularization"),
-    (dict(algorithm="cgls", iterations=0), "iterations"),
-    (dict(algorithm="tv", nonnegative="yes"), "nonnegative"),
+    ({"algorithm": "fbp", "iterations": 10}, "iterations"),
+    ({"algorithm": "sirt", "regularization": 0.1}, "regularization"),
+    ({"algorithm": "cgls", "iterations": 0}, "iterations"),
+    ({"algorithm": "tv", "nonnegative": "yes"}, "nonnegative"),
 ])
 def test_reconstruct_refuses_options_that_do_not_apply(options, match):
     scan = tomolab.data.simulate_scan(32, n_rows=2, n_angles=20)

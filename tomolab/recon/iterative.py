@@ -308,7 +308,7 @@ def tv(sinograms, angles, *, center, size: int | None = None, iterations: int | 
                              value=regularization, fix="pass e.g. regularization=1e-3 (attenuation "
                                                        "per pixel), or None for the default")
     else:
-        lam = np.float32(regularization)
+        lam = xp.full((1, 1, 1), regularization, xp.float32)
     _, n_angles, n_cols = b.shape
     A, At = _operators(angles, centers, size, n_cols)
     # diagonal preconditioning: σ = 1 / row sums of K = [A; ∇], τ = 1 / column sums
@@ -335,7 +335,7 @@ def tv(sinograms, angles, *, center, size: int | None = None, iterations: int | 
         gradient *= sigma_grad
         dual_grad += gradient
         norm = xp.sqrt(dual_grad[0] ** 2 + dual_grad[1] ** 2)
-        norm /= xp.maximum(lam, np.float32(1e-30))  # λ = 0: the dual is held at 0
+        norm /= xp.maximum(lam, 1e-30)  # λ = 0: the dual is held at 0
         xp.maximum(norm, 1, out=norm)
         dual_grad /= norm
         dual_grad *= lam > 0

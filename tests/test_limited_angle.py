@@ -112,6 +112,13 @@ def test_limited_angle_fbp_is_the_slice_with_a_missing_wedge(turn):
     assert errors[179] < errors[120] < errors[60] < truth.std() * 1.5
 
 
+def test_iterative_algorithms_do_not_warn_of_the_wedge_they_fill(turn):
+    with no_limited_warning():
+        volume = tomolab.reconstruct(cut(turn, -60, 60), center=turn.attrs["true_center"],
+                                     rows=1, algorithm="sirt", iterations=3, backend="numpy")
+    assert volume.attrs["algorithm"] == "sirt"
+
+
 def test_full_and_sparse_scans_do_not_warn(turn):
     sparse = turn.isel(angle=slice(0, 180, 3))  # 60 angles over 180°
     with no_limited_warning():
@@ -300,15 +307,54 @@ def test_the_panel_names_the_wedge_and_finds_the_centre_of_a_tilt_series(turn):
 
 
 def test_the_iteration_controls_show_for_iterative_algorithms_only(turn):
-    from tomolab.recon import ALGORITHMS
-
     panel = _panel(cut(turn, 0, 120))
+    assert {"sirt", "cgls", "tv"} <= set(panel.algorithm_input.options)
+    assert "use algorithm='sirt', 'cgls' or 'tv'" in panel.coverage_note.value
     panel.algorithm_input.value = "fbp"
     assert panel.iteration_box.layout.display == "none"
     panel.preview_iterations()  # nothing to preview for FBP
     assert panel.iteration_preview is None
-    iterative = [name for name in ("sirt", "cgls", "tv") if name in ALGORITHMS]
-    for name in iterative:
+    for name in ("sirt", "cgls", "tv"):
         panel.algorithm_input.value = name
         assert panel.iteration_box.layout.display is None
         assert panel._regularization_box.layout.display == (None if name == "tv" else "none")
+
+
+def test_the_regularisation_slider_previews_one_slice_on_release(turn):
+    panel = _panel(cut(turn, -60, 60))
+    panel.rows_input.value = "0:2"
+    panel.algorithm_input.value = "tv"
+    panel.iterations_input.value = 4
+    assert panel.regularization_input.disabled  # "λ auto" is ticked
+    panel.regularization_auto.value = False  # previews with the slider's λ
+    first = panel.iteration_preview
+    assert panel.iteration_preview_task.error == ""
+    assert first.attrs["algorithm"] == "tv" and first.attrs["iterations"] == 4
+    assert first.attrs["regularization"] == pytest.approx(panel.regularization_input.value)
+    assert first.sizes["z"] == 1 and int(first["row"].values[0]) == 1  # the middle of 0:2
+    panel.regularization_input.value = 1e-2  # a release of the slider: a new preview
+    second = panel.iteration_preview
+    assert second is not first and second.attrs["regularization"] == pytest.approx(1e-2)
+    # a stronger λ flattens the slice: less total variation
+    assert np.abs(np.diff(second.values[0], axis=-1)).sum() \
+        < np.abs(np.diff(first.values[0], axis=-1)).sum()
+    figure = next(m for m in panel._iteration_hv.state.references() if hasattr(m, "xaxis"))
+    assert figure.title.text == "row 1: tv, λ 1.00e-02"
+    # Reconstruct uses the same settings
+    volume = panel.reconstruct()
+    assert volume.attrs["algorithm"] == "tv" and volume.attrs["iterations"] == 4
+    assert volume.attrs["regularization"] == pytest.approx(1e-2) and volume.sizes["z"] == 2
+
+
+def test_iteration_preview_errors_show_in_step_6(turn):
+    panel = _panel(cut(turn, 0, 120))
+    panel.algorithm_input.value = "sirt"
+    panel.rows_input.value = "7:99"
+    panel.preview_iterations()
+    assert "rows='7:99'" in panel.iteration_preview_task.error
+    assert panel.iteration_preview is None
+    panel.rows_input.value = ""
+    panel.center = None
+    panel.iteration_preview_button.click()
+    assert "centre px" in panel.iteration_preview_task.error
+    assert "no centre chosen" in panel.iteration_preview_task.error

@@ -583,8 +583,9 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         if not coverage.limited:
             return ""
         return (f'<span class="tomolab-limited" style="color:#b35900">&#9888; '
-                f"{html.escape(coverage.describe())}: FBP shows streaks and a missing wedge; "
-                f"{html.escape(iterative_hint())} (the centre comes from the centroid fit)</span>")
+                f"{html.escape(coverage.describe(), quote=False)}: FBP shows streaks and a missing "
+                f"wedge; {html.escape(iterative_hint(), quote=False)} (the centre comes from the "
+                f"centroid fit)</span>")
 
     def preview_iterations(self):
         """One row with the algorithm, iterations and λ of step 6, shown in step 6.

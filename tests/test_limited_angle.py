@@ -358,3 +358,23 @@ def test_iteration_preview_errors_show_in_step_6(turn):
     panel.iteration_preview_button.click()
     assert "centre px" in panel.iteration_preview_task.error
     assert "no centre chosen" in panel.iteration_preview_task.error
+
+
+def test_a_tilted_axis_is_fitted_on_a_tilt_series():
+    """find_axis with the centroid fit at each row: a drifting axis over ±60°."""
+    from tomolab.data.phantom import default_phantom, project_slice
+
+    n_cols, n_rows = 96, 24
+    a, b = 50.0, 0.05  # centre(row) = a + b * row
+    angles = np.radians(np.arange(-60.0, 61.0))
+    shapes = default_phantom(n_cols, n_rows, radius_fraction=0.35)
+    z = np.arange(n_rows) - (n_rows - 1) / 2
+    line = np.concatenate([project_slice(shapes, angles, np.arange(n_cols), [z[r]],
+                                         center=a + b * r) for r in range(n_rows)], axis=1)
+    counts = np.random.default_rng(0).poisson(2e4 * np.exp(-line / n_cols)).astype(np.uint16)
+    scan = tomolab.from_arrays(counts, angles, flats=np.full((4, n_rows, n_cols), 20000, np.uint16),
+                               darks=np.zeros((2, n_rows, n_cols), np.uint16))
+    with pytest.raises(ParameterError, match='method="centroid"'):
+        tomolab.find_axis(scan, backend="numpy")  # Vo needs 180°
+    fit = tomolab.find_axis(scan, method="centroid", backend="numpy")
+    assert abs(fit.slope - b) < 0.005 and abs(float(fit.center(12)) - (a + b * 12)) < 0.1

@@ -150,8 +150,9 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     if isinstance(center, str) and center == "auto":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            center, _ = find_center(scan, row=row, backend=backend, normalize=normalize)
-        center_source = f"auto (vo at row {row})"
+            estimate = find_center(scan, row=row, backend=backend, normalize=normalize)
+        center = estimate.center
+        center_source = f"auto ({' + '.join(estimate.estimates)} at row {row})"
     center = check_center(scan, center)
 
     halo = paganin_halo(ratios.max(), energy, distance, pixel_size)

@@ -350,6 +350,9 @@ class CenterSweep(SweepView):
         self.start_input.value = max(0.0, np.floor(center) - self._half_width)
         self.stop_input.value = min(n_cols - 1.0, np.floor(center) + self._half_width)
         trust = "" if score >= LOW_SCORE else " — <b>low score: check the sweep</b>"
+        if methods == "centroid":  # a scan of less than 180°
+            trust += (" — <small>less than 180°: the trial slices' sharpness moves little "
+                      "with the centre; trust the centroid fit over the score curve</small>")
         self.estimate_label.value = (f"estimate <b>{center:.2f} px</b> ({methods}, score "
                                      f"{score:.2f}){trust}")
         return center

@@ -1,8 +1,10 @@
 """The CPU twins of the projector pair's CUDA kernels (Numba, threads over rows of the output).
 
 Both kernels walk the detector position ``t`` of a voxel row the same way
-(``t`` at the row's first voxel, then ``t += cos θ`` per voxel), so the
-forward projection is the exact transpose of the backprojection, whatever
+(``t`` at the row's first voxel, then ``t += cos θ`` per voxel) and give voxel
+and bin ``j`` the same weight, ``max(0, 1 - |t - j| / m) / m`` with
+``m = max(|cos θ|, |sin θ|)`` (Joseph's interpolation seen from the voxel), so
+the forward projection is the exact transpose of the backprojection whatever
 the rounding. Kept apart so that Numba is imported only when the CPU path runs.
 """
 
@@ -11,8 +13,8 @@ import numpy as np
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def forward_linear(img, cos_t, sin_t, centers, n_cols, out):
-    """Add to ``out[z, a, :]`` the splat of every voxel of ``img[z]`` onto its two nearest bins."""
+def forward_joseph(img, cos_t, sin_t, centers, n_cols, out):
+    """Add to ``out[z, a, :]`` every voxel of ``img[z]`` spread onto the bins within ``m`` of it."""
     n_z, n, _ = img.shape
     n_angles = cos_t.size
     half = (n - 1) / 2.0
@@ -20,24 +22,25 @@ def forward_linear(img, cos_t, sin_t, centers, n_cols, out):
         z = za // n_angles
         a = za - z * n_angles
         c, s = cos_t[a], sin_t[a]
+        m = max(abs(c), abs(s))
+        inv = 1.0 / m
         row = out[z, a]
         for y in range(n):
             t = centers[z] + (y - half) * s - half * c
             for x in range(n):
-                i = int(np.floor(t))
-                if i >= 0 and i < n_cols - 1:
-                    w = t - i
-                    v = img[z, y, x]
-                    row[i] += (1.0 - w) * v
-                    row[i + 1] += w * v
-                elif i == n_cols - 1 and t == i:
-                    row[i] += img[z, y, x]
+                j = int(np.floor(t - m)) + 1
+                v = img[z, y, x] * inv
+                for _ in range(2):
+                    w = 1.0 - abs(t - j) * inv
+                    if w > 0 and j >= 0 and j < n_cols:
+                        row[j] += w * v
+                    j += 1
                 t += c
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def adjoint_linear(q, cos_t, sin_t, centers, n, out):
-    """Add to ``out[z, y, x]`` the linear interpolation of ``q[z, a]`` at every angle's ``t``."""
+def adjoint_joseph(q, cos_t, sin_t, centers, n, out):
+    """Add to ``out[z, y, x]`` the bins of ``q[z, a]`` within ``m`` of each voxel, same weights."""
     n_z, n_angles, n_cols = q.shape
     half = (n - 1) / 2.0
     for zy in numba.prange(n_z * n):
@@ -45,14 +48,18 @@ def adjoint_linear(q, cos_t, sin_t, centers, n, out):
         y = zy - z * n
         row = out[z, y]
         for a in range(n_angles):
-            c = cos_t[a]
-            t = centers[z] + (y - half) * sin_t[a] - half * c
+            c, s = cos_t[a], sin_t[a]
+            m = max(abs(c), abs(s))
+            inv = 1.0 / m
+            t = centers[z] + (y - half) * s - half * c
             qa = q[z, a]
             for x in range(n):
-                i = int(np.floor(t))
-                if i >= 0 and i < n_cols - 1:
-                    w = t - i
-                    row[x] += (1.0 - w) * qa[i] + w * qa[i + 1]
-                elif i == n_cols - 1 and t == i:
-                    row[x] += qa[i]
+                j = int(np.floor(t - m)) + 1
+                acc = 0.0
+                for _ in range(2):
+                    w = 1.0 - abs(t - j) * inv
+                    if w > 0 and j >= 0 and j < n_cols:
+                        acc += w * qa[j]
+                    j += 1
+                row[x] += acc * inv
                 t += c

@@ -12,6 +12,14 @@ import numba
 import numpy as np
 
 
+@numba.njit(inline="always", fastmath=True, cache=True)
+def _bins(t, m, inv):
+    """The first bin ``j`` within ``m`` of ``t`` and the weights of ``j`` and ``j + 1`` (≤ 0: none)."""
+    f = np.floor(t - m)
+    d = t - f - 1.0  # t - j, in [m - 1, m)
+    return int(f) + 1, 1.0 - abs(d) * inv, 1.0 - (1.0 - d) * inv
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def forward_joseph(img, cos_t, sin_t, centers, n_cols, out):
     """Add to ``out[z, a, :]`` every voxel of ``img[z]`` spread onto the bins within ``m`` of it."""
@@ -28,13 +36,12 @@ def forward_joseph(img, cos_t, sin_t, centers, n_cols, out):
         for y in range(n):
             t = centers[z] + (y - half) * s - half * c
             for x in range(n):
-                j = int(np.floor(t - m)) + 1
+                j, w0, w1 = _bins(t, m, inv)
                 v = img[z, y, x] * inv
-                for _ in range(2):
-                    w = 1.0 - abs(t - j) * inv
-                    if w > 0 and j >= 0 and j < n_cols:
-                        row[j] += w * v
-                    j += 1
+                if w0 > 0 and j >= 0 and j < n_cols:
+                    row[j] += w0 * v
+                if w1 > 0 and j >= -1 and j < n_cols - 1:
+                    row[j + 1] += w1 * v
                 t += c
 
 
@@ -54,12 +61,11 @@ def adjoint_joseph(q, cos_t, sin_t, centers, n, out):
             t = centers[z] + (y - half) * s - half * c
             qa = q[z, a]
             for x in range(n):
-                j = int(np.floor(t - m)) + 1
+                j, w0, w1 = _bins(t, m, inv)
                 acc = 0.0
-                for _ in range(2):
-                    w = 1.0 - abs(t - j) * inv
-                    if w > 0 and j >= 0 and j < n_cols:
-                        acc += w * qa[j]
-                    j += 1
+                if w0 > 0 and j >= 0 and j < n_cols:
+                    acc += w0 * qa[j]
+                if w1 > 0 and j >= -1 and j < n_cols - 1:
+                    acc += w1 * qa[j + 1]
                 row[x] += acc * inv
                 t += c

@@ -96,10 +96,7 @@ def _coverage(angles: np.ndarray) -> float:
 
 def _inverse(xp, sums):
     """``1 / sums`` where the sums carry weight, else 0."""
-    out = xp.zeros_like(sums)
-    inside = sums > _EMPTY
-    out[inside] = 1.0 / sums[inside]
-    return out
+    return xp.where(sums > _EMPTY, 1 / xp.maximum(sums, _EMPTY), 0).astype(xp.float32)
 
 
 def _done(xp, callback, k: int, iterations: int) -> None:

@@ -292,6 +292,9 @@ class ReconstructionPlan:
             one_row += read * 4 * 2  # the median-filtered copy and the mask
         if self.steps.phase:
             one_row += read * 64  # Paganin: padded to twice each side, complex64, and its product
+        if self.iterative_options():
+            from tomolab.recon import iterative_bytes
+            one_row += iterative_bytes(1, n_angles=n_angles, n_cols=n_cols, size=self.size)
         slice_bytes = self.size * self.size * 4
         output = len(rows) * slice_bytes if slab_rows is None else 2 * int(slab_rows) * slice_bytes
         if self.backend != "cupy":

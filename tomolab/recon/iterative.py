@@ -96,10 +96,7 @@ def _coverage(angles: np.ndarray) -> float:
 
 def _inverse(xp, sums):
     """``1 / sums`` where the sums carry weight, else 0."""
-    out = xp.zeros_like(sums)
-    inside = sums > _EMPTY
-    out[inside] = 1.0 / sums[inside]
-    return out
+    return xp.where(sums > _EMPTY, 1 / xp.maximum(sums, _EMPTY), 0).astype(xp.float32)
 
 
 def _done(xp, callback, k: int, iterations: int) -> None:
@@ -194,14 +191,21 @@ def cgls(sinograms, angles, *, center, size: int | None = None, iterations: int 
          pad_mode: str = "edge", callback=None):
     """Reconstruct slices by CGLS: conjugate gradients on ``Aᵀ A x = Aᵀ b``, per slice.
 
-    The residual ``‖b - A x‖`` decreases at every iteration. Parameters as for
-    :func:`sirt`, except:
+    The residual ``‖b - A x‖`` decreases at every iteration. The parameters
+    not listed here are those of :func:`sirt`.
 
+    Parameters
+    ----------
     iterations : int, optional
         Default 20. Many more fit the noise.
     nonnegative : bool
         Clip negative values of the result (conjugate gradients take no
         constraint, so only at the end).
+
+    Returns
+    -------
+    ndarray (z, size, size) float32, on the device of ``sinograms``
+        Attenuation per pixel.
 
     Examples
     --------
@@ -272,8 +276,11 @@ def tv(sinograms, angles, *, center, size: int | None = None, iterations: int | 
 
     Minimises, per slice, ``‖A x - b‖² / (2 n_angles) + λ Σ |∇x|`` (with
     ``x ≥ 0`` when ``nonnegative``), ``|∇x|`` the length of the gradient at
-    each pixel (forward differences). Parameters as for :func:`sirt`, except:
+    each pixel (forward differences). The parameters not listed here are
+    those of :func:`sirt`.
 
+    Parameters
+    ----------
     iterations : int, optional
         Default 200.
     regularization : float, optional
@@ -282,6 +289,11 @@ def tv(sinograms, angles, *, center, size: int | None = None, iterations: int | 
         than it go. Default: a twentieth of the largest magnitude of each
         slice's FBP (computed for this alone with ``initial="zero"``), so
         each slice gets its own λ and a volume does not depend on its slabs.
+
+    Returns
+    -------
+    ndarray (z, size, size) float32, on the device of ``sinograms``
+        Attenuation per pixel.
 
     Examples
     --------

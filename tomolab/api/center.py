@@ -8,8 +8,9 @@ import warnings
 import numpy as np
 
 from tomolab.api.provenance import provenance
-from tomolab.api.validate import (check_centers, check_choice, check_row, check_scan, check_size,
-                                  half_turn, plane_coords, source_name)
+from tomolab.api.validate import (check_centers, check_choice, check_coverage, check_row,
+                                  check_scan, check_size, half_turn, plane_coords, source_name,
+                                  user_stacklevel)
 from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
 from tomolab.sanity import check_whole_number
@@ -46,6 +47,9 @@ class CenterEstimate(tuple):
 CENTER_AGREEMENT = 0.5
 #: rows of the 0°/180° pair registered by phase correlation: two frames, so cheap
 PAIR_ROWS = 64
+#: below this score the centroid fit of a scan of less than 180° is no answer: find_center
+#: asks for the centre (about ±1 px of standard error, or a sample leaving the field of view)
+NO_ANSWER_SCORE = 0.05
 
 
 def _agreement(distance: float) -> float:
@@ -98,6 +102,9 @@ def center_bytes(scan, *, method: str, rows_averaged: int) -> int:
         band = min(n_rows, max(rows_averaged, PAIR_ROWS) // 2 * 2 + 1)
         pair = read_bytes(scan, band, n_angles=2) + 2 * band * n_cols * 16 * 8
         need = max(need, pair)
+    if method in ("auto", "centroid"):  # the band over every angle, summed into float64 copies
+        band = min(n_rows, max(1, rows_averaged) // 2 * 2 + 1)
+        need = max(need, read_bytes(scan, band) + 4 * n_angles * n_cols * 8)
     return int(need)
 
 
@@ -111,15 +118,24 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
         From :func:`tomolab.open_scan` or :func:`tomolab.from_arrays`.
     row : int, optional
         Detector row to use (default: the middle row).
-    method : {"auto", "vo", "phase-correlation"}
+    method : {"auto", "vo", "phase-correlation", "centroid"}
         ``"vo"``: Vo's Fourier metric on the sinogram of ``rows_averaged``
         rows. ``"phase-correlation"``: registration of the projections at 0°
         and 180° (:data:`PAIR_ROWS` rows around ``row``, or ``rows_averaged``
-        if more: two frames, so cheap). ``"auto"`` (default): both
-        where the scan has a 0°/180° pair, combined by their scores; when they
-        disagree by more than half a pixel, trial slices between them
-        (:func:`sweep_center`) give a third centre, the answer is the median
-        of the three, and a warning names all three.
+        if more: two frames, so cheap). ``"centroid"``: the projections'
+        centres of mass fitted over the angles
+        (:func:`tomolab.center.find_center_centroid`): any angular range, for
+        a sample inside the field of view. ``"auto"`` (default): on a scan
+        over 180°, Vo and the 0°/180° pair where the scan has one, combined
+        by their scores; when they disagree by more than half a pixel, trial
+        slices between them (:func:`sweep_center`) give a third centre, the
+        answer is the median of the three, and a warning names all three. On
+        a scan that leaves out a wedge of directions (a ±60° tilt series,
+        0°–120°: :func:`tomolab.center.angular_coverage`) neither can work and
+        the trial slices' sharpness hardly moves with the centre, so
+        ``"auto"`` is the centroid fit; when even that cannot place the
+        centre (score below :data:`NO_ANSWER_SCORE`: an uncertainty of about
+        a pixel or more, a sample leaving the field of view) it asks for one.
     rows_averaged : int
         Number of neighbouring rows averaged into the sinogram (noise).
     backend : {"auto", "numpy", "cupy"}
@@ -137,15 +153,25 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
         not to trust the answer and suggests :func:`tomolab.sweep_center`.
         ``.estimates`` holds each method's own ``(center, score)``.
 
+    Raises
+    ------
+    tomolab.errors.ParameterError
+        On a scan of less than 180° whose centre the centroid fit cannot
+        place: pass the centre instead.
+
     Examples
     --------
-    >>> import tomolab
+    >>> import numpy as np, tomolab
     >>> scan = tomolab.data.simulate_scan(96, n_rows=8, n_angles=180)
     >>> center, score = tomolab.find_center(scan, backend="numpy")
     >>> abs(center - scan.attrs["true_center"]) < 0.5
     True
+    >>> tilt = scan.isel(angle=slice(0, 120))                   # 0°–119°: a missing wedge
+    >>> center, score = tomolab.find_center(tilt, backend="numpy")
+    >>> list(center.estimates), abs(center - scan.attrs["true_center"]) < 0.5
+    (['centroid'], True)
     """
-    from tomolab.center import CENTER_METHODS, LOW_SCORE, opposite_pair
+    from tomolab.center import CENTER_METHODS, LOW_SCORE, angular_coverage, opposite_pair
     from tomolab.devices import resolve_backend
     from tomolab.engine import line_integrals
 
@@ -168,9 +194,18 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
         half = max(1, count) // 2
         return slice(max(0, row - half), min(n_rows, row + half + 1))
 
+    coverage = angular_coverage(angles)
+    if method == "auto" and coverage.limited:
+        return _limited_angle_center(scan, row, band(rows_averaged), angles, coverage,
+                                     backend=backend, normalize=normalize, log=log)
     estimates = {}
+    if method == "centroid":
+        data = line_integrals(scan, band(rows_averaged), backend=backend, normalize=normalize,
+                              log=log)
+        estimates["centroid"] = CENTER_METHODS["centroid"](data, angles)
     if method in ("auto", "vo"):
-        keep = half_turn(angles)
+        keep = half_turn(angles, fix='use method="centroid" (or "auto", which picks it for '
+                                     'scans of less than 180°), or pass center=COLUMN')
         data = line_integrals(scan.isel(angle=keep), band(rows_averaged), backend=backend,
                               normalize=normalize, log=log)
         estimates["vo"] = CENTER_METHODS["vo"](data.mean(axis=1))
@@ -205,6 +240,40 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
                       f"{np.ceil(hi) + 3.5:.1f}, 0.5))"
                       f"{' or try the other method' if len(estimates) == 1 else ''}", stacklevel=2)
     return result
+
+
+def _limited_angle_center(scan, row, rows, angles, coverage, **options) -> CenterEstimate:
+    """:func:`find_center` on a scan that leaves out a wedge: the centroid fit, or a request."""
+    from tomolab.center import LOW_SCORE, centroid_fit
+    from tomolab.engine import line_integrals
+
+    where = f"{source_name(scan)}, row {row}"
+    data = line_integrals(scan, rows, **options)
+    try:
+        fit = centroid_fit(data, angles)
+    except ParameterError as exc:
+        raise ParameterError(f"{coverage.describe()}; the centroid fit cannot find the "
+                             f"centre there: {exc.what}", where=where, value=None,
+                             fix="pass the centre (center=COLUMN), e.g. one found on a full "
+                                 "180° scan of the same setup") from None
+    found = (f"centroid fit {fit.center:.2f} ± {fit.uncertainty:.2f} px, total attenuation "
+             f"varying {100 * fit.mass_variation:.1f} % over the angles")
+    if fit.score < NO_ANSWER_SCORE:
+        raise ParameterError(f"{coverage.describe()}; the centroid fit cannot find the centre "
+                             f"over {coverage.covered:.4g}° ({found}, score {fit.score:.2f})",
+                             where=where, value=None,
+                             fix="pass the centre (center=COLUMN), e.g. one found on a full "
+                                 "180° scan of the same setup")
+    if fit.score < LOW_SCORE:
+        warnings.warn(f"{where}: centre {fit.center:.2f}, but it has a low score ({fit.score:.2f} "
+                      f"< {LOW_SCORE}: {found}) on a scan that covers {coverage.covered:.4g}° of "
+                      f"180°; do not trust it blindly: pass the centre if you know it (a full "
+                      f"scan of the same setup), or look at trial slices with "
+                      f"tomolab.sweep_center(scan, row={row}, centers=numpy.arange("
+                      f"{np.floor(fit.center) - 5:.0f}, {np.ceil(fit.center) + 5.5:.1f}, 0.5)) "
+                      f"(over less than 180° their sharpness moves little with the centre)",
+                      stacklevel=user_stacklevel())
+    return CenterEstimate(fit.center, fit.score, {"centroid": tuple(fit)})
 
 
 def n_angles_cols(scan) -> str:
@@ -271,6 +340,12 @@ def combine_centers(estimates: dict) -> CenterEstimate:
     score = float((scores * weights).sum() / weights.sum()) * _agreement(spread)
     return CenterEstimate(center, score, estimates, spread=spread)
 
+
+#: what :func:`sweep_center` warns of on a scan of less than 180°
+_SWEEP_ON_A_WEDGE = ("the trial slices show streaks and a missing wedge, and their sharpness "
+                     "moves little with the centre (a wrong centre mostly moves the sample): "
+                     "take best_center as a hint, and the centre from tomolab.find_center "
+                     "(its centroid fit) or from a full scan of the same setup")
 
 #: the CPU's trial slices are binned to at most this width (see :func:`sweep_binning`)
 CPU_SWEEP_WIDTH = 1024
@@ -368,17 +443,18 @@ def sweep_center(scan, *, row: int | None = None, centers=None, filter: str = "r
                                                 "or omit it")
     binning = int(binning)
     estimate = None
+    angles = scan["angle"].values
+    coverage = check_coverage(scan, what=_SWEEP_ON_A_WEDGE)
     if centers is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # Vo alone places the ±10 px range; "auto" could run a sweep of its own first
-            estimate, _ = find_center(scan, row=int(row), method="vo", backend=backend,
-                                      normalize=normalize, log=log)
+            # Vo alone places the ±10 px range ("auto" could run a sweep of its own first);
+            # over less than 180° the centroid fit does
+            estimate, _ = find_center(scan, row=int(row), backend=backend, normalize=normalize,
+                                      log=log, method="centroid" if coverage.limited else "vo")
         centers = np.clip(np.round(2 * estimate) / 2 + np.arange(-10, 10.25, 0.5), 0, n_cols - 1)
         centers = np.unique(centers)
     centers = check_centers(scan, centers)
-    angles = scan["angle"].values
-    half_turn(angles)  # validates that the scan covers 180°
     check_scan(scan, normalize=normalize)
     width = -(-size // binning)
     stack_bytes = centers.size * width * width * 4

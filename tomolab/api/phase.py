@@ -15,8 +15,8 @@ import numpy as np
 
 from tomolab.api.center import _require_on, find_center, read_bytes
 from tomolab.api.provenance import provenance
-from tomolab.api.validate import (check_center, check_choice, check_row, check_scan, check_size,
-                                  half_turn, plane_coords)
+from tomolab.api.validate import (check_center, check_choice, check_coverage, check_row,
+                                  check_scan, check_size, iterative_hint, plane_coords)
 from tomolab.arrays import to_numpy
 from tomolab.errors import ParameterError
 from tomolab.sanity import check_quantity
@@ -143,14 +143,16 @@ def sweep_phase(scan, *, row: int | None = None, ratios=None, center, energy=Non
     pixel_size = physical_parameter(scan, "pixel_size", pixel_size)
     size = check_size(scan, size)
     angles = scan["angle"].values
-    half_turn(angles)  # at least 180°
+    check_coverage(scan, what=f"the trial slices show streaks and a missing wedge; for the "
+                              f"volume {iterative_hint()}")
     check_scan(scan, normalize=normalize)
     center_source = "given"
     if isinstance(center, str) and center == "auto":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            center, _ = find_center(scan, row=row, backend=backend, normalize=normalize)
-        center_source = f"auto (vo at row {row})"
+            estimate = find_center(scan, row=row, backend=backend, normalize=normalize)
+        center = estimate.center
+        center_source = f"auto ({' + '.join(estimate.estimates)} at row {row})"
     center = check_center(scan, center)
 
     halo = paganin_halo(ratios.max(), energy, distance, pixel_size)

@@ -17,8 +17,8 @@ import numpy as np
 
 from tomolab.api.center import find_center
 from tomolab.api.provenance import provenance
-from tomolab.api.validate import (check_center, check_choice, check_scan, check_size, half_turn,
-                                  plane_coords, resolve_rows, source_name)
+from tomolab.api.validate import (check_center, check_choice, check_coverage, check_scan,
+                                  check_size, plane_coords, resolve_rows, source_name)
 from tomolab.checks import check_bool
 from tomolab.errors import ParameterError
 from tomolab.sanity import RANGES, check_quantity, check_whole_number
@@ -71,6 +71,8 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
                 backend: str = "auto", normalize: bool = True, log: bool = True,
                 zingers: float | None = None, stripes=None, phase=None,
                 pad_mode: str = "edge", size: int | None = None, precision: str = "single",
+                iterations: int | None = None, regularization: float | None = None,
+                nonnegative: bool = True,
                 lazy: bool | int = False, progress: Callable[[int, int], None] | None = None,
                 cancel: Callable[[], bool] | None = None):
     """Reconstruct slices of a scan.
@@ -89,8 +91,11 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
         Detector rows to reconstruct (default: all).
     algorithm : str
         A name from :data:`tomolab.recon.ALGORITHMS`: ``"fbp"`` (filtered
-        backprojection; the fastest on a GPU) or ``"gridrec"`` (Fourier
-        gridding; about ten times faster on a CPU, slightly noisier).
+        backprojection; the fastest on a GPU), ``"gridrec"`` (Fourier
+        gridding; about ten times faster on a CPU, slightly noisier), or an
+        iterative method for few angles, a missing wedge or low dose:
+        ``"sirt"``, ``"cgls"`` or ``"tv"`` (total variation; see
+        :mod:`tomolab.recon.iterative`), each starting from FBP.
     filter : str
         ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann`` or ``parzen``.
     backend : {"auto", "numpy", "cupy"}
@@ -116,11 +121,21 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
         difference of 1e-3 of ``"single"`` (the issue's bound; 3.5e-5 measured
         on random sinograms, tested on a phantom). The CPU and gridrec always
         compute in single precision; attrs record what was used.
+    iterations : int, optional
+        Iterations of ``"sirt"`` (default 100), ``"cgls"`` (20) or ``"tv"`` (200).
+    regularization : float, optional
+        ``λ`` of ``"tv"``, in attenuation per pixel: edges of a contrast well
+        above it stay, texture and streaks below it go (default: a twentieth
+        of the largest magnitude of each slice's FBP).
+    nonnegative : bool
+        Iterative methods: keep the attenuation at or above 0 (``"cgls"``:
+        clipped at the end).
     progress, cancel : callable, optional
         ``progress(done_rows, total_rows)`` when the first slab starts (0 done)
         and after each slab; ``cancel()`` is polled between slabs and stops the
         work when it returns True. CPU slabs are about half a second of work
-        each, so both act within about a second.
+        each, so both act within about a second. Iterative methods also
+        report and poll after each iteration (``done_rows`` is then fractional).
     lazy : bool or int
         Return at once a dask-backed volume, one task per slab of 32 rows (or
         of ``lazy`` rows): nothing is computed until values are asked for, and
@@ -151,7 +166,8 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     plan = plan_reconstruction(scan, center=center, rows=rows, algorithm=algorithm, filter=filter,
                                backend=backend, normalize=normalize, log=log, zingers=zingers,
                                stripes=stripes, phase=phase, pad_mode=pad_mode, size=size,
-                               precision=precision)
+                               precision=precision, iterations=iterations,
+                               regularization=regularization, nonnegative=nonnegative)
     started = time.perf_counter()
     row_range, size = plan.row_range, plan.size
     if lazy:
@@ -202,6 +218,20 @@ class ReconstructionPlan:
     size: int  # width of the square slices, in pixels
     precision: str = "single"
     kernel: str = "auto"  # GPU backprojection kernel of fbp (see tomolab.recon.backproject)
+    iterations: int | None = None  # of an iterative algorithm (None for the others)
+    regularization: float | None = None  # λ of "tv" (None: per slice, from its FBP)
+    nonnegative: bool = True  # of an iterative algorithm
+
+    def iterative_options(self) -> dict:
+        """The options of an iterative algorithm (``{}`` for the others)."""
+        from tomolab.recon import ITERATIVE
+
+        if self.algorithm not in ITERATIVE:
+            return {}
+        options = {"iterations": self.iterations, "nonnegative": self.nonnegative}
+        if self.algorithm == "tv":
+            options["regularization"] = self.regularization
+        return options
 
     @property
     def pixel_size(self) -> float:
@@ -226,7 +256,7 @@ class ReconstructionPlan:
             first = rows.start - self.row_range.start
             centers = centers[first:first + len(rows)]
         scale = 1.0 / self.pixel_size if self.pixel_size else 1.0
-        extra = {"kernel": self.kernel} if self.algorithm == "fbp" else {}
+        extra = {"kernel": self.kernel} if self.algorithm == "fbp" else self.iterative_options()
         if np.ndim(self.center) == 1 and self.algorithm == "fbp":
             # one column for all slabs, so slab boundaries leave no trace
             extra["common_center"] = float(np.mean(self.center))
@@ -262,6 +292,9 @@ class ReconstructionPlan:
             one_row += read * 4 * 2  # the median-filtered copy and the mask
         if self.steps.phase:
             one_row += read * 64  # Paganin: padded to twice each side, complex64, and its product
+        if self.iterative_options():
+            from tomolab.recon import iterative_bytes
+            one_row += iterative_bytes(1, n_angles=n_angles, n_cols=n_cols, size=self.size)
         slice_bytes = self.size * self.size * 4
         output = len(rows) * slice_bytes if slab_rows is None else 2 * int(slab_rows) * slice_bytes
         if self.backend != "cupy":
@@ -339,6 +372,10 @@ class ReconstructionPlan:
         }
         if self.center_score is not None:
             attrs["center_score"] = self.center_score
+        for key, value in self.iterative_options().items():
+            if key == "regularization" and value is None:
+                value = "per slice: 1/20 of the largest magnitude of its FBP"
+            attrs[key] = value
         attrs.update(self.steps.describe())
         return attrs
 
@@ -347,7 +384,9 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
                         backend: str = "auto", normalize: bool = True, log: bool = True,
                         zingers: float | None = None, stripes=None, phase=None,
                         pad_mode: str = "edge", size: int | None = None,
-                        precision: str = "single") -> ReconstructionPlan:
+                        precision: str = "single", iterations: int | None = None,
+                        regularization: float | None = None,
+                        nonnegative: bool = True) -> ReconstructionPlan:
     """Validate :func:`reconstruct`'s arguments and resolve the centre, computing nothing else.
 
     Parameters are those of :func:`reconstruct`. ``center="auto"`` runs
@@ -359,12 +398,13 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
     check_choice(algorithm, ALGORITHMS, where="algorithm", what="reconstruction algorithm")
     check_choice(filter, FILTERS, where="filter", what="reconstruction filter")
     check_choice(precision, ("single", "half"), where="precision", what="precision")
+    check_iterative_options(algorithm, iterations, regularization, nonnegative)
     backend = resolve_backend(backend)
     if backend != "cupy" or algorithm != "fbp":
         precision = "single"  # the only one there
     row_range = resolve_rows(scan, rows)
     steps = preprocessing_steps(scan, zingers=zingers, stripes=stripes, phase=phase)
-    half_turn(scan["angle"].values)  # checked before any data are read for an automatic centre
+    check_coverage(scan, algorithm=algorithm)  # a missing wedge: warn, before any data are read
     check_scan(scan, normalize=normalize)
     check_bool(log, "log", "pass log=True (take -log) or False (already line integrals)")
     size = check_size(scan, size)
@@ -393,6 +433,42 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
                               algorithm=algorithm, filter=filter, pad_mode=pad_mode,
                               backend=backend, normalize=normalize, log=log, steps=steps, size=size,
                               precision=precision,
-                              kernel=HALF_PRECISION_KERNEL if precision == "half" else "auto")
+                              kernel=HALF_PRECISION_KERNEL if precision == "half" else "auto",
+                              iterations=_iterations(algorithm, iterations),
+                              regularization=None if regularization is None else float(regularization),
+                              nonnegative=bool(nonnegative))
+
+
+def _iterations(algorithm: str, iterations) -> int | None:
+    """The iterations an iterative algorithm will run (its default for None); None for the others."""
+    from tomolab.recon.iterative import DEFAULT_ITERATIONS
+
+    if algorithm not in DEFAULT_ITERATIONS:
+        return None
+    return DEFAULT_ITERATIONS[algorithm] if iterations is None else int(iterations)
+
+
+def check_iterative_options(algorithm: str, iterations, regularization, nonnegative) -> None:
+    """``iterations`` and ``nonnegative`` of an iterative algorithm, ``regularization`` of "tv"."""
+    from tomolab.recon import ITERATIVE
+
+    check_bool(nonnegative, "nonnegative", "pass nonnegative=True (attenuation ≥ 0) or False")
+    if iterations is not None:
+        if algorithm not in ITERATIVE:
+            raise ParameterError(f"{algorithm} does not iterate", where="iterations",
+                                 value=iterations,
+                                 fix=f"drop iterations=, or use algorithm= {', '.join(ITERATIVE)}")
+        check_whole_number(iterations, "iterations", fix="pass e.g. iterations=100")
+    if regularization is not None:
+        if algorithm != "tv":
+            raise ParameterError(f"{algorithm} takes no regularization", where="regularization",
+                                 value=regularization,
+                                 fix='drop regularization=, or use algorithm="tv"')
+        if (isinstance(regularization, bool) or not isinstance(regularization, (int, float))
+                or not np.isfinite(regularization) or regularization < 0):
+            raise ParameterError("must be a number of at least 0", where="regularization",
+                                 value=regularization,
+                                 fix="pass e.g. regularization=1e-3 (attenuation per pixel), "
+                                     "or None for the default")
 
 

@@ -22,6 +22,7 @@ from tomolab.sanity import (
 
 __all__ = ["check_choice", "check_row", "source_name", "check_size", "plane_coords",
            "resolve_rows", "check_center", "check_centers", "half_turn", "check_scan",
+           "check_coverage", "iterative_hint", "user_stacklevel", "ITERATIVE_ALGORITHMS",
            "SAMPLE_ROWS"]
 
 #: rows of the detector's middle read from a few frames to check the data before computing
@@ -175,16 +176,89 @@ def check_center(scan, center) -> float:
     return value
 
 
-def half_turn(angles: np.ndarray) -> np.ndarray:
-    """Indices of the projections within the first 180° of the scan."""
+def half_turn(angles, *, fix: str | None = None) -> np.ndarray:
+    """Indices of the projections within the first 180° of the scan.
+
+    Raises :class:`tomolab.errors.ParameterError` naming the missing wedge
+    when the scan leaves one out (:func:`tomolab.center.angular_coverage`):
+    what needs a half-turn (Vo's centre method) cannot work there. ``fix``
+    replaces the default way out in the message.
+    """
+    from tomolab.center import angular_coverage
+
+    coverage = angular_coverage(angles)
     step = float(np.median(np.diff(np.sort(angles)))) if angles.size > 1 else np.pi
     first = angles.min()
     keep = np.nonzero(angles - first < np.pi - 0.5 * step)[0]
-    if angles[keep].max() - first < np.pi - 1.5 * step:
-        raise ParameterError("the scan covers less than 180°", where="angles",
-                             value=f"{np.degrees(angles.max() - first):.1f}°",
-                             fix="centre finding and FBP need at least 180° of projections")
+    if coverage.limited or angles[keep].max() - first < np.pi - 1.5 * step:
+        raise ParameterError(f"{coverage.describe()}; this needs projections over 180°",
+                             where="angles", value=None,
+                             fix=fix or 'find the centre with method="centroid" (or "auto", '
+                                        'which picks it for scans of less than 180°), or pass '
+                                        'center=COLUMN')
     return keep
+
+
+#: algorithms made for scans with a missing wedge or few angles (:mod:`tomolab.recon`)
+ITERATIVE_ALGORITHMS = ("sirt", "cgls", "tv")
+
+
+def iterative_hint() -> str:
+    """``"use algorithm='sirt', 'cgls' or 'tv'"`` for the iterative algorithms installed."""
+    from tomolab.recon import ALGORITHMS
+
+    names = [f"'{name}'" for name in ITERATIVE_ALGORITHMS if name in ALGORITHMS]
+    if not names:
+        return "an iterative reconstruction would fill it in (none in this tomolab version)"
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"use algorithm={listed}"
+
+
+def check_coverage(scan, *, algorithm: str | None = "fbp", what: str | None = None):
+    """Warn when the scan leaves out a wedge of directions; return its coverage.
+
+    The warning (:class:`tomolab.center.LimitedAngleWarning`, one line)
+    names the range the angles cover and the wedge that is missing, what
+    that does to ``what`` (default: FBP), and the way out. Nothing is
+    refused: every reconstruction and sweep works on the range present.
+    No warning for an iterative ``algorithm`` (:data:`ITERATIVE_ALGORITHMS`),
+    which is the way out.
+
+    Examples
+    --------
+    >>> import numpy as np, tomolab, warnings
+    >>> scan = tomolab.data.simulate_scan(32, n_rows=2, n_angles=40, angle_range=np.radians(120))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     coverage = check_coverage(scan)
+    >>> coverage.limited, coverage.wedge
+    (True, 63.0)
+    >>> print(caught[0].message)  # doctest: +ELLIPSIS
+    scan: angles cover 0°–117° (40 projections): no projection from 117° to 180°, 63° of the 180° that parallel-beam needs are missing; FBP shows streaks and a missing wedge: ...
+    """
+    import warnings
+
+    from tomolab.center import LimitedAngleWarning, angular_coverage
+
+    coverage = angular_coverage(scan["angle"].values)
+    if coverage.limited and algorithm not in ITERATIVE_ALGORITHMS:
+        what = what or f"{'FBP' if algorithm in (None, 'fbp') else algorithm} shows streaks " \
+                       f"and a missing wedge: {iterative_hint()}"
+        warnings.warn(f"{source_name(scan)}: {coverage.describe()}; {what}",
+                      LimitedAngleWarning, stacklevel=user_stacklevel())
+    return coverage
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for :func:`warnings.warn` that points at the first caller outside tomolab."""
+    import sys
+    from pathlib import Path
+
+    package = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_centers(scan, centers) -> np.ndarray:

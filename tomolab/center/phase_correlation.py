@@ -35,9 +35,11 @@ def opposite_pair(angles, *, tolerance: float | None = None) -> tuple[int, int]:
     j = int(np.argmin(np.abs(angles - angles[i] - np.pi)))
     if abs(angles[j] - angles[i] - np.pi) > tolerance:
         span = np.degrees(angles.max() - angles.min())
+        fix = ('use method="vo" or a scan that covers at least 180°' if span >= 180 - 1.5 *
+               np.degrees(step) else 'a scan of less than 180° has no opposite projections: find its '
+               'centre with method="centroid" (or "auto", which picks it), or pass the centre')
         raise ParameterError("no pair of projections 180° apart", where="angles",
-                             value=f"{span:.1f}° span",
-                             fix='use method="vo" or a scan that covers at least 180°')
+                             value=f"{span:.1f}° span", fix=fix)
     return i, j
 
 

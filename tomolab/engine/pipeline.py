@@ -373,6 +373,14 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         volume = n_rows * size * size * 4 if sink is None else 0
         height = min(height, batch_size(pinned_row, backend="numpy", count=n_rows,
                                         reserved=volume + pinned_halo))
+    if getattr(algorithm, "iterative", False):  # more working memory than FBP's, more work
+        from tomolab.recon import iterative_bytes
+        per_row_bytes = slab_bytes(1, n_angles=angles.size, n_cols=scan.sizes["col"], size=size,
+                                   itemsize=scan["projections"].dtype.itemsize) + iterative_bytes(
+            1, n_angles=angles.size, n_cols=scan.sizes["col"], size=size)
+        height = min(height, batch_size(per_row_bytes, backend=backend, count=n_rows,
+                                        reserved=volume))
+        progress = _rising(progress)
     if max_height:
         height = min(height, max_height)
     out = None
@@ -387,12 +395,50 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         return out
     # the first slab from the backprojection's cost (n_angles × size² updates a row)
     per_row = angles.size * size * size / CPU_UPDATES_PER_SECOND
+    if hasattr(algorithm, "passes"):  # an iterative algorithm: a backprojection's work per pass
+        per_row *= algorithm.passes(**algorithm_options)
     heights = TimedBatches(first=int(CPU_SLAB_SECONDS // max(per_row, 1e-9)), ceiling=height,
                            seconds=CPU_SLAB_SECONDS)
     _stream_rows_cpu(scan, rows, out, sink, heights=heights, center=center, algorithm=algorithm,
                      size=size, scale=scale, normalize=normalize, log=log, steps=steps,
                      progress=progress, cancel=cancel, stats=stats, **algorithm_options)
     return out
+
+
+def _rising(progress):
+    """``progress`` called only with rising ``done``: slab reports (from the GPU path's writer
+    thread) and the iterations of the next slab (from the compute) may arrive out of order."""
+    if progress is None:
+        return None
+    import threading
+
+    lock, last = threading.Lock(), [-1.0]
+
+    def report(done, total):
+        with lock:
+            if done <= last[0]:
+                return
+            last[0] = done
+        progress(done, total)
+    return report
+
+
+def _per_iteration(algorithm, progress, cancel, start: int, stop: int, n_rows: int) -> dict:
+    """The ``callback`` option of an iterative algorithm: progress and cancel after each iteration.
+
+    Progress counts rows, fractional while a slab iterates (``start + (stop - start) · k / n``
+    after iteration ``k`` of ``n``); the slab's last row is reported when it is stored.
+    """
+    if not getattr(algorithm, "iterative", False) or (progress is None and cancel is None):
+        return {}
+
+    def callback(iteration: int, iterations: int) -> None:
+        if cancel is not None and cancel():
+            raise Cancelled(f"reconstruction cancelled after iteration {iteration} of {iterations} "
+                            f"of rows {start}:{stop} ({start} of {n_rows} rows done)")
+        if progress is not None and iteration < iterations:
+            progress(start + (stop - start) * iteration / iterations, n_rows)
+    return {"callback": callback}
 
 
 def _stream_rows_cpu(scan, rows: range, out, sink, *, heights: TimedBatches, center, algorithm,
@@ -427,7 +473,8 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, heights: TimedBatches, cen
             sinograms = sinograms.transpose(1, 0, 2)  # (row, angle, col)
             centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
             slices = to_numpy(algorithm(sinograms, angles, center=centers, size=size,
-                                        **algorithm_options))
+                                        **_per_iteration(algorithm, progress, cancel, start, stop,
+                                                         n_rows), **algorithm_options))
             if scale != 1:
                 slices *= np.float32(scale)
             seconds = time.perf_counter() - began  # the compute only: the writer overlaps
@@ -482,7 +529,9 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
         sinograms = correct(raw, fields, rows=slice(start, stop + 2 * halo), log=log, halo=halo,
                             steps=steps).transpose(1, 0, 2)
         centers = center if np.ndim(center) == 0 else np.asarray(center)[start:stop]
-        slices = algorithm(sinograms, angles, center=centers, size=size, **algorithm_options)
+        slices = algorithm(sinograms, angles, center=centers, size=size,
+                           **_per_iteration(algorithm, progress, cancel, start, stop, len(rows)),
+                           **algorithm_options)
         if scale != 1:
             slices *= np.float32(scale)
         return slices

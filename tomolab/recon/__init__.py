@@ -14,14 +14,22 @@ FFT. That is how one backprojection serves many centres: each sinogram (a slice
 of a tilted axis, or a trial centre) is filtered onto one common column and
 backprojected with that column. The slices are ``size × size`` pixels
 (default: the detector width) with the axis at their middle, ``(size - 1) / 2``.
+
+The iterative methods (:func:`sirt`, :func:`cgls`, :func:`tv`, listed in
+:data:`ITERATIVE`) fit the slices to the sinograms with a matched projector
+pair, :func:`forward_project` and its exact adjoint :func:`back_project_adjoint`,
+for scans with few angles, a missing wedge or low dose.
 """
 
 from tomolab.recon.backproject import backproject
 from tomolab.recon.fbp import fbp, fbp_bytes, fbp_centers
 from tomolab.recon.filters import FILTERS, filter_sinograms, fourier_filter, padded_width
 from tomolab.recon.gridrec import gridrec
+from tomolab.recon.iterative import ITERATIVE, cgls, iterative_bytes, sirt, tv
+from tomolab.recon.project import back_project_adjoint, forward_project
 
-ALGORITHMS = {"fbp": fbp, "gridrec": gridrec}
+ALGORITHMS = {"fbp": fbp, "gridrec": gridrec, **ITERATIVE}
 
-__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "fbp_bytes", "fbp_centers", "filter_sinograms",
-           "fourier_filter", "gridrec", "padded_width"]
+__all__ = ["ALGORITHMS", "FILTERS", "ITERATIVE", "back_project_adjoint", "backproject", "cgls", "fbp",
+           "fbp_bytes", "fbp_centers", "filter_sinograms", "forward_project", "fourier_filter",
+           "gridrec", "iterative_bytes", "padded_width", "sirt", "tv"]

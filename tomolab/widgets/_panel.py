@@ -35,7 +35,8 @@ _SUFFIX = {"zarr": ".zarr", "hdf5": ".h5", "tiff": ""}
 FIELD_LABELS = {"center": "centre px", "centers": "centre px", "rows": "rows", "row": "rows",
                 "zingers": "zingers", "zingers_threshold": "zingers", "stripes": "stripes",
                 "phase": "δ/β", "delta_beta": "δ/β", "filter": "filter",
-                "algorithm": "algorithm", "path": "output", "format": "format",
+                "algorithm": "algorithm", "iterations": "iterations", "regularization": "λ (TV)",
+                "path": "output", "format": "format",
                 "overwrite=True": "tick 'overwrite'", "overwrite": "overwrite"}
 
 
@@ -93,8 +94,14 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
     4. **phase** -- a checkbox and an embedded :class:`PhaseSweep`; "Use this δ/β"
        sets :attr:`delta_beta` (None: no phase retrieval).
     5. **preprocessing** -- zinger threshold (0: off) and stripe removal.
-    6. **reconstruction** -- rows, filter, algorithm, centre; *Reconstruct*
-       runs :func:`tomolab.reconstruct` with a progress bar and a cancel button.
+    6. **reconstruction** -- rows, filter, algorithm, centre; for the iterative
+       algorithms (``sirt``, ``cgls``, ``tv``) an iteration count and, for
+       ``tv``, a regularisation slider (λ; "auto": a twentieth of each slice's
+       largest FBP value) whose release previews one slice with those
+       settings (*Preview slice* does it too); *Reconstruct* runs
+       :func:`tomolab.reconstruct` with a progress bar and a cancel button.
+       A scan of less than 180° says here which wedge of directions it
+       misses and suggests the iterative algorithms.
     7. **output** -- path and format (zarr, TIFF folder, HDF5); *Save* writes
        with :func:`tomolab.save_volume` (atomically: nothing half-written).
     8. **viewers** -- :class:`SliceViewer` and :class:`VolumeViewer` of :attr:`volume`.
@@ -231,9 +238,36 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         self.reconstruct_button = widgets.Button(description="Reconstruct", icon="play",
                                                  button_style="primary", layout=narrow)
         self.recon_label = widgets.HTML("")
+        self.coverage_note = widgets.HTML("")  # a scan of less than 180°: the wedge it misses
+        # the iterative algorithms: iterations, λ of tv, and a one-slice preview of them
+        self.iterations_input = widgets.BoundedIntText(
+            value=50, min=1, max=5000, description="iterations",
+            layout=widgets.Layout(width="220px"))
+        self.regularization_auto = widgets.Checkbox(value=True, description="λ auto",
+                                                    indent=False, layout=narrow)
+        self.regularization_input = widgets.FloatLogSlider(
+            value=1e-3, base=10, min=-6, max=0, step=0.05, description="λ (TV)",
+            readout_format=".2e", continuous_update=False, disabled=True,
+            layout=widgets.Layout(width="360px"))
+        self.iteration_preview_button = widgets.Button(description="Preview slice", icon="eye",
+                                                       layout=narrow)
+        self.iteration_preview_task = TaskBar()
+        self.iteration_preview = None  # the last one-slice preview of step 6 (z, y, x)
+        self.iteration_preview_label = widgets.HTML("")
+        self.iteration_preview_plot, self._iteration_hv = HoloViewsWidget(
+            self._slice_view(None, "no preview yet"))
+        self._regularization_box = widgets.HBox([self.regularization_input,
+                                                 self.regularization_auto])
+        self.iteration_box = widgets.VBox([
+            widgets.HBox([self.iterations_input, self.iteration_preview_button,
+                          self.iteration_preview_label]),
+            self._regularization_box, self.iteration_preview_plot,
+            self.iteration_preview_task])
         recon_step = widgets.VBox([
+            self.coverage_note,
             widgets.HBox([self.rows_input, self.center_input]),
             widgets.HBox([self.filter_input, self.algorithm_input]),
+            self.iteration_box,
             widgets.HBox([self.reconstruct_button, self.recon_label]), self.task])
 
         # 7. output
@@ -272,6 +306,11 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         self.center_input.observe(self._on_center_input, "value")
         self.phase_checkbox.observe(self._on_phase_checkbox, "value")
         self.format_input.observe(self._on_format, "value")
+        self.algorithm_input.observe(self._on_algorithm, "value")
+        self.regularization_auto.observe(self._on_regularization_auto, "value")
+        self.regularization_input.observe(lambda _: self.preview_iterations(), "value")
+        self.iteration_preview_button.on_click(lambda _: self.preview_iterations())
+        self._on_algorithm({"new": self.algorithm_input.value})
         if path_or_scan is not None:
             self.open_scan(path_or_scan)
 
@@ -290,20 +329,24 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
 
     def _preview_view(self):
         """The preview as a holoviews image: axes in µm/mm, a colour bar in the volume's unit."""
+        return self._slice_view(self.preview_slice, "no preview yet")
+
+    def _slice_view(self, slab, empty_title: str, title: str | None = None):
+        """One slice (a volume of one row, or None) as a holoviews image with axes and a colour bar."""
         import holoviews as hv
 
         from tomolab.viz import contrast_limits, ensure_extension, in_length_unit, value_label
 
         ensure_extension()
-        if self.preview_slice is None:  # an empty frame (no solid square) until a preview exists
+        if slab is None:  # an empty frame (no solid square) until a preview exists
             data = xr.DataArray(np.full((2, 2), np.nan, np.float32), dims=("y", "x"),
                                 coords={"y": [0, 1], "x": [0, 1]})
-            units, label, clim, title = {"x": "px", "y": "px"}, "value", (0.0, 1.0), "no preview yet"
+            units, label, clim, title = {"x": "px", "y": "px"}, "value", (0.0, 1.0), empty_title
         else:
-            plane = self.preview_slice.isel(z=0)
+            plane = slab.isel(z=0)
             data, units = in_length_unit(plane)
-            label, clim = value_label(self.preview_slice), contrast_limits(plane.values)
-            title = f"row {int(self.preview_slice['row'].values[0])}"
+            label, clim = value_label(slab), contrast_limits(plane.values)
+            title = title or f"row {int(slab['row'].values[0])}"
         return hv.Image(data.rename("value"),
                         kdims=[hv.Dimension("x", unit=units["x"]), hv.Dimension("y", unit=units["y"])],
                         vdims=[hv.Dimension("value", label=label)]).opts(
@@ -413,6 +456,30 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         self.recon_label.value = f"centre {self.center:.2f} px (from {name})"
         self.preview()
 
+    def _iterative(self) -> bool:
+        from tomolab.api.validate import ITERATIVE_ALGORITHMS
+
+        return self.algorithm_input.value in ITERATIVE_ALGORITHMS
+
+    def _on_algorithm(self, change):
+        """Show the iteration controls for an iterative algorithm, λ for tv only."""
+        self.iteration_box.layout.display = None if self._iterative() else "none"
+        self._regularization_box.layout.display = None if change["new"] == "tv" else "none"
+
+    def _on_regularization_auto(self, change):
+        self.regularization_input.disabled = bool(change["new"])
+        self.preview_iterations()
+
+    def _algorithm_options(self) -> dict:
+        """``algorithm`` and, for an iterative one, its ``iterations`` (and tv's ``regularization``)."""
+        options = {"algorithm": self.algorithm_input.value}
+        if self._iterative():
+            options["iterations"] = int(self.iterations_input.value)
+            if self.algorithm_input.value == "tv":
+                options["regularization"] = (None if self.regularization_auto.value
+                                             else float(self.regularization_input.value))
+        return options
+
     def _on_format(self, change):
         with errors_to(self.save_task):  # the format is chosen in step 7
             text = self.output_input.value.strip()
@@ -485,6 +552,7 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
             + html.escape(tomolab.io.describe(scan)) + "</pre>")
         n_rows = int(scan.sizes["row"])
         self.rows_input.placeholder = f"A:B (all: 0:{n_rows})"
+        self.coverage_note.value = self._coverage_text(scan)
         if not self.output_input.value:
             source = scan.attrs.get("source_file")
             stem = Path(source).with_suffix("") if source else Path("volume")
@@ -505,6 +573,71 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
                            titles=("trial slices", "0°/180° overlay"))
         self.center_box.children = [self.center_note, tabs]
 
+    @staticmethod
+    def _coverage_text(scan) -> str:
+        """For a scan of less than 180°: the wedge it misses and what to do (HTML); else ``""``."""
+        from tomolab.api.validate import iterative_hint
+        from tomolab.center import angular_coverage
+
+        coverage = angular_coverage(scan["angle"].values)
+        if not coverage.limited:
+            return ""
+        return (f'<span class="tomolab-limited" style="color:#b35900">&#9888; '
+                f"{html.escape(coverage.describe(), quote=False)}: FBP shows streaks and a missing "
+                f"wedge; {html.escape(iterative_hint(), quote=False)} (the centre comes from the "
+                f"centroid fit)</span>")
+
+    def preview_iterations(self):
+        """One row with the algorithm, iterations and λ of step 6, shown in step 6.
+
+        Runs when the λ slider is released or "λ auto" is ticked, and on
+        *Preview slice*; the row is the middle of the rows field (or of the
+        detector). Errors show in step 6's preview bar.
+        """
+        import tomolab
+
+        if not self._iterative() or self.scan is None:
+            return None
+        with errors_to(self.iteration_preview_task):
+            scan = self._require_scan()
+            if self.center is None:
+                from tomolab.errors import ParameterError
+
+                raise ParameterError("no centre chosen", where="centre px", value=None,
+                                     fix="use the centre step, or type a column in 'centre px'")
+            from tomolab.api import resolve_rows
+
+            rows = resolve_rows(scan, self.rows_input.value.strip() or None)
+        if self.iteration_preview_task.error:
+            return None
+        row = rows.start + len(rows) // 2
+        options = dict(self._options(), **self._algorithm_options())
+        center = float(self.center)
+
+        @_labelled_work
+        def work(progress):
+            progress(0.0, f"row {row}: {options['algorithm']}, {options['iterations']} iterations")
+            return tomolab.reconstruct(scan, center=center, rows=row,
+                                      backend=self.backend, filter=self.filter_input.value,
+                                      progress=lambda done, total: progress(done / max(total, 1)),
+                                      cancel=lambda: progress.cancelled, **options)
+
+        def show(slab):
+            self.iteration_preview = slab
+            title = f"row {row}: {slab.attrs.get('algorithm')}"
+            if slab.attrs.get("regularization") is not None:
+                title += f", λ {slab.attrs['regularization']:.2e}"
+            old = self.iteration_preview_plot
+            self.iteration_preview_plot, self._iteration_hv = HoloViewsWidget(
+                self._slice_view(slab, "no preview yet", title))
+            children = list(self.iteration_box.children)
+            children[children.index(old)] = self.iteration_preview_plot
+            self.iteration_box.children = children
+            widgets.Widget.close(old)
+            self.iteration_preview_label.value = f"row {row} in {slab.attrs['seconds']:.2f} s"
+
+        return self.iteration_preview_task.run(work, on_done=show, background=self.background)
+
     def preview(self):
         """Reconstruct the middle row at the current centre (and δ/β) into the preview image."""
         import tomolab
@@ -520,8 +653,8 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         @_labelled_work
         def work(progress):
             progress(0.05, f"row {row}")
-            return tomolab.reconstruct(scan, center=center, rows=row, backend=self.backend,
-                                       **options)
+            return tomolab.reconstruct(scan, center=center, rows=row,
+                                      backend=self.backend, **options)
 
         def show(slab):
             self.preview_slice = slab
@@ -571,8 +704,8 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         if self.task.error:
             return None
         params = dict(center=float(self.center), rows=self.rows_input.value.strip() or None,
-                      filter=self.filter_input.value, algorithm=self.algorithm_input.value,
-                      backend=self.backend, **self._options())
+                      filter=self.filter_input.value, backend=self.backend,
+                      **self._algorithm_options(), **self._options())
         if target is not None:
             params.update(client=client, format=self.format_input.value,
                           overwrite=bool(self.overwrite_input.value))
@@ -585,9 +718,9 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
             handle(0.0, "starting" if target is None else f"starting on the cluster: {target.name}")
             if target is not None:
                 return tomolab.reconstruct_to(scan, target, progress=report,
-                                              cancel=lambda: handle.cancelled, **params)
-            return tomolab.reconstruct(scan, progress=report, cancel=lambda: handle.cancelled,
-                                       **params)
+                                          cancel=lambda: handle.cancelled, **params)
+            return tomolab.reconstruct(scan, progress=report,
+                                      cancel=lambda: handle.cancelled, **params)
 
         def done(volume):
             where = (f"in {volume.attrs['seconds']:.2f} s" if target is None

@@ -335,17 +335,26 @@ class CenterSweep(SweepView):
 
     @guarded
     def estimate(self):
-        """Auto-estimate the centre (Vo's method) and centre the range on it."""
+        """Auto-estimate the centre (:func:`tomolab.find_center`) and centre the range on it.
+
+        The label names the methods that found it: Vo's and the 0°/180° pair
+        on a scan over 180°, the centroid fit on one of less.
+        """
         import tomolab
         from tomolab.center import LOW_SCORE
 
-        center, score = tomolab.find_center(self.scan, row=int(self.row_input.value),
-                                            backend=self.backend)
+        found = tomolab.find_center(self.scan, row=int(self.row_input.value), backend=self.backend)
+        center, score = found
+        methods = " + ".join(getattr(found, "estimates", {})) or "auto"
         n_cols = int(self.scan.sizes["col"])
         self.start_input.value = max(0.0, np.floor(center) - self._half_width)
         self.stop_input.value = min(n_cols - 1.0, np.floor(center) + self._half_width)
         trust = "" if score >= LOW_SCORE else " — <b>low score: check the sweep</b>"
-        self.estimate_label.value = f"estimate <b>{center:.2f} px</b> (score {score:.2f}){trust}"
+        if methods == "centroid":  # a scan of less than 180°
+            trust += (" — <small>less than 180°: the trial slices' sharpness moves little "
+                      "with the centre; trust the centroid fit over the score curve</small>")
+        self.estimate_label.value = (f"estimate <b>{center:.2f} px</b> ({methods}, score "
+                                     f"{score:.2f}){trust}")
         return center
 
     def centers(self) -> np.ndarray:

@@ -9,6 +9,8 @@ with few angles and a missing wedge, where FBP fails, and through the api
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -307,3 +309,23 @@ def test_a_volume_does_not_depend_on_its_slabs():
                                            iterations=10, backend="numpy")
     whole, sliced = plan.run(), plan.run(max_height=2)
     assert _rel(sliced, whole) < 1e-6
+
+
+def test_command_line_reconstructs_iteratively_and_refuses_in_flags(tmp_path):
+    scan = tmp_path / "scan.h5"
+    out = tmp_path / "volume.zarr"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "tomolab", *map(str, args)],
+                              check=False, capture_output=True, text=True, timeout=300)
+    assert cli("simulate", scan, "--size", 48, "--rows", 2, "--angles", 40).returncode == 0
+    result = cli("recon", scan, "--center", 25.0, "-o", out, "-q", "--backend", "numpy",
+                 "--algorithm", "tv", "--iterations", 4, "--regularization", 1e-3)
+    assert result.returncode == 0, result.stderr
+    volume = tomolab.io.open_volume(out)
+    assert volume.attrs["algorithm"] == "tv" and volume.attrs["iterations"] == 4
+    assert volume.attrs["regularization"] == 1e-3
+    refused = cli("recon", scan, "--center", 25.0, "-o", tmp_path / "other.zarr", "--iterations",
+                  5)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "--iterations" in refused.stderr and "fbp does not iterate" in refused.stderr

@@ -20,6 +20,8 @@ FLAGS = {
     "recon": {"center": "--center", "rows": "--rows", "path": "-o/--output",
               "format": "--format", "filter": "--filter", "backend": "--backend",
               "precision": "--precision", "normalize=False": "--no-normalize",
+              "algorithm": "--algorithm", "iterations": "--iterations",
+              "regularization": "--regularization",
               "log=False": "--no-log", "overwrite=True": "--overwrite", "overwrite": "--overwrite"},
     "simulate": {"size": "--size", "n_rows/n_angles": "--rows/--angles", "n_rows": "--rows",
                  "n_angles": "--angles", "center": "--center", "photons": "--photons",
@@ -180,7 +182,8 @@ def cmd_recon(args) -> int:
     progress, bars = _progress_bar(args, desc="reconstruct", unit="row")
     options = dict(center=args.center, rows=args.rows, filter=args.filter, backend=args.backend,
                    precision=args.precision, progress=progress, normalize=not args.no_normalize,
-                   log=not args.no_log)
+                   log=not args.no_log, algorithm=args.algorithm, iterations=args.iterations,
+                   regularization=args.regularization)
     client = _cluster_client(args)
     try:
         # streamed to disk slab by slab (zarr, HDF5 or TIFF); a killed run resumes when started again
@@ -340,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reconstruction filter: ramp, shepp-logan, cosine, hamming, hann or "
                             "parzen (default: %(default)s)")
     recon.add_argument("--backend", default="auto", choices=backends, help=backend_help)
+    recon.add_argument("--algorithm", default="fbp",
+                       help="fbp, gridrec, or for few angles, a missing wedge or low dose the "
+                            "iterative sirt, cgls or tv (default: %(default)s)")
+    recon.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
+                       help="iterations of sirt (default 100), cgls (20) or tv (200)")
+    recon.add_argument("--regularization", type=float, default=None, metavar="LAMBDA",
+                       help="tv's weight, in attenuation per pixel (default: 1/20 of each "
+                            "slice's FBP maximum)")
     recon.add_argument("--precision", default="single", choices=["single", "half"],
                        help="half: faster GPU backprojection, within 1e-3 of single "
                             "(default: %(default)s)")

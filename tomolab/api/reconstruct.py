@@ -95,7 +95,7 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
         gridding; about ten times faster on a CPU, slightly noisier), or an
         iterative method for few angles, a missing wedge or low dose:
         ``"sirt"``, ``"cgls"`` or ``"tv"`` (total variation; see
-        :mod:`tomolab.recon.iterative`), each starting from FBP.
+        :mod:`tomolab.recon.iterative`), each starting from an FBP with ``filter``.
     filter : str
         ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann`` or ``parzen``.
     backend : {"auto", "numpy", "cupy"}

@@ -345,9 +345,11 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         (:class:`tomolab.devices.TimedBatches`).
     progress : callable(done, total), optional
         Called with ``done=0`` when the first slab starts (after all checks),
-        then after each slab with the number of rows done.
+        then after each slab with the number of rows done; with an iterative
+        algorithm also after each iteration, ``done`` then fractional.
     cancel : callable() -> bool, optional
-        Polled between slabs; when it returns True, :class:`Cancelled` is raised.
+        Polled between slabs (and iterations); when it returns True,
+        :class:`Cancelled` is raised.
     stats : dict, optional
         Filled with the seconds per stage of the GPU stream
         (see :func:`tomolab.engine.stream.stream_slabs`); on the CPU with

@@ -43,16 +43,21 @@ _EMPTY = 1e-3
 def iterative_bytes(n_slices: int, *, n_angles: int, n_cols: int, size: int) -> int:
     """Working memory of :func:`tv` (the most of the three) on ``n_slices`` sinograms, input included.
 
-    Four float32 sinograms (data, weights, dual, projection) and eight slices
-    (estimate, extrapolation, weights, adjoint, two gradient components and
-    two temporaries), counted as if all were alive at once.
+    Six float32 sinograms (data, two weights, dual, projection, a temporary)
+    and twelve slices (estimate, extrapolation, weights, adjoint, divergence,
+    four gradient components and three temporaries), counted as if all were
+    alive at once; at least the starting FBP's (:func:`tomolab.recon.fbp_bytes`).
 
     Examples
     --------
     >>> iterative_bytes(1, n_angles=1000, n_cols=1000, size=1000) / 1e6
-    48.0
+    72.0
     """
-    return int(n_slices * 4 * (4 * n_angles * n_cols + 8 * size * size))
+    from tomolab.recon.fbp import fbp_bytes
+
+    loop = 4 * (6 * n_angles * n_cols + 12 * size * size)
+    start = fbp_bytes(1, n_angles=n_angles, n_cols=n_cols, size=size)
+    return int(n_slices * max(loop, start))
 
 
 def _whole(value, name: str, default: int) -> int:

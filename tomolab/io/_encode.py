@@ -25,6 +25,7 @@ Examples
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -114,12 +115,21 @@ def encode(data, dtype: str, encoding: dict | None = None):
     if dtype != "uint16":
         raise ParameterError("unsupported output dtype", where="dtype", value=dtype,
                              fix=f"use one of {', '.join(repr(d) for d in DTYPES)}")
+    from concurrent.futures import ThreadPoolExecutor
+
     from tomolab.io._encode_cpu import to_uint16  # imports numba on first use
 
     out = np.empty(data.shape, np.uint16)
-    clipped = to_uint16(data.reshape(-1), float(encoding["add_offset"]),
-                                    float(encoding["scale_factor"]), out.reshape(-1))
-    return out, int(clipped)
+    flat, stored = data.reshape(-1), out.reshape(-1)
+    offset, scale = float(encoding["add_offset"]), float(encoding["scale_factor"])
+    parts = max(1, min(os.cpu_count() or 1, 16, flat.size // (1 << 20)))  # ≥ 1 Mi values each
+    bounds = np.linspace(0, flat.size, parts + 1).astype(int)
+    if parts == 1:
+        return out, int(to_uint16(flat, offset, scale, stored))
+    with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="tomolab-encode") as pool:
+        counts = pool.map(lambda ab: to_uint16(flat[ab[0]:ab[1]], offset, scale,
+                                               stored[ab[0]:ab[1]]), zip(bounds[:-1], bounds[1:]))
+        return out, int(sum(counts))
 
 
 def decode(volume):

@@ -116,6 +116,7 @@ def encode(data, dtype: str, encoding: dict | None = None):
         raise ParameterError("unsupported output dtype", where="dtype", value=dtype,
                              fix=f"use one of {', '.join(repr(d) for d in DTYPES)}")
     from concurrent.futures import ThreadPoolExecutor
+    from itertools import pairwise
 
     from tomolab.io._encode_cpu import to_uint16  # imports numba on first use
 
@@ -128,7 +129,7 @@ def encode(data, dtype: str, encoding: dict | None = None):
         return out, int(to_uint16(flat, offset, scale, stored))
     with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="tomolab-encode") as pool:
         counts = pool.map(lambda ab: to_uint16(flat[ab[0]:ab[1]], offset, scale,
-                                               stored[ab[0]:ab[1]]), zip(bounds[:-1], bounds[1:]))
+                                               stored[ab[0]:ab[1]]), pairwise(bounds))
         return out, int(sum(counts))
 
 

@@ -287,7 +287,8 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
         with connect_hub() as hub:
             return reconstruct_to(scan, path, center=center, rows=rows, slab_rows=slab_rows,
                                   format=format, overwrite=overwrite, multiscale=multiscale,
-                                  dtype=dtype, value_range=value_range, progress=progress, cancel=cancel, stats=stats, client=hub,
+                                  dtype=dtype, value_range=value_range, progress=progress,
+                                  cancel=cancel, stats=stats, client=hub,
                                   slabs_per_task=slabs_per_task, **options)
     if client is not None:
         client = _resolve_client(client)
@@ -379,7 +380,7 @@ def _preview_encoding(plan) -> dict:
                     for k in range(PREVIEW_ROWS)} & set(rows))
     if plan.backend == "cupy" and not cupy_available():
         plan = dataclasses.replace(plan, backend="numpy", precision="single", kernel="auto")
-    values = np.concatenate([plan.run(range(r, r + 1)).ravel() for r in picks])
+    values = np.concatenate([plan.run(range(r, r + 1)).ravel() for r in picks] or [np.zeros(0)])
     values = values[np.isfinite(values)]
     lo, hi = (np.percentile(values, PREVIEW_PERCENTILES) if values.size else (0.0, 1.0))
     margin = PREVIEW_MARGIN * (hi - lo) if hi > lo else max(abs(float(hi)), 1.0)

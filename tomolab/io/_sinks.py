@@ -643,7 +643,7 @@ class _RegionWriter:
                 "encoding": self.encoding, "_array": None}
 
     def _encode(self, index, data):
-        """``(stored, check)``: the slab in the store's dtype, and ``mark(index)`` once it is written."""
+        """``(stored, mark)``: the slab in the store's dtype, and what records it done once written."""
         from tomolab.arrays import to_numpy
 
         start, stop = self.slabs[int(index)]

@@ -293,3 +293,23 @@ def test_a_killed_uint16_run_resumes_to_the_uninterrupted_bytes_and_count(tmp_pa
     assert resumed.attrs["clipped_voxels"] == whole.attrs["clipped_voxels"] > 0
     fmt = {"vol.zarr": "zarr", "vol.h5": "hdf5", "vol_tiff": "tiff"}[name]
     assert np.array_equal(_stored(tmp_path / name, fmt), _stored(tmp_path / f"ref_{name}", fmt))
+
+
+def test_a_uint16_volume_from_a_dask_cluster_is_the_one_of_one_process(tmp_path):
+    """Workers (real processes) store with the scale recorded by the client before any task."""
+    pytest.importorskip("distributed")
+    from tomolab.cluster import start_cluster
+
+    scan_path = tmp_path / "scan.h5"
+    assert main(["simulate", str(scan_path), "--size", "48", "--rows", "12", "--angles", "60",
+                 "--center", "24.3", "-q"]) == 0
+    options = {"center": 24.3, "slab_rows": 2, "backend": "numpy", "dtype": "uint16"}
+    alone = tomolab.reconstruct_to(tomolab.open_scan(scan_path), tmp_path / "alone.zarr",
+                                   **options)
+    with start_cluster("local", workers=2, threads=1) as client:
+        shared = tomolab.reconstruct_to(tomolab.open_scan(scan_path), tmp_path / "shared.zarr",
+                                        client=client, **options)
+    assert shared.encoding["scale_factor"] == alone.encoding["scale_factor"]
+    assert shared.attrs["clipped_voxels"] == alone.attrs["clipped_voxels"]
+    assert np.array_equal(_stored(tmp_path / "shared.zarr", "zarr"),
+                          _stored(tmp_path / "alone.zarr", "zarr"))

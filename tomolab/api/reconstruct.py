@@ -347,7 +347,8 @@ class ReconstructionPlan:
                 rows=f"{self.row_range.start}:{self.row_range.stop}",
                 algorithm=self.algorithm,
                 algorithm_requested=self.algorithm_requested or self.algorithm,
-                filter=self.filter, pad_mode=self.pad_mode, precision=self.precision, n_angles=int(self.scan.sizes["angle"]),
+                filter=self.filter, pad_mode=self.pad_mode, precision=self.precision,
+                n_angles=int(self.scan.sizes["angle"]),
                 pixel_size=self.pixel_size),
         }
         if self.center_score is not None:
@@ -363,8 +364,8 @@ def _slice_by_slice(algorithm, sinograms, angles, *, center, **options):
     over alone: the rounding of a slice then depends on its neighbour, and on
     the CPU the slabs are sized by time. One at a time (its real, half-plane
     path), every slice is the same whatever the slab, so a resumed or
-    clustered volume is bit for bit the uninterrupted one, at the same cost
-    per slice (benchmarks/RESULTS.md, issue 16).
+    clustered volume is bit for bit the uninterrupted one; at 512² it is no
+    slower than pairs (benchmarks/RESULTS.md, issue 16).
     """
     centers = np.broadcast_to(np.asarray(center, dtype=np.float64), (len(sinograms),))
     if len(sinograms) == 1:

@@ -161,6 +161,8 @@ def main():
     parser.add_argument("--layout", choices=["per-projection", "contiguous"],
                         default="per-projection")
     parser.add_argument("--backend", choices=["auto", "cupy", "numpy"], default="auto")
+    parser.add_argument("--dtype", choices=["float32", "float16", "uint16"], default="float32",
+                        help="how the volume is stored (uint16: range from reconstruct_to's preview)")
     parser.add_argument("--threads", type=int, default=4, help="streams of the parallel passes")
     parser.add_argument("--host-to-host-seconds", type=float, help="bench_full_volume.py's time")
     parser.add_argument("--keep", action="store_true", help="keep the scratch files")
@@ -171,7 +173,7 @@ def main():
 
     rows, n, na = args.rows, args.n, args.angles
     in_bytes = (na + N_FLATS + N_DARKS) * rows * n * 2
-    out_bytes = rows * n * n * 4
+    out_bytes = rows * n * n * np.dtype(args.dtype).itemsize
     probe_bytes = int(np.clip(out_bytes, 256 << 20, 8 << 30))  # the write-test file
     need = max(in_bytes + out_bytes, probe_bytes) + max(1 << 30, (in_bytes + out_bytes) // 20)
     work = Path(args.dir).resolve()
@@ -220,7 +222,7 @@ def main():
         t = time.perf_counter()
         scan = tomolab.open_scan(scan_path)
         volume = tomolab.reconstruct_to(scan, out_path, center=n / 2 - 0.5,
-                                        backend=args.backend, overwrite=True)
+                                        backend=args.backend, overwrite=True, dtype=args.dtype)
         seconds = time.perf_counter() - t
         os.sync()
         synced = time.perf_counter() - t
@@ -255,6 +257,7 @@ def main():
                  "disk read GB/s": round(disk_read / 1e9, 2),
                  "% of disk read": round(100 * achieved / disk_read, 1),
                  "disk write GB/s": round(disk_write / 1e9, 2), "format": args.format,
+                 "dtype": args.dtype,
                  "layout": args.layout}], "disk_to_disk")
 
 

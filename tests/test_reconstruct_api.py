@@ -37,9 +37,11 @@ def test_reconstruction_matches_the_phantom_in_physical_units(scan):
 
 
 def test_every_parameter_is_recorded(scan):
-    vol = tomolab.reconstruct(scan, center=70.25, rows=5, filter="hann", backend="numpy")
+    vol = tomolab.reconstruct(scan, center=70.25, rows=5, filter="hann", backend="numpy",
+                              algorithm="fbp")
     for key, value in {"center": 70.25, "rows": "5:6", "filter": "hann", "algorithm": "fbp",
-                       "backend": "numpy", "pad_mode": "edge", "normalize": 1}.items():
+                       "algorithm_requested": "fbp", "backend": "numpy", "pad_mode": "edge",
+                       "normalize": 1}.items():
         assert vol.attrs[key] == value
 
 
@@ -119,8 +121,9 @@ def test_missing_flats_says_how_to_proceed():
 
 @gpu_test
 def test_cpu_and_gpu_volumes_agree(scan):
-    cpu = tomolab.reconstruct(scan, center=71.3, rows="2:10", backend="numpy")
-    gpu = tomolab.reconstruct(scan, center=71.3, rows="2:10", backend="cupy")
+    # one algorithm on both (algorithm="auto" picks the fastest of each backend)
+    cpu = tomolab.reconstruct(scan, center=71.3, rows="2:10", backend="numpy", algorithm="fbp")
+    gpu = tomolab.reconstruct(scan, center=71.3, rows="2:10", backend="cupy", algorithm="fbp")
     rel = np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values)
     assert rel < 1e-4, rel
     assert gpu.attrs["backend"] == "cupy"
@@ -151,9 +154,9 @@ def test_gpu_streaming_over_many_slabs_matches_the_cpu(scan, monkeypatch):
 
     monkeypatch.setattr(pipeline, "slab_height", lambda *a, **k: 3)
     done = []
-    gpu = tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="cupy",
+    gpu = tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="cupy", algorithm="fbp",
                               progress=lambda d, t: done.append(d))
-    cpu = tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="numpy")
+    cpu = tomolab.reconstruct(scan, center=71.3, rows="1:12", backend="numpy", algorithm="fbp")
     assert done == [0, 3, 6, 9, 11]
     assert np.linalg.norm(gpu.values - cpu.values) / np.linalg.norm(cpu.values) < 1e-4
     with pytest.raises(tomolab.errors.Cancelled):
@@ -210,7 +213,8 @@ def test_gpu_preprocessing_matches_cpu(scan, monkeypatch):
     import tomolab.engine.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "MAX_GPU_SLAB_ROWS", 4)
-    kwargs = dict(center=71.3, rows="0:12", zingers=0.2, stripes="sorting", phase=20.0)
+    kwargs = dict(center=71.3, rows="0:12", zingers=0.2, stripes="sorting", phase=20.0,
+                  algorithm="fbp")
     gpu = tomolab.reconstruct(scan, backend="cupy", **kwargs)
     cpu = tomolab.reconstruct(scan, backend="numpy", **kwargs)
     # sorting-based stripe removal orders nearly equal values as cuFFT/FFTW rounding lets it

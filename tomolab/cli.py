@@ -19,9 +19,9 @@ EXIT_BAD_INPUT = 2
 FLAGS = {
     "recon": {"center": "--center", "rows": "--rows", "path": "-o/--output",
               "format": "--format", "filter": "--filter", "backend": "--backend",
+              "algorithm": "--algorithm", "dtype": "--dtype", "value_range": "--value-range",
               "precision": "--precision", "normalize=False": "--no-normalize",
-              "algorithm": "--algorithm", "iterations": "--iterations",
-              "regularization": "--regularization",
+              "iterations": "--iterations", "regularization": "--regularization",
               "log=False": "--no-log", "overwrite=True": "--overwrite", "overwrite": "--overwrite"},
     "simulate": {"size": "--size", "n_rows/n_angles": "--rows/--angles", "n_rows": "--rows",
                  "n_angles": "--angles", "center": "--center", "photons": "--photons",
@@ -181,8 +181,9 @@ def cmd_recon(args) -> int:
     # summary gives the time it shows
     progress, bars = _progress_bar(args, desc="reconstruct", unit="row")
     options = dict(center=args.center, rows=args.rows, filter=args.filter, backend=args.backend,
-                   precision=args.precision, progress=progress, normalize=not args.no_normalize,
-                   log=not args.no_log, algorithm=args.algorithm, iterations=args.iterations,
+                   algorithm=args.algorithm, precision=args.precision, progress=progress,
+                   normalize=not args.no_normalize, log=not args.no_log, dtype=args.dtype,
+                   value_range=args.value_range, iterations=args.iterations,
                    regularization=args.regularization)
     client = _cluster_client(args)
     try:
@@ -197,9 +198,16 @@ def cmd_recon(args) -> int:
     total = time.perf_counter() - started
     reconstructed = _elapsed(bars, total)
     print(f"{output}: {volume.sizes['z']} slices of {volume.sizes['y']} x {volume.sizes['x']}, "
-          f"centre {volume.attrs['center']:.2f} px, {volume.attrs['backend']}, reconstructed in "
+          f"centre {volume.attrs['center']:.2f} px, {volume.attrs['algorithm']} on "
+          f"{volume.attrs['backend']}, {volume.attrs.get('output_dtype', 'float32')}"
+          f"{_clipped_text(volume.attrs)}, reconstructed in "
           f"{reconstructed:.1f} s ({total:.1f} s with opening the scan and the centre)")
     return 0
+
+
+def _clipped_text(attrs) -> str:
+    clipped = int(attrs.get("clipped_voxels", 0) or 0)
+    return f" ({clipped} values clipped)" if clipped else ""
 
 
 def _cluster_client(args):
@@ -343,14 +351,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reconstruction filter: ramp, shepp-logan, cosine, hamming, hann or "
                             "parzen (default: %(default)s)")
     recon.add_argument("--backend", default="auto", choices=backends, help=backend_help)
-    recon.add_argument("--algorithm", default="fbp",
-                       help="fbp, gridrec, or for few angles, a missing wedge or low dose the "
-                            "iterative sirt, cgls or tv (default: %(default)s)")
+    recon.add_argument("--algorithm", default="auto", metavar="NAME",
+                       help="auto (the fastest accurate method on the backend: gridrec on the CPU, "
+                            "fbp on a GPU), fbp, gridrec, or for few angles, a missing wedge or "
+                            "low dose the iterative sirt, cgls or tv (default: %(default)s)")
     recon.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
                        help="iterations of sirt (default 100), cgls (20) or tv (200)")
     recon.add_argument("--regularization", type=float, default=None, metavar="LAMBDA",
                        help="tv's weight, in attenuation per pixel (default: 1/20 of each "
                             "slice's FBP maximum)")
+    recon.add_argument("--dtype", default="float32", choices=["float32", "float16", "uint16"],
+                       help="how the volume is stored: float16 and uint16 halve the bytes "
+                            "written; uint16 spreads --value-range over 0..65535 and records "
+                            "the scale and offset (default: %(default)s)")
+    recon.add_argument("--value-range", nargs=2, type=float, default=None, metavar=("LO", "HI"),
+                       help="with --dtype uint16: the values kept, in 1/m (default: from a "
+                            "preview of three rows)")
     recon.add_argument("--precision", default="single", choices=["single", "half"],
                        help="half: faster GPU backprojection, within 1e-3 of single "
                             "(default: %(default)s)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from tomolab.errors import ParameterError
 from tomolab.sanity import RANGES, check_quantity, check_whole_number
 
 __all__ = ["reconstruct", "plan_reconstruction", "ReconstructionPlan", "preprocessing_steps",
-           "HALF_PRECISION_KERNEL"]
+           "resolve_algorithm", "HALF_PRECISION_KERNEL"]
 
 
 def preprocessing_steps(scan, *, zingers=None, stripes=None, phase=None):
@@ -67,7 +68,7 @@ def preprocessing_steps(scan, *, zingers=None, stripes=None, phase=None):
     return Preprocessing(zingers=zingers, stripes=stripes, stripe_options=stripe_options, phase=phase)
 
 
-def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str = "ramp",
+def reconstruct(scan, *, center, rows=None, algorithm: str = "auto", filter: str = "ramp",
                 backend: str = "auto", normalize: bool = True, log: bool = True,
                 zingers: float | None = None, stripes=None, phase=None,
                 pad_mode: str = "edge", size: int | None = None, precision: str = "single",
@@ -90,12 +91,19 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     rows : int, slice, "A:B" or (A, B), optional
         Detector rows to reconstruct (default: all).
     algorithm : str
-        A name from :data:`tomolab.recon.ALGORITHMS`: ``"fbp"`` (filtered
-        backprojection; the fastest on a GPU), ``"gridrec"`` (Fourier
-        gridding; about ten times faster on a CPU, slightly noisier), or an
-        iterative method for few angles, a missing wedge or low dose:
-        ``"sirt"``, ``"cgls"`` or ``"tv"`` (total variation; see
-        :mod:`tomolab.recon.iterative`), each starting from an FBP with ``filter``.
+        ``"auto"`` (default): the fastest method that meets the accuracy bar
+        on the backend that computes (:data:`tomolab.recon.AUTO`: gridrec on
+        the CPU, FBP on a GPU), chosen by measurement
+        (benchmarks/RESULTS.md). Or a name from
+        :data:`tomolab.recon.ALGORITHMS`: ``"fbp"`` (filtered
+        backprojection; the fastest on a GPU) or ``"gridrec"`` (Fourier
+        gridding; several times faster on a CPU, band-limited instead of
+        linear interpolation, so no less accurate), or an iterative method
+        for few angles, a missing wedge or low dose: ``"sirt"``, ``"cgls"``
+        or ``"tv"`` (total variation; see :mod:`tomolab.recon.iterative`),
+        each starting from an FBP with ``filter``. attrs record the method
+        that ran (``algorithm``) and the one asked for
+        (``algorithm_requested``).
     filter : str
         ``ramp``, ``shepp-logan``, ``cosine``, ``hamming``, ``hann`` or ``parzen``.
     backend : {"auto", "numpy", "cupy"}
@@ -119,7 +127,9 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
         half precision with half-precision sums flushed into float32 (kernel
         ``hh8p1``): about 1.4 times the speed on an H100, within a relative
         difference of 1e-3 of ``"single"`` (the issue's bound; 3.5e-5 measured
-        on random sinograms, tested on a phantom). The CPU and gridrec always
+        on random sinograms, tested on a phantom); gridrec on a GPU keeps its
+        radial samples in half precision, positions, weights and sums in
+        float32 (not yet measured on a GPU). The CPU and the iterative methods
         compute in single precision; attrs record what was used.
     iterations : int, optional
         Iterations of ``"sirt"`` (default 100), ``"cgls"`` (20) or ``"tv"`` (200).
@@ -158,8 +168,8 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "fbp", filter: str 
     >>> import tomolab
     >>> scan = tomolab.data.simulate_scan(64, n_rows=4, n_angles=100)
     >>> vol = tomolab.reconstruct(scan, center=scan.attrs["true_center"], backend="numpy")
-    >>> vol.dims, vol.shape
-    (('z', 'y', 'x'), (4, 64, 64))
+    >>> vol.dims, vol.shape, vol.attrs["algorithm"], vol.attrs["algorithm_requested"]
+    (('z', 'y', 'x'), (4, 64, 64), 'gridrec', 'auto')
     """
     import xarray as xr
 
@@ -221,6 +231,7 @@ class ReconstructionPlan:
     iterations: int | None = None  # of an iterative algorithm (None for the others)
     regularization: float | None = None  # λ of "tv" (None: per slice, from its FBP)
     nonnegative: bool = True  # of an iterative algorithm
+    algorithm_requested: str = ""  # "auto", or the algorithm's name when one was named
 
     def iterative_options(self) -> dict:
         """The options of an iterative algorithm (``{}`` for the others)."""
@@ -257,10 +268,15 @@ class ReconstructionPlan:
             centers = centers[first:first + len(rows)]
         scale = 1.0 / self.pixel_size if self.pixel_size else 1.0
         extra = {"kernel": self.kernel} if self.algorithm == "fbp" else self.iterative_options()
+        if self.algorithm == "gridrec" and self.precision == "half":
+            extra["precision"] = "half"
         if np.ndim(self.center) == 1 and self.algorithm == "fbp":
             # one column for all slabs, so slab boundaries leave no trace
             extra["common_center"] = float(np.mean(self.center))
-        return reconstruct_rows(self.scan, rows, center=centers, algorithm=ALGORITHMS[self.algorithm],
+        algorithm = ALGORITHMS[self.algorithm]
+        if self.algorithm == "gridrec" and self.backend == "numpy":
+            algorithm = partial(_slice_by_slice, algorithm)
+        return reconstruct_rows(self.scan, rows, center=centers, algorithm=algorithm,
                                 backend=self.backend, size=self.size, normalize=self.normalize,
                                 log=self.log, steps=self.steps, scale=scale, sink=sink,
                                 max_height=max_height, progress=progress, cancel=cancel,
@@ -366,8 +382,10 @@ class ReconstructionPlan:
                 center=center if np.ndim(center) == 0 else float(np.mean(center)),
                 center_source=self.center_source,
                 rows=f"{self.row_range.start}:{self.row_range.stop}",
-                algorithm=self.algorithm, filter=self.filter, pad_mode=self.pad_mode,
-                precision=self.precision, n_angles=int(self.scan.sizes["angle"]),
+                algorithm=self.algorithm,
+                algorithm_requested=self.algorithm_requested or self.algorithm,
+                filter=self.filter, pad_mode=self.pad_mode, precision=self.precision,
+                n_angles=int(self.scan.sizes["angle"]),
                 pixel_size=self.pixel_size),
         }
         if self.center_score is not None:
@@ -380,7 +398,39 @@ class ReconstructionPlan:
         return attrs
 
 
-def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filter: str = "ramp",
+def _slice_by_slice(algorithm, sinograms, angles, *, center, **options):
+    """``algorithm`` on one slice at a time, so each slice's bits do not depend on the slab.
+
+    gridrec reconstructs two slices as one complex sinogram and a slice left
+    over alone: the rounding of a slice then depends on its neighbour, and on
+    the CPU the slabs are sized by time. One at a time (its real, half-plane
+    path), every slice is the same whatever the slab, so a resumed or
+    clustered volume is bit for bit the uninterrupted one; at 512² it is no
+    slower than pairs (benchmarks/RESULTS.md, issue 16).
+    """
+    centers = np.broadcast_to(np.asarray(center, dtype=np.float64), (len(sinograms),))
+    if len(sinograms) == 1:
+        return algorithm(sinograms, angles, center=float(centers[0]), **options)
+    return np.concatenate([algorithm(sinograms[i:i + 1], angles, center=float(centers[i]),
+                                     **options) for i in range(len(sinograms))])
+
+
+def resolve_algorithm(algorithm: str, backend: str) -> str:
+    """The algorithm that runs for ``algorithm`` (a name, or ``"auto"``) on ``backend``.
+
+    Examples
+    --------
+    >>> resolve_algorithm("auto", "numpy"), resolve_algorithm("fbp", "numpy")
+    ('gridrec', 'fbp')
+    """
+    from tomolab.recon import ALGORITHMS, AUTO
+
+    check_choice(algorithm, (*ALGORITHMS, "auto"), where="algorithm",
+                 what="reconstruction algorithm")
+    return AUTO[backend] if algorithm == "auto" else algorithm
+
+
+def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "auto", filter: str = "ramp",
                         backend: str = "auto", normalize: bool = True, log: bool = True,
                         zingers: float | None = None, stripes=None, phase=None,
                         pad_mode: str = "edge", size: int | None = None,
@@ -395,12 +445,14 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
     from tomolab.devices import resolve_backend
     from tomolab.recon import ALGORITHMS, FILTERS
 
-    check_choice(algorithm, ALGORITHMS, where="algorithm", what="reconstruction algorithm")
+    check_choice(algorithm, (*ALGORITHMS, "auto"), where="algorithm",
+                 what="reconstruction algorithm")
     check_choice(filter, FILTERS, where="filter", what="reconstruction filter")
     check_choice(precision, ("single", "half"), where="precision", what="precision")
     check_iterative_options(algorithm, iterations, regularization, nonnegative)
     backend = resolve_backend(backend)
-    if backend != "cupy" or algorithm != "fbp":
+    requested, algorithm = algorithm, resolve_algorithm(algorithm, backend)
+    if backend != "cupy" or algorithm not in ("fbp", "gridrec"):
         precision = "single"  # the only one there
     row_range = resolve_rows(scan, rows)
     steps = preprocessing_steps(scan, zingers=zingers, stripes=stripes, phase=phase)
@@ -436,7 +488,8 @@ def plan_reconstruction(scan, *, center, rows=None, algorithm: str = "fbp", filt
                               kernel=HALF_PRECISION_KERNEL if precision == "half" else "auto",
                               iterations=_iterations(algorithm, iterations),
                               regularization=None if regularization is None else float(regularization),
-                              nonnegative=bool(nonnegative))
+                              nonnegative=bool(nonnegative),
+                              algorithm_requested=requested)
 
 
 def _iterations(algorithm: str, iterations) -> int | None:

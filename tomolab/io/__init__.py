@@ -13,6 +13,7 @@ The public API::
     write_dxchange / write_nxtomo / write_tiff_stack(path, projections, angles, flats=None,
                 darks=None, *, pixel_size=None, energy=None, distance=None, attrs=None, ...)
     save_volume(volume, path, *, format="auto", overwrite=False), open_volume(path)
+    DTYPES, check_dtype, check_value_range, uint16_encoding   # 16-bit outputs of reconstruct_to
 
 For the engine and the api's streamed writes::
 
@@ -28,6 +29,7 @@ For the engine and the api's streamed writes::
 from __future__ import annotations
 
 from tomolab.io._build import ScanWarning, from_arrays, read_frames, read_sample
+from tomolab.io._encode import DTYPES, check_dtype, check_value_range, uint16_encoding
 from tomolab.io._guard import OutputLock, check_free_space, check_overwritable
 from tomolab.io._lazy import frame_runs
 from tomolab.io._open import LAYOUTS, describe, open_scan
@@ -45,5 +47,6 @@ __all__ = [
     "open_scan", "from_arrays", "describe", "save_volume", "open_volume",
     "write_dxchange", "write_nxtomo", "write_tiff_stack", "ScanWarning", "LAYOUTS",
     "read_frames", "read_sample", "frame_runs", "open_sink", "SlabSink", "check_replaceable",
-    "check_overwritable", "OutputLock", "check_free_space",
+    "check_overwritable", "OutputLock", "check_free_space", "DTYPES", "check_dtype",
+    "check_value_range", "uint16_encoding",
 ]

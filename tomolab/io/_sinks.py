@@ -29,6 +29,14 @@ Safety:
 * ``overwrite`` replaces only an output tomolab wrote
   (:func:`tomolab.io._guard.check_overwritable`).
 
+Output dtype: float32 (default), float16, or uint16 with a scale and an
+offset (:mod:`tomolab.io._encode`; CF's ``scale_factor`` and ``add_offset``
+in the volume's attrs, recorded when the partial output is laid out, so a
+resumed run stores with the same ones). Values clipped by a 16-bit dtype are
+counted slab by slab (in the slab's ``.slabs_done`` file; HDF5: attribute
+``slabs_clipped``) and their total is the output's ``clipped_voxels`` attr.
+:func:`tomolab.io.open_volume` gives back float32 in the volume's units.
+
 The outputs are those of :func:`tomolab.io.save_volume`, so
 :func:`tomolab.io.open_volume` opens them:
 
@@ -64,6 +72,7 @@ from pathlib import Path
 import numpy as np
 
 from tomolab.errors import OutputError, ParameterError
+from tomolab.io._encode import ENCODING_KEYS, check_dtype, encode
 from tomolab.io._guard import (
     MARKER,
     OutputLock,
@@ -88,6 +97,7 @@ from tomolab.io._write import (
 __all__ = ["open_sink", "SlabSink", "ZarrRegionWriter", "TiffRegionWriter"]
 
 _DONE = "slabs_done"
+_CLIPPED = "slabs_clipped"    # HDF5: values clipped per slab (16-bit outputs)
 _FINGERPRINT = "fingerprint"
 _SOURCE = "source_identity"   # JSON text: the input's identity, compared on resume
 _PROGRESS = ".progress.json"  # TIFF: bookkeeping file inside the partial folder
@@ -108,8 +118,8 @@ _OTHER_PARAMETERS = "a partial store from a run with other parameters"
 
 
 def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="auto", overwrite=False,
-              multiscale=0, source=None):
-    """Open a resumable, slab-by-slab writer of a float32 volume ``(z, y, x)``.
+              multiscale=0, source=None, dtype="float32", encoding=None):
+    """Open a resumable, slab-by-slab writer of a volume ``(z, y, x)`` (float32 slabs in).
 
     Parameters
     ----------
@@ -143,7 +153,15 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
         moves the new one into place), and only one that tomolab wrote.
     multiscale : int
         zarr only: add this many block-averaged levels and OME-Zarr
-        ``multiscales`` metadata when finishing.
+        ``multiscales`` metadata when finishing (float32 levels whatever
+        ``dtype``).
+    dtype : {"float32", "float16", "uint16"}
+        How the volume is stored (see :mod:`tomolab.io._encode`).
+    encoding : dict or callable, optional
+        uint16: the attrs of :func:`tomolab.io._encode.uint16_encoding`, or a
+        function returning them, called only when the partial output is made
+        afresh (a resumed one keeps those it recorded, so every slab is
+        stored alike).
 
     Returns
     -------
@@ -203,6 +221,11 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
                              value=fingerprint,
                              fix="pass e.g. a sha256 hex digest of the parameters")
     coords = _check_coords(coords, shape)
+    dtype = check_dtype(dtype)
+    if dtype == "uint16" and encoding is None:
+        raise ParameterError("a uint16 volume needs its scale and offset", where="encoding",
+                             value=None, fix="pass encoding=uint16_encoding(lo, hi) (or a function "
+                                             "returning it)")
     check_replaceable(path, protect=[(attrs or {}).get("source_file")])
     _refuse_existing(path, overwrite)
     source = None if source is None else json.dumps(_jsonable(source), sort_keys=True)
@@ -214,7 +237,8 @@ def open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, format="aut
         cls = {"zarr": _ZarrSink, "hdf5": _HDF5Sink, "tiff": _TiffSink}[fmt]
         return cls(path, shape=shape, coords=coords, attrs=_jsonable(dict(attrs or {})),
                    slab_rows=slab_rows, fingerprint=fingerprint, overwrite=bool(overwrite),
-                   multiscale=int(multiscale), source=source, lock=lock)
+                   multiscale=int(multiscale), source=source, lock=lock, dtype=dtype,
+                   encoding=encoding)
     except BaseException:
         lock.release()
         raise
@@ -236,6 +260,11 @@ class SlabSink:
     done : set of int
         Indices of the slabs in the partial output (found there when resuming,
         and each one written since).
+    dtype : numpy.dtype
+        How the volume is stored.
+    encoding : dict
+        uint16: ``scale_factor``, ``add_offset`` and the value range they span
+        (those recorded in the partial output when resuming); else empty.
 
     Notes
     -----
@@ -249,7 +278,7 @@ class SlabSink:
     format = ""
 
     def __init__(self, path, *, shape, coords, attrs, slab_rows, fingerprint, overwrite,
-                 multiscale, source=None, lock=None):
+                 multiscale, source=None, lock=None, dtype="float32", encoding=None):
         self.path = path
         self.partial = path.with_name(f".{path.name}.partial")
         self.shape = shape
@@ -265,6 +294,9 @@ class SlabSink:
         self._lock = lock
         self._closed = False
         self._finished = False
+        self.dtype = np.dtype(dtype)
+        self.encoding: dict = {}
+        self._clipped: dict[int, int] = {}  # values clipped per slab (16-bit outputs)
         if self.partial.exists() or self.partial.is_symlink():
             try:
                 self.done = self._resume()
@@ -281,6 +313,8 @@ class SlabSink:
             self._discard_partial()
             warnings.warn(f"{self.partial}: {message}; starting afresh", stacklevel=4)
         self._check_space()
+        if self.dtype != np.float32:
+            self.encoding = dict(encoding() if callable(encoding) else (encoding or {}))
         self._create()
 
     def _discard_partial(self):
@@ -296,7 +330,7 @@ class SlabSink:
 
     def _check_space(self):
         rows = sum(b - a for i, (a, b) in enumerate(self.slabs) if i not in self.done)
-        needed = rows * self.shape[1] * self.shape[2] * 4
+        needed = rows * self.shape[1] * self.shape[2] * self.dtype.itemsize
         if self._multiscale:
             needed += needed // 7  # the pyramid: 1/8 + 1/64 + ... of the volume
         if self.format == "hdf5" and self.partial.exists():
@@ -335,7 +369,8 @@ class SlabSink:
         index : int
             Which slab (``0 <= index < len(slabs)``).
         data : numpy.ndarray
-            ``(stop - start, n_y, n_x)``, float32 (other dtypes are converted).
+            ``(stop - start, n_y, n_x)``, float32 (other dtypes are converted),
+            stored in the sink's ``dtype``.
         """
         self._check_open()
         if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.slabs):
@@ -348,8 +383,10 @@ class SlabSink:
         if data.shape != expected:
             raise ParameterError(f"slab {index} is z rows {start}:{stop}, of shape {expected}",
                                  where="data", value=data.shape, fix="pass that slab's rows only")
+        stored, clipped = encode(data, self.dtype.name, self.encoding)
         with storage_errors(self.path, partial=self.partial):
-            self._write_data(start, stop, data)
+            self._write_data(start, stop, stored)
+            self._clipped[int(index)] = clipped
             self.done.add(int(index))
             try:
                 self._record_done()
@@ -378,6 +415,8 @@ class SlabSink:
         _refuse_existing(self.path, self._overwrite)
         try:
             with storage_errors(self.path, partial=self.partial):
+                self._final_attrs = {} if self.dtype == np.float32 else \
+                    {"clipped_voxels": int(self._clipped_total())}
                 self._finalize()
                 self._closed = True
                 self._release()
@@ -408,7 +447,7 @@ class SlabSink:
                                  fix="name the output NAME.zarr (each slab is its own zarr "
                                      "chunks) or a TIFF folder, or run without a cluster")
         self._check_open()
-        return writer(self.partial, self.slabs)
+        return writer(self.partial, self.slabs, dtype=self.dtype.name, encoding=self.encoding)
 
     def sync_done(self) -> set[int]:
         """Add to :attr:`done` the slabs that region writers recorded; return :attr:`done`."""
@@ -420,6 +459,19 @@ class SlabSink:
     def _region_writer_class(self):
         """The picklable writer of this format's slabs for other processes; None: one writer only."""
         return None
+
+    def _clipped_total(self) -> int:
+        """Values clipped in all slabs (zarr, TIFF: from the slabs' records, any process's)."""
+        return sum(_clipped_counts(self.partial).values())
+
+    def _recorded_encoding(self, attrs) -> dict:
+        """The encoding a resumed partial output recorded (checked against this sink's dtype)."""
+        if self.dtype == np.float32:
+            return {}
+        found = {k: _plain(attrs[k]) for k in ENCODING_KEYS if k in attrs}
+        if self.dtype == np.uint16 and not {"scale_factor", "add_offset"} <= set(found):
+            raise _Corrupt("a uint16 partial output without its scale_factor and add_offset")
+        return found
 
     def close(self) -> None:
         """Release file handles, threads and the lock; the partial output stays. Idempotent."""
@@ -488,7 +540,7 @@ class _ZarrSink(SlabSink):
         """
         cz = min(self.slab_rows, self.shape[0])
         cy, cx = self.shape[1:]
-        while cz * cy * cx * 4 > _CHUNK_BYTES and max(cy, cx) > _MIN_TILE:
+        while cz * cy * cx * self.dtype.itemsize > _CHUNK_BYTES and max(cy, cx) > _MIN_TILE:
             if cy >= cx:
                 cy = -(-cy // 2)
             else:
@@ -505,8 +557,10 @@ class _ZarrSink(SlabSink):
         done = self._checked_done(meta[_FINGERPRINT], list(meta[_DONE]) + _slab_files(self.partial),
                                   meta.get(_SOURCE))
         array = group["volume"]
-        if tuple(array.shape) != self.shape or tuple(array.chunks) != self._chunks():
+        if tuple(array.shape) != self.shape or tuple(array.chunks) != self._chunks() \
+                or array.dtype != self.dtype:
             raise _OtherRun(_OTHER_PARAMETERS)
+        self.encoding = self._recorded_encoding(dict(array.attrs))
         self._open_handles(group)
         _remove_zarr_temporaries(self.partial)
         return done
@@ -516,9 +570,9 @@ class _ZarrSink(SlabSink):
         import xarray as xr
 
         chunks = self._chunks()
-        data = da.zeros(self.shape, dtype=np.float32, chunks=chunks)
-        volume = xr.DataArray(data, dims=_VOLUME_DIMS, coords=self._coords, attrs=self._attrs,
-                              name="volume")
+        data = da.zeros(self.shape, dtype=self.dtype, chunks=chunks)
+        volume = xr.DataArray(data, dims=_VOLUME_DIMS, coords=self._coords,
+                              attrs=dict(self._attrs, **self.encoding), name="volume")
         ds = volume.to_dataset()
         ds.attrs = dict(self._attrs, **{MARKER: "volume", _FINGERPRINT: self._fingerprint,
                                         _DONE: []})
@@ -545,7 +599,10 @@ class _ZarrSink(SlabSink):
         return ZarrRegionWriter
 
     def _record_done(self):
-        _record_slab_files(self.partial, self.done)
+        _record_slab_files(self.partial, self.done, self._counts())
+
+    def _counts(self):
+        return None if self.dtype == np.float32 else self._clipped
 
     def _finalize(self):
         import zarr
@@ -559,8 +616,11 @@ class _ZarrSink(SlabSink):
             attrs = dict(group.attrs)
             for key in (_FINGERPRINT, _DONE, _SOURCE):
                 attrs.pop(key, None)
+            attrs.update(self._final_attrs)
             group.attrs.clear()
             group.attrs.update(attrs)
+            if self._final_attrs:
+                group["volume"].attrs.update(self._final_attrs)
             # readers that trust consolidated metadata see the final attrs
             zarr.consolidate_metadata(str(self.partial))
 
@@ -571,13 +631,29 @@ class _ZarrSink(SlabSink):
 class _RegionWriter:
     """What both region writers share: the partial output's path, the slabs, the markers."""
 
-    def __init__(self, store, slabs):
+    def __init__(self, store, slabs, *, dtype="float32", encoding=None):
         self.store = Path(os.path.abspath(store))
         self.slabs = [(int(a), int(b)) for a, b in slabs]
+        self.dtype = check_dtype(dtype)
+        self.encoding = dict(encoding or {})
         self._array = None
 
     def __getstate__(self):
-        return {"store": self.store, "slabs": self.slabs, "_array": None}
+        return {"store": self.store, "slabs": self.slabs, "dtype": self.dtype,
+                "encoding": self.encoding, "_array": None}
+
+    def _encode(self, index, data):
+        """``(stored, mark)``: the slab in the store's dtype, and what records it done once written."""
+        from tomolab.arrays import to_numpy
+
+        start, stop = self.slabs[int(index)]
+        data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
+        if data.ndim != 3 or data.shape[0] != stop - start:
+            raise ParameterError(f"slab {index} is z rows {start}:{stop}", where="data",
+                                 value=data.shape, fix="pass that slab's rows only")
+        stored, clipped = encode(data, self.dtype, self.encoding)
+        count = None if self.dtype == "float32" else clipped
+        return stored, lambda: _mark_done(self.store, index, count)
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.store} {len(self.slabs)} slabs>"
@@ -608,19 +684,17 @@ class ZarrRegionWriter(_RegionWriter):
         """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done."""
         import zarr
 
-        from tomolab.arrays import to_numpy
-
         start, stop = self.slabs[int(index)]
         if self._array is None:
             group = zarr.open_group(str(self.store), mode="r+", use_consolidated=False)
             self._array = group["volume"].with_config({"write_empty_chunks": True})
-        data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
+        data, mark = self._encode(index, data)
         expected = (stop - start,) + tuple(self._array.shape[1:])
         if data.shape != expected:
             raise ParameterError(f"slab {index} is z rows {start}:{stop}, of shape {expected}",
                                  where="data", value=data.shape, fix="pass that slab's rows only")
         self._array[start:stop] = data
-        _mark_done(self.store, index)
+        mark()
 
 
 class TiffRegionWriter(_RegionWriter):
@@ -634,23 +708,46 @@ class TiffRegionWriter(_RegionWriter):
         """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done."""
         import tifffile
 
-        from tomolab.arrays import to_numpy
-
         start, stop = self.slabs[int(index)]
-        data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
-        if data.ndim != 3 or data.shape[0] != stop - start:
-            raise ParameterError(f"slab {index} is z rows {start}:{stop}", where="data",
-                                 value=data.shape, fix="pass that slab's rows only")
+        data, mark = self._encode(index, data)
         for z, plane in zip(range(start, stop), data):
             _replace_atomically(self.store / f"slice_{z:05d}.tif",
                                 lambda tmp, plane=plane: tifffile.imwrite(tmp, plane))
-        _mark_done(self.store, index)
+        mark()
 
 
-def _mark_done(store: Path, index) -> None:
+def _mark_done(store: Path, index, clipped: int | None = None) -> None:
+    """Record slab ``index`` as finished; with ``clipped`` (16-bit outputs), the count in it."""
     folder = Path(store) / _DONE_DIR
     folder.mkdir(exist_ok=True)
-    (folder / f"{int(index):06d}").touch()
+    record = folder / f"{int(index):06d}"
+    if clipped is None:
+        record.touch()
+    else:  # the count appears with the record, never an empty record of a clipping slab
+        _replace_atomically(record, lambda tmp: tmp.write_text(str(int(clipped))))
+
+
+def _clipped_counts(store: Path) -> dict[int, int]:
+    """Values clipped per finished slab, from the slabs' records (0 where none is written)."""
+    folder = Path(store) / _DONE_DIR
+    counts = {}
+    if folder.is_dir():
+        for record in folder.iterdir():
+            if record.name.isdigit():
+                text = record.read_text().strip()
+                counts[int(record.name)] = int(text) if text.isdigit() else 0
+    return counts
+
+
+def _plain(value):
+    """An attribute as JSON-able Python (HDF5 gives numpy scalars and arrays, bytes)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _checked_markers(store: Path, n_slabs: int) -> set[int]:
@@ -752,12 +849,20 @@ class _HDF5Sink(SlabSink):
         flags = np.asarray(f.attrs[_DONE])
         dset = f["volume"]
         done = self._checked_done(fingerprint, [], f.attrs.get(_SOURCE))
-        if flags.shape != (len(self.slabs),) or tuple(dset.shape) != self.shape:
+        if flags.shape != (len(self.slabs),) or tuple(dset.shape) != self.shape \
+                or dset.dtype != self.dtype:
             raise _OtherRun(_OTHER_PARAMETERS)
+        self.encoding = self._recorded_encoding(dict(dset.attrs))
         self._flags = flags.astype(np.uint8)
         self._dset = dset
-        return done | self._checked_done(fingerprint, np.flatnonzero(self._flags).tolist(),
-                                         f.attrs.get(_SOURCE))
+        done |= self._checked_done(fingerprint, np.flatnonzero(self._flags).tolist(),
+                                   f.attrs.get(_SOURCE))
+        if self.dtype != np.float32:
+            counts = np.asarray(f.attrs[_CLIPPED]) if _CLIPPED in f.attrs else None
+            if counts is None or counts.shape != (len(self.slabs),):
+                raise _Corrupt(f"no {_CLIPPED} of a 16-bit output")
+            self._clipped = {i: int(counts[i]) for i in done}
+        return done
 
     def _build(self, tmp):
         import h5py
@@ -765,9 +870,11 @@ class _HDF5Sink(SlabSink):
         with h5py.File(tmp, "w") as f:
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-            _h5_volume_layout(f, self.shape, np.float32, _VOLUME_DIMS, self._coords, self._attrs,
-                              dcpl=dcpl, fill_time="never")
+            _h5_volume_layout(f, self.shape, self.dtype, _VOLUME_DIMS, self._coords,
+                              dict(self._attrs, **self.encoding), dcpl=dcpl, fill_time="never")
             f.attrs[_FINGERPRINT] = self._fingerprint
+            if self.dtype != np.float32:
+                f.attrs.create(_CLIPPED, np.zeros(len(self.slabs), np.int64))
             if self._source is not None:
                 f.attrs[_SOURCE] = self._source
             f.attrs.create(_DONE, np.zeros(len(self.slabs), np.uint8))
@@ -794,14 +901,24 @@ class _HDF5Sink(SlabSink):
         self._file.flush()  # the data before the flag that says they are there
 
     def _record_done(self):
+        if self.dtype != np.float32:  # the counts before the flags that make them count
+            counts = np.zeros(len(self.slabs), np.int64)
+            for index, count in self._clipped.items():
+                counts[index] = count
+            self._file.attrs.modify(_CLIPPED, counts)
         self._flags[sorted(self.done)] = 1
         self._file.attrs.modify(_DONE, self._flags)
         self._file.flush()
 
+    def _clipped_total(self) -> int:
+        return sum(self._clipped.get(i, 0) for i in self.done)
+
     def _finalize(self):
-        for key in (_FINGERPRINT, _DONE, _SOURCE):
+        for key in (_FINGERPRINT, _DONE, _SOURCE, _CLIPPED):
             if key in self._file.attrs:
                 del self._file.attrs[key]
+        for key, value in self._final_attrs.items():
+            self._dset.attrs[key] = value
 
     def _release(self):
         if self._file is not None:
@@ -825,8 +942,10 @@ class _TiffSink(SlabSink):
             raise _Corrupt(f"no list of finished slabs in {_PROGRESS}")
         meta = json.loads((self.partial / "metadata.json").read_text())
         self._checked_done(progress.get(_FINGERPRINT), [], progress.get(_SOURCE))
-        if list(meta["shape"]) != list(self.shape) or progress.get("slab_rows") != self.slab_rows:
+        if list(meta["shape"]) != list(self.shape) or progress.get("slab_rows") != self.slab_rows \
+                or meta.get("dtype") != self.dtype.name:
             raise _OtherRun(_OTHER_PARAMETERS)
+        self.encoding = self._recorded_encoding(meta.get("attrs") or {})
         done = self._checked_done(progress[_FINGERPRINT],
                                   list(progress[_DONE]) + _slab_files(self.partial),
                                   progress.get(_SOURCE))
@@ -837,7 +956,8 @@ class _TiffSink(SlabSink):
 
     def _build(self, tmp):
         tmp.mkdir()
-        _write_tiff_metadata(tmp, self.shape, np.float32, _VOLUME_DIMS, self._coords, self._attrs)
+        _write_tiff_metadata(tmp, self.shape, self.dtype, _VOLUME_DIMS, self._coords,
+                             dict(self._attrs, **self.encoding))
         progress = {_FINGERPRINT: self._fingerprint, "slab_rows": self.slab_rows, _DONE: []}
         if self._source is not None:
             progress[_SOURCE] = self._source
@@ -867,9 +987,14 @@ class _TiffSink(SlabSink):
         return TiffRegionWriter
 
     def _record_done(self):
-        _record_slab_files(self.partial, self.done)
+        _record_slab_files(self.partial, self.done,
+                           None if self.dtype == np.float32 else self._clipped)
 
     def _finalize(self):
+        if self._final_attrs:
+            meta = json.loads((self.partial / "metadata.json").read_text())
+            meta["attrs"] = dict(meta.get("attrs") or {}, **self._final_attrs)
+            _write_atomically(self.partial / "metadata.json", json.dumps(meta, indent=1))
         (self.partial / _PROGRESS).unlink()
         shutil.rmtree(self.partial / _DONE_DIR, ignore_errors=True)
         for stray in self.partial.glob(".*.tmp"):
@@ -951,13 +1076,14 @@ def _slab_files(partial: Path) -> list[int]:
     return [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
 
 
-def _record_slab_files(partial: Path, done) -> None:
-    """Record finished slabs, one empty file each (its creation is atomic; writers never clash)."""
-    folder = partial / _DONE_DIR
+def _record_slab_files(partial: Path, done, clipped=None) -> None:
+    """Record finished slabs, one file each (its creation is atomic; writers never clash).
+
+    ``clipped`` (16-bit outputs): slab index -> values clipped, written in the record.
+    """
     for index in done:
-        record = folder / f"{int(index):06d}"
-        if not record.exists():
-            record.touch()
+        if not (partial / _DONE_DIR / f"{int(index):06d}").exists():
+            _mark_done(partial, index, None if clipped is None else clipped.get(int(index), 0))
 
 
 def _replace_atomically(path: Path, write) -> None:

@@ -749,7 +749,12 @@ def _text(value):
 
 
 def open_volume(path, *, format="auto"):
-    """Open a volume written by :func:`save_volume`, lazily (dask), with its attrs.
+    """Open a volume written by :func:`save_volume` or :func:`tomolab.reconstruct_to`, lazily.
+
+    A volume stored in 16 bits (``reconstruct_to(..., dtype="float16"|"uint16")``)
+    comes back in float32 in the volume's units (1/m): uint16 as ``stored *
+    scale_factor + add_offset``, whose values are recorded in its attrs (they
+    move to the result's ``encoding``, with the stored dtype).
 
     Parameters
     ----------
@@ -759,8 +764,15 @@ def open_volume(path, *, format="auto"):
     Returns
     -------
     xarray.DataArray
-        Dims ``(z, y, x)``.
+        Dims ``(z, y, x)``, float32 for tomolab's outputs, dask-backed.
     """
+    from tomolab.io._encode import decode
+
+    return decode(_open_stored_volume(path, format=format))
+
+
+def _open_stored_volume(path, *, format="auto"):
+    """The volume at ``path`` as stored (uint16 and float16 not decoded)."""
     import xarray as xr
 
     path = Path(os.fspath(path)).expanduser()
@@ -769,7 +781,11 @@ def open_volume(path, *, format="auto"):
                               fix="check the path")
     fmt = _volume_format(path, format)
     if fmt == "zarr":
-        return xr.open_zarr(path)["volume"]
+        volume = xr.open_zarr(path)["volume"]
+        if np.dtype(volume.encoding.get("dtype", volume.dtype)) != np.float32:
+            # 16 bits: as stored, decoded by tomolab.io._encode.decode in float32
+            volume = xr.open_zarr(path, mask_and_scale=False)["volume"]
+        return volume
     if fmt == "hdf5":
         import h5py
 

@@ -30,6 +30,15 @@ from tomolab.recon.project import back_project_adjoint, forward_project
 
 ALGORITHMS = {"fbp": fbp, "gridrec": gridrec, **ITERATIVE}
 
-__all__ = ["ALGORITHMS", "FILTERS", "ITERATIVE", "back_project_adjoint", "backproject", "cgls", "fbp",
-           "fbp_bytes", "fbp_centers", "filter_sinograms", "forward_project", "fourier_filter",
+#: ``algorithm="auto"``: per backend, the fastest method that meets the accuracy bar (RMS error
+#: against the analytic phantom no worse than FBP ramp; within 1e-3 of FBP on smooth phantoms).
+#: Each entry is justified by a section of benchmarks/RESULTS.md:
+#: numpy -- "The default algorithm on the CPU (issue 16)": gridrec, several times FBP's speed with
+#: a smaller phantom error and 1e-4 of FBP on smooth phantoms;
+#: cupy -- "Full volume, host memory to host memory": gridrec on the GPU ran slower than the FBP
+#: kernels (55.8 ms against 41.8 ms for 16 slices of 2048²), so FBP.
+AUTO = {"numpy": "gridrec", "cupy": "fbp"}
+
+__all__ = ["ALGORITHMS", "AUTO", "FILTERS", "ITERATIVE", "back_project_adjoint", "backproject", "cgls",
+           "fbp", "fbp_bytes", "fbp_centers", "filter_sinograms", "forward_project", "fourier_filter",
            "gridrec", "iterative_bytes", "padded_width", "sirt", "tv"]

@@ -230,7 +230,8 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         self.filter_input = widgets.Dropdown(options=sorted(FILTERS), value="ramp",
                                              description="filter",
                                              layout=widgets.Layout(width="220px"))
-        self.algorithm_input = widgets.Dropdown(options=sorted(ALGORITHMS), value="fbp",
+        # auto: the fastest accurate method on the backend (tomolab.recon.AUTO)
+        self.algorithm_input = widgets.Dropdown(options=["auto", *sorted(ALGORITHMS)], value="auto",
                                                 description="algorithm",
                                                 layout=widgets.Layout(width="220px"))
         self.center_input = widgets.FloatText(value=0.0, description="centre px", step=0.25,

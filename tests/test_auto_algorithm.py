@@ -128,7 +128,7 @@ def test_a_volume_does_not_depend_on_how_it_is_cut_into_slabs():
 
 def test_an_unknown_algorithm_lists_auto_among_the_choices():
     scan = tomolab.data.simulate_scan(32, n_rows=2, n_angles=30)
-    with pytest.raises(ParameterError, match=r"algorithm='sart'.*'auto', 'fbp', 'gridrec'"):
+    with pytest.raises(ParameterError, match=r"algorithm='sart'.*'auto', .*'fbp', 'gridrec'"):
         tomolab.reconstruct(scan, center=16.0, algorithm="sart", backend="numpy")
 
 

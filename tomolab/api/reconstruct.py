@@ -508,7 +508,8 @@ def check_iterative_options(algorithm: str, iterations, regularization, nonnegat
     check_bool(nonnegative, "nonnegative", "pass nonnegative=True (attenuation ≥ 0) or False")
     if iterations is not None:
         if algorithm not in ITERATIVE:
-            raise ParameterError(f"{algorithm} does not iterate", where="iterations",
+            name = "the automatic choice (a direct method)" if algorithm == "auto" else algorithm
+            raise ParameterError(f"{name} does not iterate", where="iterations",
                                  value=iterations,
                                  fix=f"drop iterations=, or use algorithm= {', '.join(ITERATIVE)}")
         check_whole_number(iterations, "iterations", fix="pass e.g. iterations=100")

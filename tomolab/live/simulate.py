@@ -167,8 +167,7 @@ class _ZmqSender:
                                  where="target", value=address,
                                  fix="pass tcp://HOST:PORT (a free port when binding)") from None
         self.address = self._socket.last_endpoint.decode() if bind else address
-        if pattern == "pub":
-            self._wait_for_subscriber()
+        self._subscribed = pattern != "pub"
 
     def _wait_for_subscriber(self):
         wait = -1 if self._timeout is None else int(self._timeout * 1000)
@@ -180,6 +179,9 @@ class _ZmqSender:
         self._socket.recv()  # the subscription
 
     def send(self, parts):
+        if not self._subscribed:
+            self._wait_for_subscriber()
+            self._subscribed = True
         try:
             self._socket.send_multipart(parts, copy=False)
         except self._zmq.Again:
@@ -338,8 +340,7 @@ def _check_rate(rate):
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0 \
             or not math.isfinite(rate):
         raise ParameterError("must be a positive number of frames per second, or None",
-                             where="rate", value=rate, fix="pass e.g. rate=100 (None: as fast "
-                             "as possible)")
+                             where="rate", value=rate, fix="pass e.g. rate=100 frames per second")
     return float(rate)
 
 
@@ -368,7 +369,7 @@ def simulate_stream(target, *, scan=None, rate: float | None = 100.0, transport:
                     bind: bool = True, pattern: str = "push", layout: str = "dxchange",
                     timeout: float | None = 60.0, high_water_mark: int = 1000,
                     overwrite: bool = False, stop_after: int | None = None,
-                    pause: tuple | None = None) -> dict:
+                    pause: tuple | None = None, on_ready=None) -> dict:
     """Replay a scan as an acquisition: darks, flats, projections, end, at a set frame rate.
 
     Parameters
@@ -409,6 +410,9 @@ def simulate_stream(target, *, scan=None, rate: float | None = 100.0, transport:
     pause : (int, float), optional
         ``(after_frames, seconds)``: stall once for that long (a source that
         stalls and resumes).
+    on_ready : callable, optional
+        Called with the address (the port ZeroMQ chose for ``tcp://HOST:*``)
+        or the file's path once the socket or file is open, before the first frame.
 
     Returns
     -------
@@ -438,6 +442,12 @@ def simulate_stream(target, *, scan=None, rate: float | None = 100.0, transport:
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ParameterError("must be a positive number of seconds, or None", where="timeout",
                              value=timeout, fix="pass e.g. timeout=60")
+    if pause is not None and not (
+            isinstance(pause, (tuple, list)) and len(pause) == 2
+            and isinstance(pause[0], (int, np.integer)) and pause[0] >= 0
+            and isinstance(pause[1], (int, float)) and pause[1] >= 0):
+        raise ParameterError("must be (frames, seconds)", where="pause", value=pause,
+                             fix="pass e.g. pause=(50, 2.0): stall 2 s after 50 frames")
     frames, shape, _, meta = _scan_frames(scan, darks, flats)
     if transport == "zmq":
         if not isinstance(target, str) or "://" not in target:
@@ -448,6 +458,8 @@ def simulate_stream(target, *, scan=None, rate: float | None = 100.0, transport:
                           high_water_mark=high_water_mark)
     else:
         sink = SwmrWriter(target, shape, dtype, layout=layout, meta=meta, overwrite=overwrite)
+    if on_ready is not None:
+        on_ready(getattr(sink, "address", None) or str(sink.path))
     sent = nbytes = 0
     counts = {"dark": 0, "flat": 0, "projection": 0}
     wait, paced_from = _paced(rate), 0

@@ -126,11 +126,11 @@ class SwmrSource(FrameSource):
         try:
             stat = self.path.stat()
             try:
+                f = h5py.File(self.path, "r")  # refused while a SWMR writer holds the file
+                writing = False
+            except OSError:
                 f = h5py.File(self.path, "r", libver="latest", swmr=True)
                 writing = True
-            except OSError:
-                f = h5py.File(self.path, "r")  # a finished file that is not in SWMR format
-                writing = False
         except OSError:
             return False  # not there yet, or the writer has not switched to SWMR mode yet
         try:
@@ -141,7 +141,7 @@ class SwmrSource(FrameSource):
         self._file, self._paths, self._inode = f, paths, (stat.st_dev, stat.st_ino)
         self.layout = paths["layout"]
         if not writing:
-            self._ending = ("ended", "the file was complete when opened")
+            self._ending = ("ended", "no writer held the file when it was opened (complete)")
         return True
 
     def _find_layout(self, f):
@@ -241,7 +241,7 @@ class SwmrSource(FrameSource):
         self._close_file()
         try:
             self._file = h5py.File(self.path, "r")  # refused while a SWMR writer has the file
-            self._ending = ("ended", "the writer closed the file")
+            self._ending = ("ended", "the writer closed the file (no writer holds it)")
             return
         except OSError:
             pass

@@ -28,6 +28,9 @@ SWMR_LAYOUTS = ("dxchange", "nxtomo")
 #: root attribute that marks a growing file complete (0 while it grows, 1 at the end)
 END_MARKER = "scan_complete"
 _BLOCK = 16  # projections read from a file (or simulated) at a time
+#: a scan up to this size is read or simulated into memory before the first frame goes out,
+#: so that the frame rate holds; a larger one is read or simulated block by block as it is sent
+PRELOAD_BYTES = 1 << 30
 
 
 def frame_message(kind: str, index: int, data=None, angle: float | None = None) -> list:
@@ -88,10 +91,14 @@ def _simulated(spec, darks, flats):
     n_darks = _count(darks, len(all_darks), "darks")
     n_flats = _count(flats, len(all_flats), "flats")
 
+    blocks = iter_projection_slabs(params, block=_BLOCK)
+    if params.n_angles * params.n_rows * params.n_cols * 2 <= PRELOAD_BYTES:
+        blocks = list(blocks)
+
     def frames():
         yield from (("dark", i, None, all_darks[i]) for i in range(n_darks))
         yield from (("flat", i, None, all_flats[i]) for i in range(n_flats))
-        for start, stop, block in iter_projection_slabs(params, block=_BLOCK):
+        for start, stop, block in blocks:
             yield from (("projection", start + i, params.angles[start + i], block[i])
                         for i in range(stop - start))
 
@@ -105,6 +112,8 @@ def _from_dataset(scan, darks, flats):
     n_flats = _count(flats, scan.sizes.get("flat", 0) if "flats" in scan else 0, "flats")
     angles = np.asarray(scan["angle"].values, np.float64)
     projections = scan["projections"]
+    if projections.nbytes <= PRELOAD_BYTES:
+        projections = projections.load()
 
     def frames():
         for kind, var, n in (("dark", "darks", n_darks), ("flat", "flats", n_flats)):

@@ -54,7 +54,7 @@ def start_publisher(address: str, shape, n: int, rate: float | None = None, *,
 
 
 def measure_ingest(shape, n: int, *, pattern: str = "pull", rate: float | None = None,
-                   high_water_mark: int = 1000) -> dict:
+                   high_water_mark: int = 256) -> dict:
     """Receive ``n`` frames of ``shape`` uint16 from a publisher process; rates and costs."""
     import json
 

@@ -7,7 +7,7 @@ objects; see ``docs/live.md`` for the wire protocol a detector writer implements
 Sources::
 
     ZmqSource(address, *, pattern="pull"|"sub", bind=False, topic=b"", timeout_lost=30.0,
-              high_water_mark=1000, monitor=True)
+              high_water_mark=256, monitor=True)
     SwmrSource(path, *, layout="auto", entry=None, timeout_lost=30.0)
     MemorySource(frames=())
     parse_message([header, pixels]) -> Frame            # the wire protocol, checked

@@ -154,9 +154,9 @@ def parse_message(frames, *, arrival: float | None = None) -> Frame:
 
     Raises
     ------
-    EndOfScan
+    tomolab.live.EndOfScan
         For an ``"end"`` message.
-    ParameterError
+    tomolab.errors.ParameterError
         For anything malformed, naming the header field, the value and the fix.
 
     Examples
@@ -230,6 +230,7 @@ class ZmqSource(FrameSource):
     high_water_mark : int
         Messages queued on the receiving side before ZeroMQ stops reading
         (PULL: the publisher waits; SUB: frames are dropped). 0: no limit.
+        It bounds memory: 256 frames of 2048² uint16 are 2 GB.
     monitor : bool
         Also take the publisher for lost as soon as its connection closes
         (its process died or it closed the socket) without an ``"end"``
@@ -264,7 +265,7 @@ class ZmqSource(FrameSource):
 
     def __init__(self, address: str, *, pattern: str = "pull", bind: bool = False,
                  topic: bytes | str = b"", timeout_lost: float | None = 30.0,
-                 high_water_mark: int = 1000, monitor: bool = True):
+                 high_water_mark: int = 256, monitor: bool = True):
         super().__init__()
         _check_options(address, pattern, topic, timeout_lost, high_water_mark)
         zmq = _import_zmq()
@@ -416,4 +417,4 @@ def _check_options(address, pattern, topic, timeout_lost, high_water_mark):
             or high_water_mark < 0:
         raise ParameterError("must be a whole number of messages from 0 (0: no limit)",
                              where="high_water_mark", value=high_water_mark,
-                             fix="pass e.g. high_water_mark=1000")
+                             fix="pass e.g. high_water_mark=256")

@@ -319,10 +319,11 @@ def test_swmr_source_follows_a_file_a_writer_process_grows(tmp_path, scan_file, 
     with source:
         first = receive_until(source, 1)[0]
         writing = proc.poll() is None
-        frames, _, _ = collect(source)
+        frames, _, reason = collect(source)
         frames.insert(0, first)
     assert writing, "the writer had finished before the first frame: nothing was followed"
     assert source.state == "ended" and source.layout == layout and source.errors == []
+    assert "scan_complete" in reason or "end_time" in reason, reason
     assert proc.wait(30) == 0
     assert_frames_equal_file(frames, path)  # the final file's content ...
     assert_frames_equal_file(frames, scan_file)  # ... which is the replayed scan
@@ -350,6 +351,22 @@ def test_swmr_writer_killed_is_lost_after_the_timeout(tmp_path, processes):
     assert "no frame for 1.5 s" in reason and "h5clear" in reason, reason
     projections = [f.index for f in frames if f.kind == "projection"]
     assert projections == list(range(len(projections))) and len(projections) >= 10
+
+
+def test_swmr_writer_that_closes_without_the_end_mark_ends_the_scan(tmp_path, processes):
+    path = tmp_path / "cut.h5"
+    script = ("import sys\nfrom tomolab.live import simulate_stream\n"
+              "simulate_stream(sys.argv[1], transport='swmr', rate=100, stop_after=25, "
+              "scan={'size': 48, 'n_rows': 8, 'n_angles': 40},"
+              " on_ready=lambda where: print('sending over swmr to', where, file=sys.stderr, flush=True))")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stderr=subprocess.PIPE,
+                            text=True, env=_env())
+    processes.append(proc)
+    assert "sending over" in proc.stderr.readline()
+    with SwmrSource(path, timeout_lost=20) as source:
+        frames, _, reason = collect(source)
+    assert source.state == "ended" and "without the end mark" in reason, reason
+    assert len(frames) == 25 and proc.wait(30) == 0
 
 
 def test_swmr_file_that_vanishes_is_lost(tmp_path, processes):

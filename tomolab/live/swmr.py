@@ -241,7 +241,9 @@ class SwmrSource(FrameSource):
         self._close_file()
         try:
             self._file = h5py.File(self.path, "r")  # refused while a SWMR writer has the file
-            self._ending = ("ended", "the writer closed the file (no writer holds it)")
+            mark = self._marked_end()
+            self._ending = ("ended", f"the writer closed the file ({mark})" if mark else
+                            f"the writer closed the file without the end mark ({END_MARKER})")
             return
         except OSError:
             pass

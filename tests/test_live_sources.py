@@ -412,6 +412,27 @@ def test_simulate_stream_into_a_file_reads_back_as_a_scan(tmp_path):
     assert scan.attrs["true_center"] == reference.attrs["true_center"]
 
 
+@pytest.mark.parametrize("kind", ["zmq", "swmr"])
+def test_close_from_another_thread_ends_a_waiting_receive(tmp_path, kind):
+    import threading
+
+    source = (ZmqSource("tcp://127.0.0.1:*", bind=True) if kind == "zmq"
+              else SwmrSource(tmp_path / "not-yet.h5"))
+    closer = threading.Timer(0.3, source.close)
+    closer.start()
+    started = time.monotonic()
+    assert source.receive(120.0) is None
+    assert time.monotonic() - started < 60  # it returned when closed, not at its timeout
+    closer.join()
+    with pytest.raises(EndOfScan, match="closed"):
+        source.receive(0.1)
+    assert source.state == "ended"
+    if kind == "zmq":
+        assert source._socket.closed
+    else:
+        assert source._file is None
+
+
 # --- the command line ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, named", [

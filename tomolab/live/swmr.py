@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -85,6 +86,8 @@ class SwmrSource(FrameSource):
                  timeout_lost: float | None = 30.0, poll: float = 0.02,
                  check_interval: float = 0.25):
         super().__init__()
+        self._io = threading.Lock()  # held while reading: close() from another thread waits for it
+        self._close_requested = False
         self.path = Path(os.fspath(path)).expanduser()
         if not self.path.parent.is_dir():
             raise ParameterError("the folder does not exist", where="path", value=str(self.path),
@@ -270,8 +273,16 @@ class SwmrSource(FrameSource):
         return None
 
     def _next(self, timeout: float) -> Frame | None:
+        with self._io:
+            frame = None if self._close_requested else self._follow(timeout)
+            if self._close_requested:  # closed from another thread meanwhile: close here
+                self._close_file()
+                return None
+            return frame
+
+    def _follow(self, timeout: float) -> Frame | None:
         deadline = time.perf_counter() + max(timeout, 0.0)
-        while True:
+        while not self._close_requested:
             if self._pending:
                 self._last_frame = time.perf_counter()
                 return self._pending.popleft()
@@ -313,6 +324,7 @@ class SwmrSource(FrameSource):
             if remaining <= 0:
                 return None
             time.sleep(min(self._poll, remaining))
+        return None
 
     def _frame_counts(self):
         if self._paths is not None and self._paths["image_key"] is None:
@@ -320,6 +332,11 @@ class SwmrSource(FrameSource):
         return dict(self._counts)
 
     def close(self):
-        """Close the file."""
+        """Close the file; safe from another thread while :meth:`receive` waits."""
         super().close()
-        self._close_file()
+        self._close_requested = True
+        if self._io.acquire(blocking=False):
+            try:
+                self._close_file()
+            finally:
+                self._io.release()

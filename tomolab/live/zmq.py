@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import numpy as np
@@ -267,6 +268,8 @@ class ZmqSource(FrameSource):
                  topic: bytes | str = b"", timeout_lost: float | None = 30.0,
                  high_water_mark: int = 256, monitor: bool = True):
         super().__init__()
+        self._io = threading.Lock()  # held while receiving: close() from another thread waits for it
+        self._close_requested = False
         _check_options(address, pattern, topic, timeout_lost, high_water_mark)
         zmq = _import_zmq()
         self.pattern = pattern
@@ -308,9 +311,17 @@ class ZmqSource(FrameSource):
         self._zmq = zmq
 
     def _next(self, timeout: float) -> Frame | None:
+        with self._io:
+            frame = None if self._close_requested else self._receive(timeout)
+            if self._close_requested:  # closed from another thread meanwhile: drop it, close here
+                self._release()
+                return None
+            return frame
+
+    def _receive(self, timeout: float) -> Frame | None:
         zmq = self._zmq
         deadline = time.perf_counter() + max(timeout, 0.0)
-        while True:
+        while not self._close_requested:
             wait = max(deadline - time.perf_counter(), 0.0)
             events = dict(self._poller.poll(math.ceil(wait * 1000)))
             if self._monitor is not None and self._monitor in events:
@@ -326,6 +337,7 @@ class ZmqSource(FrameSource):
                 self._check_lost()
             if time.perf_counter() >= deadline and not self._socket.poll(0, zmq.POLLIN):
                 return None
+        return None
 
     def _parse(self, parts, arrival) -> Frame | None:
         self.messages += 1
@@ -379,8 +391,20 @@ class ZmqSource(FrameSource):
             raise EndOfScan(f"no frame for {self.timeout_lost:g} s: the publisher stopped?")
 
     def close(self):
-        """Close the socket (pending messages are dropped)."""
+        """Close the socket (pending messages are dropped).
+
+        Safe from another thread while :meth:`receive` waits: that receive
+        returns None within its timeout and closes the socket itself.
+        """
         super().close()
+        self._close_requested = True
+        if self._io.acquire(blocking=False):
+            try:
+                self._release()
+            finally:
+                self._io.release()
+
+    def _release(self):
         for sock in (getattr(self, "_monitor", None), getattr(self, "_socket", None)):
             if sock is not None and not sock.closed:
                 sock.close(linger=0)

@@ -322,7 +322,8 @@ class ZmqSource(FrameSource):
         zmq = self._zmq
         deadline = time.perf_counter() + max(timeout, 0.0)
         while not self._close_requested:
-            wait = max(deadline - time.perf_counter(), 0.0)
+            # in slices, so that a close() from another thread is seen within 0.1 s
+            wait = min(max(deadline - time.perf_counter(), 0.0), 0.1)
             events = dict(self._poller.poll(math.ceil(wait * 1000)))
             if self._monitor is not None and self._monitor in events:
                 self._read_monitor()

@@ -457,6 +457,11 @@ def simulate_stream(target, *, scan=None, rate: float | None = 100.0, transport:
             and isinstance(pause[1], (int, float)) and pause[1] >= 0):
         raise ParameterError("must be (frames, seconds)", where="pause", value=pause,
                              fix="pass e.g. pause=(50, 2.0): stall 2 s after 50 frames")
+    if stop_after is not None and (isinstance(stop_after, bool)
+                                   or not isinstance(stop_after, (int, np.integer))
+                                   or stop_after < 0):
+        raise ParameterError("must be a whole number of frames from 0, or None",
+                             where="stop_after", value=stop_after, fix="pass e.g. stop_after=50")
     frames, shape, _, meta = _scan_frames(scan, darks, flats)
     if transport == "zmq":
         if not isinstance(target, str) or "://" not in target:

@@ -141,6 +141,9 @@ class SwmrSource(FrameSource):
         except Exception:
             f.close()
             raise
+        if self._paths is None and paths["angles"] is None:
+            self.record_error(f"{self.path}: no rotation angles in the {paths['layout']} layout; "
+                              "projections come without an angle")
         self._file, self._paths, self._inode = f, paths, (stat.st_dev, stat.st_ino)
         self.layout = paths["layout"]
         if not writing:

@@ -266,13 +266,20 @@ def test_sub_with_a_topic_takes_only_its_messages():
     assert source.frames >= 1 and all(f.kind == "flat" for f in rest) and source.errors == []
 
 
-@pytest.mark.parametrize("monitor", [True, False], ids=["monitor", "silence"])
-def test_a_killed_publisher_is_lost(processes, monitor):
-    proc, address = stream_sim("tcp://127.0.0.1:*", "--size", COLS, "--rows", ROWS,
-                               "--angles", 600, "--rate", 100)
-    processes.append(proc)
+@pytest.mark.parametrize("monitor, receiver_binds", [(True, False), (True, True), (False, False)],
+                         ids=["monitor", "monitor-receiver-binds", "silence"])
+def test_a_killed_publisher_is_lost(processes, monitor, receiver_binds):
     # with the monitor, the closed connection is seen first, well before the silence timeout
-    with ZmqSource(address, timeout_lost=5.0 if monitor else 1.5, monitor=monitor) as source:
+    options = {"timeout_lost": 5.0 if monitor else 1.5, "monitor": monitor}
+    simulated = ["--size", COLS, "--rows", ROWS, "--angles", 600, "--rate", 100]
+    if receiver_binds:
+        source = ZmqSource("tcp://127.0.0.1:*", bind=True, **options)
+        proc, _ = stream_sim(source.address, "--connect", *simulated)
+    else:
+        proc, address = stream_sim("tcp://127.0.0.1:*", *simulated)
+        source = ZmqSource(address, **options)
+    processes.append(proc)
+    with source:
         receive_until(source, 20)
         os.kill(proc.pid, signal.SIGKILL)
         _, _, reason = collect(source, timeout=30)

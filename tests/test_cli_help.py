@@ -42,7 +42,7 @@ def test_every_option_says_what_it_does_and_its_default(command, parser):
             assert "default" in action.help or action.required, f"{command} {name}: no default"
 
 
-@pytest.mark.parametrize("args", [[], ["demo"], ["info"], ["recon"], ["simulate"]])
+@pytest.mark.parametrize("args", [[], ["demo"], ["info"], ["recon"], ["simulate"], ["stream-sim"]])
 def test_help_is_plain_text(args):
     result = run_cli(*args, "--help")
     assert result.returncode == 0, result.stderr

@@ -1,4 +1,4 @@
-"""The ``tomolab`` command: demo, info, recon, simulate.
+"""The ``tomolab`` command: demo, info, recon, simulate, stream-sim.
 
 Bad input ends with one line on stderr that names the file or parameter, the
 value and the fix, and a non-zero exit status; ``--debug`` shows the traceback.
@@ -27,6 +27,12 @@ FLAGS = {
                  "n_angles": "--angles", "center": "--center", "photons": "--photons",
                  "ring_errors": "--rings", "zingers": "--zingers", "seed": "--seed",
                  "path": "OUTPUT", "overwrite=True": "--overwrite", "overwrite": "--overwrite"},
+    "stream-sim": {"target": "ADDRESS_OR_PATH", "scan": "--scan", "size": "--size",
+                   "n_rows/n_angles": "--rows/--angles", "n_rows": "--rows", "n_angles": "--angles",
+                   "rate": "--rate", "transport": "--transport", "pattern": "--pattern",
+                   "darks": "--darks", "flats": "--flats", "layout": "--layout",
+                   "timeout": "--timeout", "seed": "--seed", "pause": "--pause",
+                   "overwrite=True": "--overwrite", "overwrite": "--overwrite"},
     "demo": {"size": "--size", "n_rows/n_angles": "--rows/--angles", "n_rows": "--rows",
              "n_angles": "--angles", "seed": "--seed", "backend": "--backend"},
 }
@@ -296,6 +302,93 @@ def _write_simulated(args, slabs, params, flats, darks, meta) -> None:
         tomolab.io.write_tiff_stack(args.output, slabs, params.angles, flats, darks, **meta)
 
 
+def cmd_stream_sim(args) -> int:
+    from tomolab.errors import ParameterError
+    from tomolab.live import simulate_stream
+
+    transport = args.transport
+    if transport == "auto":
+        transport = "zmq" if "://" in args.target else "swmr"
+    if args.scan is not None and (args.size, args.rows, args.angles) != (128, None, None):
+        raise ParameterError("--scan replays a file; --size/--rows/--angles shape a simulated "
+                             "scan", where="--scan", value=args.scan,
+                             fix="pass either --scan FILE or the simulation's flags")
+    scan = args.scan if args.scan is not None else {
+        "size": args.size, "n_rows": args.rows, "n_angles": args.angles, "seed": args.seed}
+    pause = None
+    if args.pause is not None:
+        try:
+            after, seconds = args.pause.split(":")
+            pause = (int(after), float(seconds))
+        except ValueError:
+            raise ParameterError("not FRAMES:SECONDS", where="--pause", value=args.pause,
+                                 fix="pass e.g. --pause 50:2 (stall 2 s after 50 frames)") from None
+    def ready(where):  # the socket or file is open: say where (the port of tcp://HOST:*)
+        if not args.quiet:
+            print(f"tomolab stream-sim: sending over {transport} to {where} at "
+                  f"{f'{args.rate:g} frames/s' if args.rate else 'full speed'}", file=sys.stderr,
+                  flush=True)
+
+    stats = simulate_stream(args.target, scan=scan, rate=args.rate or None, transport=transport,
+                            dtype=args.dtype, darks=args.darks, flats=args.flats,
+                            bind=not args.connect, pattern=args.pattern, layout=args.layout,
+                            timeout=args.timeout or None, overwrite=args.overwrite, pause=pause,
+                            on_ready=ready)
+    print(f"{stats['target']}: {stats['frames']} frames ({stats['bytes'] / 1e6:.1f} MB) in "
+          f"{stats['seconds']:.2f} s, {stats['rate']:.0f} frames/s, "
+          f"{stats['gb_per_s']:.3f} GB/s over {transport}")
+    return 0
+
+
+def _add_stream_sim(sub) -> None:
+    sim = sub.add_parser(
+        "stream-sim", help="replay a scan as a live acquisition (ZeroMQ or a growing file)",
+        description="Send darks, flats, projections and the end at a set frame rate, as a "
+                    "detector would during a scan: over ZeroMQ (PUSH or PUB, the wire protocol "
+                    "of docs/live.md) or into a growing HDF5 file written with SWMR. Replays "
+                    "--scan FILE, or a simulated scan of the analytic phantom.")
+    sim.add_argument("target", metavar="ADDRESS_OR_PATH",
+                     help="tcp://HOST:PORT (ZeroMQ) or a new .h5 file (SWMR)")
+    sim.add_argument("--scan", metavar="FILE", default=None,
+                     help="scan file to replay (default: a simulated scan)")
+    sim.add_argument("--size", type=int, default=128,
+                     help="simulated detector width in pixels (default: %(default)s)")
+    sim.add_argument("--rows", type=int, default=None,
+                     help="simulated detector rows (default: size/4, at least 8)")
+    sim.add_argument("--angles", type=int, default=None,
+                     help="simulated projections over 180 degrees (default: size x pi/2)")
+    sim.add_argument("--seed", type=int, default=0,
+                     help="seed of the simulated noise (default: %(default)s)")
+    sim.add_argument("--rate", type=float, default=100.0,
+                     help="frames per second, 0 for as fast as possible (default: %(default)g)")
+    sim.add_argument("--transport", default="auto", choices=["auto", "zmq", "swmr"],
+                     help="auto: zmq for an address with ://, else swmr (default: %(default)s)")
+    sim.add_argument("--pattern", default="push", choices=["push", "pub"],
+                     help="ZeroMQ: push (one receiver gets every frame) or pub (viewers "
+                          "subscribe) (default: %(default)s)")
+    sim.add_argument("--connect", action="store_true",
+                     help="ZeroMQ: connect to the address (default: bind it; the receiver "
+                          "connects)")
+    sim.add_argument("--darks", type=int, default=None,
+                     help="darks to send first (default: all of the scan's)")
+    sim.add_argument("--flats", type=int, default=None,
+                     help="flats to send after them (default: all of the scan's)")
+    sim.add_argument("--dtype", default="uint16",
+                     help="pixel type sent (default: %(default)s)")
+    sim.add_argument("--layout", default="dxchange", choices=["dxchange", "nxtomo"],
+                     help="SWMR: the growing file's layout (default: %(default)s)")
+    sim.add_argument("--timeout", type=float, default=60.0,
+                     help="ZeroMQ: seconds to wait for a receiver, 0 for ever "
+                          "(default: %(default)g)")
+    sim.add_argument("--pause", metavar="FRAMES:SECONDS", default=None,
+                     help="stall once, after FRAMES frames, for SECONDS (default: no stall)")
+    sim.add_argument("--overwrite", action="store_true",
+                     help="SWMR: replace a scan file tomolab wrote (default: refuse)")
+    sim.add_argument("-q", "--quiet", action="store_true",
+                     help="no line on stderr when sending starts (default: one, with the address)")
+    sim.set_defaults(func=cmd_stream_sim)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tomolab", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--debug", action="store_true",
@@ -421,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bar (default: a bar on stderr)")
     sim.set_defaults(func=cmd_simulate)
+    _add_stream_sim(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ For the engine and the api's streamed writes::
     read_frames(data_array, rows, *, out=None, threads=8)   # rows of every frame, as numpy
     read_sample(data_array, frames, rows)                   # rows of a few frames (checks)
     frame_runs(indices) -> [(start, stop), ...]              # ascending indices as runs
+    layout_paths(h5file, *, layout="auto", entry=None)     # where a growing file's frames are
     open_sink(path, *, shape, coords, attrs, slab_rows, fingerprint, source=None, ...) -> SlabSink
     check_replaceable(path, protect=())    # never the scan, its folder, cwd, home, /
     check_overwritable(path)               # overwrite replaces only tomolab's own outputs
@@ -31,6 +32,7 @@ from __future__ import annotations
 from tomolab.io._build import ScanWarning, from_arrays, read_frames, read_sample
 from tomolab.io._encode import DTYPES, check_dtype, check_value_range, uint16_encoding
 from tomolab.io._guard import OutputLock, check_free_space, check_overwritable
+from tomolab.io._hdf5 import layout_paths
 from tomolab.io._lazy import frame_runs
 from tomolab.io._open import LAYOUTS, describe, open_scan
 from tomolab.io._sinks import SlabSink, open_sink
@@ -48,5 +50,5 @@ __all__ = [
     "write_dxchange", "write_nxtomo", "write_tiff_stack", "ScanWarning", "LAYOUTS",
     "read_frames", "read_sample", "frame_runs", "open_sink", "SlabSink", "check_replaceable",
     "check_overwritable", "OutputLock", "check_free_space", "DTYPES", "check_dtype",
-    "check_value_range", "uint16_encoding",
+    "check_value_range", "uint16_encoding", "layout_paths",
 ]

@@ -14,7 +14,7 @@ from tomolab.errors import ScanFormatError
 from tomolab.io._lazy import HDF5Frames, frame_runs
 from tomolab.io._units import _decode, factor, read_quantity, to_radians, units_of
 
-__all__ = ["HDF5_LAYOUTS", "read_hdf5", "detect_layout"]
+__all__ = ["HDF5_LAYOUTS", "detect_layout", "layout_paths", "read_hdf5"]
 
 #: layout -> what identifies it (shown when no layout matches)
 HDF5_LAYOUTS = {
@@ -318,3 +318,91 @@ def _with_root_attrs(f, spec: dict) -> dict:
         if isinstance(value, (str, int, float, np.integer, np.floating)):
             metadata[key] = value
     return spec
+
+
+def layout_paths(f, *, layout="auto", entry=None) -> dict:
+    """Where a scan's frames live in an open HDF5 file, for readers that follow it as it grows.
+
+    Reads no pixels and accepts empty datasets (a file whose acquisition has
+    not started), unlike :func:`read_hdf5`.
+
+    Parameters
+    ----------
+    f : h5py.File
+        An open file (also one opened for SWMR reading).
+    layout : {"auto", "dxchange", "nxtomo", "nxtomo-diamond"}
+    entry : str, optional
+        NXtomo entry (the first one by default).
+
+    Returns
+    -------
+    dict
+        ``layout``; ``entry`` (NXtomo) or None; HDF5 paths ``projections``,
+        ``flats``, ``darks`` (DXchange: three datasets, flats or darks None
+        when absent; NXtomo: the one detector dataset, with ``image_key``
+        telling the frames apart), ``image_key`` (NXtomo) or None, ``angles``
+        or None; ``angle_factor``: multiply the stored angles by it for
+        radians.
+
+    Examples
+    --------
+    >>> import h5py, io
+    >>> f = h5py.File(io.BytesIO(), "w")
+    >>> _ = f.create_dataset("/exchange/data", (0, 2, 3), "u2", maxshape=(None, 2, 3))
+    >>> _ = f.create_dataset("/exchange/theta", (0,), "f8", maxshape=(None,))
+    >>> paths = layout_paths(f)
+    >>> paths["layout"], paths["projections"], paths["flats"], paths["angles"]
+    ('dxchange', '/exchange/data', None, '/exchange/theta')
+    >>> round(paths["angle_factor"] * 180, 6)  # no units attribute: degrees, as DXchange writes
+    3.141593
+    """
+    where = getattr(f, "filename", "the file")
+    if layout == "auto":
+        layout = detect_layout(f)
+        if layout is None:
+            raise _no_layout_error(where, f, list(HDF5_LAYOUTS))
+    if layout == "dxchange":
+        if not _is_dataset(f, "/exchange/data"):
+            raise _no_layout_error(where, f, ["dxchange"])
+        found = {name: path if _is_dataset(f, path) else None for name, path in
+                 (("flats", "/exchange/data_white"), ("darks", "/exchange/data_dark"),
+                  ("angles", "/exchange/theta"))}
+        paths = {"layout": layout, "entry": None, "projections": "/exchange/data",
+                 "image_key": None, **found}
+    elif layout in ("nxtomo", "nxtomo-diamond"):
+        entries = [e for e, kind in _nxtomo_entries(f) if kind == layout]
+        if entry is not None:
+            wanted = "/" + entry.strip("/")
+            entries = [e for e in entries if e == wanted or e.startswith(wanted + "/")]
+        if not entries:
+            raise _no_layout_error(where, f, [layout])
+        grp = f[entries[0]]
+        diamond = layout == "nxtomo-diamond"
+        data = _first(grp, ("data/data", "instrument/detector/data") if diamond else
+                      ("instrument/detector/data", "data/data"))
+        key = _first(grp, ("instrument/detector/image_key_control",
+                           "instrument/detector/image_key", "data/image_key"))
+        angles = _first(grp, ("data/rotation_angle", "sample/rotation_angle") if diamond else
+                        ("sample/rotation_angle", "data/rotation_angle"))
+        if data is None or key is None:
+            raise ScanFormatError("NXtomo entry lacks detector data or image_key",
+                                  where=f"{where}:{entries[0]}",
+                                  fix="check the entry= name, or pass layout=")
+        full = grp[data].name
+        paths = {"layout": layout, "entry": entries[0], "projections": full, "flats": full,
+                 "darks": full, "image_key": grp[key].name,
+                 "angles": grp[angles].name if angles else None}
+    else:
+        raise ScanFormatError("not an HDF5 scan layout", where="layout", value=layout,
+                              fix=f"pass one of: auto, {', '.join(HDF5_LAYOUTS)}")
+    paths["angle_factor"] = 1.0
+    if paths["angles"] is not None:
+        unit = units_of(f[paths["angles"]]) or "degree"
+        try:
+            paths["angle_factor"] = float(to_radians(1.0, unit))
+        except ValueError:
+            raise ScanFormatError(f"rotation angles have an unknown unit {unit!r}",
+                                  where=f"{where}:{paths['angles']}", value=unit,
+                                  fix="write the angles in degrees or radians (units "
+                                      "attribute 'degree' or 'rad')") from None
+    return paths

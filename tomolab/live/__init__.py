@@ -15,5 +15,7 @@ from tomolab.live._frames import (
     FrameSource,
     MemorySource,
 )
+from tomolab.live.reconstruction import LIVE_STATES, WINDOWS, LiveReconstruction
 
-__all__ = ["FRAME_KINDS", "SOURCE_STATES", "EndOfScan", "Frame", "FrameSource", "MemorySource"]
+__all__ = ["FRAME_KINDS", "LIVE_STATES", "SOURCE_STATES", "WINDOWS", "EndOfScan", "Frame",
+           "FrameSource", "LiveReconstruction", "MemorySource"]

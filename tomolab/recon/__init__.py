@@ -20,8 +20,9 @@ from tomolab.recon.backproject import backproject
 from tomolab.recon.fbp import fbp, fbp_bytes, fbp_centers
 from tomolab.recon.filters import FILTERS, filter_sinograms, fourier_filter, padded_width
 from tomolab.recon.gridrec import gridrec
+from tomolab.recon.points import backproject_points, plane_points
 
 ALGORITHMS = {"fbp": fbp, "gridrec": gridrec}
 
-__all__ = ["ALGORITHMS", "FILTERS", "backproject", "fbp", "fbp_bytes", "fbp_centers", "filter_sinograms",
-           "fourier_filter", "gridrec", "padded_width"]
+__all__ = ["ALGORITHMS", "FILTERS", "backproject", "backproject_points", "fbp", "fbp_bytes", "fbp_centers", "filter_sinograms",
+           "fourier_filter", "gridrec", "padded_width", "plane_points"]

@@ -577,7 +577,12 @@ class LiveReconstruction:
             data = raw.astype(np.float32)
         if self.log:
             data = minus_log(data)
-        return filter_sinograms(data, filter=self.filter, pad_mode=self.pad_mode)
+        if xp is not np:
+            return filter_sinograms(data, filter=self.filter, pad_mode=self.pad_mode)
+        import scipy.fft
+
+        with scipy.fft.set_workers(-1):  # every core for the FFTs of this thread
+            return filter_sinograms(data, filter=self.filter, pad_mode=self.pad_mode)
 
     def _ingest(self, frames):
         if self._sums is None:

@@ -101,8 +101,8 @@ def run_once(args, rate: float):
                               n_angles_hint=args.angles, keep_frames=False)
     live.start()
     thread = threading.Thread(target=producer, args=(put, finish), daemon=True,
-                              kwargs=dict(flat=flat, dark=dark, projections=projections,
-                                          n_angles=args.angles, rate=rate))
+                              kwargs={"flat": flat, "dark": dark, "projections": projections,
+                                      "n_angles": args.angles, "rate": rate})
     began = time.perf_counter()
     thread.start()
     ended = live.wait(timeout=args.timeout)

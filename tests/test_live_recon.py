@@ -251,3 +251,72 @@ def test_bad_parameters_name_the_parameter(scan):
         live.set_slices(point=(0, N_COLS))
     with pytest.raises(ParameterError, match="keep_frames"):
         live.to_scan()
+
+
+@pytest.mark.parametrize("which", ["xz", "yz"])
+def test_backproject_points_is_the_plane_of_backproject(xp, which):
+    """A plane of points is the same line of every slice that backproject makes (edges included)."""
+    from tomolab.recon import backproject, backproject_points, plane_points
+
+    rng = np.random.default_rng(2)
+    q = xp.asarray(rng.standard_normal((37, 5, 20)).astype(np.float32))  # (angle, row, col)
+    angles = np.linspace(0, np.pi, 37, endpoint=False)
+    size, at = 26, 3  # a grid wider than the detector: points fall off its edges
+    X, Y = plane_points(size, **({"y": at} if which == "xz" else {"x": at}))
+    plane = backproject_points(q, angles, center=8.7, X=X, Y=Y)
+    slices = backproject(q.transpose(1, 0, 2), angles, center=8.7, size=size)
+    expected = slices[:, at, :] if which == "xz" else slices[:, :, at]
+    np.testing.assert_allclose(tomolab.arrays.to_numpy(plane), tomolab.arrays.to_numpy(expected),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_live_view_draws_moves_and_reconstructs_the_volume(scan, tmp_path):
+    pytest.importorskip("ipywidgets")
+    from tomolab.widgets import LiveView
+
+    source = MemorySource()
+    live = LiveReconstruction(source, center=scan.attrs["true_center"], backend="numpy",
+                              pixel_size=scan.attrs["pixel_size"])
+    view = LiveView(live, start=False)
+    view.refresh()
+    assert "Waiting" in view.message.value and view.volume_button.disabled
+    view.start()
+    _feed(source, _frames(scan), pause_every=7)
+    assert live.wait(timeout=120)
+    view.refresh()
+    snapshot = live.snapshot()
+    for name in ("xy", "xz", "yz"):
+        np.testing.assert_allclose(view.displayed(name), snapshot[name].values, rtol=1e-6)
+    assert "ended" in view.stats_label.value and f"{N_ANGLES} projections" in view.stats_label.value
+    low, high = view.clim
+    assert low < high
+
+    view.z_slider.value = 1  # as a user drags it: the slices are recomputed at once
+    view.y_slider.value = 7
+    assert (live.z, live.point) == (1, (7, N_COLS // 2))
+    np.testing.assert_allclose(view.displayed("xy"), live.snapshot().xy.values, rtol=1e-6)
+    before = view.displayed("xy").copy()
+    view.center_input.value = scan.attrs["true_center"] + 2
+    assert live.center == scan.attrs["true_center"] + 2
+    assert not np.allclose(view.displayed("xy"), before)
+
+    assert not view.volume_button.disabled
+    volume = view.reconstruct_volume(str(tmp_path / "live.zarr"), background=False)
+    assert volume is not None, view.task.error
+    expected = tomolab.reconstruct(scan, center=live.center, backend="numpy")
+    assert _rel(volume.values, expected.values) < 1e-6
+    view.close()
+
+
+def test_live_view_says_when_the_source_is_lost(scan):
+    pytest.importorskip("ipywidgets")
+    from tomolab.widgets import LiveView
+
+    live = LiveReconstruction(_LostAfter(_frames(scan)[:25]), center=scan.attrs["true_center"],
+                              backend="numpy")
+    view = LiveView(live)
+    assert live.wait(timeout=60)
+    view.refresh()
+    assert "source was lost" in view.message.value and "silent" in view.message.value
+    assert view.snapshot is not None
+    view.close()

@@ -216,6 +216,8 @@ class LiveReconstruction:
         self._newest_angle = -np.inf
         self._since_resync = 0
         self._sums = None  # {"xy": (size, size), "xz": (rows, size), "yz": (rows, size)}
+        #: goes up each time the slices change (new frames, a moved slice, a new centre)
+        self.version = 0
 
     # -- parameters ------------------------------------------------------------
     def _check_point(self, point):
@@ -610,6 +612,7 @@ class LiveReconstruction:
         self._slot_version[slots] = self._fields_version
         self._counts["processed_bytes"] += sum(frame.nbytes for frame in kept)
         self._add(filtered, np.asarray(angles), 1.0)
+        self.version += 1
         if self.window == "sliding":
             self._since_resync += len(kept)
             if self._since_resync >= max(self._in_buffer(), 64):
@@ -670,6 +673,7 @@ class LiveReconstruction:
                 X, Y = plane_points(size, **{axis: at})
                 sums[name] = backproject_points(ring, angles, center=self.center, X=X, Y=Y)
         self._since_resync = 0
+        self.version += 1
         if xp is not np:
             xp.cuda.get_current_stream().synchronize()
 

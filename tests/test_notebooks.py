@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def test_the_notebooks_are_there():
     names = [p.name for p in NOTEBOOKS]
     for expected in ("01-quickstart.ipynb", "02-centre-of-rotation.ipynb",
-                     "03-phase-retrieval.ipynb", "04-full-volume.ipynb", "05-segmentation.ipynb"):
+                     "03-phase-retrieval.ipynb", "04-full-volume.ipynb", "05-segmentation.ipynb",
+                     "06-live.ipynb"):
         assert expected in names
 
 

@@ -37,7 +37,7 @@ from tomolab.errors import ParameterError
 from tomolab.live._frames import FRAME_KINDS, EndOfScan, Frame
 from tomolab.sanity import check_centre_value, check_whole_number
 
-__all__ = ["LIVE_STATES", "WINDOWS", "LiveReconstruction"]
+__all__ = ["BUFFER_FRACTION", "LIVE_STATES", "QUEUE_BYTES", "WINDOWS", "LiveReconstruction"]
 
 #: how the slices cover the rotation: every projection so far, or the last 180° only
 WINDOWS = ("accumulate", "sliding")
@@ -48,6 +48,9 @@ LIVE_STATES = ("waiting", "running", "ended", "lost", "stopped")
 _END = object()  # put by the receiver after its last frame
 _ANGLE_TOLERANCE = 1e-6  # radians: angles this close to 180° apart count as one turn apart
 _LATENCIES_KEPT = 2000
+
+#: share of the backend's free memory that the ring buffer may take (unless ``buffer_angles`` is given)
+BUFFER_FRACTION = 0.5
 
 #: bytes of frames that may wait for the reconstruction thread (unless ``queue_frames`` is given)
 QUEUE_BYTES = 1_000_000_000
@@ -93,8 +96,9 @@ class LiveReconstruction:
         how many are missing at the end, and gives the angle of a projection
         sent without one (``index × pi / n_angles_hint``).
     buffer_angles : int, optional
-        Filtered projections the ring buffer holds, at most (default: what a
-        quarter of the free memory of the backend holds; a sliding window
+        Filtered projections the ring buffer holds, at most (default: what
+        half the free memory of the backend holds, :data:`BUFFER_FRACTION`,
+        e.g. 1800 projections of 2048² on an 80 GB GPU; a sliding window
         needs 180° of them). In ``"accumulate"`` mode a projection that finds
         the buffer full is dropped from the slices (``stats["dropped"]``), so
         the slices stay the reconstruction of exactly the buffered projections.
@@ -483,7 +487,8 @@ class LiveReconstruction:
         flat = mean(self._sets["flat"])
         dark = mean(self._sets["dark"]) if self._sets["dark"] else None
         bad = defective_pixels(flat, dark)
-        self._fields = (xp.asarray(flat), None if dark is None else xp.asarray(dark), xp.asarray(bad))
+        # the defective pixels stay on the host, where repair_pixels reads them
+        self._fields = (xp.asarray(flat), None if dark is None else xp.asarray(dark), bad)
         self._fields_version += 1
         if self._sums is not None and self._high:
             self._renormalise()
@@ -519,7 +524,8 @@ class LiveReconstruction:
             self._error(f"point={self.point} is outside the {size}² grid; its middle is shown")
             self.point = (size // 2, size // 2)
         per_angle = rows * cols * 4
-        limit = self._buffer_asked or batch_size(per_angle, backend=self.backend, fraction=0.25)
+        limit = self._buffer_asked or batch_size(per_angle, backend=self.backend,
+                                                 fraction=BUFFER_FRACTION)
         self._capacity = int(limit)
         self._grow(min(self._capacity, max(64, self.n_angles_hint or 0)))
         self._sums = {"xy": xp.zeros((size, size), xp.float32),

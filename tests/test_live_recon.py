@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,3 +321,100 @@ def test_live_view_says_when_the_source_is_lost(scan):
     assert "source was lost" in view.message.value and "silent" in view.message.value
     assert view.snapshot is not None
     view.close()
+
+
+# -- with the live sources of issue 15, part 1: a real publisher process on loopback ---------
+
+def _live_sources():
+    import tomolab.live
+
+    if not hasattr(tomolab.live, "ZmqSource"):
+        pytest.skip("needs tomolab.live.ZmqSource / SwmrSource / stream-sim (issue 15, part 1)")
+    pytest.importorskip("zmq")
+    return tomolab.live
+
+
+def _stream_sim(*args):
+    """Start a ``tomolab stream-sim`` process; return it once it says where it sends, and where."""
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "tomolab", "stream-sim", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stderr.readline()
+    if "sending over" not in line:
+        proc.kill()
+        raise AssertionError(f"stream-sim did not start: {line}{proc.communicate()[1]}")
+    return proc, line.split(" to ", 1)[1].split(" at ")[0]
+
+
+@pytest.fixture(scope="module")
+def scan_file(tmp_path_factory):
+    projections, angles, flats, darks, _ = tomolab.data.simulate_arrays(N_COLS, n_rows=N_ROWS,
+                                                                        n_angles=N_ANGLES, seed=8)
+    path = tmp_path_factory.mktemp("live") / "scan.h5"
+    tomolab.io.write_dxchange(path, projections, angles, flats, darks)
+    return path
+
+
+@pytest.mark.parametrize("transport", ["zmq", "swmr"])
+def test_a_publisher_process_on_loopback_gives_the_offline_slices(scan_file, tmp_path, transport):
+    import os
+    import signal
+
+    live_module = _live_sources()
+    target = "tcp://127.0.0.1:*" if transport == "zmq" else tmp_path / "growing.h5"
+    proc, where = _stream_sim(target, "--scan", scan_file, "--transport", transport,
+                              "--rate", 400)
+    try:
+        source = (live_module.ZmqSource(where) if transport == "zmq"
+                  else live_module.SwmrSource(where))
+        scan = tomolab.open_scan(scan_file)
+        center = float(scan.sizes["col"] - 1) / 2 + 1.7
+        with source, LiveReconstruction(source, center=center, backend="numpy", z=3,
+                                        point=(12, 31)) as live:
+            assert live.wait(timeout=120), live.stats
+            volume = tomolab.reconstruct(scan, center=center, backend="numpy")
+            slices = live.snapshot()
+            assert _rel(slices.xy, volume.values[3]) < TOLERANCE
+            assert _rel(slices.xz, volume.values[:, 12, :]) < TOLERANCE
+            assert _rel(slices.yz, volume.values[:, :, 31]) < TOLERANCE
+            assert live.stats["state"] == "ended" and live.stats["missing"] == 0
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+
+
+def test_a_publisher_that_dies_is_reported_lost(scan_file):
+    import os
+    import signal
+
+    live_module = _live_sources()
+    pytest.importorskip("ipywidgets")
+    from tomolab.widgets import LiveView
+
+    source = live_module.ZmqSource("tcp://127.0.0.1:*", bind=True, timeout_lost=2.0)
+    live = LiveReconstruction(source, center=(N_COLS - 1) / 2, backend="numpy")
+    view = LiveView(live)  # ready before the first frame
+    proc, _ = _stream_sim(source.address, "--connect", "--scan", scan_file, "--rate", 25)
+    try:
+        deadline = time.monotonic() + 60
+        while live.n_projections < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)  # the publisher dies mid-scan
+        assert live.wait(timeout=60)
+        view.refresh()
+        assert live.stats["state"] == "lost", live.stats
+        assert "source was lost" in view.message.value
+        assert 10 <= live.snapshot().attrs["n_projections"] < N_ANGLES
+        view.close()
+        source.close()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)

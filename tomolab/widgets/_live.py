@@ -69,9 +69,11 @@ class LiveView(LoadsBokehJS, widgets.VBox):
 
     Traits
     ------
-    z, y, x : int
-        The ``xy`` slice's detector row and the point ``(y, x)`` the vertical
-        planes go through (voxel indices), validated to lie in the slices.
+    slice_row : int
+        Detector row of the ``xy`` slice.
+    point_y, point_x : int
+        The voxel ``(y, x)`` of the slice grid that the ``xz`` and ``yz``
+        planes go through. All three are validated to lie in the slices.
     center : float
         Rotation axis column in pixels.
     clim : (float, float)
@@ -80,9 +82,9 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         Snapshots drawn so far.
     """
 
-    z = traitlets.Int(0, help="detector row of the xy slice")
-    y = traitlets.Int(0, help="voxel row of the xz plane")
-    x = traitlets.Int(0, help="voxel column of the yz plane")
+    slice_row = traitlets.Int(0, help="detector row of the xy slice")
+    point_y = traitlets.Int(0, help="voxel row of the xz plane")
+    point_x = traitlets.Int(0, help="voxel column of the yz plane")
     center = traitlets.Float(0.0, help="rotation axis column (pixels)")
     clim = traitlets.Tuple(traitlets.Float(), traitlets.Float(), default_value=(0.0, 1.0))
     revision = traitlets.Int(0, help="snapshots drawn")
@@ -127,8 +129,9 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         super().__init__(**kwargs)
         self.center = live.center
         widgets.link((self, "clim"), (self.clim_slider, "value"))
-        for name in ("z", "y", "x"):
-            widgets.link((self, name), (getattr(self, f"{name}_slider"), "value"))
+        for name, slider in (("slice_row", self.z_slider), ("point_y", self.y_slider),
+                             ("point_x", self.x_slider)):
+            widgets.link((self, name), (slider, "value"))
 
         Draw = hv.streams.Stream.define("Draw", revision=0, clim=(0.0, 1.0), cmap=cmap)
         self._draw = Draw(revision=0, clim=(0.0, 1.0), cmap=cmap)
@@ -220,7 +223,8 @@ class LiveView(LoadsBokehJS, widgets.VBox):
             attrs = snapshot.attrs
             self._following = True
             try:
-                self.z, self.y, self.x = attrs["z"], attrs["point_y"], attrs["point_x"]
+                self.slice_row, self.point_y, self.point_x = (attrs["z"], attrs["point_y"],
+                                                              attrs["point_x"])
             finally:
                 self._following = False
 
@@ -283,24 +287,24 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         return callback
 
     # -- controls --------------------------------------------------------------
-    @traitlets.validate("z", "y", "x")
+    @traitlets.validate("slice_row", "point_y", "point_x")
     def _valid_index(self, proposal):
         name, value = proposal["trait"].name, proposal["value"]
-        top = (self.z_slider if name == "z" else self.x_slider).max if self.snapshot is not None \
-            else None
+        top = (self.z_slider if name == "slice_row" else self.x_slider).max \
+            if self.snapshot is not None else None
         if value < 0 or (top is not None and value > top):
             raise traitlets.TraitError(f"{name}={value} is outside the slices (0 <= {name} <= {top})")
         return value
 
-    @traitlets.observe("z", "y", "x")
+    @traitlets.observe("slice_row", "point_y", "point_x")
     @guarded
     def _on_index(self, change):
         if getattr(self, "_following", False) or self.snapshot is None:
             return
-        if change["name"] == "z":
+        if change["name"] == "slice_row":
             self.live.set_slices(z=change["new"])
         else:
-            self.live.set_slices(point=(self.y, self.x))
+            self.live.set_slices(point=(self.point_y, self.point_x))
         self.refresh()
 
     def _on_center_box(self, change):

@@ -10,9 +10,12 @@ import numpy as np
 import traitlets
 
 from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
-from tomolab.widgets._task import TaskBar, guarded
+from tomolab.widgets._task import TaskBar, call_in_kernel_thread, guarded
 
 __all__ = ["LiveView"]
+
+#: the least height (screen pixels) of an xz / yz view
+MIN_PLANE_HEIGHT = 100
 
 #: which slice each view shows, its axes, and the trait(s) that move it
 _VIEWS = {"xy": ("x", "y"), "xz": ("x", "z"), "yz": ("y", "z")}
@@ -44,7 +47,10 @@ class LiveView(LoadsBokehJS, widgets.VBox):
 
     The view takes a :meth:`~tomolab.live.LiveReconstruction.snapshot` at most
     ``refresh_hz`` times a second, and only when new frames went into the
-    slices (a thread of its own, from :meth:`start` until :meth:`close`).
+    slices (a thread of its own, from :meth:`start` until :meth:`close`,
+    decides; the redraw runs on the kernel's thread, as the browser's own
+    changes to the Bokeh figures do, so a cell that keeps the kernel busy
+    holds the redraws until it ends -- the reconstruction itself goes on).
     Moving a slider (on release) or typing a centre recomputes the slices
     from the live reconstruction's buffer at once. The stats line gives
     frames, drops, missing frames, errors, GB/s and latency; when the source
@@ -91,17 +97,21 @@ class LiveView(LoadsBokehJS, widgets.VBox):
 
     def __init__(self, live, *, refresh_hz: float = 5.0, size: int = 320, cmap: str = "gray",
                  start: bool = True, **kwargs):
-        import holoviews as hv
-
         from tomolab.viz import ensure_extension
 
         ensure_extension()
         self.live = live
+        self._size, self._cmap = int(size), cmap
         self.refresh_hz = float(refresh_hz)
         self.snapshot = None
         self._drawn_version = -1
         self._lock = threading.Lock()
+        self._draw_lock = threading.Lock()  # holoviews streams: one event at a time
+        self._drawn = {}
+        self._draw = None  # the plots are made with the first snapshot (its shape sets theirs)
+        self._plot = None
         self._closing = threading.Event()
+        self._redraw_queued = threading.Event()
         self._thread = None
 
         self.task = TaskBar()
@@ -133,13 +143,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
                              ("point_x", self.x_slider)):
             widgets.link((self, name), (slider, "value"))
 
-        Draw = hv.streams.Stream.define("Draw", revision=0, clim=(0.0, 1.0), cmap=cmap)
-        self._draw = Draw(revision=0, clim=(0.0, 1.0), cmap=cmap)
-        views = [hv.DynamicMap(self._view_callback(name, size), streams=[self._draw])
-                 for name in _VIEWS]
-        self.plot_widget, self._plot = HoloViewsWidget(hv.Layout(views).cols(3)
-                                                       .opts(shared_axes=False))
-
+        self.plot_widget = widgets.HTML("<i>the slices appear with the first projection</i>")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.volume_button.on_click(lambda _: self.reconstruct_volume())
@@ -176,15 +180,23 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         super().close()
 
     def _redraw_loop(self):
+        # Bokeh documents are not thread-safe and the browser changes them too (on the kernel's
+        # thread): the redraw itself runs there, one at a time, and none piles up while a cell runs
         period = 1.0 / max(self.refresh_hz, 0.1)
         while not self._closing.wait(period):
-            try:
-                self.refresh()
-            except Exception as exc:  # noqa: BLE001 - shown in the widget, the loop goes on
-                self.task.show_error(exc)
+            if not self._redraw_queued.is_set():
+                self._redraw_queued.set()
+                call_in_kernel_thread(self._queued_refresh)
             if not self.live.running and self._drawn_version == self.live.version:
-                self.refresh()
+                call_in_kernel_thread(self._queued_refresh)
                 return
+
+    def _queued_refresh(self):
+        self._redraw_queued.clear()
+        try:
+            self.refresh()
+        except Exception as exc:  # noqa: BLE001 - shown in the widget, the redraws go on
+            self.task.show_error(exc)
 
     # -- drawing ---------------------------------------------------------------
     def refresh(self):
@@ -214,8 +226,29 @@ class LiveView(LoadsBokehJS, widgets.VBox):
                 self.clim_slider.step = span / 500
                 self.clim = (low, high)
         self.revision += 1
-        self._draw.event(revision=self.revision, clim=tuple(self.clim))
+        self._drawn = {self.revision: snapshot}  # every view draws this one
+        if self._draw is None:
+            call_in_kernel_thread(self._make_plots)  # widgets are made on the kernel's thread
+        else:
+            with self._draw_lock:
+                self._draw.event(revision=self.revision, clim=tuple(self.clim))
 
+    def _make_plots(self):
+        """The three views, once the first snapshot gives their shapes."""
+        import holoviews as hv
+
+        if self._draw is not None:
+            return
+        Draw = hv.streams.Stream.define("Draw", revision=0, clim=(0.0, 1.0), cmap=self._cmap)
+        draw = Draw(revision=self.revision, clim=tuple(self.clim), cmap=self._cmap)
+        views = [hv.DynamicMap(self._view_callback(name, self._size), streams=[draw])
+                 for name in _VIEWS]
+        placeholder = self.plot_widget
+        self.plot_widget, self._plot = HoloViewsWidget(hv.Layout(views).cols(2)
+                                                       .opts(shared_axes=False))
+        self._draw = draw
+        self.children = [self.plot_widget if child is placeholder else child
+                         for child in self.children]
     def _fit_sliders(self, snapshot):
         with self.hold_trait_notifications():
             self.z_slider.max = snapshot.sizes["z"] - 1
@@ -248,6 +281,8 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         """The image array the Bokeh plot of view ``name`` holds (what the browser draws)."""
         from holoviews.plotting.bokeh.raster import RasterPlot
 
+        if self._plot is None:
+            raise KeyError(f"no view {name!r} yet: no projection is in the slices")
         for plot in self._plot.traverse(lambda p: p, [RasterPlot]):
             frame = plot.current_frame
             if frame is not None and frame.group == name:
@@ -262,17 +297,10 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         hdim, vdim = _VIEWS[name]
 
         def callback(revision, clim, cmap):
-            snapshot = self.snapshot
-            if snapshot is None:
-                plane = None
-            else:
-                plane, units = in_length_unit(snapshot[name])
-            if plane is None:
-                empty = np.zeros((2, 2), np.float32)
-                return hv.Image((np.arange(2), np.arange(2), empty), kdims=[hdim, vdim],
-                                vdims=["value"], group=name).opts(frame_width=size, frame_height=size,
-                                                 title=f"{name}: waiting for frames")
-            height = max(40, int(size * plane.sizes[vdim] / plane.sizes[hdim]))
+            snapshot = self._drawn.get(revision, self.snapshot)
+            plane, units = in_length_unit(snapshot[name])
+            # a detector of a few rows would give a strip of a few pixels: stretched to 100
+            height = max(MIN_PLANE_HEIGHT, int(size * plane.sizes[vdim] / plane.sizes[hdim]))
             attrs = snapshot.attrs
             where = {"xy": f"row {attrs['z']}", "xz": f"y = {attrs['point_y']}",
                      "yz": f"x = {attrs['point_x']}"}[name]
@@ -322,8 +350,9 @@ class LiveView(LoadsBokehJS, widgets.VBox):
     @traitlets.observe("clim")
     @guarded
     def _on_clim(self, change):
-        if hasattr(self, "_draw"):
-            self._draw.event(clim=tuple(change["new"]))
+        if getattr(self, "_draw", None) is not None:
+            with self._draw_lock:
+                self._draw.event(clim=tuple(change["new"]))
 
     def reconstruct_volume(self, path=None, *, background: bool = True, **options):
         """Run :func:`tomolab.reconstruct_to` of the frames that arrived, with the view's centre.

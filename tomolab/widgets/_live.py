@@ -105,7 +105,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         self.refresh_hz = float(refresh_hz)
         self.snapshot = None
         self._drawn_version = -1
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._draw_lock = threading.Lock()  # holoviews streams: one event at a time
         self._drawn = {}
         self._draw = None  # the plots are made with the first snapshot (its shape sets theirs)
@@ -205,7 +205,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         stats = live.stats
         self.stats_label.value = html.escape(stats_line(stats))
         self._update_message(stats)
-        with self._lock:
+        with self._lock:  # one redraw at a time, from whichever thread
             if live.version == self._drawn_version:
                 return
             self._drawn_version = live.version
@@ -213,25 +213,28 @@ class LiveView(LoadsBokehJS, widgets.VBox):
             if snapshot is None:
                 return
             self.snapshot = snapshot
-        self._fit_sliders(snapshot)
-        if self.auto_contrast.value:
-            values = np.concatenate([snapshot[name].values.ravel() for name in _VIEWS])
-            values = values[np.isfinite(values)]
-            if values.size:
-                low, high = (float(v) for v in np.percentile(values, (0.5, 99.5)))
-                if not high > low:
-                    high = low + 1e-6
-                span = high - low
-                self.clim_slider.min, self.clim_slider.max = low - span, high + span
-                self.clim_slider.step = span / 500
-                self.clim = (low, high)
-        self.revision += 1
-        self._drawn = {self.revision: snapshot}  # every view draws this one
-        if self._draw is None:
-            call_in_kernel_thread(self._make_plots)  # widgets are made on the kernel's thread
-        else:
-            with self._draw_lock:
-                self._draw.event(revision=self.revision, clim=tuple(self.clim))
+            self._fit_sliders(snapshot)
+            if self.auto_contrast.value:
+                self._auto_clim(snapshot)
+            self.revision += 1
+            self._drawn = {self.revision: snapshot}  # every view draws this one
+            if self._draw is None:
+                call_in_kernel_thread(self._make_plots)  # widgets are made on the kernel's thread
+            else:
+                with self._draw_lock:
+                    self._draw.event(revision=self.revision, clim=tuple(self.clim))
+
+    def _auto_clim(self, snapshot):
+        values = np.concatenate([snapshot[name].values.ravel() for name in _VIEWS])
+        values = values[np.isfinite(values)]
+        if values.size:
+            low, high = (float(v) for v in np.percentile(values, (0.5, 99.5)))
+            if not high > low:
+                high = low + 1e-6
+            span = high - low
+            self.clim_slider.min, self.clim_slider.max = low - span, high + span
+            self.clim_slider.step = span / 500
+            self.clim = (low, high)
 
     def _make_plots(self):
         """The three views, once the first snapshot gives their shapes."""

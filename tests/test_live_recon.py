@@ -115,6 +115,27 @@ def test_out_of_order_duplicated_and_missing_frames(scan, backend):
     assert _rel(again, volume) < 1e-6
 
 
+def test_a_stalled_source_that_resumes(scan):
+    """Frames stop for a while mid-scan: the session waits (still running), then goes on."""
+    source = MemorySource()
+    center = scan.attrs["true_center"]
+    frames = _frames(scan)
+    with LiveReconstruction(source, center=center, backend="numpy",
+                            pixel_size=scan.attrs["pixel_size"]) as live:
+        _feed(source, frames[:40], finish=False).join()
+        deadline = time.monotonic() + 60
+        while live.n_projections < 40 - len(frames) + N_ANGLES and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the stall
+        assert live.stats["state"] == "running" and live.running
+        partial = live.snapshot().attrs["n_projections"]
+        _feed(source, frames[40:])
+        assert live.wait(timeout=120)
+    assert partial == 40 - (len(frames) - N_ANGLES) and live.stats["state"] == "ended"
+    volume = tomolab.reconstruct(scan, center=center, backend="numpy")
+    _check_against(live, volume, z=live.z, point=live.point)
+
+
 def test_moving_slices_and_centre_recompute_from_the_buffer(scan, backend):
     live = _live(scan, _frames(scan), backend, center=scan.attrs["true_center"])
     assert (live.z, live.point) == (N_ROWS // 2, (N_COLS // 2, N_COLS // 2))

@@ -518,6 +518,9 @@ class LiveReconstruction:
         elif self.z >= rows:
             self._error(f"z={self.z} is outside the detector's {rows} rows; the middle row is shown")
             self.z = rows // 2
+        if self.center > cols - 1:
+            self._error(f"center={self.center} is outside the detector's {cols} columns; "
+                        f"set_center() to a column between 0 and {cols - 1}")
         if self.point is None:
             self.point = (size // 2, size // 2)
         elif max(self.point) >= size:

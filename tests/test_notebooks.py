@@ -34,7 +34,7 @@ def test_the_notebooks_are_there():
     names = [p.name for p in NOTEBOOKS]
     for expected in ("01-quickstart.ipynb", "02-centre-of-rotation.ipynb",
                      "03-phase-retrieval.ipynb", "04-full-volume.ipynb", "05-segmentation.ipynb",
-                     "07-few-angles.ipynb"):
+                     "06-live.ipynb", "07-few-angles.ipynb"):
         assert expected in names
 
 

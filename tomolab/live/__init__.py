@@ -28,6 +28,7 @@ from tomolab.live._frames import (
     FrameSource,
     MemorySource,
 )
+from tomolab.live.reconstruction import LIVE_STATES, WINDOWS, LiveReconstruction
 from tomolab.live.simulate import (
     SwmrWriter,
     frame_message,
@@ -37,6 +38,7 @@ from tomolab.live.simulate import (
 from tomolab.live.swmr import SwmrSource
 from tomolab.live.zmq import MESSAGE_TYPES, ZmqSource, parse_header, parse_message
 
-__all__ = ["FRAME_KINDS", "MESSAGE_TYPES", "SOURCE_STATES", "EndOfScan", "Frame", "FrameSource",
-           "MemorySource", "SwmrSource", "SwmrWriter", "ZmqSource", "frame_message",
-           "parse_header", "parse_message", "run_publisher", "simulate_stream"]
+__all__ = ["FRAME_KINDS", "LIVE_STATES", "MESSAGE_TYPES", "SOURCE_STATES", "WINDOWS", "EndOfScan",
+           "Frame", "FrameSource", "LiveReconstruction", "MemorySource", "SwmrSource", "SwmrWriter",
+           "ZmqSource", "frame_message", "parse_header", "parse_message", "run_publisher",
+           "simulate_stream"]

@@ -27,6 +27,7 @@ from tomolab.recon.filters import FILTERS, filter_sinograms, fourier_filter, pad
 from tomolab.recon.gridrec import gridrec
 from tomolab.recon.iterative import ITERATIVE, cgls, iterative_bytes, sirt, tv
 from tomolab.recon.project import back_project_adjoint, forward_project
+from tomolab.recon.points import backproject_points, plane_points
 
 ALGORITHMS = {"fbp": fbp, "gridrec": gridrec, **ITERATIVE}
 
@@ -39,6 +40,7 @@ ALGORITHMS = {"fbp": fbp, "gridrec": gridrec, **ITERATIVE}
 #: kernels (55.8 ms against 41.8 ms for 16 slices of 2048²), so FBP.
 AUTO = {"numpy": "gridrec", "cupy": "fbp"}
 
-__all__ = ["ALGORITHMS", "AUTO", "FILTERS", "ITERATIVE", "back_project_adjoint", "backproject", "cgls",
-           "fbp", "fbp_bytes", "fbp_centers", "filter_sinograms", "forward_project", "fourier_filter",
-           "gridrec", "iterative_bytes", "padded_width", "sirt", "tv"]
+__all__ = ["ALGORITHMS", "AUTO", "FILTERS", "ITERATIVE", "back_project_adjoint", "backproject",
+           "backproject_points", "cgls", "fbp", "fbp_bytes", "fbp_centers", "filter_sinograms",
+           "forward_project", "fourier_filter", "gridrec", "iterative_bytes", "padded_width",
+           "plane_points", "sirt", "tv"]

@@ -29,6 +29,7 @@ def _require_notebook_stack():
 
 _require_notebook_stack()
 
+from tomolab.widgets._live import LiveView
 from tomolab.widgets._panel import ReconstructionPanel
 from tomolab.widgets._segment import Segmenter, otsu_threshold, volume_fraction
 from tomolab.widgets._slices import SliceViewer
@@ -36,6 +37,6 @@ from tomolab.widgets._sweep import CenterOverlay, CenterSweep, PhaseSweep, Sweep
 from tomolab.widgets._task import Cancelled, Progress, TaskBar, dask_progress, format_error, guarded
 from tomolab.widgets._volume import VolumeViewer
 
-__all__ = ["Cancelled", "CenterOverlay", "CenterSweep", "PhaseSweep", "Progress", "ReconstructionPanel", "Segmenter", "SliceViewer",
+__all__ = ["Cancelled", "CenterOverlay", "CenterSweep", "LiveView", "PhaseSweep", "Progress", "ReconstructionPanel", "Segmenter", "SliceViewer",
            "SweepView", "TaskBar", "VolumeViewer",
            "dask_progress", "format_error", "guarded", "otsu_threshold", "volume_fraction"]

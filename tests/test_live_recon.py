@@ -82,7 +82,7 @@ def test_final_slices_equal_the_offline_reconstruction(scan, backend):
     center = scan.attrs["true_center"] + 0.3  # any centre: the same on both sides
     z, point = 4, (30, 17)
     live = _live(scan, _frames(scan), backend, center=center, z=z, point=point)
-    volume = tomolab.reconstruct(scan, center=center, backend=backend)
+    volume = tomolab.reconstruct(scan, center=center, backend=backend, algorithm="fbp")
     slices = _check_against(live, volume, z=z, point=point)
     assert slices.xy.dims == ("y", "x") and slices.xz.dims == ("z", "x") and slices.yz.dims == ("z", "y")
     np.testing.assert_array_equal(slices.x.values, volume.x.values)
@@ -105,13 +105,13 @@ def test_out_of_order_duplicated_and_missing_frames(scan, backend):
     center, z, point = scan.attrs["true_center"], 2, (20, 26)
     live = _live(scan, _frames(scan, order=order), backend, center=center, z=z, point=point)
     arrived = scan.isel(angle=[i for i in range(N_ANGLES) if i not in missing])
-    volume = tomolab.reconstruct(arrived, center=center, backend=backend)
+    volume = tomolab.reconstruct(arrived, center=center, backend=backend, algorithm="fbp")
     slices = _check_against(live, volume, z=z, point=point)
     assert live.stats["duplicates"] == 3 and live.stats["missing"] == 3
     assert slices.attrs["n_projections"] == N_ANGLES - 3 and slices.attrs["missing"] == 3
     assert "3 missing" in slices.attrs["note"]
     # to_scan: the frames that arrived, by index: the offline path gives the same volume
-    again = tomolab.reconstruct(live.to_scan(), center=center, backend=backend)
+    again = tomolab.reconstruct(live.to_scan(), center=center, backend=backend, algorithm="fbp")
     assert _rel(again, volume) < 1e-6
 
 
@@ -132,7 +132,7 @@ def test_a_stalled_source_that_resumes(scan):
         _feed(source, frames[40:])
         assert live.wait(timeout=120)
     assert partial == 40 - (len(frames) - N_ANGLES) and live.stats["state"] == "ended"
-    volume = tomolab.reconstruct(scan, center=center, backend="numpy")
+    volume = tomolab.reconstruct(scan, center=center, backend="numpy", algorithm="fbp")
     _check_against(live, volume, z=live.z, point=live.point)
 
 
@@ -142,7 +142,7 @@ def test_moving_slices_and_centre_recompute_from_the_buffer(scan, backend):
     new_center, z, point = scan.attrs["true_center"] - 1.25, 1, (5, 40)
     live.set_center(new_center)
     live.set_slices(z=z, point=point)
-    volume = tomolab.reconstruct(scan, center=new_center, backend=backend)
+    volume = tomolab.reconstruct(scan, center=new_center, backend=backend, algorithm="fbp")
     slices = _check_against(live, volume, z=z, point=point)
     assert slices.attrs["center"] == new_center
 
@@ -159,7 +159,7 @@ def test_latest_flats_win_and_early_projections_wait_for_them(scan, backend):
     right = [Frame("flat", 200 + i, None, f) for i, f in enumerate(scan.flats.values)]
     order = projections[:10] + darks + wrong + projections[10:50] + right + projections[50:]
     live = _live(scan, order, backend, center=center)
-    volume = tomolab.reconstruct(scan, center=center, backend=backend)
+    volume = tomolab.reconstruct(scan, center=center, backend=backend, algorithm="fbp")
     _check_against(live, volume, z=live.z, point=live.point)
     assert live.to_scan().sizes["flat"] == len(right)
 
@@ -172,7 +172,7 @@ def test_sliding_window_is_the_last_half_turn(backend):
     center = scan.attrs["true_center"]
     live = _live(scan, _frames(scan), backend, center=center, window="sliding", point=(10, 30))
     last = scan.isel(angle=slice(-per_half, None))
-    volume = tomolab.reconstruct(last, center=center, backend=backend)
+    volume = tomolab.reconstruct(last, center=center, backend=backend, algorithm="fbp")
     slices = _check_against(live, volume, z=live.z, point=live.point)
     assert slices.attrs["n_projections"] == per_half and slices.attrs["window"] == "sliding"
     assert slices.attrs["angle_max"] - slices.attrs["angle_min"] < np.pi
@@ -185,7 +185,7 @@ def test_a_full_ring_drops_from_the_slices_but_not_from_the_scan(backend):
     center = scan.attrs["true_center"]
     live = _live(scan, _frames(scan), backend, center=center, buffer_angles=60)
     assert live.stats["dropped"] == 30
-    volume = tomolab.reconstruct(scan.isel(angle=slice(0, 60)), center=center, backend=backend)
+    volume = tomolab.reconstruct(scan.isel(angle=slice(0, 60)), center=center, backend=backend, algorithm="fbp")
     slices = _check_against(live, volume, z=live.z, point=live.point)
     assert "30 dropped" in slices.attrs["note"]
     assert live.to_scan().sizes["angle"] == 90
@@ -204,7 +204,7 @@ def test_malformed_frames_are_counted_and_the_session_goes_on(scan, backend):
     assert "no angle" in stats["last_error"]
     assert any("shape (3, 3)" in e for e in live.errors())
     assert any("unknown frame kind" in e for e in live.errors())
-    volume = tomolab.reconstruct(scan, center=center, backend=backend)
+    volume = tomolab.reconstruct(scan, center=center, backend=backend, algorithm="fbp")
     _check_against(live, volume, z=live.z, point=live.point)
 
 
@@ -325,7 +325,7 @@ def test_live_view_draws_moves_and_reconstructs_the_volume(scan, tmp_path):
     assert not view.volume_button.disabled
     volume = view.reconstruct_volume(str(tmp_path / "live.zarr"), background=False)
     assert volume is not None, view.task.error
-    expected = tomolab.reconstruct(scan, center=live.center, backend="numpy")
+    expected = tomolab.reconstruct(scan, center=live.center, backend="numpy")  # auto, as reconstruct_to
     assert _rel(volume.values, expected.values) < 1e-6
     view.close()
 
@@ -398,7 +398,7 @@ def test_a_publisher_process_on_loopback_gives_the_offline_slices(scan_file, tmp
         with source, LiveReconstruction(source, center=center, backend="numpy", z=3,
                                         point=(12, 31)) as live:
             assert live.wait(timeout=120), live.stats
-            volume = tomolab.reconstruct(scan, center=center, backend="numpy")
+            volume = tomolab.reconstruct(scan, center=center, backend="numpy", algorithm="fbp")
             slices = live.snapshot()
             assert _rel(slices.xy, volume.values[3]) < TOLERANCE
             assert _rel(slices.xz, volume.values[:, 12, :]) < TOLERANCE

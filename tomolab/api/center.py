@@ -12,6 +12,7 @@ from tomolab.api.validate import (check_centers, check_choice, check_coverage, c
                                   check_scan, check_size, half_turn, plane_coords, source_name,
                                   user_stacklevel)
 from tomolab.arrays import to_numpy
+from tomolab.center.centroid import CenterScore
 from tomolab.errors import ParameterError
 from tomolab.sanity import check_whole_number
 
@@ -19,7 +20,7 @@ __all__ = ["CenterEstimate", "find_center", "combine_centers", "sweep_center", "
            "CENTER_AGREEMENT"]
 
 
-class CenterEstimate(tuple):
+class CenterEstimate(CenterScore):
     """``(center, score)`` from :func:`find_center`, with what each method found.
 
     Unpacks as a pair (``center, score = find_center(scan)``); ``estimates``
@@ -33,14 +34,6 @@ class CenterEstimate(tuple):
         self.estimates = {name: (float(c), float(sc)) for name, (c, sc) in estimates.items()}
         self.spread = float(spread)
         return self
-
-    @property
-    def center(self) -> float:
-        return self[0]
-
-    @property
-    def score(self) -> float:
-        return self[1]
 
 
 #: two methods further apart than this (pixels) are reported as disagreeing

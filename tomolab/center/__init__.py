@@ -7,7 +7,7 @@ sweep, :mod:`tomolab.sweep`).
 """
 
 from tomolab.center.axis import AxisFit, fit_axis
-from tomolab.center.centroid import CentroidFit, centroid_fit, find_center_centroid
+from tomolab.center.centroid import CenterScore, CentroidFit, centroid_fit, find_center_centroid
 from tomolab.center.coverage import Coverage, LimitedAngleWarning, angular_coverage
 from tomolab.center.phase_correlation import find_center_phase_correlation, opposite_pair
 from tomolab.center.vo import find_center_vo, vo_metric
@@ -24,7 +24,7 @@ CENTER_METHODS = {
     "centroid": find_center_centroid,
 }
 
-__all__ = ["AxisFit", "CENTER_METHODS", "CentroidFit", "Coverage", "LOW_SCORE",
+__all__ = ["AxisFit", "CENTER_METHODS", "CenterScore", "CentroidFit", "Coverage", "LOW_SCORE",
            "LimitedAngleWarning", "angular_coverage", "centroid_fit", "find_center_centroid",
            "find_center_vo", "find_center_phase_correlation", "fit_axis", "opposite_pair",
            "vo_metric"]

@@ -41,7 +41,31 @@ MASS_TOLERANCE = 0.03
 AIR_FRACTION = 0.05
 
 
-class CentroidFit(tuple):
+class CenterScore(tuple):
+    """A ``(center, score)`` pair that also reads as ``.center`` and ``.score``.
+
+    Unpacks as a pair (``center, score = estimate``); subclasses add what the
+    method saw.
+
+    Examples
+    --------
+    >>> estimate = CenterScore((63.5, 0.9))
+    >>> estimate.center, estimate.score
+    (63.5, 0.9)
+    """
+
+    __slots__ = ()
+
+    @property
+    def center(self) -> float:
+        return self[0]
+
+    @property
+    def score(self) -> float:
+        return self[1]
+
+
+class CentroidFit(CenterScore):
     """``(center, score)`` of :func:`centroid_fit`, with what the fit saw.
 
     Attributes
@@ -66,13 +90,6 @@ class CentroidFit(tuple):
         self.air_columns = int(air_columns)
         return self
 
-    @property
-    def center(self) -> float:
-        return self[0]
-
-    @property
-    def score(self) -> float:
-        return self[1]
 
 
 def centroid_fit(sinogram, angles) -> CentroidFit:

@@ -42,6 +42,7 @@ import numpy as np
 
 from tomolab.arrays import array_module, is_cupy
 from tomolab.errors import ParameterError
+from tomolab.recon.fbp import _slice_centers
 
 __all__ = ["FORWARD_KERNELS", "back_project_adjoint", "forward_project"]
 
@@ -196,17 +197,6 @@ def _cpu_kernels():
     return _project_cpu
 
 
-def _centers(center, n_z: int) -> np.ndarray:
-    centers = np.asarray(center, dtype=np.float64)
-    if centers.ndim == 0:
-        return np.full(n_z, float(centers))
-    if centers.shape != (n_z,):
-        raise ParameterError("one centre, or one per slice, is needed", where="center",
-                             value=f"{centers.size} values for {n_z} slices",
-                             fix="pass a single column, or an array of one per slice")
-    return centers
-
-
 def _angles(angles, n_angles: int | None = None) -> np.ndarray:
     angles = np.asarray(angles, dtype=np.float64).ravel()
     if n_angles is not None and angles.size != n_angles:
@@ -262,7 +252,7 @@ def forward_project(volume_slices, angles, *, center, n_cols: int, out=None, ker
         raise ParameterError("slices must be square", where="volume_slices",
                              value=tuple(volume_slices.shape), fix="pass (z, size, size) slices")
     angles = _angles(angles)
-    centers = _centers(center, n_z)
+    centers = _slice_centers(center, n_z)
     n_cols = int(n_cols)
     volume_slices = xp.ascontiguousarray(volume_slices, dtype=xp.float32)
     if out is None:
@@ -376,7 +366,7 @@ def back_project_adjoint(sinograms, angles, *, center, size: int, out=None, kern
     xp = array_module(sinograms)
     n_z, n_angles, _ = sinograms.shape
     angles = _angles(angles, n_angles)
-    centers = _centers(center, n_z)
+    centers = _slice_centers(center, n_z)
     size = int(size)
     sinograms = xp.ascontiguousarray(sinograms, dtype=xp.float32)
     if out is None:

@@ -231,11 +231,12 @@ def find_axis(scan, *, rows=None, method: str = "auto", rows_averaged: int = 5,
     >>> import numpy as np, tomolab
     >>> scan = tomolab.data.simulate_scan(96, n_rows=24, n_angles=150)
     >>> fit = find_axis(scan, backend="numpy")
-    >>> fit.method, abs(fit.slope) < 0.02, abs(float(fit.center(12)) - scan.attrs["true_center"]) < 0.5
+    >>> true = scan.attrs["true_center"]
+    >>> fit.method, abs(fit.slope) < 0.02, abs(float(fit.center(12)) - true) < 0.5
     ('vo', True, True)
     >>> tilt = scan.isel(angle=slice(0, 100))                   # 0°–119°: a missing wedge
     >>> fit = find_axis(tilt, backend="numpy")
-    >>> fit.method, abs(float(fit.center(12)) - scan.attrs["true_center"]) < 0.5
+    >>> fit.method, abs(float(fit.center(12)) - true) < 0.5
     ('centroid', True)
     """
     import dataclasses
@@ -328,8 +329,8 @@ def find_axis(scan, *, rows=None, method: str = "auto", rows_averaged: int = 5,
         worst = int(fit.rows[np.argmax(residuals)])
         warnings.warn(
             f"{where}: the centres at rows "
-            f"{fit.rows.astype(int).tolist()} ({np.round(fit.centers, 2).tolist()}) do not lie on a "
-            f"line (RMS {fit.residual_rms:.2f} px > {max_residual} px"
+            f"{fit.rows.astype(int).tolist()} ({np.round(fit.centers, 2).tolist()}) do not lie "
+            f"on a line (RMS {fit.residual_rms:.2f} px > {max_residual} px"
             f"{', outliers left out' if (~fit.used & (fit.scores > 0)).any() else ''}); check row "
             f"{worst} with tomolab.sweep_center(scan, row={worst}, centers=...)",
             stacklevel=user_stacklevel())

@@ -301,8 +301,13 @@ def test_the_panel_names_the_wedge_and_finds_the_centre_of_a_tilt_series(turn):
     assert "centroid" in panel.center_sweep.estimate_label.value
     assert abs(panel.center - turn.attrs["true_center"]) < 0.3
     assert panel.preview_task.state == "done"
-    # the overlay has nothing to pair, and says so in its own bar
-    assert "no opposite projections" in panel.center_overlay.task.error
+    # the overlay has nothing to pair, and says so in words in its tab: not an error, no figure
+    overlay = panel.center_overlay
+    assert overlay.task.error == "" and overlay.pair is None
+    shown = overlay.children[0].value
+    assert "needs two projections 180° apart" in shown
+    assert "angles cover -60°–60° (121 projections): no projection from 60° to 120°" in shown
+    assert overlay.plot_widget not in overlay.children
     with pytest.warns(LimitedAngleWarning):
         volume = panel.reconstruct()
     assert volume.shape == (4, 96, 96) and panel.task.error == ""

@@ -163,6 +163,8 @@ def test_the_cli_reconstructs_a_tilt_series_with_a_one_line_warning(turn, tmp_pa
     warned = [line for line in result.stderr.splitlines() if "warning" in line]
     assert len(warned) == 1 and "Traceback" not in result.stderr
     assert "60° of the 180° that parallel-beam needs are missing" in warned[0]
+    assert "use --algorithm 'sirt', 'cgls' or 'tv'" in warned[0]  # in flags, as the CLI speaks
+    assert "algorithm=" not in warned[0]
     volume = tomolab.io.open_volume(tmp_path / "v.zarr")
     assert abs(volume.attrs["center"] - turn.attrs["true_center"]) < 0.3
 
@@ -313,6 +315,16 @@ def test_the_panel_names_the_wedge_and_finds_the_centre_of_a_tilt_series(turn):
     assert volume.shape == (4, 96, 96) and panel.task.error == ""
     # a full scan has no note
     assert _panel(turn.isel(angle=slice(0, 180, 2))).coverage_note.value == ""
+
+
+def test_the_panel_asks_for_a_centre_it_cannot_find_in_its_own_words(turn):
+    panel = _panel(cut(turn, 0, 10))
+    error = panel.center_sweep.task.error
+    assert "angles cover 0°–10°" in error and "the centroid fit cannot find the centre" in error
+    assert "fix: pass the centre ('centre px' in the panel)" in error
+    assert "center=" not in error
+    assert panel.center is None and panel.center_overlay.task.error == ""
+    assert "needs two projections 180° apart" in panel.center_overlay.unavailable
 
 
 def test_the_iteration_controls_show_for_iterative_algorithms_only(turn):

@@ -343,7 +343,13 @@ class CenterSweep(SweepView):
         import tomolab
         from tomolab.center import LOW_SCORE
 
-        found = tomolab.find_center(self.scan, row=int(self.row_input.value), backend=self.backend)
+        from tomolab.errors import TomolabError
+
+        try:
+            found = tomolab.find_center(self.scan, row=int(self.row_input.value),
+                                        backend=self.backend)
+        except TomolabError as exc:  # in a widget's words: where a user types a centre
+            raise exc.renamed({"center=COLUMN": "'centre px' in the panel"}) from None
         center, score = found
         methods = " + ".join(getattr(found, "estimates", {})) or "auto"
         n_cols = int(self.scan.sizes["col"])

@@ -54,7 +54,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CASE_SECONDS = 60  # a case taking longer is a hang
 # the subprocesses import the same tomolab as this script (the checkout on PYTHONPATH)
 IMPORTED_FROM = Path(importlib.util.find_spec("tomolab").origin).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(IMPORTED_FROM) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+# PYTHONSAFEPATH: `python -m` would put the working folder first on sys.path, so a probe run from
+# one checkout's root would send its subprocesses to that checkout whatever PYTHONPATH says
+ENV = dict(os.environ, PYTHONSAFEPATH="1",
+           PYTHONPATH=str(IMPORTED_FROM) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 CATEGORIES = ["paths and overwrite", "concurrent writers", "changed input on resume", "kills",
               "disk and permissions", "metadata physics", "dtypes", "flats and darks",

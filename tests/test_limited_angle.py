@@ -163,6 +163,8 @@ def test_the_cli_reconstructs_a_tilt_series_with_a_one_line_warning(turn, tmp_pa
     warned = [line for line in result.stderr.splitlines() if "warning" in line]
     assert len(warned) == 1 and "Traceback" not in result.stderr
     assert "60° of the 180° that parallel-beam needs are missing" in warned[0]
+    assert "use --algorithm 'sirt', 'cgls' or 'tv'" in warned[0]  # in flags, as the CLI speaks
+    assert "algorithm=" not in warned[0]
     volume = tomolab.io.open_volume(tmp_path / "v.zarr")
     assert abs(volume.attrs["center"] - turn.attrs["true_center"]) < 0.3
 
@@ -301,13 +303,28 @@ def test_the_panel_names_the_wedge_and_finds_the_centre_of_a_tilt_series(turn):
     assert "centroid" in panel.center_sweep.estimate_label.value
     assert abs(panel.center - turn.attrs["true_center"]) < 0.3
     assert panel.preview_task.state == "done"
-    # the overlay has nothing to pair, and says so in its own bar
-    assert "no opposite projections" in panel.center_overlay.task.error
+    # the overlay has nothing to pair, and says so in words in its tab: not an error, no figure
+    overlay = panel.center_overlay
+    assert overlay.task.error == "" and overlay.pair is None
+    shown = overlay.children[0].value
+    assert "needs two projections 180° apart" in shown
+    assert "angles cover -60°–60° (121 projections): no projection from 60° to 120°" in shown
+    assert overlay.plot_widget not in overlay.children
     with pytest.warns(LimitedAngleWarning):
         volume = panel.reconstruct()
     assert volume.shape == (4, 96, 96) and panel.task.error == ""
     # a full scan has no note
     assert _panel(turn.isel(angle=slice(0, 180, 2))).coverage_note.value == ""
+
+
+def test_the_panel_asks_for_a_centre_it_cannot_find_in_its_own_words(turn):
+    panel = _panel(cut(turn, 0, 10))
+    error = panel.center_sweep.task.error
+    assert "angles cover 0°–10°" in error and "the centroid fit cannot find the centre" in error
+    assert "fix: pass the centre ('centre px' in the panel)" in error
+    assert "center=" not in error
+    assert panel.center is None and panel.center_overlay.task.error == ""
+    assert "needs two projections 180° apart" in panel.center_overlay.unavailable
 
 
 def test_the_iteration_controls_show_for_iterative_algorithms_only(turn):
@@ -364,21 +381,81 @@ def test_iteration_preview_errors_show_in_step_6(turn):
     assert "no centre chosen" in panel.iteration_preview_task.error
 
 
-def test_a_tilted_axis_is_fitted_on_a_tilt_series():
-    """find_axis with the centroid fit at each row: a drifting axis over ±60°."""
+AXIS = (50.0, 0.05)  # a tilted axis: centre(row) = 50.0 + 0.05 * row
+
+
+def tilted_series(degrees, *, shapes=None, n_cols=96, n_rows=24, seed=0):
+    """Counts of a scan at ``degrees`` whose axis is at ``AXIS`` on each row (Poisson noise)."""
     from tomolab.data.phantom import default_phantom, project_slice
 
-    n_cols, n_rows = 96, 24
-    a, b = 50.0, 0.05  # centre(row) = a + b * row
-    angles = np.radians(np.arange(-60.0, 61.0))
-    shapes = default_phantom(n_cols, n_rows, radius_fraction=0.35)
+    a, b = AXIS
+    angles = np.radians(np.asarray(degrees, dtype=np.float64))
+    shapes = default_phantom(n_cols, n_rows, radius_fraction=0.35) if shapes is None else shapes
     z = np.arange(n_rows) - (n_rows - 1) / 2
     line = np.concatenate([project_slice(shapes, angles, np.arange(n_cols), [z[r]],
                                          center=a + b * r) for r in range(n_rows)], axis=1)
-    counts = np.random.default_rng(0).poisson(2e4 * np.exp(-line / n_cols)).astype(np.uint16)
-    scan = tomolab.from_arrays(counts, angles, flats=np.full((4, n_rows, n_cols), 20000, np.uint16),
+    counts = np.random.default_rng(seed).poisson(2e4 * np.exp(-line / n_cols)).astype(np.uint16)
+    return tomolab.from_arrays(counts, angles, flats=np.full((4, n_rows, n_cols), 20000, np.uint16),
                                darks=np.zeros((2, n_rows, n_cols), np.uint16))
+
+
+@pytest.mark.parametrize("first, last", [(-60, 60), (0, 120)])
+def test_find_axis_fits_a_tilted_axis_on_a_tilt_series(first, last, backend):
+    """find_axis picks the centroid fit by itself on a scan of less than 180°, as find_center."""
+    a, b = AXIS
+    scan = tilted_series(np.arange(first, last + 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # clear answers at every row: no warning
+        fit = tomolab.find_axis(scan, backend=backend)
+    assert fit.method == "centroid" and fit.as_attrs()["axis_method"] == "centroid"
+    assert abs(fit.slope - b) < 0.005 and not fit.suspect
+    assert np.abs(fit.center(fit.rows) - (a + b * fit.rows)).max() < 0.1
+    assert (fit.scores > LOW_SCORE).all() and fit.used.all()
+    # the methods that need 180° are still refused by name, pointing at what works
     with pytest.raises(ParameterError, match='method="centroid"'):
-        tomolab.find_axis(scan, backend="numpy")  # Vo needs 180°
-    fit = tomolab.find_axis(scan, method="centroid", backend="numpy")
-    assert abs(fit.slope - b) < 0.005 and abs(float(fit.center(12)) - (a + b * 12)) < 0.1
+        tomolab.find_axis(scan, method="vo", backend=backend)
+    assert tomolab.find_axis(scan, method="centroid", backend=backend).slope == \
+        pytest.approx(fit.slope)
+
+
+def test_find_axis_keeps_vo_on_a_full_scan():
+    scan = tilted_series(np.arange(0.0, 180.0))
+    fit = tomolab.find_axis(scan, backend="numpy")
+    assert fit.method == "vo" and abs(fit.slope - AXIS[1]) < 0.01
+
+
+def test_find_axis_leaves_out_rows_without_the_sample_and_says_so():
+    """A sample in the middle rows only: the rows above and below it have no centroid."""
+    from tomolab.data.phantom import Cylinder
+
+    a, b = AXIS
+    sample = [Cylinder(5, -3, -4, 4, 20, 14, 0, 1.0), Cylinder(-10, 8, -4, 4, 6, 6, 0, 0.5)]
+    scan = tilted_series(np.arange(-60.0, 61.0), shapes=sample)
+    with pytest.warns(UserWarning, match=r"covers 120° of 180°, but rows \[2, 4, 19, 21\] are "
+                                         r"left out \(.*\); do not trust it blindly: pass rows= "
+                                         r"where the sample is") as caught:
+        fit = tomolab.find_axis(scan, backend="numpy")
+    assert caught[0].filename == __file__
+    assert fit.used.tolist() == [False, False, True, True, True, True, True, False, False]
+    assert (fit.scores[~fit.used] == 0).all() and not fit.suspect
+    assert np.abs(fit.center(fit.rows[fit.used]) - (a + b * fit.rows[fit.used])).max() < 0.15
+    # measured where the sample is, the same line without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        inner = tomolab.find_axis(scan, rows=[8, 10, 12, 14, 16], backend="numpy")
+    assert abs(inner.slope - fit.slope) < 0.01
+
+
+@pytest.mark.filterwarnings("ignore:.*do not lie on a line")  # 24°: the rows scatter too
+def test_find_axis_on_a_narrow_range_warns_and_on_a_narrower_one_asks_for_the_centre():
+    with pytest.warns(UserWarning, match=r"covers 24° of 180°, but the centres have low scores "
+                                         r"\(median 0\.\d\d < 0\.3\); do not trust it"):
+        fit = tomolab.find_axis(tilted_series(np.arange(0.0, 25.0)), backend="numpy")
+    assert fit.method == "centroid" and np.median(fit.scores) < LOW_SCORE
+    with pytest.raises(ParameterError, match=r"angles cover 0°–10° \(11 projections\).*cannot find "
+                                             r"the centre at two or more of rows.*fix: pass the "
+                                             r"centre"):
+        tomolab.find_axis(tilted_series(np.arange(0.0, 11.0)), backend="numpy")
+    with pytest.raises(ParameterError, match="rows_averaged"):  # refused once, not per row
+        tomolab.find_axis(tilted_series(np.arange(0.0, 11.0)), rows_averaged=-2,
+                          backend="numpy")

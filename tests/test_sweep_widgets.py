@@ -146,13 +146,18 @@ def test_overlay_shift_maps_to_the_centre_of_a_simulated_scan(true_center):
         overlay.shift = 500.0
 
 
-def test_overlay_without_an_opposite_pair_says_so():
+def test_overlay_without_an_opposite_pair_says_so_in_words():
     from tomolab.widgets import CenterOverlay
 
     scan = tomolab.data.simulate_scan(48, n_rows=2, n_angles=30, angle_range=np.pi / 2)
     overlay = CenterOverlay(scan, backend="numpy")
-    assert overlay.pair is None and "180°" in overlay.task.error
+    assert overlay.pair is None and overlay.task.error == ""  # not an error: a fact of the scan
+    assert "needs two projections 180° apart" in overlay.unavailable
+    assert "angles cover 0°–87° (30 projections)" in overlay.unavailable
+    assert overlay.unavailable in overlay.children[0].value
     assert overlay.shift_slider.disabled and overlay.use_button.disabled
+    overlay.use_current()
+    assert overlay.value is None
 
 
 def test_phase_sweep_reads_out_plain_numbers():

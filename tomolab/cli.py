@@ -527,6 +527,13 @@ def _home_relative(path: Path) -> str:
         return str(path)
 
 
+def _in_flags(text: str, command: str) -> str:
+    """A warning's text with the api's keywords told as ``command``'s flags (``--algorithm``)."""
+    from tomolab.errors import TomolabError
+
+    return TomolabError(text).renamed(FLAGS.get(command, {})).what
+
+
 def main(argv=None) -> int:
     from tomolab.errors import TomolabError
 
@@ -536,8 +543,8 @@ def main(argv=None) -> int:
     try:
         if not args.debug:  # a warning is one line too (e.g. a partial output started afresh)
             warnings.showwarning = lambda message, *_, **__: print(
-                f"tomolab {args.command}: warning: {' '.join(str(message).split())}",
-                file=sys.stderr)
+                f"tomolab {args.command}: warning: "
+                f"{' '.join(_in_flags(str(message), args.command).split())}", file=sys.stderr)
         return args.func(args)
     except (TomolabError, OSError) as exc:
         if args.debug:

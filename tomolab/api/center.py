@@ -160,8 +160,8 @@ def find_center(scan, *, row: int | None = None, method: str = "auto", rows_aver
     >>> abs(center - scan.attrs["true_center"]) < 0.5
     True
     >>> tilt = scan.isel(angle=slice(0, 120))                   # 0°–119°: a missing wedge
-    >>> center, score = tomolab.find_center(tilt, backend="numpy")
-    >>> list(center.estimates), abs(center - scan.attrs["true_center"]) < 0.5
+    >>> estimate = tomolab.find_center(tilt, backend="numpy")
+    >>> list(estimate.estimates), abs(estimate.center - scan.attrs["true_center"]) < 0.5
     (['centroid'], True)
     """
     from tomolab.center import CENTER_METHODS, LOW_SCORE, angular_coverage, opposite_pair
@@ -337,7 +337,7 @@ def combine_centers(estimates: dict) -> CenterEstimate:
 #: what :func:`sweep_center` warns of on a scan of less than 180°
 _SWEEP_ON_A_WEDGE = ("the trial slices show streaks and a missing wedge, and their sharpness "
                      "moves little with the centre (a wrong centre mostly moves the sample): "
-                     "take best_center as a hint, and the centre from tomolab.find_center "
+                     "use best_center as a hint, and the centre from tomolab.find_center "
                      "(its centroid fit) or from a full scan of the same setup")
 
 #: the CPU's trial slices are binned to at most this width (see :func:`sweep_binning`)

@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 
 from tomolab.api.center import find_center
-from tomolab.api.validate import check_center, check_scan, resolve_rows, source_name
+from tomolab.api.validate import (check_center, check_choice, check_scan, resolve_rows,
+                                  source_name, user_stacklevel)
 from tomolab.checks import check_nonnegative
 from tomolab.errors import ParameterError
 from tomolab.sanity import check_whole_number
@@ -181,7 +182,7 @@ def default_axis_rows(n_rows: int, count: int = 9, *, margin: int = 2) -> np.nda
     return np.unique(np.round(np.linspace(margin, n_rows - 1 - margin, count)).astype(int))
 
 
-def find_axis(scan, *, rows=None, method: str = "vo", rows_averaged: int = 5,
+def find_axis(scan, *, rows=None, method: str = "auto", rows_averaged: int = 5,
               max_residual: float = 0.5, backend: str = "auto", normalize: bool = True):
     """Find the centre at several rows and fit a straight (tilted or drifting) axis.
 
@@ -191,8 +192,17 @@ def find_axis(scan, *, rows=None, method: str = "vo", rows_averaged: int = 5,
     rows : sequence of int, optional
         Detector rows to measure (default: :func:`default_axis_rows`, 9 rows
         spread over the detector).
-    method : {"vo", "phase-correlation"}
-        :func:`tomolab.find_center`'s method at each row.
+    method : {"auto", "vo", "phase-correlation", "centroid"}
+        :func:`tomolab.find_center`'s method at each row. ``"auto"``
+        (default): Vo's method on a scan over 180°; on a scan that leaves out
+        a wedge of directions (a ±60° tilt series, 0°–120°:
+        :func:`tomolab.center.angular_coverage`) the centroid fit, as
+        :func:`tomolab.find_center` picks it. There, rows where the fit
+        cannot place the centre (a score below
+        :data:`tomolab.api.center.NO_ANSWER_SCORE`, or no sample in the row)
+        are left out of the line, and a warning names them; with fewer than
+        two rows left it asks for the centre. A warning also says when the
+        rows' scores are low (median below :data:`tomolab.center.LOW_SCORE`).
     rows_averaged : int
         Rows averaged around each measured row.
     max_residual : float
@@ -206,18 +216,39 @@ def find_axis(scan, *, rows=None, method: str = "vo", rows_averaged: int = 5,
     -------
     tomolab.center.axis.AxisFit
         ``center(row)`` gives the axis at any row; ``tilt_degrees``,
-        ``rows``, ``centers``, ``scores``, ``residual_rms``, ``suspect``.
+        ``rows``, ``centers``, ``scores`` (0 for a row left out),
+        ``residual_rms``, ``suspect``, and ``method``, the method that ran
+        at each row.
+
+    Raises
+    ------
+    tomolab.errors.ParameterError
+        On a scan of less than 180° whose centre the centroid fit cannot
+        place at two or more rows: pass the centre instead.
 
     Examples
     --------
-    >>> import tomolab
+    >>> import numpy as np, tomolab
     >>> scan = tomolab.data.simulate_scan(96, n_rows=24, n_angles=150)
     >>> fit = find_axis(scan, backend="numpy")
-    >>> abs(fit.slope) < 0.02, abs(float(fit.center(12)) - scan.attrs["true_center"]) < 0.5
-    (True, True)
+    >>> true = scan.attrs["true_center"]
+    >>> fit.method, abs(fit.slope) < 0.02, abs(float(fit.center(12)) - true) < 0.5
+    ('vo', True, True)
+    >>> tilt = scan.isel(angle=slice(0, 100))                   # 0°–119°: a missing wedge
+    >>> fit = find_axis(tilt, backend="numpy")
+    >>> fit.method, abs(float(fit.center(12)) - true) < 0.5
+    ('centroid', True)
     """
-    from tomolab.center.axis import fit_axis
+    import dataclasses
 
+    from tomolab.api.center import NO_ANSWER_SCORE
+    from tomolab.center import CENTER_METHODS, LOW_SCORE, angular_coverage
+    from tomolab.center.axis import fit_axis
+    from tomolab.devices import resolve_backend
+    from tomolab.errors import InsufficientMemory
+
+    if method != "auto":
+        check_choice(method, CENTER_METHODS, where="method", what="centre-finding method")
     n_rows = int(scan.sizes["row"])
     if rows is None:
         rows = default_axis_rows(n_rows, margin=max(1, int(rows_averaged)) // 2)
@@ -233,21 +264,74 @@ def find_axis(scan, *, rows=None, method: str = "vo", rows_averaged: int = 5,
     if rows_array.size < 2:
         raise ParameterError("a tilt needs centres at two or more rows", where="rows",
                              value=rows_array.tolist(), fix="pass more rows, or omit rows")
-    centers, scores = [], []
+    coverage = angular_coverage(scan["angle"].values)
+    limited = method == "auto" and coverage.limited
+    row_method = ("centroid" if limited else "vo") if method == "auto" else method
+    if limited:  # what find_center would refuse at every row is refused here, once
+        check_whole_number(rows_averaged, "rows_averaged", fix="pass e.g. rows_averaged=5")
+        backend = resolve_backend(backend)
+        check_scan(scan, normalize=normalize)
+    centers, scores, left_out = [], [], {}
     for row in rows_array:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            c, s = find_center(scan, row=int(row), method=method, rows_averaged=rows_averaged,
-                               backend=backend, normalize=normalize)
+            try:
+                c, s = find_center(scan, row=int(row), method=row_method,
+                                   rows_averaged=rows_averaged, backend=backend,
+                                   normalize=normalize)
+            except InsufficientMemory:
+                raise
+            except ParameterError as exc:
+                if not limited:
+                    raise
+                c, s = np.nan, 0.0
+                left_out[int(row)] = exc.what
+        if limited and int(row) not in left_out and s < NO_ANSWER_SCORE:
+            left_out[int(row)] = f"centre {c:.2f} with score {s:.2f} < {NO_ANSWER_SCORE}"
+            s = 0.0  # fit_axis leaves out rows of score 0
         centers.append(c)
         scores.append(s)
-    fit = fit_axis(rows_array, centers, scores, max_residual=max_residual)
+    where = source_name(scan)
+    if limited:
+        found = [int(r) for r in rows_array if int(r) not in left_out]
+        if len(found) < 2:
+            first = next(iter(left_out.items()))
+            raise ParameterError(
+                f"{coverage.describe()}; the centroid fit cannot find the centre at two or more "
+                f"of rows {rows_array.tolist()} (found at {found or 'none'}; row {first[0]}: "
+                f"{first[1]})", where=where, value=None,
+                fix="pass the centre (center=COLUMN), e.g. one found on a full 180° scan of the "
+                    "same setup")
+    fit = dataclasses.replace(fit_axis(rows_array, centers, scores, max_residual=max_residual),
+                              method=row_method)
+    if limited:
+        median = float(np.median(np.asarray(scores)[fit.used]))
+        reasons = {}  # the same reason once, with its rows
+        for r, text in sorted(left_out.items()):
+            reasons.setdefault(text, []).append(r)
+        said = next(iter(reasons)) if len(reasons) == 1 else "; ".join(
+            f"{'row' if len(rs) == 1 else 'rows'} {', '.join(map(str, rs))}: {text}"
+            for text, rs in reasons.items())
+        why = [f"rows {sorted(left_out)} are left out ({said})"] if left_out else []
+        why += [f"the centres have low scores (median {median:.2f} < {LOW_SCORE})"] \
+            if median < LOW_SCORE else []
+        if why:
+            warnings.warn(
+                f"{where}: axis {fit.center(0):.2f} px at row 0, tilt {fit.tilt_degrees:.3f}°, "
+                f"from the centroid fit on a scan that covers {coverage.covered:.4g}° of 180°, "
+                f"but {' and '.join(why)}; do not trust it blindly: "
+                f"{'pass rows= where the sample is, ' if left_out else ''}pass the centre if "
+                f"you know it (a full scan of the same setup), or look at trial slices with "
+                f"tomolab.sweep_center(scan, row={found[len(found) // 2]}, centers=...)",
+                stacklevel=user_stacklevel())
     if fit.suspect:
-        worst = int(fit.rows[np.argmax(np.abs(fit.residuals))])
+        residuals = np.where(np.isfinite(fit.residuals), np.abs(fit.residuals), -1.0)
+        worst = int(fit.rows[np.argmax(residuals)])
         warnings.warn(
-            f"{source_name(scan)}: the centres at rows "
-            f"{fit.rows.astype(int).tolist()} ({np.round(fit.centers, 2).tolist()}) do not lie on a "
-            f"line (RMS {fit.residual_rms:.2f} px > {max_residual} px"
-            f"{', outliers left out' if (~fit.used).any() else ''}); check row {worst} with "
-            f"tomolab.sweep_center(scan, row={worst}, centers=...)", stacklevel=2)
+            f"{where}: the centres at rows "
+            f"{fit.rows.astype(int).tolist()} ({np.round(fit.centers, 2).tolist()}) do not lie "
+            f"on a line (RMS {fit.residual_rms:.2f} px > {max_residual} px"
+            f"{', outliers left out' if (~fit.used & (fit.scores > 0)).any() else ''}); check row "
+            f"{worst} with tomolab.sweep_center(scan, row={worst}, centers=...)",
+            stacklevel=user_stacklevel())
     return fit

@@ -40,6 +40,9 @@ class AxisFit:
         dropped: check the centres with a sweep at those rows.
     max_residual : float
         The threshold used for ``suspect`` (pixels).
+    method : str
+        The centre-finding method that measured the rows (``""`` when not
+        known, e.g. centres passed to :func:`fit_axis` by hand).
     """
 
     intercept: float
@@ -51,6 +54,7 @@ class AxisFit:
     residual_rms: float
     suspect: bool
     max_residual: float
+    method: str = ""
 
     def center(self, row):
         """Axis column at detector ``row`` (scalar or array).
@@ -79,7 +83,8 @@ class AxisFit:
         return {"axis_intercept": self.intercept, "axis_slope": self.slope,
                 "axis_tilt_degrees": self.tilt_degrees, "axis_residual_rms": self.residual_rms,
                 "axis_rows": self.rows.tolist(), "axis_centers": self.centers.tolist(),
-                "axis_scores": self.scores.tolist(), "axis_suspect": int(self.suspect)}
+                "axis_scores": self.scores.tolist(), "axis_suspect": int(self.suspect),
+                "axis_method": self.method}
 
 
 def _weighted_line(rows, centers, weights):

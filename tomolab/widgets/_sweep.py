@@ -343,7 +343,13 @@ class CenterSweep(SweepView):
         import tomolab
         from tomolab.center import LOW_SCORE
 
-        found = tomolab.find_center(self.scan, row=int(self.row_input.value), backend=self.backend)
+        from tomolab.errors import TomolabError
+
+        try:
+            found = tomolab.find_center(self.scan, row=int(self.row_input.value),
+                                        backend=self.backend)
+        except TomolabError as exc:  # in a widget's words: where a user types a centre
+            raise exc.renamed({"center=COLUMN": "'centre px' in the panel"}) from None
         center, score = found
         methods = " + ".join(getattr(found, "estimates", {})) or "auto"
         n_cols = int(self.scan.sizes["col"])
@@ -383,6 +389,22 @@ class CenterSweep(SweepView):
             cancel=lambda: handle.cancelled))
 
 
+def _no_pair_reason(scan) -> str:
+    """Why ``scan`` has no 0°/180° overlay (no two projections 180° apart), or ``""``."""
+    from tomolab.center import angular_coverage, opposite_pair
+    from tomolab.errors import ParameterError
+
+    angles = scan["angle"].values
+    try:
+        opposite_pair(angles)
+    except ParameterError:
+        return (f"The 0°/180° overlay needs two projections 180° apart, and this scan has none: "
+                f"{angular_coverage(angles).describe()}. Find the centre with the trial slices "
+                f"(centred on the centroid fit, which works on the range present), or give it "
+                f"yourself ('centre px' in the panel, center= in a script).")
+    return ""
+
+
 class CenterOverlay(LoadsBokehJS, widgets.VBox):
     """Check the centre by eye: the 0° projection over the mirrored 180° one, shifted by hand.
 
@@ -393,6 +415,11 @@ class CenterOverlay(LoadsBokehJS, widgets.VBox):
     centre ``(cols - 1) / 2 + shift / 2``
     (:func:`tomolab.viz.center_from_shift`), the column every tomolab
     function takes; "Use this centre" sets :attr:`value`.
+
+    On a scan without two projections 180° apart (a ±60° tilt series,
+    0°–120°) there is nothing to overlay: the widget says so in words, with
+    the range the scan covers (:meth:`tomolab.center.Coverage.describe`),
+    and :attr:`unavailable` holds that sentence; the controls stay disabled.
 
     Parameters
     ----------
@@ -416,13 +443,19 @@ class CenterOverlay(LoadsBokehJS, widgets.VBox):
 
     Examples
     --------
-    >>> import tomolab
+    >>> import numpy as np, tomolab
     >>> scan = tomolab.data.simulate_scan(64, n_rows=4, n_angles=90)
     >>> overlay = CenterOverlay(scan, center=32.0, backend="numpy")
     >>> overlay.shift, overlay.center
     (1.0, 32.0)
     >>> overlay.shift = 3.0; overlay.use_current(); overlay.value
     33.0
+    >>> tilt = tomolab.data.simulate_scan(64, n_rows=4, n_angles=61, angle_range=np.radians(122))
+    >>> note = CenterOverlay(tilt, backend="numpy").unavailable
+    >>> note.split(":")[0]
+    'The 0°/180° overlay needs two projections 180° apart, and this scan has none'
+    >>> "angles cover 0°–120° (61 projections)" in note
+    True
     """
 
     shift = traitlets.Float(0.0, help="columns the mirrored 180° projection is moved by")
@@ -443,10 +476,14 @@ class CenterOverlay(LoadsBokehJS, widgets.VBox):
         self.n_cols = n_cols = int(scan.sizes["col"])
         self.task = TaskBar()
         self.pair = None
+        #: why there is no overlay to draw (the scan has no projections 180° apart), or ""
+        self.unavailable = ""
         with self.task.guard():
             from tomolab.devices import resolve_backend
 
-            self.pair = opposite_projections(scan, backend=resolve_backend(backend))
+            self.unavailable = _no_pair_reason(scan)
+            if not self.unavailable:
+                self.pair = opposite_projections(scan, backend=resolve_backend(backend))
         limit = float(n_cols - 1)
         self.shift_slider = widgets.FloatSlider(value=0.0, min=-limit, max=limit, step=0.5,
                                                 description="shift px", readout_format=".1f",
@@ -474,8 +511,16 @@ class CenterOverlay(LoadsBokehJS, widgets.VBox):
         self._stream = Shift(shift=0.0)
         self.plot_widget, self._plot = HoloViewsWidget(
             hv.DynamicMap(self._image, streams=[self._stream]))
-        self.children = [help_text, widgets.HBox([self.shift_slider, self.readout]),
-                         self.plot_widget, widgets.HBox([self.use_button, self.adopted]), self.task]
+        if self.unavailable:  # nothing to overlay: say why, in place of the controls
+            import html
+
+            self.children = [widgets.HTML(
+                f'<div class="tomolab-unavailable" style="color:#b35900;max-width:{size + 120}px">'
+                f"&#9888; {html.escape(self.unavailable, quote=False)}</div>"), self.task]
+        else:
+            self.children = [help_text, widgets.HBox([self.shift_slider, self.readout]),
+                             self.plot_widget, widgets.HBox([self.use_button, self.adopted]),
+                             self.task]
         start = (n_cols - 1) / 2.0 if center is None else float(center)
         self.shift = shift_from_center(n_cols, start)
 
@@ -504,6 +549,12 @@ class CenterOverlay(LoadsBokehJS, widgets.VBox):
         """The image shown for ``shift`` (default: the current one): full resolution, (row, col)."""
         from tomolab.viz import mirror_overlay
 
+        if self.pair is None:
+            from tomolab.errors import ParameterError
+
+            raise ParameterError(self.unavailable or "the opposite projections could not be read",
+                                 where="shift", value=shift,
+                                 fix="find the centre with the trial slices instead")
         shift = self.shift if shift is None else float(shift)
         return mirror_overlay(self.pair.values[0], self.pair.values[1], shift)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 
@@ -459,3 +460,29 @@ def test_find_axis_on_a_narrow_range_warns_and_on_a_narrower_one_asks_for_the_ce
     with pytest.raises(ParameterError, match="rows_averaged"):  # refused once, not per row
         tomolab.find_axis(tilted_series(np.arange(0.0, 11.0)), rows_averaged=-2,
                           backend="numpy")
+
+
+def test_the_newest_lambda_is_previewed_when_the_slider_moves_during_a_preview(turn):
+    """λ moved three times while previews run in the background: the last λ is the one shown."""
+    pytest.importorskip("ipywidgets")
+    pytest.importorskip("holoviews")
+    from tomolab.widgets import ReconstructionPanel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LimitedAngleWarning)
+        panel = ReconstructionPanel(cut(turn, -60, 60), backend="numpy", background=True, size=200)
+    panel.center = float(turn.attrs["true_center"])
+    panel.rows_input.value = "0:2"
+    panel.algorithm_input.value = "tv"
+    panel.iterations_input.value = 200  # long enough that the next moves find it running
+    panel.regularization_auto.value = False
+    for value in (2e-3, 5e-3, 1e-2):
+        panel.regularization_input.value = value
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+            panel.iteration_preview_task.running or panel._preview_again
+            or panel.iteration_preview is None
+            or panel.iteration_preview.attrs.get("regularization") != pytest.approx(1e-2)):
+        time.sleep(0.05)
+    assert panel.iteration_preview_task.error == ""
+    assert panel.iteration_preview.attrs["regularization"] == pytest.approx(1e-2)

@@ -21,7 +21,7 @@ import traitlets
 import xarray as xr
 
 from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
-from tomolab.widgets._task import TaskBar
+from tomolab.widgets._task import TaskBar, call_in_kernel_thread
 
 __all__ = ["ReconstructionPanel"]
 
@@ -254,6 +254,7 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
                                                        layout=narrow)
         self.iteration_preview_task = TaskBar()
         self.iteration_preview = None  # the last one-slice preview of step 6 (z, y, x)
+        self._preview_again = False  # λ moved while a preview ran: preview the newest when it ends
         self.iteration_preview_label = widgets.HTML("")
         self.iteration_preview_plot, self._iteration_hv = HoloViewsWidget(
             self._slice_view(None, "no preview yet"))
@@ -311,6 +312,7 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         self.regularization_auto.observe(self._on_regularization_auto, "value")
         self.regularization_input.observe(lambda _: self.preview_iterations(), "value")
         self.iteration_preview_button.on_click(lambda _: self.preview_iterations())
+        self.iteration_preview_task.observe(self._on_iteration_preview_state, "state")
         self._on_algorithm({"new": self.algorithm_input.value})
         if path_or_scan is not None:
             self.open_scan(path_or_scan)
@@ -588,6 +590,11 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
                 f"wedge; {html.escape(iterative_hint(), quote=False)} (the centre comes from the "
                 f"centroid fit)</span>")
 
+    def _on_iteration_preview_state(self, change):
+        if change["new"] != "running" and self._preview_again:
+            self._preview_again = False
+            call_in_kernel_thread(self.preview_iterations)
+
     def preview_iterations(self):
         """One row with the algorithm, iterations and λ of step 6, shown in step 6.
 
@@ -598,6 +605,11 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         import tomolab
 
         if not self._iterative() or self.scan is None:
+            return None
+        if self.iteration_preview_task.running:
+            # the newest settings win: stop the preview in hand; it reruns when that one ends
+            self._preview_again = True
+            self.iteration_preview_task.cancel()
             return None
         with errors_to(self.iteration_preview_task):
             scan = self._require_scan()

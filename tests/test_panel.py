@@ -256,6 +256,8 @@ def test_preprocessing_options_reach_the_reconstruction(sample):
 def test_no_widget_shadows_the_ipywidgets_api():
     """A method that shadows ipywidgets' own (``open`` did once: it opens the comm) leaves the
     widget without a comm, and the browser shows "Error displaying widget: model not found"."""
+    import inspect
+
     import ipywidgets
 
     import tomolab.widgets as tw
@@ -266,7 +268,10 @@ def test_no_widget_shadows_the_ipywidgets_api():
         if isinstance(cls, type) and issubclass(cls, ipywidgets.Widget):
             for klass in cls.__mro__:
                 if klass.__module__.startswith("tomolab"):
-                    clash = api & {n for n, v in vars(klass).items() if callable(v)}
+                    # an override that hands on to ipywidgets' own (``super().close()``) keeps
+                    # the comm's behaviour; any other shadowing does not
+                    clash = {n for n, v in vars(klass).items() if callable(v) and n in api
+                             and f"super().{n}(" not in inspect.getsource(v)}
                     assert not clash, f"{klass.__name__} shadows ipywidgets: {sorted(clash)}"
     panel = tw.ReconstructionPanel(None, background=False)
     assert panel.comm is not None

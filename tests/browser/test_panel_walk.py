@@ -111,10 +111,15 @@ _ERROR_STEPS_JS = """(notebook) => Array.from(notebook.querySelectorAll('.tomola
 
 #: the task bar of a panel step: (fraction shown by its bar, or null when hidden; its text)
 _TASK_BAR_JS = """(step) => {
-    const bar = step.querySelector('.widget-hprogress .progress-bar');
-    const row = bar && bar.closest('.widget-hbox');
-    if (!bar || !row || row.offsetParent === null) return [null, ''];
-    return [parseFloat(bar.style.width || bar.style.height || '0') / 100, row.innerText.trim()];
+    // a step may hold several task bars (step 6: the one-slice preview's, hidden unless an
+    // iterative method is chosen, and the reconstruction's): the first one shown
+    for (const bar of step.querySelectorAll('.widget-hprogress .progress-bar')) {
+        const row = bar.closest('.widget-hbox');
+        if (row && row.offsetParent !== null)
+            return [parseFloat(bar.style.width || bar.style.height || '0') / 100,
+                    row.innerText.trim()];
+    }
+    return [null, ''];
 }"""
 
 

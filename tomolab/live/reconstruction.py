@@ -25,9 +25,12 @@ on the centre, so the buffer holds for every centre.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import queue
 import threading
 import time
+import warnings
 from collections import deque
 
 import numpy as np
@@ -108,11 +111,22 @@ class LiveReconstruction:
     normalize, log : bool
         Flat/dark correction and ``-log``, as in :func:`tomolab.reconstruct`.
     keep_frames : bool
-        Keep the raw frames in host memory (a reference to each frame as it
-        arrived: ``rows × cols × itemsize`` bytes per frame, 15 GB for 1800
-        frames of 2048² uint16), so that :meth:`to_scan` can hand them to
-        :func:`tomolab.reconstruct_to`, and so that new flats re-normalise the
-        buffer. ``False``: neither.
+        Keep the raw frames (where: ``spool``), so that :meth:`to_scan` can
+        hand them to :func:`tomolab.reconstruct_to`, and so that new flats
+        re-normalise the buffer. ``False``: neither.
+    spool : path-like, None or False
+        Where the raw frames are kept. ``None`` (default): a DXchange file in
+        the user's cache folder (``~/.cache/tomolab/live/``; the spools of
+        Python processes that have ended are removed by the next session); a
+        folder: a new file there; a path ending in ``.h5``: that file (kept).
+        Each projection is written by a thread of its own as it arrives
+        (``rows × cols × itemsize`` bytes on disk per frame: 15 GB for 1800
+        frames of 2048² uint16, nothing in memory), the flats and darks when
+        the scan ends or the session stops. ``False``: in host memory, as a
+        reference to each frame (the same 15 GB, in RAM: for small scans).
+        A disk problem (full, read-only, a quota) stops the spool with one
+        line in :meth:`errors`; the slices go on. ``stats["spool"]`` says
+        where it stands.
     queue_frames : int, optional
         Frames waiting for the reconstruction thread, at most; a projection
         that finds the queue full (the reconstruction is behind the source)
@@ -149,7 +163,7 @@ class LiveReconstruction:
                  window: str = "accumulate", n_angles_hint: int | None = None,
                  buffer_angles: int | None = None, pixel_size: float | None = None,
                  normalize: bool = True, log: bool = True, keep_frames: bool = True,
-                 queue_frames: int | None = None):
+                 queue_frames: int | None = None, spool=None):
         from tomolab.devices import resolve_backend
         from tomolab.recon import FILTERS
         from tomolab.sanity import check_quantity
@@ -172,6 +186,8 @@ class LiveReconstruction:
         self.keep_frames = check_bool(keep_frames, "keep_frames",
                                       "pass True (keep raw frames for to_scan) or False")
         self.pixel_size = None if pixel_size is None else check_quantity("pixel_size", pixel_size)
+        self._spool_where = self._check_spool(spool)
+        self._spooler = None
         whole = {}
         for name, value in (("size", size), ("n_angles_hint", n_angles_hint),
                             ("buffer_angles", buffer_angles), ("queue_frames", queue_frames)):
@@ -234,6 +250,19 @@ class LiveReconstruction:
         return (check_whole_number(y, "point[0] (y)", minimum=0),
                 check_whole_number(x, "point[1] (x)", minimum=0))
 
+    def _check_spool(self, spool):
+        if spool is False or (spool is None and not self.keep_frames):
+            return False
+        if spool is not None and not isinstance(spool, (str, os.PathLike)):
+            raise ParameterError("spool must be a folder, a .h5 file, None or False", where="spool",
+                                 value=spool, fix="pass e.g. spool='/data/spool/', or spool=False to "
+                                                  "keep the raw frames in memory")
+        if not self.keep_frames:
+            raise ParameterError("a spool keeps the raw frames, but keep_frames=False",
+                                 where="spool", value=spool,
+                                 fix="pass keep_frames=True, or leave spool out")
+        return spool
+
     @property
     def size(self) -> int | None:
         """Width of the square slices (None until the first frame when not given)."""
@@ -290,7 +319,15 @@ class LiveReconstruction:
         if self._state in ("ended", "lost"):
             return self
         self._queue = queue.Queue()
-        self._threads = [threading.Thread(target=self._receive_loop, daemon=True,
+        spool_thread = []
+        if self._spool_where is not False:
+            from tomolab.live._spool import Spooler
+
+            if self._spooler is None:
+                self._spooler = Spooler(self._spool_where, expected=self.n_angles_hint,
+                                        report=self._error)
+            spool_thread = [self._spooler.new_thread()]
+        self._threads = spool_thread + [threading.Thread(target=self._receive_loop, daemon=True,
                                           name="tomolab-live-receive"),
                          threading.Thread(target=self._reconstruct_loop, daemon=True,
                                           name="tomolab-live-reconstruct")]
@@ -391,7 +428,13 @@ class LiveReconstruction:
         if frame.kind == "projection":
             counts["projections"] += 1
             self._max_index = max(self._max_index, int(frame.index))
-            if self.keep_frames:
+            if self._spooler is not None:
+                angle = frame.angle
+                if (angle is None or not np.isfinite(angle)) and self.n_angles_hint:
+                    angle = frame.index * np.pi / self.n_angles_hint
+                if angle is not None and np.isfinite(angle):  # without one it is an error later
+                    self._spooler.put(dataclasses.replace(frame, angle=float(angle)))
+            elif self.keep_frames:
                 self._raw[int(frame.index)] = frame
             if self._queue_full(frame.nbytes):
                 counts["dropped"] += 1
@@ -425,9 +468,24 @@ class LiveReconstruction:
                 except Exception as exc:  # noqa: BLE001 - e.g. out of memory: say so, go on
                     self._error(f"reconstruction: {type(exc).__name__}: {exc}")
                 max_batch = self._batch_limit()
+        if self._spooler is not None:
+            self._close_spool()
         if not self._stopping.is_set():
             state = getattr(self.source, "state", "ended")
             self._state = "lost" if state == "lost" else "ended"
+
+    def _close_spool(self):
+        """Finish the spool file (the frames queued for it first): flats, darks, metadata."""
+        fields = {kind: np.stack([frame.data for frame in self._sets[kind]])
+                  if self._sets[kind] else None for kind in ("flat", "dark")}
+        self._spooler.close(flats=fields["flat"], darks=fields["dark"], pixel_size=self.pixel_size,
+                            attrs={"live_source": str(getattr(self.source, "description",
+                                                              type(self.source).__name__)),
+                                   "live_center": float(self.center),
+                                   "live_projections": int(self._counts["projections"]),
+                                   "live_spool_skipped": int(self._spooler.skipped),
+                                   "note": "raw frames of a tomolab live session, in arrival "
+                                           "order (/exchange/frame_index: their numbers)"})
 
     def _batch_limit(self) -> int:
         """Projections filtered at once: the FFT's working memory within a tenth of free memory."""
@@ -501,10 +559,22 @@ class LiveReconstruction:
             return
         for start in range(0, len(used), 64):
             slots = used[start:start + 64]
-            frames = [self._raw[int(self._slot_index[k])] for k in slots]
+            frames = self._raw_frames([int(self._slot_index[k]) for k in slots])
+            if frames is None:  # the spool failed or left some out: they keep the old flats
+                self._renormalised_from_raw = False
+                continue
             self._ring[slots] = self._filtered(frames)
             self._slot_version[slots] = self._fields_version
         self._recompute(("xy", "xz", "yz"))
+
+    def _raw_frames(self, indices):
+        """The raw projections ``indices`` as frames (from the spool or memory), or None."""
+        if self._spooler is None:
+            return [self._raw[i] for i in indices]
+        data = self._spooler.read(indices)
+        if data is None:
+            return None
+        return [Frame("projection", i, None, d) for i, d in zip(indices, data)]
 
     def _allocate(self):
         """The sums and an empty ring buffer, at the first projection."""
@@ -713,7 +783,10 @@ class LiveReconstruction:
         session went on), ``last_error``, ``ingest_gbps`` (bytes of frames in
         the slices per second, from the first arrival to the last update),
         ``latency_last``/``latency_median``/``latency_p95`` (seconds from a
-        frame's arrival to slices that include it), ``state``, ``reason``.
+        frame's arrival to slices that include it), ``state``, ``reason``,
+        ``spool`` (where the raw frames are: ``"waiting"``, ``"writing"``,
+        ``"complete"``, ``"failed"``; ``"memory"`` with ``spool=False``,
+        ``"off"`` with ``keep_frames=False``) and ``spool_path``.
         """
         counts = dict(self._counts)
         errors = list(self._errors)
@@ -739,7 +812,16 @@ class LiveReconstruction:
             "latency_last": float(latencies[-1]) if latencies.size else None,
             "latency_median": float(np.median(latencies)) if latencies.size else None,
             "latency_p95": float(np.percentile(latencies, 95)) if latencies.size else None,
+            "spool": self._spool_state(),
+            "spool_path": "" if self._spooler is None else str(self._spooler.path),
         }
+
+    def _spool_state(self) -> str:
+        if self._spooler is not None:
+            return self._spooler.state
+        if self._spool_where is not False:  # not started yet
+            return "waiting"
+        return "memory" if self.keep_frames else "off"
 
     def errors(self) -> list[str]:
         """Every problem noted, from the source and from the reconstruction, oldest first."""
@@ -811,20 +893,30 @@ class LiveReconstruction:
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
     def to_scan(self):
-        """The frames that arrived as a scan, as :func:`tomolab.from_arrays` makes one.
+        """The frames that arrived as a scan, read lazily from the spool.
 
-        Projections by index (those dropped from the slices included), the
-        latest set of flats and of darks, and the pixel size: what
-        :func:`tomolab.reconstruct` or :func:`tomolab.reconstruct_to` of
-        everything that arrived needs. Needs ``keep_frames=True``; the
-        projections are stacked into one new array (a second copy of them in
-        host memory, ``projections × rows × cols × itemsize`` bytes).
+        Projections by index (those dropped from the slices included; a
+        duplicate counts once, as it arrived first), the latest set of flats
+        and of darks, and the pixel size: what :func:`tomolab.reconstruct` or
+        :func:`tomolab.reconstruct_to` of everything that arrived needs.
+
+        With a spool (the default) this is :func:`tomolab.open_scan` of the
+        finished spool file: lazy, nothing is copied. The file holds the
+        projections in the order they arrived (appending is what lets each
+        frame go to disk at once); when they arrived out of order, the scan
+        puts them back in index order (a lazy selection), as the memory path
+        does. Available once the scan has ended or the session was stopped
+        (the spool is then complete). With ``spool=False`` the projections are
+        stacked from memory into one new array (a second copy of them).
+        Needs ``keep_frames=True``.
         """
         from tomolab.io import from_arrays
 
         if not self.keep_frames:
             raise ParameterError("the raw frames were not kept", where="keep_frames", value=False,
                                  fix="make the LiveReconstruction with keep_frames=True")
+        if self._spool_where is not False:
+            return self._spooled_scan()
         with self._lock:
             frames = [self._raw[k] for k in sorted(self._raw)]
             flats = [frame.data for frame in self._sets["flat"]]
@@ -838,6 +930,33 @@ class LiveReconstruction:
                            darks=np.stack(darks) if darks else None, pixel_size=self.pixel_size,
                            attrs={"source_file": "", "live_source": str(
                                getattr(self.source, "description", type(self.source).__name__))})
+
+    def _spooled_scan(self):
+        from tomolab.errors import OutputError
+        from tomolab.io import open_scan
+        from tomolab.live._spool import frame_order
+
+        spooler = self._spooler
+        state = "waiting" if spooler is None else spooler.state
+        if state == "failed":
+            raise OutputError(f"the spool of raw frames failed: {spooler.error}",
+                              where=str(spooler.path),
+                              fix="give the next session spool= a folder on a disk with room (or "
+                                  "spool=False to keep a small scan in memory)")
+        if state == "waiting" or spooler.written == 0:
+            raise ParameterError("no projection has arrived yet", where="to_scan", value=0,
+                                 fix="wait for frames (live.stats['projections'])")
+        if state == "writing" or self.running:
+            raise ParameterError("the spool is still being written", where="to_scan", value=state,
+                                 fix="wait for the end of the scan (live.wait()) or stop() the "
+                                     "session first")
+        indices = sorted(spooler.positions, key=spooler.positions.get)
+        order = frame_order(indices)
+        with warnings.catch_warnings():
+            if order is not None:  # put back in order here
+                warnings.filterwarnings("ignore", message=".*angles are not in order")
+            scan = open_scan(spooler.path)
+        return scan if order is None else scan.isel(angle=order)
 
     def __repr__(self):
         s = self.stats

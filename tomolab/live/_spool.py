@@ -187,11 +187,12 @@ class Spooler:
 
     def _fail(self, exc):
         self.state = "failed"
-        self.error = str(exc)
+        self.error = getattr(exc, "what", None) or f"{type(exc).__name__}: {exc}"
         if self._spool is not None:
             with contextlib.suppress(Exception):
                 self._spool.abandon()
-        self._report(f"spool: {exc} -- the raw frames are no longer written; the live slices go on")
+        self._report(f"spool {self.path}: {self.error}; the raw frames are no longer written "
+                     f"(the live slices go on)")
         with self._written:
             self._written.notify_all()
 

@@ -32,6 +32,7 @@ import threading
 import time
 import warnings
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -261,6 +262,12 @@ class LiveReconstruction:
             raise ParameterError("a spool keeps the raw frames, but keep_frames=False",
                                  where="spool", value=spool,
                                  fix="pass keep_frames=True, or leave spool out")
+        from tomolab.live._spool import spool_path
+
+        if spool is not None and spool_path(spool)[0] == Path(os.fspath(spool)).expanduser() \
+                and os.path.lexists(spool):
+            raise ParameterError("the spool file already exists", where="spool", value=str(spool),
+                                 fix="name a new .h5 file, or a folder (a new file goes there)")
         return spool
 
     @property

@@ -25,6 +25,7 @@ on the centre, so the buffer holds for every centre.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -58,6 +59,28 @@ BUFFER_FRACTION = 0.5
 
 #: bytes of frames that may wait for the reconstruction thread (unless ``queue_frames`` is given)
 QUEUE_BYTES = 1_000_000_000
+
+
+#: interpolations below which a CPU kernel runs in the calling thread alone: waking the other
+#: threads costs ~50 µs on idle cores but ~10 ms on a machine whose cores are busy (measured on
+#: 2 shared cores, benchmarks/RESULTS.md), more than one frame's three slices take on one core
+_PARALLEL_WORK = 4_000_000
+
+
+@contextlib.contextmanager
+def _kernel_threads(xp, work: int):
+    """Run the Numba kernels of this thread on one thread when ``work`` is small (CPU only)."""
+    if xp is not np or work >= _PARALLEL_WORK:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)  # numba's thread count is per calling thread
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _array_module(backend: str):
@@ -669,7 +692,8 @@ class LiveReconstruction:
             return filter_sinograms(data, filter=self.filter, pad_mode=self.pad_mode)
         import scipy.fft
 
-        with scipy.fft.set_workers(-1):  # every core for the FFTs of this thread
+        workers = -1 if data.size >= _PARALLEL_WORK // 64 else 1  # an FFT is ~64× an interpolation
+        with scipy.fft.set_workers(workers):
             return filter_sinograms(data, filter=self.filter, pad_mode=self.pad_mode)
 
     def _ingest(self, frames):
@@ -726,38 +750,50 @@ class LiveReconstruction:
             self._free.extend(out)
         return kept
 
+    def _plane_points(self, which=("xz", "yz")):
+        """The voxel offsets ``(X, Y)`` of the named vertical planes, one after the other."""
+        from tomolab.recon import plane_points
+
+        y, x = self.point
+        at = {"xz": {"y": y}, "yz": {"x": x}}
+        parts = [plane_points(self.size, **at[name]) for name in which]
+        return np.concatenate([X for X, _ in parts]), np.concatenate([Y for _, Y in parts])
+
     def _add(self, filtered, angles, sign: float):
         """Add (or take away) the contributions of filtered projections ``(b, rows, cols)``."""
-        from tomolab.recon import backproject, backproject_points, plane_points
+        from tomolab.recon import backproject, backproject_points
 
         sums, size = self._sums, self.size
-        y, x = self.point
-        xy = backproject(filtered[:, self.z][None], angles, center=self.center, size=size)[0]
-        planes = {name: backproject_points(filtered, angles, center=self.center,
-                                           **dict(zip("XY", plane_points(size, **{axis: at}))))
-                  for name, axis, at in (("xz", "y", y), ("yz", "x", x))}
+        with _kernel_threads(self._xp, filtered.shape[0] * filtered.shape[1] * size * 3):
+            xy = backproject(filtered[:, self.z][None], angles, center=self.center, size=size)[0]
+            # both planes in one pass: each filtered row is read once for the two
+            X, Y = self._plane_points()
+            planes = backproject_points(filtered, angles, center=self.center, X=X, Y=Y)
         if sign > 0:
             sums["xy"] += xy
-            sums["xz"] += planes["xz"]
-            sums["yz"] += planes["yz"]
+            sums["xz"] += planes[:, :size]
+            sums["yz"] += planes[:, size:]
         else:
             sums["xy"] -= xy
-            sums["xz"] -= planes["xz"]
-            sums["yz"] -= planes["yz"]
+            sums["xz"] -= planes[:, :size]
+            sums["yz"] -= planes[:, size:]
 
     def _recompute(self, which):
         """The named sums again from the whole buffer (empty slots hold zeros)."""
-        from tomolab.recon import backproject, backproject_points, plane_points
+        from tomolab.recon import backproject, backproject_points
 
         xp, sums, size = self._xp, self._sums, self.size
         ring, angles = self._ring[:self._high], self._slot_angle[:self._high]
-        y, x = self.point
-        if "xy" in which:
-            sums["xy"] = backproject(ring[:, self.z][None], angles, center=self.center, size=size)[0]
-        for name, axis, at in (("xz", "y", y), ("yz", "x", x)):
-            if name in which:
-                X, Y = plane_points(size, **{axis: at})
-                sums[name] = backproject_points(ring, angles, center=self.center, X=X, Y=Y)
+        planes = [name for name in ("xz", "yz") if name in which]
+        with _kernel_threads(xp, ring.shape[0] * ring.shape[1] * size * len(which)):
+            if "xy" in which:
+                sums["xy"] = backproject(ring[:, self.z][None], angles, center=self.center,
+                                         size=size)[0]
+            if planes:
+                X, Y = self._plane_points(planes)
+                both = backproject_points(ring, angles, center=self.center, X=X, Y=Y)
+                for k, name in enumerate(planes):
+                    sums[name] = xp.ascontiguousarray(both[:, k * size:(k + 1) * size])
         self._since_resync = 0
         self.version += 1
         if xp is not np:

@@ -150,15 +150,19 @@ class Spooler:
             item = self._queue.get()
             if isinstance(item, tuple) and item[0] == _CLOSE:
                 self._close(item[1])
+                self._queue.task_done()
                 return
             with self._count_lock:
                 self._queued_bytes -= item.nbytes
-            if self.state == "failed":
-                continue
             try:
-                self._write(item)
+                if self.state != "failed":
+                    self._write(item)
             except Exception as exc:  # noqa: BLE001 - a disk problem stops the spool, not the session
                 self._fail(exc)
+            finally:
+                self._queue.task_done()
+                with self._written:
+                    self._written.notify_all()
 
     def _write(self, frame):
         from tomolab.io import FrameSpool
@@ -217,7 +221,8 @@ class Spooler:
         return self._spool.read(positions)
 
     def _pending(self) -> bool:
-        return self._queue.qsize() > 0
+        """Frames queued or being written (taken from the queue, not yet on disk)."""
+        return self._queue.unfinished_tasks > 0
 
     def describe(self) -> dict:
         return {"state": self.state, "path": str(self.path), "frames": self.written,

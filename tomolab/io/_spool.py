@@ -42,6 +42,7 @@ from tomolab.io._guard import (
 __all__ = ["FrameSpool"]
 
 _HEADROOM = 2 ** 20  # bytes beyond the data kept for HDF5's metadata
+_BLOCK = 256  # angles and frame numbers written together
 
 
 def _file_size_limit() -> int | None:
@@ -78,7 +79,8 @@ class FrameSpool:
     >>> spool = FrameSpool(path, frame_shape=(2, 3), dtype=np.uint16, expected=4)
     >>> for i in range(4):
     ...     _ = spool.append(np.full((2, 3), i, np.uint16), angle=i * np.pi / 4, index=i)
-    >>> spool.close(flats=np.full((1, 2, 3), 9, np.uint16), pixel_size=1e-6).name
+    >>> spool.close(flats=np.full((1, 2, 3), 9, np.uint16), darks=np.zeros((1, 2, 3), np.uint16),
+    ...             pixel_size=1e-6).name
     'spool.h5'
     >>> scan = tomolab.open_scan(path)
     >>> scan.sizes["angle"], int(scan.projections[3, 0, 0]), int(scan.flats[0, 0, 0])
@@ -97,6 +99,7 @@ class FrameSpool:
                                  fix="pass (rows, cols) of the detector")
         self.frame_bytes = int(np.prod(self.frame_shape)) * self.dtype.itemsize
         self.count = 0
+        self._pending: list[tuple[float, int]] = []  # (angle in degrees, index) not yet written
         self._resumed_at = None  # frames in the file when it was reopened (None: a new file)
         self._io = threading.Lock()  # appends (one thread) and reads (another)
         refuse_existing(self.path, overwrite, kind="scan")
@@ -155,15 +158,28 @@ class FrameSpool:
                                  fix="append frames of one shape")
         with self._io, storage_errors(self.path):
             self._make_room(data.nbytes + 16)
-            exchange = self._file["exchange"]
+            dset = self._file["exchange/data"]
             n = self.count
-            for name in ("data", "theta", "frame_index"):
-                exchange[name].resize(n + 1, axis=0)
-            exchange["data"][n] = data.astype(self.dtype, copy=False)
-            exchange["theta"][n] = np.rad2deg(float(angle))
-            exchange["frame_index"][n] = int(index)
+            dset.resize(n + 1, axis=0)
+            dset[n] = data.astype(self.dtype, copy=False)
+            # angles and numbers go in blocks: a small write costs as much as a frame's
+            self._pending.append((np.rad2deg(float(angle)), int(index)))
             self.count = n + 1
+            if len(self._pending) >= _BLOCK:
+                self._write_pending()
         return n
+
+    def _write_pending(self):
+        if not self._pending:
+            return
+        exchange = self._file["exchange"]
+        start = exchange["theta"].shape[0]
+        stop = start + len(self._pending)
+        theta, index = zip(*self._pending)
+        for name, values in (("theta", theta), ("frame_index", index)):
+            exchange[name].resize(stop, axis=0)
+            exchange[name][start:stop] = values
+        self._pending = []
 
     def read(self, positions) -> np.ndarray:
         """The frames at ``positions`` (in the file's order) as one ``(k, row, col)`` array."""
@@ -191,6 +207,7 @@ class FrameSpool:
             try:
                 with storage_errors(self.path):
                     f = self._file
+                    self._write_pending()
                     exchange = f["exchange"]
                     for name, frames in (("data_white", flats), ("data_dark", darks)):
                         if name in exchange:
@@ -257,6 +274,7 @@ class FrameSpool:
         import contextlib
 
         if self._file is not None:
+            self._pending = []
             with contextlib.suppress(Exception):
                 if self._resumed_at is not None:  # shrink back: nothing of the failed part stays
                     for name in ("data", "theta", "frame_index"):

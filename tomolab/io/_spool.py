@@ -148,23 +148,29 @@ class FrameSpool:
         Raises :class:`~tomolab.errors.OutputError` when the disk is full (the
         file stays whole, holding the frames before this one).
         """
+        return self.extend([data], angles=[angle], indices=[index])
+
+    def extend(self, frames, *, angles, indices) -> int:
+        """Add several projections at once (one resize, one write); returns the first's position."""
         if self._file is None:
             raise OutputError("the spool is closed", where=str(self.path),
                               fix="reopen() it before appending")
-        data = np.asarray(data)
-        if data.shape != self.frame_shape:
-            raise ParameterError(f"frame is {data.shape}, the spool's frames are "
-                                 f"{self.frame_shape}", where="data", value=data.shape,
-                                 fix="append frames of one shape")
+        block = np.stack([np.asarray(frame, dtype=self.dtype) for frame in frames]) \
+            if not isinstance(frames, np.ndarray) else np.asarray(frames, dtype=self.dtype)
+        if block.shape[1:] != self.frame_shape or len(angles) != len(block) \
+                or len(indices) != len(block):
+            raise ParameterError(f"frames are {block.shape[1:]}, the spool's are "
+                                 f"{self.frame_shape} (one angle and index each)", where="frames",
+                                 value=block.shape, fix="append frames of one shape")
         with self._io, storage_errors(self.path):
-            self._make_room(data.nbytes + 16)
+            self._make_room(block.nbytes + 16 * len(block))
             dset = self._file["exchange/data"]
             n = self.count
-            dset.resize(n + 1, axis=0)
-            dset[n] = data.astype(self.dtype, copy=False)
+            dset.resize(n + len(block), axis=0)
+            dset[n:n + len(block)] = block
             # angles and numbers go in blocks: a small write costs as much as a frame's
-            self._pending.append((np.rad2deg(float(angle)), int(index)))
-            self.count = n + 1
+            self._pending.extend((np.rad2deg(float(a)), int(i)) for a, i in zip(angles, indices))
+            self.count = n + len(block)
             if len(self._pending) >= _BLOCK:
                 self._write_pending()
         return n

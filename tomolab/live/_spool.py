@@ -32,6 +32,11 @@ SPOOL_STATES = ("waiting", "writing", "complete", "failed")
 SPOOL_QUEUE_BYTES = 1_000_000_000
 
 _CLOSE = "close"
+_MAX_BATCH = 64  # frames written in one call, at most
+
+
+def _is_close(item) -> bool:
+    return isinstance(item, tuple) and item[0] == _CLOSE
 _SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
 _OUR_NAME = re.compile(r"^live-(?P<host>.+)-(?P<pid>\d+)-\d{8}-\d{6}-[0-9a-f]{6}\.h5$")
 
@@ -147,26 +152,35 @@ class Spooler:
 
     def _loop(self):
         while True:
-            item = self._queue.get()
-            if isinstance(item, tuple) and item[0] == _CLOSE:
-                self._close(item[1])
-                self._queue.task_done()
-                return
+            # what has queued up goes in one write: fewer calls (each needs the GIL) when behind
+            batch = [self._queue.get()]
+            while len(batch) < _MAX_BATCH and not _is_close(batch[-1]):
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            close = batch.pop() if _is_close(batch[-1]) else None
             with self._count_lock:
-                self._queued_bytes -= item.nbytes
+                self._queued_bytes -= sum(frame.nbytes for frame in batch)
             try:
-                if self.state != "failed":
-                    self._write(item)
+                if batch and self.state != "failed":
+                    self._write(batch)
             except Exception as exc:  # noqa: BLE001 - a disk problem stops the spool, not the session
                 self._fail(exc)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
                 with self._written:
                     self._written.notify_all()
+            if close is not None:
+                self._close(close[1])
+                self._queue.task_done()
+                return
 
-    def _write(self, frame):
+    def _write(self, frames):
         from tomolab.io import FrameSpool
 
+        frame = frames[0]
         if self._spool is None:
             if self._default:
                 remove_ended_spools(self.path.parent)
@@ -175,9 +189,11 @@ class Spooler:
         elif self._spool.closed:
             self._spool.reopen()
         self.state = "writing"
-        position = self._spool.append(frame.data, angle=frame.angle, index=frame.index)
+        first = self._spool.extend([f.data for f in frames], angles=[f.angle for f in frames],
+                                   indices=[f.index for f in frames])
         with self._written:
-            self.positions[int(frame.index)] = position
+            for k, f in enumerate(frames):
+                self.positions[int(f.index)] = first + k
             self._written.notify_all()
 
     def _close(self, fields):

@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, nogil=True)
 def _taps(t, n_cols):
     """Column and the two linear weights of each ``t[a, j]`` (zero weights off the detector)."""
     n_angles, n_points = t.shape
@@ -32,7 +32,7 @@ def _taps(t, n_cols):
     return first, w0, w1
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def _accumulate(q, first, w0, w1, out):
     n_angles, n_rows, n_cols = q.shape
     n_points = first.shape[1]

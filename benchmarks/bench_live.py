@@ -9,14 +9,20 @@ thread into a :class:`tomolab.live.LiveReconstruction`, which keeps the three sl
   says whether the reconstruction kept up (frames it could not queue are dropped).
 * ``paced``: the producer puts ``--rate`` frames a second (the detector's pace); ``latency``
   is from a frame's arrival in the source to slices that include it (median, p95).
+* ``cpu ms/frame``: CPU time of the whole process (every thread) per frame in the slices: what
+  the work costs, whatever else the machine runs (wall-time figures depend on that).
 * ``redraw``: after the scan, ``set_center`` (all three slices) and ``set_slices`` (one row
   and one point) recompute from the ring buffer; median wall time of 5 (synchronised).
+
+``--spool DIR`` keeps the raw frames in a spool file in DIR (written by a thread of its own
+as they arrive; the default of a session), so the disk's share is part of the figures; without
+it the raw frames are not kept (``keep_frames=False``).
 
 ``--transport zmq`` sends the frames over ZeroMQ on loopback with ``tomolab.live.ZmqSource``
 (when that source is installed), so the socket copy is part of the figure.
 
     python benchmarks/bench_live.py [--cols 256] [--rows 256] [--angles 400] [--rate 200]
-        [--backend numpy|cupy] [--transport memory|zmq]
+        [--backend numpy|cupy] [--transport memory|zmq] [--spool DIR]
 
 On a larger machine, ``NUMBA_NUM_THREADS=2 taskset -c 0,1`` gives the 2-core case.
 """
@@ -88,6 +94,15 @@ def zmq_pair(address="tcp://127.0.0.1:5599"):
     return source, put, finish, push
 
 
+def _cpu_seconds() -> float:
+    """CPU time of every thread of this process so far (user + system): a figure that other
+    jobs on the machine do not change, unlike wall time."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_once(args, rate: float):
     from tomolab.live import LiveReconstruction, MemorySource
 
@@ -97,16 +112,18 @@ def run_once(args, rate: float):
     else:
         source = MemorySource()
         put, finish, push = source.put, source.finish, None
+    keep = {"keep_frames": False} if not args.spool else {"spool": args.spool}
     live = LiveReconstruction(source, center=(args.cols - 1) / 2 + 3.5, backend=args.backend,
-                              n_angles_hint=args.angles, keep_frames=False)
+                              n_angles_hint=args.angles, **keep)
     live.start()
     thread = threading.Thread(target=producer, args=(put, finish), daemon=True,
                               kwargs={"flat": flat, "dark": dark, "projections": projections,
                                       "n_angles": args.angles, "rate": rate})
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), _cpu_seconds()
     thread.start()
     ended = live.wait(timeout=args.timeout)
     seconds = time.perf_counter() - began
+    cpu = _cpu_seconds() - cpu_began
     stats = live.stats
     if push is not None:
         push.close(linger=0)
@@ -116,11 +133,13 @@ def run_once(args, rate: float):
     in_slices = stats["in_slices"]
     row = {
         "date": datetime.date.today().isoformat(), "device": card_name(), "backend": live.backend,
-        "transport": args.transport, "frame": f"{args.rows}x{args.cols} uint16",
+        "transport": args.transport, "spool": stats.get("spool", "off"),
+        "frame": f"{args.rows}x{args.cols} uint16",
         "angles": args.angles, "mode": f"paced {rate:g}/s" if rate else "max rate",
         "ended": ended, "in slices": in_slices, "dropped": stats["dropped"],
         "frames/s": round(stats["ingest_gbps"] * 1e9 / frame_bytes, 1),
         "GB/s": round(stats["ingest_gbps"], 3), "wall s": round(seconds, 2),
+        "cpu ms/frame": round(1e3 * cpu / max(in_slices, 1), 2),
         "latency median ms": round(1e3 * (stats["latency_median"] or 0), 1),
         "latency p95 ms": round(1e3 * (stats["latency_p95"] or 0), 1),
     }
@@ -155,6 +174,7 @@ def main(argv=None):
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--transport", choices=("memory", "zmq"), default="memory")
     parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument("--spool", default=None, help="folder for the raw frames (default: none)")
     args = parser.parse_args(argv)
 
     # a warm-up scan compiles the kernels (Numba, CUDA) before anything is timed

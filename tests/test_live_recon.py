@@ -22,6 +22,12 @@ N_COLS, N_ROWS, N_ANGLES = 48, 6, 72
 TOLERANCE = 1e-4
 
 
+@pytest.fixture(autouse=True)
+def _spool_in_tmp(tmp_path, monkeypatch):
+    """The default spool folder (the user's cache) of each test is its own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
 def scan():
     return tomolab.data.simulate_scan(N_COLS, n_rows=N_ROWS, n_angles=N_ANGLES, seed=3)

@@ -25,6 +25,7 @@ For the engine and the api's streamed writes::
     check_replaceable(path, protect=())    # never the scan, its folder, cwd, home, /
     check_overwritable(path)               # overwrite replaces only tomolab's own outputs
     OutputLock(path)                       # .NAME.lock: one writer per output
+    FrameSpool(path, *, frame_shape, dtype, expected=None)  # a DXchange scan appended frame by frame
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tomolab.io._hdf5 import layout_paths
 from tomolab.io._lazy import frame_runs
 from tomolab.io._open import LAYOUTS, describe, open_scan
 from tomolab.io._sinks import SlabSink, open_sink
+from tomolab.io._spool import FrameSpool
 from tomolab.io._write import (
     check_replaceable,
     open_volume,
@@ -50,5 +52,5 @@ __all__ = [
     "write_dxchange", "write_nxtomo", "write_tiff_stack", "ScanWarning", "LAYOUTS",
     "read_frames", "read_sample", "frame_runs", "open_sink", "SlabSink", "check_replaceable",
     "check_overwritable", "OutputLock", "check_free_space", "DTYPES", "check_dtype",
-    "check_value_range", "uint16_encoding", "layout_paths",
+    "check_value_range", "uint16_encoding", "layout_paths", "FrameSpool",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FRAME_KINDS", "EndOfScan", "Frame", "FrameSource", "MemorySource", "SOURCE_STATES"]
+__all__ = ["FRAME_KINDS", "SOURCE_STATES", "EndOfScan", "Frame", "FrameSource", "MemorySource"]
 
 #: the kinds of frame a scan carries
 FRAME_KINDS = ("dark", "flat", "projection")

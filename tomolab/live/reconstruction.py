@@ -25,10 +25,15 @@ on the centre, so the buffer holds for every centre.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import queue
 import threading
 import time
+import warnings
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -54,6 +59,28 @@ BUFFER_FRACTION = 0.5
 
 #: bytes of frames that may wait for the reconstruction thread (unless ``queue_frames`` is given)
 QUEUE_BYTES = 1_000_000_000
+
+
+#: interpolations below which a CPU kernel runs in the calling thread alone: waking the other
+#: threads costs ~50 µs on idle cores but ~10 ms on a machine whose cores are busy (measured on
+#: 2 shared cores, benchmarks/RESULTS.md), more than one frame's three slices take on one core
+_PARALLEL_WORK = 4_000_000
+
+
+@contextlib.contextmanager
+def _kernel_threads(xp, work: int):
+    """Run the Numba kernels of this thread on one thread when ``work`` is small (CPU only)."""
+    if xp is not np or work >= _PARALLEL_WORK:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)  # numba's thread count is per calling thread
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _array_module(backend: str):
@@ -108,11 +135,22 @@ class LiveReconstruction:
     normalize, log : bool
         Flat/dark correction and ``-log``, as in :func:`tomolab.reconstruct`.
     keep_frames : bool
-        Keep the raw frames in host memory (a reference to each frame as it
-        arrived: ``rows × cols × itemsize`` bytes per frame, 15 GB for 1800
-        frames of 2048² uint16), so that :meth:`to_scan` can hand them to
-        :func:`tomolab.reconstruct_to`, and so that new flats re-normalise the
-        buffer. ``False``: neither.
+        Keep the raw frames (where: ``spool``), so that :meth:`to_scan` can
+        hand them to :func:`tomolab.reconstruct_to`, and so that new flats
+        re-normalise the buffer. ``False``: neither.
+    spool : path-like, None or False
+        Where the raw frames are kept. ``None`` (default): a DXchange file in
+        the user's cache folder (``~/.cache/tomolab/live/``; the spools of
+        Python processes that have ended are removed by the next session); a
+        folder: a new file there; a path ending in ``.h5``: that file (kept).
+        Each projection is written by a thread of its own as it arrives
+        (``rows × cols × itemsize`` bytes on disk per frame: 15 GB for 1800
+        frames of 2048² uint16, nothing in memory), the flats and darks when
+        the scan ends or the session stops. ``False``: in host memory, as a
+        reference to each frame (the same 15 GB, in RAM: for small scans).
+        A disk problem (full, read-only, a quota) stops the spool with one
+        line in :meth:`errors`; the slices go on. ``stats["spool"]`` says
+        where it stands.
     queue_frames : int, optional
         Frames waiting for the reconstruction thread, at most; a projection
         that finds the queue full (the reconstruction is behind the source)
@@ -149,7 +187,7 @@ class LiveReconstruction:
                  window: str = "accumulate", n_angles_hint: int | None = None,
                  buffer_angles: int | None = None, pixel_size: float | None = None,
                  normalize: bool = True, log: bool = True, keep_frames: bool = True,
-                 queue_frames: int | None = None):
+                 queue_frames: int | None = None, spool=None):
         from tomolab.devices import resolve_backend
         from tomolab.recon import FILTERS
         from tomolab.sanity import check_quantity
@@ -172,6 +210,8 @@ class LiveReconstruction:
         self.keep_frames = check_bool(keep_frames, "keep_frames",
                                       "pass True (keep raw frames for to_scan) or False")
         self.pixel_size = None if pixel_size is None else check_quantity("pixel_size", pixel_size)
+        self._spool_where = self._check_spool(spool)
+        self._spooler = None
         whole = {}
         for name, value in (("size", size), ("n_angles_hint", n_angles_hint),
                             ("buffer_angles", buffer_angles), ("queue_frames", queue_frames)):
@@ -234,6 +274,25 @@ class LiveReconstruction:
         return (check_whole_number(y, "point[0] (y)", minimum=0),
                 check_whole_number(x, "point[1] (x)", minimum=0))
 
+    def _check_spool(self, spool):
+        if spool is False or (spool is None and not self.keep_frames):
+            return False
+        if spool is not None and not isinstance(spool, (str, os.PathLike)):
+            raise ParameterError("spool must be a folder, a .h5 file, None or False", where="spool",
+                                 value=spool, fix="pass e.g. spool='/data/spool/', or spool=False to "
+                                                  "keep the raw frames in memory")
+        if not self.keep_frames:
+            raise ParameterError("a spool keeps the raw frames, but keep_frames=False",
+                                 where="spool", value=spool,
+                                 fix="pass keep_frames=True, or leave spool out")
+        from tomolab.live._spool import spool_path
+
+        if spool is not None and spool_path(spool)[0] == Path(os.fspath(spool)).expanduser() \
+                and os.path.lexists(spool):
+            raise ParameterError("the spool file already exists", where="spool", value=str(spool),
+                                 fix="name a new .h5 file, or a folder (a new file goes there)")
+        return spool
+
     @property
     def size(self) -> int | None:
         """Width of the square slices (None until the first frame when not given)."""
@@ -290,7 +349,15 @@ class LiveReconstruction:
         if self._state in ("ended", "lost"):
             return self
         self._queue = queue.Queue()
-        self._threads = [threading.Thread(target=self._receive_loop, daemon=True,
+        spool_thread = []
+        if self._spool_where is not False:
+            from tomolab.live._spool import Spooler
+
+            if self._spooler is None:
+                self._spooler = Spooler(self._spool_where, expected=self.n_angles_hint,
+                                        report=self._error)
+            spool_thread = [self._spooler.new_thread()]
+        self._threads = spool_thread + [threading.Thread(target=self._receive_loop, daemon=True,
                                           name="tomolab-live-receive"),
                          threading.Thread(target=self._reconstruct_loop, daemon=True,
                                           name="tomolab-live-reconstruct")]
@@ -391,7 +458,13 @@ class LiveReconstruction:
         if frame.kind == "projection":
             counts["projections"] += 1
             self._max_index = max(self._max_index, int(frame.index))
-            if self.keep_frames:
+            if self._spooler is not None:
+                angle = frame.angle
+                if (angle is None or not np.isfinite(angle)) and self.n_angles_hint:
+                    angle = frame.index * np.pi / self.n_angles_hint
+                if angle is not None and np.isfinite(angle):  # without one it is an error later
+                    self._spooler.put(dataclasses.replace(frame, angle=float(angle)))
+            elif self.keep_frames:
                 self._raw[int(frame.index)] = frame
             if self._queue_full(frame.nbytes):
                 counts["dropped"] += 1
@@ -425,9 +498,24 @@ class LiveReconstruction:
                 except Exception as exc:  # noqa: BLE001 - e.g. out of memory: say so, go on
                     self._error(f"reconstruction: {type(exc).__name__}: {exc}")
                 max_batch = self._batch_limit()
+        if self._spooler is not None:
+            self._close_spool()
         if not self._stopping.is_set():
             state = getattr(self.source, "state", "ended")
             self._state = "lost" if state == "lost" else "ended"
+
+    def _close_spool(self):
+        """Finish the spool file (the frames queued for it first): flats, darks, metadata."""
+        fields = {kind: np.stack([frame.data for frame in self._sets[kind]])
+                  if self._sets[kind] else None for kind in ("flat", "dark")}
+        self._spooler.close(flats=fields["flat"], darks=fields["dark"], pixel_size=self.pixel_size,
+                            attrs={"live_source": str(getattr(self.source, "description",
+                                                              type(self.source).__name__)),
+                                   "live_center": float(self.center),
+                                   "live_projections": int(self._counts["projections"]),
+                                   "live_spool_skipped": int(self._spooler.skipped),
+                                   "note": "raw frames of a tomolab live session, in arrival "
+                                           "order (/exchange/frame_index: their numbers)"})
 
     def _batch_limit(self) -> int:
         """Projections filtered at once: the FFT's working memory within a tenth of free memory."""
@@ -501,10 +589,22 @@ class LiveReconstruction:
             return
         for start in range(0, len(used), 64):
             slots = used[start:start + 64]
-            frames = [self._raw[int(self._slot_index[k])] for k in slots]
+            frames = self._raw_frames([int(self._slot_index[k]) for k in slots])
+            if frames is None:  # the spool failed or left some out: they keep the old flats
+                self._renormalised_from_raw = False
+                continue
             self._ring[slots] = self._filtered(frames)
             self._slot_version[slots] = self._fields_version
         self._recompute(("xy", "xz", "yz"))
+
+    def _raw_frames(self, indices):
+        """The raw projections ``indices`` as frames (from the spool or memory), or None."""
+        if self._spooler is None:
+            return [self._raw[i] for i in indices]
+        data = self._spooler.read(indices)
+        if data is None:
+            return None
+        return [Frame("projection", i, None, d) for i, d in zip(indices, data)]
 
     def _allocate(self):
         """The sums and an empty ring buffer, at the first projection."""
@@ -592,7 +692,8 @@ class LiveReconstruction:
             return filter_sinograms(data, filter=self.filter, pad_mode=self.pad_mode)
         import scipy.fft
 
-        with scipy.fft.set_workers(-1):  # every core for the FFTs of this thread
+        workers = -1 if data.size >= _PARALLEL_WORK // 64 else 1  # an FFT is ~64× an interpolation
+        with scipy.fft.set_workers(workers):
             return filter_sinograms(data, filter=self.filter, pad_mode=self.pad_mode)
 
     def _ingest(self, frames):
@@ -649,38 +750,50 @@ class LiveReconstruction:
             self._free.extend(out)
         return kept
 
+    def _plane_points(self, which=("xz", "yz")):
+        """The voxel offsets ``(X, Y)`` of the named vertical planes, one after the other."""
+        from tomolab.recon import plane_points
+
+        y, x = self.point
+        at = {"xz": {"y": y}, "yz": {"x": x}}
+        parts = [plane_points(self.size, **at[name]) for name in which]
+        return np.concatenate([X for X, _ in parts]), np.concatenate([Y for _, Y in parts])
+
     def _add(self, filtered, angles, sign: float):
         """Add (or take away) the contributions of filtered projections ``(b, rows, cols)``."""
-        from tomolab.recon import backproject, backproject_points, plane_points
+        from tomolab.recon import backproject, backproject_points
 
         sums, size = self._sums, self.size
-        y, x = self.point
-        xy = backproject(filtered[:, self.z][None], angles, center=self.center, size=size)[0]
-        planes = {name: backproject_points(filtered, angles, center=self.center,
-                                           **dict(zip("XY", plane_points(size, **{axis: at}))))
-                  for name, axis, at in (("xz", "y", y), ("yz", "x", x))}
+        with _kernel_threads(self._xp, filtered.shape[0] * filtered.shape[1] * size * 3):
+            xy = backproject(filtered[:, self.z][None], angles, center=self.center, size=size)[0]
+            # both planes in one pass: each filtered row is read once for the two
+            X, Y = self._plane_points()
+            planes = backproject_points(filtered, angles, center=self.center, X=X, Y=Y)
         if sign > 0:
             sums["xy"] += xy
-            sums["xz"] += planes["xz"]
-            sums["yz"] += planes["yz"]
+            sums["xz"] += planes[:, :size]
+            sums["yz"] += planes[:, size:]
         else:
             sums["xy"] -= xy
-            sums["xz"] -= planes["xz"]
-            sums["yz"] -= planes["yz"]
+            sums["xz"] -= planes[:, :size]
+            sums["yz"] -= planes[:, size:]
 
     def _recompute(self, which):
         """The named sums again from the whole buffer (empty slots hold zeros)."""
-        from tomolab.recon import backproject, backproject_points, plane_points
+        from tomolab.recon import backproject, backproject_points
 
         xp, sums, size = self._xp, self._sums, self.size
         ring, angles = self._ring[:self._high], self._slot_angle[:self._high]
-        y, x = self.point
-        if "xy" in which:
-            sums["xy"] = backproject(ring[:, self.z][None], angles, center=self.center, size=size)[0]
-        for name, axis, at in (("xz", "y", y), ("yz", "x", x)):
-            if name in which:
-                X, Y = plane_points(size, **{axis: at})
-                sums[name] = backproject_points(ring, angles, center=self.center, X=X, Y=Y)
+        planes = [name for name in ("xz", "yz") if name in which]
+        with _kernel_threads(xp, ring.shape[0] * ring.shape[1] * size * len(which)):
+            if "xy" in which:
+                sums["xy"] = backproject(ring[:, self.z][None], angles, center=self.center,
+                                         size=size)[0]
+            if planes:
+                X, Y = self._plane_points(planes)
+                both = backproject_points(ring, angles, center=self.center, X=X, Y=Y)
+                for k, name in enumerate(planes):
+                    sums[name] = xp.ascontiguousarray(both[:, k * size:(k + 1) * size])
         self._since_resync = 0
         self.version += 1
         if xp is not np:
@@ -713,7 +826,10 @@ class LiveReconstruction:
         session went on), ``last_error``, ``ingest_gbps`` (bytes of frames in
         the slices per second, from the first arrival to the last update),
         ``latency_last``/``latency_median``/``latency_p95`` (seconds from a
-        frame's arrival to slices that include it), ``state``, ``reason``.
+        frame's arrival to slices that include it), ``state``, ``reason``,
+        ``spool`` (where the raw frames are: ``"waiting"``, ``"writing"``,
+        ``"complete"``, ``"failed"``; ``"memory"`` with ``spool=False``,
+        ``"off"`` with ``keep_frames=False``) and ``spool_path``.
         """
         counts = dict(self._counts)
         errors = list(self._errors)
@@ -739,7 +855,16 @@ class LiveReconstruction:
             "latency_last": float(latencies[-1]) if latencies.size else None,
             "latency_median": float(np.median(latencies)) if latencies.size else None,
             "latency_p95": float(np.percentile(latencies, 95)) if latencies.size else None,
+            "spool": self._spool_state(),
+            "spool_path": "" if self._spooler is None else str(self._spooler.path),
         }
+
+    def _spool_state(self) -> str:
+        if self._spooler is not None:
+            return self._spooler.state
+        if self._spool_where is not False:  # not started yet
+            return "waiting"
+        return "memory" if self.keep_frames else "off"
 
     def errors(self) -> list[str]:
         """Every problem noted, from the source and from the reconstruction, oldest first."""
@@ -811,20 +936,30 @@ class LiveReconstruction:
         return xr.Dataset(data, coords=coords, attrs=attrs)
 
     def to_scan(self):
-        """The frames that arrived as a scan, as :func:`tomolab.from_arrays` makes one.
+        """The frames that arrived as a scan, read lazily from the spool.
 
-        Projections by index (those dropped from the slices included), the
-        latest set of flats and of darks, and the pixel size: what
-        :func:`tomolab.reconstruct` or :func:`tomolab.reconstruct_to` of
-        everything that arrived needs. Needs ``keep_frames=True``; the
-        projections are stacked into one new array (a second copy of them in
-        host memory, ``projections × rows × cols × itemsize`` bytes).
+        Projections by index (those dropped from the slices included; a
+        duplicate counts once, as it arrived first), the latest set of flats
+        and of darks, and the pixel size: what :func:`tomolab.reconstruct` or
+        :func:`tomolab.reconstruct_to` of everything that arrived needs.
+
+        With a spool (the default) this is :func:`tomolab.open_scan` of the
+        finished spool file: lazy, nothing is copied. The file holds the
+        projections in the order they arrived (appending is what lets each
+        frame go to disk at once); when they arrived out of order, the scan
+        puts them back in index order (a lazy selection), as the memory path
+        does. Available once the scan has ended or the session was stopped
+        (the spool is then complete). With ``spool=False`` the projections are
+        stacked from memory into one new array (a second copy of them).
+        Needs ``keep_frames=True``.
         """
         from tomolab.io import from_arrays
 
         if not self.keep_frames:
             raise ParameterError("the raw frames were not kept", where="keep_frames", value=False,
                                  fix="make the LiveReconstruction with keep_frames=True")
+        if self._spool_where is not False:
+            return self._spooled_scan()
         with self._lock:
             frames = [self._raw[k] for k in sorted(self._raw)]
             flats = [frame.data for frame in self._sets["flat"]]
@@ -838,6 +973,33 @@ class LiveReconstruction:
                            darks=np.stack(darks) if darks else None, pixel_size=self.pixel_size,
                            attrs={"source_file": "", "live_source": str(
                                getattr(self.source, "description", type(self.source).__name__))})
+
+    def _spooled_scan(self):
+        from tomolab.errors import OutputError
+        from tomolab.io import open_scan
+        from tomolab.live._spool import frame_order
+
+        spooler = self._spooler
+        state = "waiting" if spooler is None else spooler.state
+        if state == "failed":
+            raise OutputError(f"the spool of raw frames failed: {spooler.error}",
+                              where=str(spooler.path),
+                              fix="give the next session spool= a folder on a disk with room (or "
+                                  "spool=False to keep a small scan in memory)")
+        if state == "waiting" or spooler.written == 0:
+            raise ParameterError("no projection has arrived yet", where="to_scan", value=0,
+                                 fix="wait for frames (live.stats['projections'])")
+        if state == "writing" or self.running:
+            raise ParameterError("the spool is still being written", where="to_scan", value=state,
+                                 fix="wait for the end of the scan (live.wait()) or stop() the "
+                                     "session first")
+        indices = sorted(spooler.positions, key=spooler.positions.get)
+        order = frame_order(indices)
+        with warnings.catch_warnings():
+            if order is not None:  # put back in order here
+                warnings.filterwarnings("ignore", message=".*angles are not in order")
+            scan = open_scan(spooler.path)
+        return scan if order is None else scan.isel(angle=order)
 
     def __repr__(self):
         s = self.stats

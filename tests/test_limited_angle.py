@@ -486,3 +486,18 @@ def test_the_newest_lambda_is_previewed_when_the_slider_moves_during_a_preview(t
         time.sleep(0.05)
     assert panel.iteration_preview_task.error == ""
     assert panel.iteration_preview.attrs["regularization"] == pytest.approx(1e-2)
+
+
+def test_a_row_without_the_sample_is_told_apart_from_a_sample_that_fills_the_detector():
+    from tomolab.center.centroid import centroid_fit
+
+    rng = np.random.default_rng(0)
+    theta = np.linspace(-np.pi / 3, np.pi / 3, 121)
+    for offset in (0.0, 0.3):  # noise alone, and noise on an imperfect flat field
+        with pytest.raises(ParameterError, match="no sample in this row"):
+            centroid_fit(rng.normal(0, 0.01, (121, 96)) + offset, theta)
+    cols = np.arange(96) - 47.5
+    wide = np.array([np.sqrt(np.clip(60 ** 2 - (cols - 5 * np.cos(t)) ** 2, 0, None)) * 0.01
+                     for t in theta]) + rng.normal(0, 0.01, (121, 96))
+    with pytest.raises(ParameterError, match="fills the detector"):
+        centroid_fit(wide, theta)

@@ -131,6 +131,14 @@ def centroid_fit(sinogram, angles) -> CentroidFit:
         raise ParameterError("the centroid fit needs five or more projections", where="angles",
                              value=theta.size, fix="pass the centre (center=COLUMN)")
     n_cols = sino.shape[1]
+    # a row that misses the sample holds noise only: its mean over the angles is flat across
+    # the columns to within the noise (a row through the sample, even one that fills the
+    # detector, varies with the sample's thickness)
+    noise = 1.4826 * float(np.median(np.abs(np.diff(sino, axis=0)))) / np.sqrt(2)
+    if np.ptp(sino.mean(axis=0)) <= 8 * noise / np.sqrt(theta.size):
+        raise ParameterError("no sample in this row: its projections hold only noise",
+                             where="sinogram", value=f"{theta.size} projections",
+                             fix="use a row through the sample, or pass center=COLUMN")
     # where the sample is at some angle: smoothed along angles and columns against noise
     smooth = ndimage.gaussian_filter(sino, (min(2.0, theta.size / 8), 1.0), mode="nearest")
     profile = np.abs(smooth).max(axis=0)

@@ -288,3 +288,48 @@ def test_the_reconstruction_estimate_is_close_to_the_measured_peak(monkeypatch):
     finally:
         trace.unlink(missing_ok=True)
     assert 0.6 < peak / estimate <= 1.0, peak / estimate
+
+
+_FILE_SIZE_LIMIT_CHILD = textwrap.dedent("""
+    import json, os, resource, sys
+    import numpy as np
+    import tomolab
+
+    folder = sys.argv[1]
+    scan = tomolab.data.simulate_scan(64, n_rows=32, n_angles=120, seed=2)
+    tomolab.reconstruct(scan, rows=0, center=31.5, backend="numpy")  # kernels cached before
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 ** 18, 2 ** 18))  # 256 KiB: each output is 0.5+ MB
+    found = {}
+    for name, write in [
+        ("scan.h5", lambda path: tomolab.io.write_dxchange(
+            path, np.tile(scan.projections.values, (4, 1, 1)),
+            np.tile(scan.angle.values, 4), scan.flats.values, scan.darks.values)),
+        ("volume.h5", lambda path: tomolab.reconstruct_to(
+            scan, path, center=scan.attrs["true_center"], backend="numpy", slab_rows=8)),
+    ]:
+        path = os.path.join(folder, name)
+        try:
+            write(path)
+            found[name] = "written"
+        except tomolab.OutputError as exc:
+            found[name] = "OutputError: " + str(exc)
+    found["left"] = sorted(os.listdir(folder))
+    print(json.dumps(found))
+""")
+
+
+def test_a_file_size_limit_is_a_clear_error_and_leaves_nothing_half_written(tmp_path):
+    """``ulimit -f`` (RLIMIT_FSIZE) in a batch job: HDF5 outputs stop cleanly before the limit,
+    as on a full disk (HDF5 that meets a failed write may crash when the file closes)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    result = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMIT_CHILD, str(folder)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in ("scan.h5", "volume.h5"):
+        assert found[name].startswith("OutputError"), found
+        assert "RLIMIT_FSIZE: 256.0 KiB" in found[name] and "ulimit -f" in found[name], found
+    assert not [n for n in found["left"] if not n.startswith(".") or "partial" in n], found

@@ -426,7 +426,15 @@ def storage_errors(path, *, partial=None):
             raise
         path = Path(os.fspath(path))
         what = _STORAGE_ERRNOS[code]
-        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        limit = file_size_limit() if code == errno.EFBIG else None
+        if limit is not None:  # the process's own limit (ulimit -f), not the disk
+            what += f" (RLIMIT_FSIZE: {_size_text(limit)})"
+            fix = ("raise the limit (ulimit -f unlimited, or the batch system's file size limit), "
+                   "or write zarr or TIFF (one file per chunk or slice)")
+        elif code == errno.EFBIG:
+            fix = ("write to a file system that takes larger files, or zarr or TIFF (one file "
+                   "per chunk or slice)")
+        elif code in (errno.ENOSPC, errno.EDQUOT):
             folder = path.parent if path.parent.exists() else Path.cwd()
             with contextlib.suppress(OSError):
                 what += f" ({_size_text(shutil.disk_usage(folder).free)} free)"
@@ -460,6 +468,16 @@ def _libc_fallocate():
     return fallocate
 
 
+def file_size_limit() -> int | None:
+    """The process's largest file size in bytes (``RLIMIT_FSIZE``), or None when unlimited."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
 class SpaceReservation:
     """Disk blocks reserved ahead of an HDF5 file's writes, so that the library never meets a full disk.
 
@@ -469,7 +487,9 @@ class SpaceReservation:
     reserves the blocks it and the file's metadata will take (Linux
     ``fallocate`` with ``FALLOC_FL_KEEP_SIZE``: the file's size is unchanged);
     a full disk then fails here, as an ``OSError`` that HDF5 never sees, and the
-    file still closes cleanly. :meth:`release` gives back what was reserved past
+    file still closes cleanly. A write past the process's file size limit
+    (``RLIMIT_FSIZE``, e.g. ``ulimit -f`` in a batch job) fails here the same
+    way. :meth:`release` gives back what was reserved past
     the end of the file. Where the file system cannot reserve (no
     ``fallocate``), it does nothing.
 
@@ -493,6 +513,11 @@ class SpaceReservation:
         """Reserve room for ``nbytes`` more of data (and their metadata) before they are written."""
         import ctypes
 
+        limit = file_size_limit()
+        if limit is not None:  # RLIMIT_FSIZE: the write would fail (EFBIG) with no reservation
+            size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+            if size + 2 * int(nbytes) + self.headroom > limit:
+                raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), self.path)
         self.data += int(nbytes)
         want = self.data + self.data // 8 + self.headroom
         if self._fallocate is None or want <= self.reserved:

@@ -78,6 +78,7 @@ from tomolab.io._guard import (
     OutputLock,
     check_free_space,
     check_overwritable,
+    file_size_limit,
     foreign_files,
     make_parent,
     remove_stale_temporaries,
@@ -867,6 +868,11 @@ class _HDF5Sink(SlabSink):
     def _build(self, tmp):
         import h5py
 
+        # the whole dataset is allocated at creation: past the process's file size limit
+        # (ulimit -f) HDF5 would meet a failed write, so refuse before it starts
+        limit = file_size_limit()
+        if limit is not None and int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize > limit:
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), os.fspath(tmp))
         with h5py.File(tmp, "w") as f:
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)

@@ -19,7 +19,6 @@ while the file stays whole (HDF5 itself never meets the failed write).
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
 import uuid
@@ -43,16 +42,6 @@ __all__ = ["FrameSpool"]
 
 _HEADROOM = 2 ** 20  # bytes beyond the data kept for HDF5's metadata
 _BLOCK = 256  # angles and frame numbers written together
-
-
-def _file_size_limit() -> int | None:
-    """The process's largest file size (``RLIMIT_FSIZE``), or None when unlimited."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on Windows
-        return None
-    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 class FrameSpool:
@@ -135,12 +124,7 @@ class FrameSpool:
     # -- writing ------------------------------------------------------------------
     def _make_room(self, nbytes: int) -> None:
         """Reserve disk blocks for ``nbytes`` more before HDF5 writes them (OSError if none)."""
-        limit = _file_size_limit()
-        if limit is not None:
-            target = self.partial if self._resumed_at is None else self.path
-            if os.path.getsize(target) + 2 * nbytes + _HEADROOM > limit:
-                raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(target))
-        self._reserve.ensure(nbytes)
+        self._reserve.ensure(nbytes)  # also refuses a write past RLIMIT_FSIZE
 
     def append(self, data, *, angle: float, index: int) -> int:
         """Add one projection; returns its position in the file.

@@ -480,7 +480,7 @@ def test_the_newest_lambda_is_previewed_when_the_slider_moves_during_a_preview(t
         panel.regularization_input.value = value
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (
-            panel.iteration_preview_task.running or panel._preview_again
+            panel.iteration_preview_task.running or panel._rerun
             or panel.iteration_preview is None
             or panel.iteration_preview.attrs.get("regularization") != pytest.approx(1e-2)):
         time.sleep(0.05)

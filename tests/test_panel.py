@@ -325,3 +325,34 @@ def test_the_centre_step_shows_progress_and_cancels_in_its_own_bar(sample):
     sweep.task.unobserve(press_cancel, "progress")
     sweep.compute_button.click()
     assert sweep.task.state == "done" and sweep.stack is not None
+
+
+def test_a_centre_adopted_while_the_preview_runs_is_the_one_previewed(sample):
+    """The newest centre wins: the preview in hand is cancelled and rerun, never refused."""
+    import threading
+    import time
+
+    path, _ = sample
+    panel = ReconstructionPanel(path, backend="numpy", background=False)
+    panel.background = True
+    started, release = threading.Event(), threading.Event()
+
+    def hold(change):  # keep the first preview busy until the next centres came
+        if change["new"] and not started.is_set():
+            started.set()
+            release.wait(10)
+
+    panel.preview_task.observe(hold, "message")
+    centers = [panel.center - 1.0, panel.center + 0.5, panel.center + 1.0]
+    panel.center = centers[0]
+    panel.preview()
+    assert started.wait(10)
+    for center in centers[1:]:
+        panel.center = center
+        panel.preview()
+    release.set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (panel.preview_task.running or panel._rerun):
+        time.sleep(0.05)
+    assert panel.preview_task.error == ""
+    assert panel.preview_slice.attrs["center"] == pytest.approx(centers[-1])

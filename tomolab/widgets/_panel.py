@@ -254,7 +254,7 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
                                                        layout=narrow)
         self.iteration_preview_task = TaskBar()
         self.iteration_preview = None  # the last one-slice preview of step 6 (z, y, x)
-        self._preview_again = False  # λ moved while a preview ran: preview the newest when it ends
+        self._rerun = {}  # previews asked for while their task ran: rerun with the newest settings
         self.iteration_preview_label = widgets.HTML("")
         self.iteration_preview_plot, self._iteration_hv = HoloViewsWidget(
             self._slice_view(None, "no preview yet"))
@@ -312,7 +312,10 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         self.regularization_auto.observe(self._on_regularization_auto, "value")
         self.regularization_input.observe(lambda _: self.preview_iterations(), "value")
         self.iteration_preview_button.on_click(lambda _: self.preview_iterations())
-        self.iteration_preview_task.observe(self._on_iteration_preview_state, "state")
+        for task, method in ((self.preview_task, self.preview),
+                             (self.iteration_preview_task, self.preview_iterations)):
+            task.observe(lambda change, method=method: self._on_preview_state(method, change),
+                         "state")
         self._on_algorithm({"new": self.algorithm_input.value})
         if path_or_scan is not None:
             self.open_scan(path_or_scan)
@@ -590,10 +593,21 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
                 f"wedge; {html.escape(iterative_hint(), quote=False)} (the centre comes from the "
                 f"centroid fit)</span>")
 
-    def _on_iteration_preview_state(self, change):
-        if change["new"] != "running" and self._preview_again:
-            self._preview_again = False
-            call_in_kernel_thread(self.preview_iterations)
+    def _busy_then_rerun(self, task, method) -> bool:
+        """True when ``task`` runs: it is cancelled, and ``method`` runs again once it ends.
+
+        The newest settings win (a centre adopted, a λ moved while a preview
+        runs), instead of "a task is already running" and an older picture.
+        """
+        if not task.running:
+            return False
+        self._rerun[method.__name__] = method
+        task.cancel()
+        return True
+
+    def _on_preview_state(self, method, change):
+        if change["new"] != "running" and self._rerun.pop(method.__name__, None) is not None:
+            call_in_kernel_thread(method)
 
     def preview_iterations(self):
         """One row with the algorithm, iterations and λ of step 6, shown in step 6.
@@ -606,10 +620,7 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
 
         if not self._iterative() or self.scan is None:
             return None
-        if self.iteration_preview_task.running:
-            # the newest settings win: stop the preview in hand; it reruns when that one ends
-            self._preview_again = True
-            self.iteration_preview_task.cancel()
+        if self._busy_then_rerun(self.iteration_preview_task, self.preview_iterations):
             return None
         with errors_to(self.iteration_preview_task):
             scan = self._require_scan()
@@ -655,6 +666,8 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         """Reconstruct the middle row at the current centre (and δ/β) into the preview image."""
         import tomolab
 
+        if self._busy_then_rerun(self.preview_task, self.preview):
+            return None
         with errors_to(self.preview_task):
             scan = self._require_scan()
         if self.preview_task.error:

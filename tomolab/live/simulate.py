@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tomolab.errors import ParameterError
+from tomolab.live.swmr import END_MARKER
 from tomolab.live.zmq import _import_zmq
 
 __all__ = ["SWMR_LAYOUTS", "TRANSPORTS", "SwmrWriter", "frame_message", "run_publisher",
@@ -25,8 +26,6 @@ __all__ = ["SWMR_LAYOUTS", "TRANSPORTS", "SwmrWriter", "frame_message", "run_pub
 TRANSPORTS = ("zmq", "swmr")
 #: layouts of the growing file (see :class:`tomolab.live.SwmrSource`)
 SWMR_LAYOUTS = ("dxchange", "nxtomo")
-#: root attribute that marks a growing file complete (0 while it grows, 1 at the end)
-END_MARKER = "scan_complete"
 _BLOCK = 16  # projections read from a file (or simulated) at a time
 #: a scan up to this size is read or simulated into memory before the first frame goes out,
 #: so that the frame rate holds; a larger one is read or simulated block by block as it is sent

@@ -146,6 +146,18 @@ def run_once(args, rate: float):
     return live, row
 
 
+def _release_device_memory(backend):
+    import gc
+
+    gc.collect()
+    if backend != "numpy":
+        try:
+            import cupy
+        except ImportError:
+            return
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
 def redraw_times(live, args):
     rng = np.random.default_rng(1)
     center_times, slice_times = [], []
@@ -185,6 +197,10 @@ def main(argv=None):
     live, row = run_once(args, 0)
     row.update(redraw_times(live, args))
     rows.append(row)
+    # the next run starts as a new session would: this one's ring buffer (half the free device
+    # memory) given back first, or the next one's buffer is sized from what is left
+    del live
+    _release_device_memory(args.backend)
     if args.rate:
         _, row = run_once(args, args.rate)
         rows.append(row)

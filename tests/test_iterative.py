@@ -216,7 +216,13 @@ def test_gpu_and_cpu_give_the_same_slices(method, options):
     sinograms, angles, center, _ = _simulated(64, n_angles=60)
     on_cpu = method(sinograms, angles, center=[center, center + 0.5], **options)
     on_gpu = method(cupy.asarray(sinograms), angles, center=[center, center + 0.5], **options)
-    assert _rel(on_gpu, on_cpu) < 1e-4
+    # CGLS amplifies float32 rounding (a relative change of 1e-7 in the data moves its 10th
+    # iterate by ~5e-4): the two devices differ by their summation order alone, so the bound is
+    # what such a rounding-level change does on the CPU, and never looser than 1e-4 elsewhere
+    nudged = sinograms * (1 + np.random.default_rng(0).normal(0, 1e-7, sinograms.shape))
+    rounding = _rel(method(nudged.astype(np.float32), angles, center=[center, center + 0.5],
+                           **options), on_cpu)
+    assert _rel(on_gpu, on_cpu) < max(1e-4, 4 * rounding)
 
 
 @gpu_test

@@ -445,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "parzen (default: %(default)s)")
     recon.add_argument("--backend", default="auto", choices=backends, help=backend_help)
     recon.add_argument("--algorithm", default="auto", metavar="NAME",
-                       help="auto (the fastest accurate method on the backend: gridrec on the CPU, "
-                            "fbp on a GPU), fbp, gridrec, or for few angles, a missing wedge or "
+                       help="auto (the fastest accurate method on the backend: gridrec on the CPU "
+                            "and on a GPU), fbp, gridrec, or for few angles, a missing wedge or "
                             "low dose the iterative sirt, cgls or tv (default: %(default)s)")
     recon.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
                        help="iterations of sirt (default 100), cgls (20) or tv (200)")

@@ -93,12 +93,12 @@ def reconstruct(scan, *, center, rows=None, algorithm: str = "auto", filter: str
     algorithm : str
         ``"auto"`` (default): the fastest method that meets the accuracy bar
         on the backend that computes (:data:`tomolab.recon.AUTO`: gridrec on
-        the CPU, FBP on a GPU), chosen by measurement
+        the CPU and on a GPU), chosen by measurement
         (benchmarks/RESULTS.md). Or a name from
         :data:`tomolab.recon.ALGORITHMS`: ``"fbp"`` (filtered
-        backprojection; the fastest on a GPU) or ``"gridrec"`` (Fourier
-        gridding; several times faster on a CPU, band-limited instead of
-        linear interpolation, so no less accurate), or an iterative method
+        backprojection, the reference) or ``"gridrec"`` (Fourier gridding;
+        several times faster on a CPU, three times on a GPU, band-limited
+        instead of linear interpolation, so no less accurate), or an iterative method
         for few angles, a missing wedge or low dose: ``"sirt"``, ``"cgls"``
         or ``"tv"`` (total variation; see :mod:`tomolab.recon.iterative`),
         each starting from an FBP with ``filter``. attrs record the method

@@ -385,6 +385,8 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         progress = _rising(progress)
     if max_height:
         height = min(height, max_height)
+    if backend == "cupy" and getattr(algorithm, "pairs_slices", False) and height > 1:
+        height -= height % 2  # each slice keeps its partner (and its bits) whatever the slabs
     out = None
     if sink is None:
         out = np.empty((n_rows, size, size), np.float32)

@@ -684,3 +684,8 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
     if marks is not None:
         marks.add_to(stats)
     return out
+
+
+#: on the GPU, slices 2b and 2b + 1 of a slab are reconstructed as one complex sinogram, so the
+#: engine keeps slabs even: a slice's partner, and so its rounding, do not depend on the slabs
+gridrec.pairs_slices = True

@@ -195,6 +195,9 @@ def test_a_full_ring_drops_from_the_slices_but_not_from_the_scan(backend):
     slices = _check_against(live, volume, z=live.z, point=live.point)
     assert "30 dropped" in slices.attrs["note"]
     assert live.to_scan().sizes["angle"] == 90
+    # said once, with the numbers and the ways out
+    full = [e for e in live.errors() if "ring buffer full" in e]
+    assert len(full) == 1 and "at 60 projections" in full[0] and "buffer_angles=" in full[0]
 
 
 def test_malformed_frames_are_counted_and_the_session_goes_on(scan, backend):

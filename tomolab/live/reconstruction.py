@@ -661,6 +661,16 @@ class LiveReconstruction:
             return self._high - 1
         return None
 
+    def _ring_full_message(self) -> str:
+        rows, cols = self._shape
+        gigabytes = self._capacity * rows * cols * 4 / 1e9
+        where = "memory" if self._xp is np else "GPU memory"
+        return (f"ring buffer full at {self._capacity} projections of {rows}×{cols} "
+                f"({gigabytes:.1f} GB, {BUFFER_FRACTION:.0%} of the free {where} when the scan "
+                f"began): later projections are not in the slices (stats['dropped']); to keep "
+                f"them, free {where} before starting, give buffer_angles= (a larger buffer), or "
+                f"use window='sliding'; to_scan() still has every frame")
+
     def _angle_of(self, frame: Frame) -> float | None:
         if frame.angle is not None and np.isfinite(frame.angle):
             return float(frame.angle)
@@ -707,6 +717,8 @@ class LiveReconstruction:
         for frame, angle in placed:
             slot = self._take_slot()
             if slot is None:
+                if not self._counts["dropped_ring"]:
+                    self._error(self._ring_full_message())
                 self._counts["dropped"] += 1
                 self._counts["dropped_ring"] += 1
                 continue

@@ -457,7 +457,7 @@ extern "C" __global__ void __launch_bounds__(256) gridrec_gather_nodes(
                         if (!(dx > -HW && dx <= HW && dy > -HW && dy <= HW)) continue;
                         float w = kernel_weight(s_table, fabsf(dx), table_scale)
                                   * kernel_weight(s_table, fabsf(dy), table_scale);
-                        const value_t* at = row + (ptrdiff_t)k * n_b;
+                        const value_t* at = row + (long long)k * n_b;
 #ifdef PAIRED_LOADS
                         // n_b and b0 even: two pairs per 16 (8 in half) aligned bytes
                         #pragma unroll

@@ -136,22 +136,39 @@ _CUDA_SOURCE = r"""
 typedef __half2 value_t;
 __device__ __forceinline__ float2 load_value(const value_t* p) { return __half22float2(__ldg(p)); }
 __device__ __forceinline__ void store_value(value_t* p, float2 v) { *p = __floats2half2_rn(v.x, v.y); }
-__device__ __forceinline__ void load_two(const value_t* p, float2* a, float2* b)
+__device__ __forceinline__ float2 half2_bits(unsigned bits)
 {
+    return __half22float2(*reinterpret_cast<const __half2*>(&bits));
+}
+// VEC consecutive values in one load (the address aligned to VEC values)
+__device__ __forceinline__ void load_vec(const value_t* p, float2* v)
+{
+#if VEC == 4
+    uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
+    v[0] = half2_bits(q.x); v[1] = half2_bits(q.y); v[2] = half2_bits(q.z); v[3] = half2_bits(q.w);
+#elif VEC == 2
     uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
-    *a = __half22float2(*reinterpret_cast<const __half2*>(&q.x));
-    *b = __half22float2(*reinterpret_cast<const __half2*>(&q.y));
+    v[0] = half2_bits(q.x); v[1] = half2_bits(q.y);
+#else
+    v[0] = load_value(p);
+#endif
 }
 #else
 typedef float2 value_t;
 __device__ __forceinline__ float2 load_value(const value_t* p) { return __ldg(p); }
 __device__ __forceinline__ void store_value(value_t* p, float2 v) { *p = v; }
-__device__ __forceinline__ void load_two(const value_t* p, float2* a, float2* b)
+__device__ __forceinline__ void load_vec(const value_t* p, float2* v)
 {
+#if VEC == 2
     float4 q = __ldg(reinterpret_cast<const float4*>(p));
-    *a = make_float2(q.x, q.y);
-    *b = make_float2(q.z, q.w);
+    v[0] = make_float2(q.x, q.y); v[1] = make_float2(q.z, q.w);
+#else
+    v[0] = load_value(p);
+#endif
 }
+#endif
+#ifndef VEC
+#define VEC 1
 #endif
 #define HW (0.5f * WIDTH)
 #define TILE 32
@@ -458,29 +475,20 @@ extern "C" __global__ void __launch_bounds__(256) gridrec_gather_nodes(
                         float w = kernel_weight(s_table, fabsf(dx), table_scale)
                                   * kernel_weight(s_table, fabsf(dy), table_scale);
                         const value_t* at = row + (long long)k * n_b;
-#ifdef PAIRED_LOADS
-                        // n_b and b0 even: two pairs per 16 (8 in half) aligned bytes
+                        // VEC pairs per load (PAIRS, n_b and so b0 multiples of VEC): the
+                        // cost in L1 is per load and lane, so wide loads are what pays
                         #pragma unroll
-                        for (int p = 0; p < PAIRS; p += 2) {
+                        for (int p = 0; p < PAIRS; p += VEC) {
                             if (b0 + p < n_b) {
-                                float2 v0, v1;
-                                load_two(at + p, &v0, &v1);
-                                acc[p].x = fmaf(w, v0.x, acc[p].x);
-                                acc[p].y = fmaf(w, v0.y, acc[p].y);
-                                acc[p + 1].x = fmaf(w, v1.x, acc[p + 1].x);
-                                acc[p + 1].y = fmaf(w, v1.y, acc[p + 1].y);
+                                float2 val[VEC];
+                                load_vec(at + p, val);
+                                #pragma unroll
+                                for (int q = 0; q < VEC; ++q) {
+                                    acc[p + q].x = fmaf(w, val[q].x, acc[p + q].x);
+                                    acc[p + q].y = fmaf(w, val[q].y, acc[p + q].y);
+                                }
                             }
                         }
-#else
-                        #pragma unroll
-                        for (int p = 0; p < PAIRS; ++p) {
-                            if (b0 + p < n_b) {
-                                float2 val = load_value(at + p);
-                                acc[p].x = fmaf(w, val.x, acc[p].x);
-                                acc[p].y = fmaf(w, val.y, acc[p].y);
-                            }
-                        }
-#endif
                     }
                 }
             }
@@ -513,15 +521,15 @@ extern "C" __global__ void gridrec_crop(
 """
 
 
-def _gpu_module(width: int, pairs: int, half: bool, paired_loads: bool = False):
+def _gpu_module(width: int, pairs: int, half: bool, vec: int = 1):
     """The CUDA kernels for one kernel width, slice pairs per block (or per thread, for
-    ``gather="nodes"``), value precision, and whether two pairs load as one vector."""
+    ``gather="nodes"``), value precision, and pairs per load (``gather="nodes"``)."""
     import cupy
 
-    key = (cupy.cuda.runtime.getDevice(), width, pairs, half, paired_loads)
+    key = (cupy.cuda.runtime.getDevice(), width, pairs, half, vec)
     if key not in _kernels:
         options = (f"-DWIDTH={width}", f"-DPAIRS={pairs}") + (("-DHALF_VALUES",) if half else ())
-        options += ("-DPAIRED_LOADS",) if paired_loads else ()
+        options += (f"-DVEC={vec}",)
         _kernels[key] = cupy.RawModule(code=_CUDA_SOURCE, options=options)
     return _kernels[key]
 
@@ -733,8 +741,7 @@ def _gpu_gather_nodes(xp, values, angles, *, n_b: int, n_pad: int, m: int, table
                       half: bool):
     """``gather="nodes"``: one thread per grid node; ``values`` is ``(angle, k, pair)``."""
     pairs = min(n_b, GPU_NODE_PAIRS)
-    paired = pairs % 2 == 0 and n_b % 2 == 0
-    module = _gpu_module(width, pairs, half, paired)
+    module = _gpu_module(width, pairs, half, _pairs_per_load(pairs, n_b, half))
     order, buckets = _angle_buckets(angles)
     dirs, inv = _directions(np.asarray(angles, float)[order], m / n_pad)
     extra = np.zeros((len(order), 4), np.float32)
@@ -751,6 +758,19 @@ def _gpu_gather_nodes(xp, values, angles, *, n_b: int, n_pad: int, m: int, table
          np.int32(-(-m // 16)), grid),
         shared_mem=4 * table.size)
     return grid
+
+
+def _pairs_per_load(pairs: int, n_b: int, half: bool) -> int:
+    """The widest load (16 bytes at most) whose pairs divide both ``pairs`` and ``n_b``, so
+    that every load of the ``gather="nodes"`` kernel is aligned and whole.
+
+    >>> _pairs_per_load(8, 8, False), _pairs_per_load(8, 8, True), _pairs_per_load(6, 6, True)
+    (2, 4, 2)
+    """
+    for vec in ((4, 2) if half else (2,)):
+        if pairs % vec == 0 and n_b % vec == 0:
+            return vec
+    return 1
 
 
 def _gpu_gather_tiles(xp, module, values, angles, *, n_b, n_angles, n_pad, m, table, pairs):

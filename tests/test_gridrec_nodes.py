@@ -24,6 +24,7 @@ from tomolab.recon.gridrec import (
     _angle_buckets,
     _directions,
     _gridrec,
+    _pairs_per_load,
     _phase_steps,
     _reach,
     _spread,
@@ -371,15 +372,23 @@ def test_gpu_nodes_match_the_cpu_and_the_tiles(shape, size, pad_mode, precision)
 
 
 @gpu_test
-def test_gpu_nodes_pair_counts():
-    """Every slice-pair count up to past ``GPU_NODE_PAIRS`` (odd and even: paired loads or not)."""
+@pytest.mark.parametrize("precision", ["single", "half"])
+def test_gpu_nodes_pair_counts(precision):
+    """Slice-pair counts up to past ``GPU_NODE_PAIRS``: every width of load (1, 2 or 4 pairs,
+    ``_pairs_per_load``) and a last group of pairs smaller than the others."""
     import cupy
 
     rng = np.random.default_rng(9)
     angles = np.linspace(0, np.pi, 100, endpoint=False)
-    for n_z in (1, 2, 3, 4, 7, 2 * GPU_NODE_PAIRS + 3):
+    seen = set()
+    for n_z in (1, 2, 3, 4, 7, 16, 2 * GPU_NODE_PAIRS + 3):
+        n_b = (n_z + 1) // 2
+        seen.add(_pairs_per_load(min(n_b, GPU_NODE_PAIRS), n_b, precision == "half"))
         sino = rng.random((n_z, 100, 70)).astype(np.float32)
-        cpu = gridrec(sino, angles, center=35.4)
-        gpu = gridrec(cupy.asarray(sino), angles, center=35.4, gather="nodes").get()
+        cpu = gridrec(sino, angles, center=35.4, precision=precision)
+        gpu = gridrec(cupy.asarray(sino), angles, center=35.4, precision=precision,
+                      gather="nodes").get()
         for a, b in zip(gpu, cpu):
-            assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-5
+            assert np.linalg.norm(a - b) / np.linalg.norm(b) < (1e-5 if precision == "single"
+                                                                else 1e-4)
+    assert seen == ({1, 2, 4} if precision == "half" else {1, 2})

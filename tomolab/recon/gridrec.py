@@ -713,7 +713,7 @@ def _gpu_slices(xp, values, norm, angles, *, n_z: int, n_pad: int, m: int, size:
 
     fft = fft_module(xp)
     if gather == "nodes":
-        n_angles, n_b = values.shape[0], norm.size
+        n_b = norm.size
         grid = _gpu_gather_nodes(xp, values, angles, n_b=n_b, n_pad=n_pad, m=m, table=table,
                                  width=width, half=half)
         module = _gpu_module(width, pairs, half)

@@ -18,9 +18,20 @@ resident, in slabs of ``--slices`` rows. Times are medians of CUDA-event runs af
 ``--full-volume``
     ``tomolab.reconstruct(algorithm="gridrec")`` of a ``--rows`` × n² volume host memory to
     host memory, and the stream's stage timings (single and half precision).
+``--gather-compare``
+    The two GPU gather kernels, ``gather="tiles"`` (the default) and ``gather="nodes"``, on
+    the same slab: milliseconds per stage and per slab (the whole call, CUDA events) in
+    single and half precision, their relative difference on the random slab and on a smooth
+    phantom, and each one's difference to FBP there. One table, about a minute on an H100:
+
+    python3 benchmarks/bench_fourier.py --gather-compare --no-compare
+
+``--gather KIND`` picks the kernel for ``--profile``, ``--compare`` and the stage timings of
+``--full-volume`` (its ``tomolab.reconstruct`` rows use the default; default ``tiles``).
 
     python benchmarks/bench_fourier.py [--n 2048] [--angles 1800] [--slices 16]
                                        [--profile] [--no-compare] [--full-volume --rows 2048]
+                                       [--gather-compare] [--gather tiles|nodes]
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ def _blob_sinograms(n_slices, angles, n, center):
     return out
 
 
-def profile(d_sino, angles, center, rows, card, date, repeat=5):
+def profile(d_sino, angles, center, rows, card, date, repeat=5, gather="tiles"):
     """Stage timings of one slab (``stats=``), and one stream against two."""
     import statistics
     import threading
@@ -62,6 +73,7 @@ def profile(d_sino, angles, center, rows, card, date, repeat=5):
 
     from tomolab.recon import gridrec
 
+    gridrec = functools.partial(gridrec, gather=gather)
     n_z, n_angles, n = d_sino.shape
     n_b = (n_z + 1) // 2
     for precision in ("single", "half"):
@@ -114,12 +126,13 @@ def profile(d_sino, angles, center, rows, card, date, repeat=5):
                      "ms": round(t * 1e3, 3), "ms per pair": round(t * 1e3 / (n_slabs * n_b), 3)})
 
 
-def compare(d_sino, sino, angles, center, rows, card, date):
+def compare(d_sino, sino, angles, center, rows, card, date, gather="tiles"):
     """gridrec against FBP (two kernels) and ASTRA, and its difference to FBP."""
     import cupy
 
     from tomolab.recon import fbp, gridrec
 
+    gridrec = functools.partial(gridrec, gather=gather)
     n_z, n_angles, n = sino.shape
 
     def row(what, seconds, slices, rel=None):
@@ -172,6 +185,68 @@ def compare(d_sino, sino, angles, center, rows, card, date):
     astra.data2d.delete([sino_id, rec_id])
 
 
+def gather_compare(d_sino, angles, center, rows, card, date, repeat=7):
+    """``gather="tiles"`` against ``gather="nodes"``: stages, slabs and differences, one table."""
+    import statistics
+
+    import cupy
+
+    from tomolab.recon import fbp, gridrec
+
+    n_z, n_angles, n = d_sino.shape
+    gathers = ("tiles", "nodes")
+
+    def row(precision, what, tiles, nodes, unit="ms"):
+        ratio = f"{nodes / tiles:.2f}" if unit == "ms" and tiles else ""
+
+        def fmt(x):
+            return "" if x is None else f"{x:.3f}" if unit == "ms" else f"{x:.1e}"
+        rows.append({"date": date, "card": card, "slab": f"{n_z} × {n_angles} × {n}",
+                     "precision": precision, "what": f"{what} [{unit}]",
+                     "tiles": fmt(tiles), "nodes": fmt(nodes), "nodes / tiles": ratio})
+
+    for precision in ("single", "half"):
+        stages, slab = {}, {}
+        for gather in gathers:
+            call = functools.partial(gridrec, d_sino, angles, center=center,
+                                     precision=precision, gather=gather)
+            call()  # compile, plans
+            runs = []
+            for _ in range(repeat):
+                stats = {}
+                call(stats=stats)
+                runs.append(stats)
+            stages[gather] = {k: statistics.median(r[k] for r in runs) * 1e3 for k in runs[0]}
+            slab[gather] = gpu_time(call, warmup=1, repeat=repeat) * 1e3
+        for stage in stages["tiles"]:
+            row(precision, stage, stages["tiles"][stage], stages["nodes"][stage])
+        row(precision, "per slab, the whole call", slab["tiles"], slab["nodes"])
+
+    mask = cupy.asarray(np.hypot(*(np.mgrid[:n, :n] - (n - 1) / 2.0)) < 0.45 * n)
+
+    def rel(a, b):
+        return float(cupy.linalg.norm((a - b)[:, mask]) / cupy.linalg.norm(b[:, mask]))
+
+    smooth = cupy.asarray(_blob_sinograms(2, angles, n, center))
+    reference = fbp(smooth, angles, center=center)
+    for precision in ("single", "half"):
+        on_random = {g: gridrec(d_sino, angles, center=center, precision=precision, gather=g)
+                     for g in gathers}
+        on_smooth = {g: gridrec(smooth, angles, center=center, precision=precision, gather=g)
+                     for g in gathers}
+        again = gridrec(d_sino, angles, center=center, precision=precision, gather="nodes")
+        same = bool((again == on_random["nodes"]).all())
+        row(precision, "nodes vs tiles, random slab", None,
+            rel(on_random["nodes"], on_random["tiles"]), unit="rel. diff")
+        row(precision, "nodes vs tiles, smooth phantom", None,
+            rel(on_smooth["nodes"], on_smooth["tiles"]), unit="rel. diff")
+        row(precision, "vs fbp, smooth phantom", rel(on_smooth["tiles"], reference),
+            rel(on_smooth["nodes"], reference), unit="rel. diff")
+        row(precision, f"nodes twice on the random slab: bitwise equal = {same}", None, None,
+            unit="-")
+        del on_random, on_smooth, again
+
+
 def full_volume(args, rows, stage_rows, card, date):
     """A whole volume host memory to host memory through the public call and the stream."""
     import cupy  # noqa: F401  (the stream needs it; fail early if it is missing)
@@ -204,7 +279,7 @@ def full_volume(args, rows, stage_rows, card, date):
                      "rows": n_rows, "n": n, "angles": na, "s": round(seconds, 2)})
     plan = plan_reconstruction(scan, center=center, backend="cupy", algorithm="gridrec")
     for precision in ("single", "half"):
-        algorithm = functools.partial(gridrec, precision=precision)
+        algorithm = functools.partial(gridrec, precision=precision, gather=args.gather)
         stats = {}
         t = time.perf_counter()
         reconstruct_rows(scan, plan.row_range, center=center, algorithm=algorithm, backend="cupy",
@@ -224,6 +299,8 @@ def main():
     parser.add_argument("--no-compare", action="store_true")
     parser.add_argument("--full-volume", action="store_true")
     parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--gather-compare", action="store_true")
+    parser.add_argument("--gather", choices=("tiles", "nodes"), default="tiles")
     args = parser.parse_args()
 
     import cupy
@@ -234,13 +311,19 @@ def main():
     d_sino = cupy.asarray(sino)
     center = (n - 1) / 2 + 3.3
     card, date = card_name(), datetime.date.today().isoformat()
+    if args.gather_compare:
+        rows = []
+        gather_compare(d_sino, angles, center, rows, card, date)
+        write_rows(rows, "fourier_gather")
+        print("adopt gather='nodes' where, in single precision, nodes vs tiles is within 1e-5 "
+              "and the whole call takes at most 8 ms per slab of 16 slices")
     if args.profile:
         rows = []
-        profile(d_sino, angles, center, rows, card, date)
+        profile(d_sino, angles, center, rows, card, date, gather=args.gather)
         write_rows(rows, "fourier_stages")
     if not args.no_compare:
         rows = []
-        compare(d_sino, sino, angles, center, rows, card, date)
+        compare(d_sino, sino, angles, center, rows, card, date, gather=args.gather)
         write_rows(rows, "fourier_compare")
     if args.full_volume:
         rows, stage_rows = [], []

@@ -34,7 +34,11 @@ gather over bands of grid rows). The GPU gathers too, with no atomics: one
 CUDA block per 32 × 32 tile of the frequency grid lists the angles whose
 line reaches the tile, and each thread sums in registers the samples near
 its four nodes, for two slice pairs at once (they share positions and
-weights). Both use the same samples, weights and positions; FFTs come from
+weights). With ``gather="nodes"`` each grid node instead finds, from its
+polar angle and a table of the angles sorted modulo π, the few angles whose
+line passes within half a kernel width of it, and sums their samples for up
+to eight pairs at once (stored pair-innermost): the work follows the samples
+that reach a node, not the angles times a tile. Both use the same samples, weights and positions; FFTs come from
 ``scipy.fft`` or ``cupyx.scipy.fft`` (batched, plans cached by CuPy).
 """
 
@@ -132,10 +136,39 @@ _CUDA_SOURCE = r"""
 typedef __half2 value_t;
 __device__ __forceinline__ float2 load_value(const value_t* p) { return __half22float2(__ldg(p)); }
 __device__ __forceinline__ void store_value(value_t* p, float2 v) { *p = __floats2half2_rn(v.x, v.y); }
+__device__ __forceinline__ float2 half2_bits(unsigned bits)
+{
+    return __half22float2(*reinterpret_cast<const __half2*>(&bits));
+}
+// VEC consecutive values in one load (the address aligned to VEC values)
+__device__ __forceinline__ void load_vec(const value_t* p, float2* v)
+{
+#if VEC == 4
+    uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
+    v[0] = half2_bits(q.x); v[1] = half2_bits(q.y); v[2] = half2_bits(q.z); v[3] = half2_bits(q.w);
+#elif VEC == 2
+    uint2 q = __ldg(reinterpret_cast<const uint2*>(p));
+    v[0] = half2_bits(q.x); v[1] = half2_bits(q.y);
+#else
+    v[0] = load_value(p);
+#endif
+}
 #else
 typedef float2 value_t;
 __device__ __forceinline__ float2 load_value(const value_t* p) { return __ldg(p); }
 __device__ __forceinline__ void store_value(value_t* p, float2 v) { *p = v; }
+__device__ __forceinline__ void load_vec(const value_t* p, float2* v)
+{
+#if VEC == 2
+    float4 q = __ldg(reinterpret_cast<const float4*>(p));
+    v[0] = make_float2(q.x, q.y); v[1] = make_float2(q.z, q.w);
+#else
+    v[0] = load_value(p);
+#endif
+}
+#endif
+#ifndef VEC
+#define VEC 1
 #endif
 #define HW (0.5f * WIDTH)
 #define TILE 32
@@ -330,6 +363,143 @@ extern "C" __global__ void __launch_bounds__(THREADS) gridrec_gather(
     }
 }
 
+// gather="nodes": the twin of gridrec_weight writing values (n_a, n_k, n_b), the pair index
+// innermost, so that a node reads every pair of a sample in one run of bytes. The phase ramp
+// in float arithmetic: steps (pair, angle) hold alpha / n_pad mod 1 of both slices split as
+// hi + lo, hi with few enough bits that k * hi is exact, so frac(k * hi) is exact too.
+extern "C" __global__ void gridrec_weight_nodes(
+    const float2* __restrict__ spectra, const float* __restrict__ weights,
+    const float4* __restrict__ steps, int n_a, int n_pad, int n_b,
+    const float* __restrict__ norm, value_t* __restrict__ values)
+{
+    int n_k = n_pad + 1, half = n_pad / 2;
+    int per_angle = n_k * n_b;
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    int a = blockIdx.y;
+    if (t >= per_angle) return;
+    int b = t % n_b, k = t / n_b - half;
+    const float2* s = spectra + ((size_t)b * n_a + a) * n_pad;
+    float2 sp = s[k < 0 ? k + n_pad : k];
+    float2 sm = s[k > 0 ? n_pad - k : -k];
+    float4 st = steps[(size_t)b * n_a + a];
+    float kf = (float)k;
+    float hr = kf * st.x, hi = kf * st.z;
+    float tr = (hr - rintf(hr)) + kf * st.y;
+    float ti = (hi - rintf(hi)) + kf * st.w;
+    float sr, cr, si, ci;
+    sincospif(2.f * tr, &sr, &cr);
+    sincospif(2.f * ti, &si, &ci);
+    float w = 0.5f * weights[k < 0 ? -k : k] / norm[b];
+    float pr = cr + ci, pi = sr + si, mr = cr - ci, mi = sr - si;
+    float2 v;
+    v.x = w * (sp.x * pr - sp.y * pi + sm.x * mr + sm.y * mi);
+    v.y = w * (sp.x * pi + sp.y * pr + sm.x * mi - sm.y * mr);
+    store_value(values + (size_t)a * per_angle + t, v);
+}
+
+// gather="nodes": one thread per node of the grid, a block of 16 x 16 nodes (each warp 8 x 4).
+// A node finds the few angles whose line passes within half a kernel width of it from its
+// own polar angle: the angles are sorted modulo pi (dirs, extra), and buckets[i] is the first
+// sorted position at or past i * pi / n_buckets. For each, the samples k within its box are
+// summed in registers for PAIRS pairs at once (values (n_a, n_k, n_b)): no atomics, no shared
+// staging, every node written once, in a fixed order (deterministic). The cost follows the
+// samples that reach the node, not the angles times the tile.
+// extra: per sorted angle (1 / cx, 1 / cy, original angle index as int bits, 0).
+extern "C" __global__ void __launch_bounds__(256) gridrec_gather_nodes(
+    const value_t* __restrict__ values, const float4* __restrict__ dirs,
+    const float4* __restrict__ extra, const int* __restrict__ buckets, int n_buckets,
+    const float* __restrict__ table, int table_len, float table_scale, int n_a, int half,
+    float reach, int m, int n_b, const int* __restrict__ block_order, int blocks_per_row,
+    float2* __restrict__ grid)
+{
+    extern __shared__ float s_table[];
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    for (int i = tid; i < table_len; i += blockDim.x) s_table[i] = table[i];
+    __syncthreads();
+    int blk = block_order[blockIdx.x];
+    int u = (blk % blocks_per_row) * 16 + 8 * (warp & 1) + (lane & 7) - m / 2;
+    int v = (blk / blocks_per_row) * 16 + 4 * (warp >> 1) + (lane >> 3) - m / 2;
+    if (u >= m / 2 || v >= m / 2) return;  // past the grid (m not a multiple of 16)
+    int b0 = blockIdx.y * PAIRS;
+    int n_k = 2 * half + 1;
+    float2 acc[PAIRS];
+    #pragma unroll
+    for (int p = 0; p < PAIRS; ++p) acc[p] = make_float2(0.f, 0.f);
+    const float kmax = (float)half;
+    const float per_radian = (float)n_buckets * 0.318309886f;
+    const float box = HW * 1.41421356f + 0.05f;  // the box's corners lie within this radius
+    const float limit = reach + HW + 0.05f;
+    // periodic images: node u also gathers the samples near u - m and u + m
+    for (int su = -m; su <= m; su += m) {
+        float uf = (float)(u + su);
+        if (fabsf(uf) > limit) continue;
+        for (int sv = -m; sv <= m; sv += m) {
+            float vf = (float)(v + sv);
+            if (fabsf(vf) > limit) continue;
+            float r = sqrtf(uf * uf + vf * vf);
+            if (r > reach + box) continue;
+            // sorted positions [i0, i1) then [i2, i3): every angle within delta of phi, mod pi
+            int i0 = 0, i1 = n_a, i2 = 0, i3 = 0;
+            if (r > box) {
+                float delta = asinf(box / r) + 1e-4f;
+                float phi = atan2f(vf, uf);
+                if (phi < 0.f) phi += 3.14159265f;
+                int lo = (int)floorf((phi - delta) * per_radian) - 1;
+                int hi = (int)floorf((phi + delta) * per_radian) + 2;
+                if (hi - lo < n_buckets) {
+                    if (lo < 0) {
+                        i0 = buckets[lo + n_buckets]; i1 = n_a; i3 = buckets[hi];
+                    } else if (hi > n_buckets) {
+                        i0 = buckets[lo]; i1 = n_a; i3 = buckets[hi - n_buckets];
+                    } else {
+                        i0 = buckets[lo]; i1 = buckets[hi];
+                    }
+                }
+            }
+            for (int part = 0; part < 2; ++part) {
+                int ib = part ? i2 : i0, ie = part ? i3 : i1;
+                for (int i = ib; i < ie; ++i) {
+                    float4 c = __ldg(dirs + i);
+                    float4 e = __ldg(extra + i);
+                    float k0 = -kmax, k1 = kmax;
+                    k_range(c.x, e.x, uf - HW - 0.01f, uf + HW + 0.01f, &k0, &k1);
+                    k_range(c.z, e.y, vf - HW - 0.01f, vf + HW + 0.01f, &k0, &k1);
+                    int first = (int)ceilf(k0 - 0.01f), last = (int)floorf(k1 + 0.01f);
+                    const value_t* row =
+                        values + ((size_t)__float_as_int(e.z) * n_k + half) * n_b + b0;
+                    for (int k = first; k <= last; ++k) {
+                        float kf = (float)k;
+                        float dx = fmaf(-kf, c.y, fmaf(-kf, c.x, uf));  // u - k cx, to ~1e-7
+                        float dy = fmaf(-kf, c.w, fmaf(-kf, c.z, vf));
+                        if (!(dx > -HW && dx <= HW && dy > -HW && dy <= HW)) continue;
+                        float w = kernel_weight(s_table, fabsf(dx), table_scale)
+                                  * kernel_weight(s_table, fabsf(dy), table_scale);
+                        const value_t* at = row + (long long)k * n_b;
+                        // VEC pairs per load (PAIRS, n_b and so b0 multiples of VEC): the
+                        // cost in L1 is per load and lane, so wide loads are what pays
+                        #pragma unroll
+                        for (int p = 0; p < PAIRS; p += VEC) {
+                            if (b0 + p < n_b) {
+                                float2 val[VEC];
+                                load_vec(at + p, val);
+                                #pragma unroll
+                                for (int q = 0; q < VEC; ++q) {
+                                    acc[p + q].x = fmaf(w, val[q].x, acc[p + q].x);
+                                    acc[p + q].y = fmaf(w, val[q].y, acc[p + q].y);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    int col = u < 0 ? u + m : u, rowi = v < 0 ? v + m : v;
+    #pragma unroll
+    for (int p = 0; p < PAIRS; ++p)
+        if (b0 + p < n_b) grid[((size_t)(b0 + p) * m + rowi) * m + col] = acc[p];
+}
+
 // Keep the size x size middle of each inverse-transformed grid, divide by the kernel's
 // transform, and split the pair: real part slice 2b, imaginary part slice 2b + 1.
 extern "C" __global__ void gridrec_crop(
@@ -351,25 +521,84 @@ extern "C" __global__ void gridrec_crop(
 """
 
 
-def _gpu_module(width: int, pairs: int, half: bool):
-    """The CUDA kernels for one kernel width, slice pairs per block and value precision."""
+def _gpu_module(width: int, pairs: int, half: bool, vec: int = 1):
+    """The CUDA kernels for one kernel width, slice pairs per block (or per thread, for
+    ``gather="nodes"``), value precision, and pairs per load (``gather="nodes"``)."""
     import cupy
 
-    key = (cupy.cuda.runtime.getDevice(), width, pairs, half)
+    key = (cupy.cuda.runtime.getDevice(), width, pairs, half, vec)
     if key not in _kernels:
         options = (f"-DWIDTH={width}", f"-DPAIRS={pairs}") + (("-DHALF_VALUES",) if half else ())
+        options += (f"-DVEC={vec}",)
         _kernels[key] = cupy.RawModule(code=_CUDA_SOURCE, options=options)
     return _kernels[key]
 
 
 @lru_cache(maxsize=8)
-def _tile_order(m: int) -> np.ndarray:
+def _tile_order(m: int, tile: int = 32) -> np.ndarray:
     """Tiles of the gather, nearest the grid's origin first: those gather the most samples,
     so they start first and the launch does not end waiting for one of them."""
-    per_row = -(-m // 32)
-    middle = np.arange(per_row) * 32 - m // 2 + 15.5
+    per_row = -(-m // tile)
+    middle = np.arange(per_row) * tile - m // 2 + (tile - 1) / 2
     distance = np.hypot(middle[:, None], middle[None, :]).ravel()  # tile = row * per_row + col
     return np.argsort(distance, kind="stable").astype(np.int32)
+
+
+#: the gather kernels: "tiles" (one block per 32 x 32 tile lists the angles that reach it) and
+#: "nodes" (each node finds its own few angles; with it the samples' pair-innermost layout)
+GATHERS = ("tiles", "nodes")
+#: slice pairs summed per thread by gather="nodes" (they share positions and weights)
+GPU_NODE_PAIRS = 8
+
+
+def _angle_buckets(angles, n_buckets: int | None = None):
+    """Angles sorted modulo π, and where each of ``n_buckets`` equal parts of [0, π) starts.
+
+    Returns ``(order, buckets)``: ``order[i]`` is the index (into ``angles``) of the ``i``-th
+    smallest ``angle mod π``; ``buckets[j]`` the first ``i`` whose angle mod π is at least
+    ``j π / n_buckets`` (``n_buckets + 1`` entries, the last ``len(angles)``). A line through
+    the origin is the same for ``θ`` and ``θ + π``, so a grid node at polar angle ``φ`` needs
+    only the sorted positions of the buckets around ``φ`` (the ``gather="nodes"`` kernel).
+
+    Examples
+    --------
+    >>> order, buckets = _angle_buckets(np.array([0.1, 3.5, 1.0]), n_buckets=4)
+    >>> order.tolist(), buckets.tolist()
+    ([0, 1, 2], [0, 2, 3, 3, 3])
+    """
+    angles = np.asarray(angles, float)
+    if n_buckets is None:
+        n_buckets = max(64, 1 << math.ceil(math.log2(2 * max(len(angles), 1))))
+    folded = np.mod(angles, np.pi)
+    folded[folded >= np.pi] -= np.pi  # mod can round up to π
+    order = np.argsort(folded, kind="stable")
+    edges = np.arange(n_buckets + 1) * (np.pi / n_buckets)
+    buckets = np.searchsorted(folded[order], edges, side="left")
+    buckets[-1] = len(angles)
+    return order.astype(np.int32), buckets.astype(np.int32)
+
+
+def _phase_steps(alpha, n_pad: int) -> np.ndarray:
+    """Per (pair, angle) ``alpha / n_pad mod 1`` of both slices, each split as ``hi + lo``
+    (float32) with ``hi`` a multiple of ``2**-p`` so that ``k * hi`` is exact in float32 for
+    every ``|k| <= n_pad / 2``: then ``frac(k * hi) + k * lo`` is the phase ``k alpha / n_pad``
+    (in turns) to ~1e-7 without double precision. ``alpha``: ``(pairs, 2, angle)``.
+
+    Examples
+    --------
+    >>> steps = _phase_steps(np.array([[[1234.567], [3.25]]]), 4096)
+    >>> k = np.float32(2048)
+    >>> turns = (k * steps[0, 0, 0] - np.rint(k * steps[0, 0, 0])) + k * steps[0, 0, 1]
+    >>> exact = (2048 * 1234.567 / 4096) % 1
+    >>> bool(abs(turns - exact) < 1e-6 or abs(abs(turns - exact) - 1) < 1e-6)
+    True
+    """
+    bits = 24 - int(n_pad // 2).bit_length()
+    step = np.mod(np.asarray(alpha, float) / n_pad, 1.0)
+    hi = np.round(step * 2.0 ** bits) / 2.0 ** bits
+    lo = step - hi
+    out = np.stack([hi[:, 0], lo[:, 0], hi[:, 1], lo[:, 1]], axis=-1)  # (pair, angle, 4)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _directions(angles, rho: float):
@@ -421,12 +650,13 @@ class _Marks(list):
 
 
 def _gpu_values(xp, sinograms, alpha, weights, n_pad: int, left: int, pad_mode: str, half: bool,
-                pairs: int, width: int, oversampling: float, marks=None):
+                pairs: int, width: int, oversampling: float, marks=None, gather: str = "tiles"):
     """Pack slice pairs as complex rows, FFT them, and weight and phase-shift the spectra.
 
     Returns ``(values, norm)``: the radial samples ``(pairs, angle, n_pad + 1)`` (complex64,
     or for ``half`` complex half as float16 pairs, each pair's divided by its ``norm``, a
-    device array of one float32 per pair), ready for :func:`_gpu_slices`.
+    device array of one float32 per pair), ready for :func:`_gpu_slices`; for
+    ``gather="nodes"`` laid out ``(angle, n_pad + 1, pairs)`` instead.
     """
     from tomolab.arrays import fft_module
 
@@ -450,9 +680,22 @@ def _gpu_values(xp, sinograms, alpha, weights, n_pad: int, left: int, pad_mode: 
         # each pair's samples at most 1 in magnitude: no overflow whatever the data's units
         norm = xp.abs(spectra).reshape(n_b, -1).max(axis=1) * np.float32(2 * weights.max())
         norm = xp.maximum(norm, np.float32(1e-30)).astype(xp.float32)
-        values = xp.empty((n_b, n_angles, 2 * (n_pad + 1)), xp.float16)
     else:
         norm = xp.ones(n_b, xp.float32)
+    if gather == "nodes":
+        shape = (n_angles, n_pad + 1, 2 * n_b) if half else (n_angles, n_pad + 1, n_b)
+        values = xp.empty(shape, xp.float16 if half else xp.complex64)
+        per_angle = (n_pad + 1) * n_b
+        module.get_function("gridrec_weight_nodes")(
+            ((per_angle + 255) // 256, n_angles), (256,),
+            (spectra, xp.asarray(weights.astype(np.float32)),
+             xp.asarray(_phase_steps(alpha2, n_pad)), np.int32(n_angles), np.int32(n_pad),
+             np.int32(n_b), norm, values))
+        _mark(marks, "filter and shift the spectra")
+        return values, norm
+    if half:
+        values = xp.empty((n_b, n_angles, 2 * (n_pad + 1)), xp.float16)
+    else:
         values = xp.empty((n_b, n_angles, n_pad + 1), xp.complex64)
     module.get_function("gridrec_weight")(
         ((n_pad + 1 + 255) // 256, n_angles, n_b), (256,),
@@ -463,23 +706,22 @@ def _gpu_values(xp, sinograms, alpha, weights, n_pad: int, left: int, pad_mode: 
 
 
 def _gpu_slices(xp, values, norm, angles, *, n_z: int, n_pad: int, m: int, size: int,
-                deapod, table, width: int, pairs: int, half: bool, out, marks=None):
+                deapod, table, width: int, pairs: int, half: bool, out, marks=None,
+                gather: str = "tiles"):
     """Gather the radial samples onto the grid, inverse-FFT it and write the slices to ``out``."""
     from tomolab.arrays import fft_module
 
     fft = fft_module(xp)
-    n_b, n_angles = values.shape[:2]
-    module = _gpu_module(width, pairs, half)
-    dirs, inv = _directions(angles, m / n_pad)
-    order = _tile_order(m)
-    grid = xp.empty((n_b, m, m), xp.complex64)
-    module.get_function("gridrec_gather")(
-        (order.size, (n_b + pairs - 1) // pairs), (256,),
-        (values, xp.asarray(dirs), xp.asarray(inv), xp.asarray(table), np.int32(table.size),
-         np.float32(_TABLE_DENSITY), np.int32(n_angles), np.int32(n_pad // 2),
-         np.float32(m / n_pad * (n_pad // 2) * 1.0001 + 0.01), np.int32(m),
-         np.int32(n_b), xp.asarray(order), np.int32(-(-m // 32)), grid),
-        shared_mem=4 * table.size)
+    if gather == "nodes":
+        n_b = norm.size
+        grid = _gpu_gather_nodes(xp, values, angles, n_b=n_b, n_pad=n_pad, m=m, table=table,
+                                 width=width, half=half)
+        module = _gpu_module(width, pairs, half)
+    else:
+        n_b, n_angles = values.shape[:2]
+        module = _gpu_module(width, pairs, half)
+        grid = _gpu_gather_tiles(xp, module, values, angles, n_b=n_b, n_angles=n_angles,
+                                 n_pad=n_pad, m=m, table=table, pairs=pairs)
     _mark(marks, "gather onto the grid")
     grid = fft.ifft2(grid, norm="forward", overwrite_x=True)
     _mark(marks, "2D inverse FFT")
@@ -488,6 +730,62 @@ def _gpu_slices(xp, values, norm, angles, *, n_z: int, n_pad: int, m: int, size:
         (grid, xp.asarray(deapod), np.int32(size), np.int32(m), np.int32(n_z), norm, out))
     _mark(marks, "crop and split")
     return out
+
+
+def _reach(m: int, n_pad: int) -> float:
+    """A bound on ``|ux|, |uy|`` of every sample, ``m / n_pad * n_pad / 2``, with a margin."""
+    return m / n_pad * (n_pad // 2) * 1.0001 + 0.01
+
+
+def _gpu_gather_nodes(xp, values, angles, *, n_b: int, n_pad: int, m: int, table, width: int,
+                      half: bool):
+    """``gather="nodes"``: one thread per grid node; ``values`` is ``(angle, k, pair)``."""
+    pairs = min(n_b, GPU_NODE_PAIRS)
+    module = _gpu_module(width, pairs, half, _pairs_per_load(pairs, n_b, half))
+    order, buckets = _angle_buckets(angles)
+    dirs, inv = _directions(np.asarray(angles, float)[order], m / n_pad)
+    extra = np.zeros((len(order), 4), np.float32)
+    extra[:, :2] = inv
+    extra[:, 2] = order.view(np.float32)  # the angle's index, as int bits
+    blocks = _tile_order(m, 16)
+    grid = xp.empty((n_b, m, m), xp.complex64)
+    module.get_function("gridrec_gather_nodes")(
+        (blocks.size, (n_b + pairs - 1) // pairs), (256,),
+        (values, xp.asarray(dirs), xp.asarray(extra), xp.asarray(buckets),
+         np.int32(buckets.size - 1), xp.asarray(table), np.int32(table.size),
+         np.float32(_TABLE_DENSITY), np.int32(len(order)), np.int32(n_pad // 2),
+         np.float32(_reach(m, n_pad)), np.int32(m), np.int32(n_b), xp.asarray(blocks),
+         np.int32(-(-m // 16)), grid),
+        shared_mem=4 * table.size)
+    return grid
+
+
+def _pairs_per_load(pairs: int, n_b: int, half: bool) -> int:
+    """The widest load (16 bytes at most) whose pairs divide both ``pairs`` and ``n_b``, so
+    that every load of the ``gather="nodes"`` kernel is aligned and whole.
+
+    >>> _pairs_per_load(8, 8, False), _pairs_per_load(8, 8, True), _pairs_per_load(6, 6, True)
+    (2, 4, 2)
+    """
+    for vec in ((4, 2) if half else (2,)):
+        if pairs % vec == 0 and n_b % vec == 0:
+            return vec
+    return 1
+
+
+def _gpu_gather_tiles(xp, module, values, angles, *, n_b, n_angles, n_pad, m, table, pairs):
+    """``gather="tiles"``: one block per 32 x 32 tile; ``values`` is ``(pair, angle, k)``."""
+    dirs, inv = _directions(angles, m / n_pad)
+    order = _tile_order(m)
+    grid = xp.empty((n_b, m, m), xp.complex64)
+    module.get_function("gridrec_gather")(
+        (order.size, (n_b + pairs - 1) // pairs), (256,),
+        (values, xp.asarray(dirs), xp.asarray(inv), xp.asarray(table), np.int32(table.size),
+         np.float32(_TABLE_DENSITY), np.int32(n_angles), np.int32(n_pad // 2),
+         np.float32(_reach(m, n_pad)), np.int32(m),
+         np.int32(n_b), xp.asarray(order), np.int32(-(-m // 32)), grid),
+        shared_mem=4 * table.size)
+    return grid
 
 
 def _round_to_half(values: np.ndarray, spectra: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -512,7 +810,8 @@ def _workers(xp):
 
 
 def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int | None = None,
-            pad_mode: str = "edge", precision: str = "single", stats: dict | None = None):
+            pad_mode: str = "edge", precision: str = "single", stats: dict | None = None,
+            gather: str = "tiles"):
     """Reconstruct slices from line-integral sinograms by gridding (Fourier) reconstruction.
 
     Same parameters and result as :func:`tomolab.recon.fbp`; several times
@@ -548,6 +847,15 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int
     stats : dict, optional
         Where the time goes: seconds per stage are added to it (on a GPU
         from CUDA events, waiting for the last one at the end).
+    gather : {"tiles", "nodes"}
+        The GPU's gridding kernel (the CPU ignores it: same result). ``"tiles"``:
+        one block per 32 × 32 tile of the frequency grid lists the angles that
+        reach it. ``"nodes"``: each grid node finds from its polar angle the
+        few angles whose line passes near it and sums their samples for up to
+        8 slice pairs at once, the samples stored pair-innermost and filtered
+        and shifted in single-precision arithmetic. Both are deterministic
+        (no atomics) and agree to about 1e-7; benchmarks/bench_fourier.py
+        ``--gather-compare`` times the two.
 
     Returns
     -------
@@ -566,12 +874,13 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int
     0.01
     """
     return _gridrec(sinograms, angles, center=center, filter=filter, size=size, pad_mode=pad_mode,
-                    precision=precision, stats=stats)
+                    precision=precision, stats=stats, gather=gather)
 
 
 def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="edge",
              precision="single", stats=None, width: int = WIDTH,
-             oversampling: float = OVERSAMPLING, pairs: int = GPU_PAIRS_PER_BLOCK):
+             oversampling: float = OVERSAMPLING, pairs: int = GPU_PAIRS_PER_BLOCK,
+             gather: str = "tiles"):
     from tomolab.errors import ParameterError
 
     xp = array_module(sinograms)
@@ -580,6 +889,9 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
     if precision not in ("single", "half"):
         raise ParameterError("unknown precision", where="precision", value=precision,
                              fix='use "single" or "half"')
+    if gather not in GATHERS:
+        raise ParameterError("unknown gather kernel", where="gather", value=gather,
+                             fix=f"use one of {', '.join(map(repr, GATHERS))}")
     half_values = precision == "half"
     n_z, n_angles, n_cols = sinograms.shape
     centers = _slice_centers(center, n_z)
@@ -615,10 +927,11 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
         for b0 in range(0, n_b, step):
             z0, z1 = 2 * b0, min(2 * (b0 + step), n_z)
             values, norm = _gpu_values(xp, sinograms[z0:z1], alpha[z0:z1], weights, n_pad, left,
-                                       pad_mode, half_values, pairs, width, oversampling, marks)
+                                       pad_mode, half_values, pairs, width, oversampling, marks,
+                                       gather=gather)
             _gpu_slices(xp, values, norm, angles, n_z=z1 - z0, n_pad=n_pad, m=m, size=size,
                         deapod=deapod, table=table, width=width, pairs=pairs, half=half_values,
-                        out=out[z0:z1], marks=marks)
+                        out=out[z0:z1], marks=marks, gather=gather)
         if marks is not None:
             marks.add_to(stats)
         return out

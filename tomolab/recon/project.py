@@ -409,17 +409,30 @@ def _variant(variant) -> str:
     return variant
 
 
-def _padded_lines(xp, lines, pad: int):
-    """``lines`` (``(..., length)`` or interleaved ``(..., length, 4)``) with ``pad`` zeros at both ends."""
-    interleaved = lines.ndim == 4 and lines.shape[-1] == 4
-    axis = lines.ndim - 2 if interleaved else lines.ndim - 1
-    shape = list(lines.shape)
-    shape[axis] += 2 * pad
-    padded = xp.zeros(shape, xp.float32)
-    index = [slice(None)] * lines.ndim
-    index[axis] = slice(pad, pad + lines.shape[axis])
-    padded[tuple(index)] = lines
-    return padded
+def _lines(xp, stack, width: int, pad: int):
+    """``stack`` (z, line, length), any strides, as the kernels read it, in one copy.
+
+    ``width`` 1: contiguous ``(z, line, pad + length + pad)``; 4: interleaved
+    ``(⌈z / 4⌉, line, pad + length + pad, 4)``, slice ``4 g + k`` at ``[g, ..., k]``
+    (the last group completed with zero slices). ``pad`` zeros at both ends of each line.
+    """
+    from tomolab.recon.backproject import _interleave
+
+    if pad == 0:
+        return (xp.ascontiguousarray(stack, dtype=xp.float32) if width == 1
+                else _interleave(xp, stack, 4, xp.float32))
+    n_z, n_lines, length = stack.shape
+    groups = (n_z + width - 1) // width
+    inner = slice(pad, pad + length)
+    if width == 1:
+        out = xp.zeros((n_z, n_lines, length + 2 * pad), xp.float32)
+        out[:, :, inner] = stack
+        return out
+    out = xp.zeros((groups, n_lines, length + 2 * pad, width), xp.float32)
+    for k in range(min(width, n_z)):
+        part = stack[k::width]
+        out[:part.shape[0], :, inner, k] = part
+    return out
 
 
 def _forward_launches(xp, slices, angles, centers, n_cols, out, kernel, variant):
@@ -428,26 +441,22 @@ def _forward_launches(xp, slices, angles, centers, n_cols, out, kernel, variant)
     Arrays of ``xp`` (numpy too, so that the index logic can be run on the CPU
     by the tests' emulation of the kernels).
     """
-    from tomolab.recon.backproject import _interleave
-
     n_z, n, _ = slices.shape
     kernel = _kernel_choice(kernel, centers, n_z)
     variant = _variant(variant)
     trig = xp.asarray(np.stack([np.cos(angles), np.sin(angles)], axis=-1).astype(np.float32))
     block = _FORWARD_BLOCK
     n_angles = angles.size
-    if kernel == "z1":
-        transposed = xp.ascontiguousarray(slices.transpose(0, 2, 1))
-        d_centers = xp.asarray(centers.astype(np.float32))
+    width = 1 if kernel == "z1" else 4
+    pad = 0 if variant == "v1" else 2
+    transposed = _lines(xp, slices.transpose(0, 2, 1), width, pad)
+    if width == 1 and pad == 0:
+        d_centers = xp.asarray(centers.astype(np.float32))  # slices: contiguous already
     else:
-        transposed = _interleave(xp, slices.transpose(0, 2, 1), 4, xp.float32)
-        slices = _interleave(xp, slices, 4, xp.float32)
-        d_centers = xp.asarray(centers[:1].astype(np.float32))
-    if variant != "v1":
-        slices, transposed = _padded_lines(xp, slices, 2), _padded_lines(xp, transposed, 2)
+        slices = _lines(xp, slices, width, pad)
+        d_centers = xp.asarray(centers[: 1 if width == 4 else n_z].astype(np.float32))
     grid = ((n_cols + block[0] - 1) // block[0], (n_angles + block[1] - 1) // block[1],
             slices.shape[0])
-    width = 1 if kernel == "z1" else 4
     source = _forward_source(width, variant)
     name = source.split("void ", 1)[1].split("(", 1)[0]
     return [(name, source, grid, block, (slices, transposed, trig, d_centers, np.int32(n),
@@ -457,8 +466,6 @@ def _forward_launches(xp, slices, angles, centers, n_cols, out, kernel, variant)
 
 def _adjoint_launches(xp, sinograms, angles, centers, size, out, kernel, variant):
     """The kernel launches of ``Aᵀ`` (``out`` must be zero before): as :func:`_forward_launches`."""
-    from tomolab.recon.backproject import _interleave
-
     n_z, n_angles, n_cols = sinograms.shape
     kernel = _kernel_choice(kernel, centers, n_z)
     variant = _variant(variant)
@@ -466,15 +473,10 @@ def _adjoint_launches(xp, sinograms, angles, centers, size, out, kernel, variant
     m = np.maximum(np.abs(c), np.abs(s))
     table = xp.asarray(np.stack([c, s, m, np.float32(1) / m], axis=-1))
     width = 1 if kernel == "z1" else 4
-    if width == 1:
-        d_centers = xp.asarray(centers.astype(np.float32))
-    else:
-        sinograms = _interleave(xp, sinograms, 4, xp.float32)
-        d_centers = xp.asarray(centers[:1].astype(np.float32))
-    pixels = 1
-    if variant != "v1":
-        sinograms = _padded_lines(xp, sinograms, 2)
-        pixels = _ADJOINT_PIXELS
+    d_centers = xp.asarray(centers[: 1 if width == 4 else n_z].astype(np.float32))
+    pixels = 1 if variant == "v1" else _ADJOINT_PIXELS
+    if width == 4 or variant != "v1":  # z1 of v1 reads the (contiguous) sinograms as they are
+        sinograms = _lines(xp, sinograms, width, 0 if variant == "v1" else 2)
     row_stride = sinograms.shape[2]
     block = _ADJOINT_BLOCK
     grid = ((size + block[0] - 1) // block[0],

@@ -155,8 +155,11 @@ def _angles():
 
 @pytest.mark.parametrize("n_z, size, n_cols, center, kernel", _CASES)
 @pytest.mark.parametrize("variant", project.VARIANTS)
-def test_forward_kernels_emulated_match_the_numba_twin(emulator, n_z, size, n_cols, center, kernel,
-                                                       variant):
+@pytest.mark.parametrize("block", [None, (4, 32, 1)])  # the default, and few bins × many angles
+def test_forward_kernels_emulated_match_the_numba_twin(emulator, monkeypatch, n_z, size, n_cols,
+                                                       center, kernel, variant, block):
+    if block is not None:
+        monkeypatch.setattr(project, "_FORWARD_BLOCK", block)
     angles = _angles()
     rng = np.random.default_rng(n_z)
     x = rng.standard_normal((n_z, size, size)).astype(np.float32)
@@ -175,8 +178,11 @@ def test_forward_kernels_emulated_match_the_numba_twin(emulator, n_z, size, n_co
 @pytest.mark.parametrize("n_z, size, n_cols, center, kernel", _CASES)
 @pytest.mark.parametrize("variant, pixels", [("v1", 1)] + [(v, p) for v in project.VARIANTS[1:]
                                                              for p in _PIXELS])
+@pytest.mark.parametrize("block", [None, (8, 16, 1)])  # the default, and a squarer tile
 def test_adjoint_kernels_emulated_match_the_numba_twin(emulator, monkeypatch, n_z, size, n_cols,
-                                                       center, kernel, variant, pixels):
+                                                       center, kernel, variant, pixels, block):
+    if block is not None:
+        monkeypatch.setattr(project, "_ADJOINT_BLOCK", block)
     monkeypatch.setattr(project, "_ADJOINT_PIXELS", pixels)
     monkeypatch.setattr(project, "_ADJOINT_ANGLES", 16)  # several launches of the angle chunks
     angles = _angles()

@@ -238,10 +238,13 @@ extern "C" __global__ void adjoint_joseph_z{slices}(
 {store}
 }}
 """
+    # v2: the row's address from the angle; v3: a pointer carried from one angle to the next
+    angle_row = f"const {vec}* qa = qg + (size_t)a * stride;" if variant == "v2" else ""
+    load = f"{vec} val0 = __ldg(qa + j), val1 = __ldg(qa + j + 1);"
     per_pixel = "\n".join(f"""
         {{
             float t = tx + Y{p} * cs.y;{_bin(variant)}
-            {vec} val0 = __ldg(qa + j), val1 = __ldg(qa + j + 1);
+            {load}
             {{ float w = fmaxf(0.f, 1.f - fabsf(d) * cs.w) * cs.w; {vec} val = val0; {add.replace("acc", f"acc{p}")} }}
             {{ float w = fmaxf(0.f, 1.f - fabsf(d - 1.f) * cs.w) * cs.w; {vec} val = val1; {add.replace("acc", f"acc{p}")} }}
         }}""" for p in range(pixels))
@@ -270,10 +273,11 @@ extern "C" __global__ void adjoint_joseph_{variant}_z{slices}_p{pixels}(
     const int stride = n_cols + 4;  // a row and its two zero bins at each end
     const {vec}* qg = q + (size_t)blockIdx.z * group_stride + 2;
     {" ".join(f"{vec} acc{p} = {zero};" for p in range(pixels))}
-    for (int a = 0; a < n_angles; ++a) {{
+    {"" if variant == "v2" else f"const {vec}* qa = qg;"}
+    for (int a = 0; a < n_angles; ++a{"" if variant == "v2" else ", qa += stride"}) {{
         float4 cs = s_table[a];  // cos, sin, m, 1 / m
         float tx = center + X * cs.x;
-        const {vec}* qa = qg + (size_t)a * stride;{per_pixel}
+        {angle_row}{per_pixel}
     }}
 {"" if slices == 1 else "    int z0 = 4 * blockIdx.z;"}
 {stores}
@@ -484,8 +488,10 @@ def _adjoint_launches(xp, sinograms, angles, centers, size, out, kernel, variant
     source = _adjoint_source(width, variant, pixels)
     name = source.split("void ", 1)[1].split("(", 1)[0]
     launches = []
-    for a0 in range(0, n_angles, _ADJOINT_ANGLES):
-        a1 = min(a0 + _ADJOINT_ANGLES, n_angles)
+    # v3 indexes a launch's rows with 32-bit offsets
+    chunk = max(1, min(_ADJOINT_ANGLES, (2**31 - 1) // row_stride - 1))
+    for a0 in range(0, n_angles, chunk):
+        a1 = min(a0 + chunk, n_angles)
         launches.append((name, source, grid, block,
                          (sinograms[:, a0:a1], table[a0:a1], d_centers, np.int32(size),
                           np.int32(a1 - a0), np.int32(n_cols), np.int64(n_angles * row_stride),

@@ -488,10 +488,8 @@ def _adjoint_launches(xp, sinograms, angles, centers, size, out, kernel, variant
     source = _adjoint_source(width, variant, pixels)
     name = source.split("void ", 1)[1].split("(", 1)[0]
     launches = []
-    # v3 indexes a launch's rows with 32-bit offsets
-    chunk = max(1, min(_ADJOINT_ANGLES, (2**31 - 1) // row_stride - 1))
-    for a0 in range(0, n_angles, chunk):
-        a1 = min(a0 + chunk, n_angles)
+    for a0 in range(0, n_angles, _ADJOINT_ANGLES):
+        a1 = min(a0 + _ADJOINT_ANGLES, n_angles)
         launches.append((name, source, grid, block,
                          (sinograms[:, a0:a1], table[a0:a1], d_centers, np.int32(size),
                           np.int32(a1 - a0), np.int32(n_cols), np.int64(n_angles * row_stride),

@@ -183,7 +183,7 @@ def _cpu_main(args):
 
 
 #: launch shapes tried by ``--variants``: forward (bins × angles), adjoint (voxels x × y)
-_FORWARD_SHAPES = ((64, 4), (32, 8), (16, 16), (8, 32), (8, 16), (4, 64), (4, 32))
+_FORWARD_SHAPES = ((64, 4), (32, 8), (16, 16), (8, 32), (8, 16), (4, 64), (4, 32), (2, 128))
 _ADJOINT_SHAPES = ((32, 8), (32, 4), (16, 16), (16, 8), (8, 32), (8, 16))
 
 
@@ -295,6 +295,11 @@ def _variants_main(args):
             best[what] = min(times, key=times.get)
             print(f"{variants[-1]}: {what} by block (ms):",
                   {f"{b[0]}x{b[1]}": round(t * 1e3, 2) for b, t in times.items()}, flush=True)
+        project._FORWARD_BLOCK = (*best[f"FP stack of {nz}"], 1)
+        t = gpu_time(lambda: forward_project(stack, angles, center=center, n_cols=n, kernel="z1"),
+                     warmup=1, repeat=3)
+        print(f"{variants[-1]}: FP stack with kernel z1 (one slice per thread), block "
+              f"{project._FORWARD_BLOCK[0]}x{project._FORWARD_BLOCK[1]}: {t * 1e3:.2f} ms", flush=True)
         project._FORWARD_BLOCK = (*best["FP one slice"], 1)
         project._ADJOINT_BLOCK = (*best["adjoint one slice"], 1)
         seconds, result = measure(sirt_one, "wall")

@@ -31,7 +31,12 @@ reads two voxels per line (from a transposed copy of the slice for the
 steeper angles, so that a warp's reads stay contiguous); ``Aᵀ`` one thread per
 voxel with the angle table in shared memory. Kernel ``"z4"`` does four
 slices of one centre per thread from interleaved arrays (one 16-byte load
-serves the four). On the CPU both are Numba kernels
+serves the four). The kernels come in generations (``variant=``, see
+:data:`VARIANTS`), all giving the same numbers: ``"v1"`` tests every read
+against the edges; ``"v2"`` reads lines padded with zeros and clamps its
+indices instead, and gives each adjoint thread several voxels; ``"v3"`` also
+floors without the float/int conversion unit, which runs at a quarter of the
+FP32 rate and bounded ``"v1"``. On the CPU both are Numba kernels
 (:mod:`tomolab.recon._project_cpu`) that walk the detector position the same
 way, so one is the exact transpose of the other.
 """

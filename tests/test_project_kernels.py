@@ -241,3 +241,19 @@ def test_gpu_variants_agree(variant, n_z, center):
     new = forward_project(x, angles, center=center, n_cols=2048, variant=variant)
     old = forward_project(x, angles, center=center, n_cols=2048, variant="v1")
     assert float(cupy.abs(new - old).max()) <= 1e-6 * float(cupy.abs(old).max())
+
+
+@gpu_test
+@pytest.mark.parametrize("variant", project.VARIANTS[1:])
+def test_gpu_sirt_is_the_same_with_each_variant(monkeypatch, variant):
+    import cupy
+
+    from tomolab.recon import sirt
+
+    rng = np.random.default_rng(2)
+    angles = np.linspace(0, np.pi, 180, endpoint=False)
+    sinograms = cupy.asarray(rng.random((2, 180, 256), np.float32))
+    old = sirt(sinograms, angles, center=[127.5, 128.2], iterations=20, initial="zero")
+    monkeypatch.setattr(project, "_VARIANT", variant)
+    new = sirt(sinograms, angles, center=[127.5, 128.2], iterations=20, initial="zero")
+    assert float(cupy.abs(new - old).max()) <= 1e-5 * float(cupy.abs(old).max())

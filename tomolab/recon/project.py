@@ -35,8 +35,8 @@ serves the four). The kernels come in generations (``variant=``, see
 :data:`VARIANTS`), all giving the same numbers: ``"v1"`` tests every read
 against the edges; ``"v2"`` reads lines padded with zeros and clamps its
 indices instead, and gives each adjoint thread several voxels; ``"v3"`` also
-floors without the float/int conversion unit, which runs at a quarter of the
-FP32 rate and bounded ``"v1"``. On the CPU both are Numba kernels
+floors without the float/int conversions (a quarter of the FP32 rate on
+Hopper) and carries its pointers along the loops. On the CPU both are Numba kernels
 (:mod:`tomolab.recon._project_cpu`) that walk the detector position the same
 way, so one is the exact transpose of the other.
 """

@@ -293,6 +293,13 @@ def _variants_main(args):
                 times[block] = gpu_time(fn, warmup=1, repeat=3)
             setattr(project, name, default_block)
             best[what] = min(times, key=times.get)
+            slices = nz if "stack" in what else 1
+            seconds = times[best[what]]
+            rows.append({"date": date, "card": card, "variant": variants[-1],
+                         "pixels": project._ADJOINT_PIXELS,
+                         "what": f"{what}, best block {best[what][0]}x{best[what][1]}",
+                         "ms": round(seconds * 1e3, 2),
+                         "GU/s": round(slices * n * n * na / seconds / 1e9, 1)})
             print(f"{variants[-1]}: {what} by block (ms):",
                   {f"{b[0]}x{b[1]}": round(t * 1e3, 2) for b, t in times.items()}, flush=True)
         project._FORWARD_BLOCK = (*best[f"FP stack of {nz}"], 1)

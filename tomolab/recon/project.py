@@ -31,7 +31,12 @@ reads two voxels per line (from a transposed copy of the slice for the
 steeper angles, so that a warp's reads stay contiguous); ``Aᵀ`` one thread per
 voxel with the angle table in shared memory. Kernel ``"z4"`` does four
 slices of one centre per thread from interleaved arrays (one 16-byte load
-serves the four). On the CPU both are Numba kernels
+serves the four). The kernels come in generations (``variant=``, see
+:data:`VARIANTS`), all giving the same numbers: ``"v1"`` tests every read
+against the edges; ``"v2"`` reads lines padded with zeros and clamps its
+indices instead, and gives each adjoint thread several voxels; ``"v3"`` also
+floors without the float/int conversions (a quarter of the FP32 rate on
+Hopper) and carries its pointers along the loops. On the CPU both are Numba kernels
 (:mod:`tomolab.recon._project_cpu`) that walk the detector position the same
 way, so one is the exact transpose of the other.
 """
@@ -65,19 +70,88 @@ def _stores(slices: int, index: str) -> str:
                      for k, c in enumerate("xyzw"))
 
 
-def _forward_source(slices: int) -> str:
+#: ``floor(x)`` without the conversion unit (a quarter of the FP32 rate): adding 1.5·2²³ rounding
+#: down leaves ``floor(x)`` in the mantissa, exactly for ``|x| < 2²²`` (beyond, the index read
+#: from the bits is far off the line and clamped onto the padding's zeros, as it should be)
+_FLOOR = ("const float MAGIC = 12582912.f; const int MAGIC_BITS = 0x4B400000;\n"
+          "{indent}float snapped = __fadd_rd({x}, MAGIC);  // floor({x}) + MAGIC")
+
+
+def _bin(variant: str) -> str:
+    """CUDA lines that set ``fj`` (float), ``j`` (int, clamped to the padding) and ``d = t - fj``."""
+    if variant == "v2":
+        return """
+            float fj = floorf(t - cs.z) + 1.f;
+            float d = t - fj;
+            int j = min(max((int)fj, -2), n_cols);  // off the detector: reads the padding's zeros"""
+    return f"""
+            {_FLOOR.format(x="t - cs.z", indent=" " * 12)}
+            float fj = snapped - (MAGIC - 1.f);  // floor(t - m) + 1, exactly
+            float d = t - fj;
+            // off the detector: reads the padding's zeros
+            int j = min(max(__float_as_int(snapped) - (MAGIC_BITS - 1), -2), n_cols);"""
+
+
+def _forward_source(slices: int, variant: str = "v1") -> str:
     """The CUDA gather of ``A``: one thread per (bin, angle) and ``slices`` interleaved slices.
 
     The ray of bin ``j`` crosses each line ``u`` of the slice (a row, or a
     column of the transposed copy for the steeper angles) at ``pos``, and the
     two voxels around it are interpolated linearly (Joseph's method), scaled
     by the path length per line, ``1 / m``.
+
+    Variant ``"v2"`` reads lines padded with two zero voxels at each end (voxel
+    ``v`` at ``v + 2``) and clamps ``v`` to ``[-2, n]``: a voxel off the slice
+    reads a zero, so the loop has no bounds test and adds exactly what ``"v1"``
+    adds (``+0`` where ``"v1"`` skips).
     """
     vec, zero, add = _vector_parts(slices)
     center = "centers[blockIdx.z]" if slices == 1 else "centers[0]"
     store = _stores(slices, "((size_t){z} * n_angles + a) * n_cols + j").replace("{op}", "=")
+    name = f"forward_joseph_z{slices}" if variant == "v1" else f"forward_joseph_{variant}_z{slices}"
+    if variant == "v1":
+        source = f"""const {vec}* src = (by_rows ? img : img_t) + (size_t)blockIdx.z * n * n;"""
+        loop = f"""
+    for (int u = u0; u <= u1; ++u) {{
+        float pos = fmaf((float)u, dp, p0);
+        float fv = floorf(pos);
+        int v = (int)fv;
+        float f = pos - fv;
+        const {vec}* line = src + (size_t)u * n;
+        if (v >= 0 && v < n) {{ float w = 1.f - f; {vec} val = __ldg(line + v); {add} }}
+        if (v >= -1 && v < n - 1) {{ float w = f; {vec} val = __ldg(line + v + 1); {add} }}
+    }}"""
+    else:
+        source = (f"const int stride = n + 4;  // a line and its two zero voxels at each end\n"
+                  f"    const {vec}* src = (by_rows ? img : img_t) + (size_t)blockIdx.z * n * stride"
+                  f" + 2;")
+        loop = f"""
+    const {vec}* line = src + (size_t)u0 * stride;
+    #pragma unroll 4
+    for (int u = u0; u <= u1; ++u, line += stride) {{
+        float pos = fmaf((float)u, dp, p0);
+        float fv = floorf(pos);
+        float f = pos - fv;
+        int v = min(max((int)fv, -2), n);  // off the slice: reads the zeros of the padding
+        {vec} val0 = __ldg(line + v), val1 = __ldg(line + v + 1);
+        {{ float w = 1.f - f; {vec} val = val0; {add} }}
+        {{ float w = f; {vec} val = val1; {add} }}
+    }}""" if variant == "v2" else f"""
+    const {vec}* line = src + (size_t)u0 * stride;
+    float uf = (float)u0;
+    #pragma unroll 4
+    for (int u = u0; u <= u1; ++u, line += stride, uf += 1.f) {{
+        float pos = fmaf(uf, dp, p0);
+        {_FLOOR.format(x="pos", indent=" " * 8)}
+        float f = pos - (snapped - MAGIC);
+        int v = min(max(__float_as_int(snapped) - MAGIC_BITS, -2), n);  // off the slice: zeros
+        const {vec}* at = line + v;
+        {vec} val0 = __ldg(at), val1 = __ldg(at + 1);
+        {{ float w = 1.f - f; {vec} val = val0; {add} }}
+        {{ float w = f; {vec} val = val1; {add} }}
+    }}"""
     return f"""
-extern "C" __global__ void forward_joseph_z{slices}(
+extern "C" __global__ void {name}(
     const {vec}* __restrict__ img, const {vec}* __restrict__ img_t,
     const float2* __restrict__ trig, const float* __restrict__ centers,
     int n, int n_angles, int n_cols, int n_z, float* __restrict__ out)
@@ -90,7 +164,7 @@ extern "C" __global__ void forward_joseph_z{slices}(
     bool by_rows = fabsf(cs.x) >= fabsf(cs.y);
     float cv = by_rows ? cs.x : cs.y;  // along a line of the array read (contiguous)
     float cu = by_rows ? cs.y : cs.x;  // from one line to the next
-    const {vec}* src = (by_rows ? img : img_t) + (size_t)blockIdx.z * n * n;
+    {source}
     float half = 0.5f * (n - 1);
     float inv = 1.f / cv;
     // where the ray crosses line u: pos = p0 + u * dp, in voxels along the line
@@ -105,16 +179,7 @@ extern "C" __global__ void forward_joseph_z{slices}(
     }} else if (p0 <= -1.f || p0 >= (float)n) {{
         u1 = -1;
     }}
-    {vec} acc = {zero};
-    for (int u = u0; u <= u1; ++u) {{
-        float pos = fmaf((float)u, dp, p0);
-        float fv = floorf(pos);
-        int v = (int)fv;
-        float f = pos - fv;
-        const {vec}* line = src + (size_t)u * n;
-        if (v >= 0 && v < n) {{ float w = 1.f - f; {vec} val = __ldg(line + v); {add} }}
-        if (v >= -1 && v < n - 1) {{ float w = f; {vec} val = __ldg(line + v + 1); {add} }}
-    }}
+    {vec} acc = {zero};{loop}
     float scale = fabsf(inv);
 {"" if slices == 1 else "    int z0 = 4 * blockIdx.z;"}
 {store.replace("acc", "scale * acc") if slices == 1 else store.replace("acc.", "scale * acc.")}
@@ -122,18 +187,26 @@ extern "C" __global__ void forward_joseph_z{slices}(
 """
 
 
-def _adjoint_source(slices: int) -> str:
-    """The CUDA kernel of ``Aᵀ``: one thread per voxel and ``slices`` interleaved slices.
+def _adjoint_source(slices: int, variant: str = "v1", pixels: int = 1) -> str:
+    """The CUDA kernel of ``Aᵀ``: one thread per voxel (``pixels`` voxels) and ``slices`` slices.
 
     Each voxel gathers, at each angle, the (at most two) bins within ``m`` of
     its position ``t``, weighted ``(1 - |t - j| / m) / m``: the weights with
     which the forward gather reads it. The angle table ``(cos, sin, m, 1/m)``
     sits in shared memory.
+
+    Variant ``"v2"`` reads sinogram rows padded with two zero bins at each end
+    (bin ``j`` at ``j + 2``), clamps ``j`` to ``[-2, n_cols]`` instead of
+    testing it (a bin off the detector reads a zero: the same sums as
+    ``"v1"``), and gives each thread ``pixels`` voxels of one column,
+    ``blockDim.y`` rows apart, which share the angle table's reads and
+    ``center + X cos θ``.
     """
     vec, zero, add = _vector_parts(slices)
     center = "centers[blockIdx.z]" if slices == 1 else "centers[0]"
-    store = _stores(slices, "((size_t){z} * n + y) * n + x").replace("{op}", "+=")
-    return f"""
+    if variant == "v1":
+        store = _stores(slices, "((size_t){z} * n + y) * n + x").replace("{op}", "+=")
+        return f"""
 extern "C" __global__ void adjoint_joseph_z{slices}(
     const {vec}* __restrict__ q, const float4* __restrict__ table,
     const float* __restrict__ centers, int n, int n_angles, int n_cols,
@@ -170,15 +243,68 @@ extern "C" __global__ void adjoint_joseph_z{slices}(
 {store}
 }}
 """
+    # v2: the row's address from the angle; v3: a pointer carried from one angle to the next
+    angle_row = f"const {vec}* qa = qg + (size_t)a * stride;" if variant == "v2" else ""
+    load = f"{vec} val0 = __ldg(qa + j), val1 = __ldg(qa + j + 1);"
+    per_pixel = "\n".join(f"""
+        {{
+            float t = tx + Y{p} * cs.y;{_bin(variant)}
+            {load}
+            {{ float w = fmaxf(0.f, 1.f - fabsf(d) * cs.w) * cs.w; {vec} val = val0; {add.replace("acc", f"acc{p}")} }}
+            {{ float w = fmaxf(0.f, 1.f - fabsf(d - 1.f) * cs.w) * cs.w; {vec} val = val1; {add.replace("acc", f"acc{p}")} }}
+        }}""" for p in range(pixels))
+    stores = "\n".join(
+        f"    if (y + {p} * (int)blockDim.y < n) {{\n"
+        + _stores(slices, f"((size_t){{z}} * n + y + {p} * blockDim.y) * n + x")
+        .replace("{op}", "+=").replace("acc", f"acc{p}") + "\n    }"
+        for p in range(pixels))
+    return f"""
+extern "C" __global__ void adjoint_joseph_{variant}_z{slices}_p{pixels}(
+    const {vec}* __restrict__ q, const float4* __restrict__ table,
+    const float* __restrict__ centers, int n, int n_angles, int n_cols,
+    long long group_stride, int n_z, float* __restrict__ out)
+{{
+    extern __shared__ float4 s_table[];
+    for (int i = threadIdx.y * blockDim.x + threadIdx.x; i < n_angles; i += blockDim.x * blockDim.y)
+        s_table[i] = table[i];
+    __syncthreads();
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y * {pixels} + threadIdx.y;
+    if (x >= n || y >= n) return;
+    float half = 0.5f * (n - 1);
+    float X = x - half;
+    {" ".join(f"float Y{p} = (float)(y + {p} * (int)blockDim.y) - half;" for p in range(pixels))}
+    float center = {center};
+    const int stride = n_cols + 4;  // a row and its two zero bins at each end
+    const {vec}* qg = q + (size_t)blockIdx.z * group_stride + 2;
+    {" ".join(f"{vec} acc{p} = {zero};" for p in range(pixels))}
+    {"" if variant == "v2" else f"const {vec}* qa = qg;"}
+    for (int a = 0; a < n_angles; ++a{"" if variant == "v2" else ", qa += stride"}) {{
+        float4 cs = s_table[a];  // cos, sin, m, 1 / m
+        float tx = center + X * cs.x;
+        {angle_row}{per_pixel}
+    }}
+{"" if slices == 1 else "    int z0 = 4 * blockIdx.z;"}
+{stores}
+}}
+"""
 
 
 #: GPU kernels of both operators: "z1" one slice per thread (any centres), "z4" four slices
 #: of one centre per thread (interleaved, so one 16-byte load serves four slices)
 FORWARD_KERNELS = ("z1", "z4")
+#: generations of the GPU kernels: "v1" the measured one, "v2" padded lines with clamped indices
+#: (no bounds tests in the loops) and, in the adjoint, ``_ADJOINT_PIXELS`` voxels per thread,
+#: "v3" as "v2" with no float/int conversions in the loops (floor by rounding, see ``_FLOOR``)
+VARIANTS = ("v1", "v2", "v3")
+#: the variant used when none is asked for (the benchmark compares the others against it)
+_VARIANT = "v1"
 #: threads per block of the forward gather: detector bins × angles
 _FORWARD_BLOCK = (64, 4, 1)
 #: threads per block of the adjoint: voxels along x × along y
 _ADJOINT_BLOCK = (32, 8, 1)
+#: voxels per thread of the "v2" and "v3" adjoints (one column, a block's height apart)
+_ADJOINT_PIXELS = 2
 #: angles per launch of the adjoint (its angle table in 48 KiB of shared memory)
 _ADJOINT_ANGLES = 2048
 
@@ -213,7 +339,8 @@ def _check_3d(array, name: str, dims: str):
                              fix=f"add a leading axis for a single one: {name}[None]")
 
 
-def forward_project(volume_slices, angles, *, center, n_cols: int, out=None, kernel: str = "auto"):
+def forward_project(volume_slices, angles, *, center, n_cols: int, out=None, kernel: str = "auto",
+                    variant: str | None = None):
     """Project slices onto the detector: the forward operator ``A`` of the matched pair.
 
     Parameters
@@ -231,6 +358,9 @@ def forward_project(volume_slices, angles, *, center, n_cols: int, out=None, ker
     kernel : {"auto", "z1", "z4"}
         GPU kernel: one slice per thread, or four slices of one centre
         (``"auto"``: ``"z4"`` for three slices or more with one centre).
+    variant : {None, "v1", "v2", "v3"}
+        Generation of the GPU kernels (the same numbers to float rounding);
+        ``None``: the measured default.
 
     Returns
     -------
@@ -254,11 +384,12 @@ def forward_project(volume_slices, angles, *, center, n_cols: int, out=None, ker
     angles = _angles(angles)
     centers = _slice_centers(center, n_z)
     n_cols = int(n_cols)
+    variant = _variant(variant)
     volume_slices = xp.ascontiguousarray(volume_slices, dtype=xp.float32)
     if out is None:
         out = xp.zeros((n_z, angles.size, n_cols), xp.float32)
     if is_cupy(volume_slices):
-        _forward_gpu(xp, volume_slices, angles, centers, n_cols, out, kernel)
+        _forward_gpu(xp, volume_slices, angles, centers, n_cols, out, kernel, variant)
     else:
         out[...] = 0
         _cpu_kernels().forward_joseph(volume_slices, np.cos(angles), np.sin(angles), centers,
@@ -279,57 +410,114 @@ def _kernel_choice(kernel: str, centers: np.ndarray, n_z: int) -> str:
     return kernel
 
 
-def _forward_gpu(xp, slices, angles, centers, n_cols, out, kernel):
+def _variant(variant) -> str:
+    variant = _VARIANT if variant is None else variant
+    if variant not in VARIANTS:
+        raise ParameterError("unknown projector variant", where="variant", value=variant,
+                             fix=f"use one of {', '.join(VARIANTS)} (or None for the default)")
+    return variant
+
+
+def _lines(xp, stack, width: int, pad: int):
+    """``stack`` (z, line, length), any strides, as the kernels read it, in one copy.
+
+    ``width`` 1: contiguous ``(z, line, pad + length + pad)``; 4: interleaved
+    ``(⌈z / 4⌉, line, pad + length + pad, 4)``, slice ``4 g + k`` at ``[g, ..., k]``
+    (the last group completed with zero slices). ``pad`` zeros at both ends of each line.
+    """
     from tomolab.recon.backproject import _interleave
 
+    if pad == 0:
+        return (xp.ascontiguousarray(stack, dtype=xp.float32) if width == 1
+                else _interleave(xp, stack, 4, xp.float32))
+    n_z, n_lines, length = stack.shape
+    groups = (n_z + width - 1) // width
+    inner = slice(pad, pad + length)
+    if width == 1:
+        out = xp.zeros((n_z, n_lines, length + 2 * pad), xp.float32)
+        out[:, :, inner] = stack
+        return out
+    out = xp.zeros((groups, n_lines, length + 2 * pad, width), xp.float32)
+    for k in range(min(width, n_z)):
+        part = stack[k::width]
+        out[:part.shape[0], :, inner, k] = part
+    return out
+
+
+def _forward_launches(xp, slices, angles, centers, n_cols, out, kernel, variant):
+    """The kernel launches of ``A``: ``[(name, source, grid, block, args, shared_mem)]``.
+
+    Arrays of ``xp`` (numpy too, so that the index logic can be run on the CPU
+    by the tests' emulation of the kernels).
+    """
     n_z, n, _ = slices.shape
     kernel = _kernel_choice(kernel, centers, n_z)
+    variant = _variant(variant)
     trig = xp.asarray(np.stack([np.cos(angles), np.sin(angles)], axis=-1).astype(np.float32))
     block = _FORWARD_BLOCK
     n_angles = angles.size
-    if kernel == "z1":
-        transposed = xp.ascontiguousarray(slices.transpose(0, 2, 1))
-        d_centers = xp.asarray(centers.astype(np.float32))
+    width = 1 if kernel == "z1" else 4
+    pad = 0 if variant == "v1" else 2
+    transposed = _lines(xp, slices.transpose(0, 2, 1), width, pad)
+    if width == 1 and pad == 0:
+        d_centers = xp.asarray(centers.astype(np.float32))  # slices: contiguous already
     else:
-        transposed = _interleave(xp, slices.transpose(0, 2, 1), 4, xp.float32)
-        slices = _interleave(xp, slices, 4, xp.float32)
-        d_centers = xp.asarray(centers[:1].astype(np.float32))
+        slices = _lines(xp, slices, width, pad)
+        d_centers = xp.asarray(centers[: 1 if width == 4 else n_z].astype(np.float32))
     grid = ((n_cols + block[0] - 1) // block[0], (n_angles + block[1] - 1) // block[1],
             slices.shape[0])
-    width = 1 if kernel == "z1" else 4
-    _gpu_kernel(f"forward_joseph_z{width}", _forward_source(width))(
-        grid, block, (slices, transposed, trig, d_centers, np.int32(n), np.int32(n_angles),
-                      np.int32(n_cols), np.int32(n_z), out))
+    source = _forward_source(width, variant)
+    name = source.split("void ", 1)[1].split("(", 1)[0]
+    return [(name, source, grid, block, (slices, transposed, trig, d_centers, np.int32(n),
+                                         np.int32(n_angles), np.int32(n_cols), np.int32(n_z),
+                                         out), 0)]
 
 
-def _adjoint_gpu(xp, sinograms, angles, centers, size, out, kernel):
-    from tomolab.recon.backproject import _interleave
-
+def _adjoint_launches(xp, sinograms, angles, centers, size, out, kernel, variant):
+    """The kernel launches of ``Aᵀ`` (``out`` must be zero before): as :func:`_forward_launches`."""
     n_z, n_angles, n_cols = sinograms.shape
     kernel = _kernel_choice(kernel, centers, n_z)
+    variant = _variant(variant)
     c, s = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
     m = np.maximum(np.abs(c), np.abs(s))
     table = xp.asarray(np.stack([c, s, m, np.float32(1) / m], axis=-1))
     width = 1 if kernel == "z1" else 4
-    if width == 1:
-        d_centers = xp.asarray(centers.astype(np.float32))
-    else:
-        sinograms = _interleave(xp, sinograms, 4, xp.float32)
-        d_centers = xp.asarray(centers[:1].astype(np.float32))
+    d_centers = xp.asarray(centers[: 1 if width == 4 else n_z].astype(np.float32))
+    pixels = 1 if variant == "v1" else _ADJOINT_PIXELS
+    if width == 4 or variant != "v1":  # z1 of v1 reads the (contiguous) sinograms as they are
+        sinograms = _lines(xp, sinograms, width, 0 if variant == "v1" else 2)
+    row_stride = sinograms.shape[2]
     block = _ADJOINT_BLOCK
-    grid = ((size + block[0] - 1) // block[0], (size + block[1] - 1) // block[1],
-            sinograms.shape[0])
-    function = _gpu_kernel(f"adjoint_joseph_z{width}", _adjoint_source(width))
-    out[...] = 0
+    grid = ((size + block[0] - 1) // block[0],
+            (size + block[1] * pixels - 1) // (block[1] * pixels), sinograms.shape[0])
+    source = _adjoint_source(width, variant, pixels)
+    name = source.split("void ", 1)[1].split("(", 1)[0]
+    launches = []
     for a0 in range(0, n_angles, _ADJOINT_ANGLES):
         a1 = min(a0 + _ADJOINT_ANGLES, n_angles)
-        function(grid, block, (sinograms[:, a0:a1], table[a0:a1], d_centers, np.int32(size),
-                               np.int32(a1 - a0), np.int32(n_cols),
-                               np.int64(n_angles * n_cols), np.int32(n_z), out),
-                 shared_mem=16 * (a1 - a0))
+        launches.append((name, source, grid, block,
+                         (sinograms[:, a0:a1], table[a0:a1], d_centers, np.int32(size),
+                          np.int32(a1 - a0), np.int32(n_cols), np.int64(n_angles * row_stride),
+                          np.int32(n_z), out), 16 * (a1 - a0)))
+    return launches
 
 
-def back_project_adjoint(sinograms, angles, *, center, size: int, out=None, kernel: str = "auto"):
+def _launch(launches) -> None:
+    for name, source, grid, block, args, shared_mem in launches:
+        _gpu_kernel(name, source)(grid, block, args, shared_mem=shared_mem)
+
+
+def _forward_gpu(xp, slices, angles, centers, n_cols, out, kernel, variant=None):
+    _launch(_forward_launches(xp, slices, angles, centers, n_cols, out, kernel, variant))
+
+
+def _adjoint_gpu(xp, sinograms, angles, centers, size, out, kernel, variant=None):
+    out[...] = 0
+    _launch(_adjoint_launches(xp, sinograms, angles, centers, size, out, kernel, variant))
+
+
+def back_project_adjoint(sinograms, angles, *, center, size: int, out=None, kernel: str = "auto",
+                         variant: str | None = None):
     """Backproject sinograms without filtering: the adjoint ``Aᵀ`` of :func:`forward_project`.
 
     Parameters
@@ -345,6 +533,8 @@ def back_project_adjoint(sinograms, angles, *, center, size: int, out=None, kern
         Where to write them (on the device of ``sinograms``).
     kernel : {"auto", "z1", "z4"}
         GPU kernel, as for :func:`forward_project`.
+    variant : {None, "v1", "v2", "v3"}
+        Generation of the GPU kernels, as for :func:`forward_project`.
 
     Returns
     -------
@@ -368,11 +558,12 @@ def back_project_adjoint(sinograms, angles, *, center, size: int, out=None, kern
     angles = _angles(angles, n_angles)
     centers = _slice_centers(center, n_z)
     size = int(size)
+    variant = _variant(variant)
     sinograms = xp.ascontiguousarray(sinograms, dtype=xp.float32)
     if out is None:
         out = xp.zeros((n_z, size, size), xp.float32)
     if is_cupy(sinograms):
-        _adjoint_gpu(xp, sinograms, angles, centers, size, out, kernel)
+        _adjoint_gpu(xp, sinograms, angles, centers, size, out, kernel, variant)
     else:
         out[...] = 0
         _cpu_kernels().adjoint_joseph(sinograms, np.cos(angles), np.sin(angles), centers, size,

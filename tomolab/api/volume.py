@@ -129,31 +129,47 @@ class _SlabAssembler:
 
     The stream's slabs and the output's need not line up; a stream slab that is
     exactly one output slab is written straight from the stream's buffer.
+    Slabs encoded on the device come with their clipped counts per row
+    (``clipped``), summed here over each output slab.
     """
 
     def __init__(self, sink, indices: list[int], first_row: int, size: int):
         self.sink, self.size = sink, size
         self.slabs = {i: sink.slabs[i] for i in indices}
         self.first_row = first_row  # output row of the stream's row 0
-        self.pending: dict[int, tuple[np.ndarray, int]] = {}
+        self.pending: dict[int, tuple[np.ndarray, int, int | None]] = {}
 
-    def __call__(self, start: int, stop: int, block: np.ndarray) -> None:
+    def store_as(self):
+        """``(dtype, encoding)`` of a 16-bit output, for the engine to encode on the device."""
+        dtype = np.dtype(self.sink.dtype).name
+        return None if dtype == "float32" else (dtype, dict(self.sink.encoding))
+
+    def __call__(self, start: int, stop: int, block: np.ndarray, clipped=None) -> None:
         start, stop = start + self.first_row, stop + self.first_row
         for index, (a, b) in self.slabs.items():
             lo, hi = max(a, start), min(b, stop)
             if lo >= hi:
                 continue
+            count = None if clipped is None else int(np.sum(clipped[lo - start:hi - start]))
             if (lo, hi) == (a, b) and index not in self.pending:
-                self.sink.write(index, block[a - start:b - start])
+                self.sink.write(index, block[a - start:b - start], **_counted(count))
                 continue
-            buffer, filled = self.pending.get(index) or (np.empty((b - a, self.size, self.size), np.float32), 0)
+            buffer, filled, total = self.pending.get(index) or (
+                np.empty((b - a, self.size, self.size), block.dtype), 0, None)
             buffer[lo - a:hi - a] = block[lo - start:hi - start]
             filled += hi - lo
+            if count is not None:
+                total = (total or 0) + count
             if filled == b - a:
                 self.pending.pop(index, None)
-                self.sink.write(index, buffer)
+                self.sink.write(index, buffer, **_counted(total))
             else:
-                self.pending[index] = (buffer, filled)
+                self.pending[index] = (buffer, filled, total)
+
+
+def _counted(clipped) -> dict:
+    """The ``clipped=`` of a sink's write: only for slabs encoded already."""
+    return {} if clipped is None else {"clipped": clipped}
 
 
 def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format: str = "auto",
@@ -342,7 +358,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
             try:
                 plan.run(range(row_range.start + first, row_range.start + last), sink=assembler,
                          max_height=int(slab_rows), progress=report, cancel=cancel,
-                         stats=run_stats)
+                         stats=run_stats, store_as=assembler.store_as())
             except Cancelled:
                 finished = len(sink.done)
                 raise Cancelled(f"cancelled after {finished} of {len(sink.slabs)} slabs; run again "
@@ -507,7 +523,7 @@ def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: in
         start = plan.row_range.start
         part: dict = {}
         plan.run(range(start + first, start + last), sink=assembler, max_height=slab_rows,
-                 stats=part)
+                 stats=part, store_as=assembler.store_as())
         for key, value in part.items():
             if key != "height":
                 run_stats[key] = run_stats.get(key, 0) + value

@@ -378,10 +378,16 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
                          itemsize=scan["projections"].dtype.itemsize, reserved=volume)
     if backend == "cupy":  # pinned buffers take time to allocate; 32 rows fill an H100
         height = min(height, MAX_GPU_SLAB_ROWS)
-        # two pinned input and output buffers of a slab, on the host next to the volume
+        # two pinned input buffers and the output buffers of a slab, on the host next to the volume
+        from tomolab.engine.stream import StreamOptions
+
+        options = stream_options or StreamOptions.from_environment()
         halo = steps.halo()
         itemsize = scan["projections"].dtype.itemsize
-        pinned_row = 2 * (angles.size * scan.sizes["col"] * itemsize + size * size * 4)
+        out_itemsize = 2 if (options.encode_on_device and sink is not None and store_as
+                             and store_as[0] != "float32") else 4
+        pinned_row = (2 * angles.size * scan.sizes["col"] * itemsize
+                      + options.out_buffers * size * size * out_itemsize)
         pinned_halo = 2 * angles.size * 2 * halo * scan.sizes["col"] * itemsize
         volume = n_rows * size * size * 4 if sink is None else 0
         height = min(height, batch_size(pinned_row, backend="numpy", count=n_rows,
@@ -402,9 +408,6 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     if progress is not None:
         progress(0, n_rows)
     if backend == "cupy":
-        from tomolab.engine.stream import StreamOptions
-
-        options = stream_options or StreamOptions.from_environment()
         _stream_rows_gpu(scan, rows, out, sink, height=height, center=center, algorithm=algorithm,
                          size=size, scale=scale, normalize=normalize, log=log, steps=steps,
                          progress=progress, cancel=cancel, stats=stats,

@@ -29,6 +29,10 @@ Method
     python benchmarks/bench_disk_to_disk.py [--rows 2048] [--n 2048] [--angles 1800] [--dir DIR]
         [--format zarr|hdf5|tiff] [--layout per-projection|contiguous] [--backend auto]
         [--keep] [--no-record] [--host-to-host-seconds S]
+
+The GPU stream's host options come from ``TOMOLAB_STREAM`` (``current``, ``candidate``: see
+``tomolab.engine.stream.StreamOptions``), recorded in the row; e.g. a 16-bit output encoded on
+the GPU: ``TOMOLAB_STREAM=candidate python benchmarks/bench_disk_to_disk.py --dtype uint16``.
 """
 
 from __future__ import annotations
@@ -257,8 +261,8 @@ def main():
                  "disk read GB/s": round(disk_read / 1e9, 2),
                  "% of disk read": round(100 * achieved / disk_read, 1),
                  "disk write GB/s": round(disk_write / 1e9, 2), "format": args.format,
-                 "dtype": args.dtype,
-                 "layout": args.layout}], "disk_to_disk")
+                 "dtype": args.dtype, "layout": args.layout,
+                 "TOMOLAB_STREAM": os.environ.get("TOMOLAB_STREAM", "current")}], "disk_to_disk")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ HOST_VARIANTS = [
     ("current again", "current"),
 ]
 STAGES = ("setup", "pinned", "first_write", "read", "compute", "write", "wait_read",
-          "wait_write", "slabs_prefaulted", "write_threads", "encoded_on_device")
+          "wait_write", "slices_prefaulted", "write_threads", "encoded_on_device")
 
 
 def _stage_columns(stats):
@@ -152,8 +152,8 @@ def cpu_only(rows, n, compute_ms, threads_list, rounds):
                 copier = ThreadPoolExecutor(threads)
                 faulter = ThreadPoolExecutor(threads) if prefault else None
                 t = time.perf_counter()
-                faulting = [faulter.submit(populate, volume, s, min(s + height, rows))
-                            for s in range(0, rows, height)] if faulter else []
+                faulting = [faulter.submit(populate, volume, z, z + 1)
+                            for z in range(rows)] if faulter else []
                 busy = 0.0
                 for start in range(0, rows, height):
                     time.sleep(compute_ms / 1e3)  # the GPU making this slab; the writer waits

@@ -573,12 +573,12 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
 
     faulter, faulting = None, []
     if options.prefault and out is not None:
-        # the output's pages faulted in ahead of the writer, slab by slab, while the first
-        # slabs are read and computed (the writer faults in any it gets to first); a pool of
-        # its own, so the writer's copies never queue behind it
+        # the output's pages faulted in ahead of the writer, slice by slice in order (all
+        # threads on the first slabs first), while the first slabs are read and computed; the
+        # writer faults in any it gets to first. A pool of its own, so that the writer's copies
+        # never queue behind it.
         faulter = ThreadPoolExecutor(max_workers=copiers, thread_name_prefix="tomolab-fault")
-        faulting = [faulter.submit(populate, out, s, min(s + height, len(rows)))
-                    for s in range(0, len(rows), height)]
+        faulting = [faulter.submit(populate, out, z, z + 1) for z in range(len(rows))]
     try:
         stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h + 2 * halo, n_cols),
                      in_dtype=projections.dtype, out_shape=lambda h: (h, size, size), read=read,
@@ -590,5 +590,5 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
         copier.shutdown()
     if stats is not None:
         faulted = sum(1 for f in faulting if f.done() and not f.cancelled() and f.result())
-        stats.update(write_threads=copiers, slabs_prefaulted=faulted,
+        stats.update(write_threads=copiers, slices_prefaulted=faulted,
                      encoded_on_device=bool(encoded))

@@ -10,12 +10,12 @@ script runs each variant in one process on the same scan, checks it against the 
    (uint16 in, float32 out; ``--algorithm``, default gridrec): the current options, then each
    candidate change added in turn, then the current ones again (a process's first full run
    pays for allocating pinned memory; the last row shows the current options without that);
-2. ``reconstruct_to`` a uint16 zarr store under ``--dir`` (default /tmp; page cache, not the
-   disk's speed): current (encoded on the host after a float32 download) against the candidate
+2. ``reconstruct_to`` a uint16 zarr store of the first ``--disk-rows`` rows under ``--dir``
+   (default /tmp; mostly page cache, not the disk's speed): current (encoded on the host after a float32 download) against the candidate
    (encoded on the GPU). Stored values and ``clipped_voxels`` must be identical.
 
     python benchmarks/bench_host_stream.py [--rows 2048] [--n 2048] [--angles 1800]
-        [--algorithm gridrec] [--dir /tmp] [--no-disk]
+        [--algorithm gridrec] [--dir /tmp] [--disk-rows 1024] [--no-disk]
 
 ``--cpu`` times only the host's part (no GPU needed): slabs copied from a buffer into a freshly
 allocated volume by the writer's threads while a paced "compute" makes the next slab, with and
@@ -83,6 +83,13 @@ def host_to_host(scan, options, sample):
     for stream in ("current", "candidate"):  # compile, warm up kernels and plans (not pinned pool)
         os.environ["TOMOLAB_STREAM"] = stream
         plan.run(range(8))
+    if options["backend"] == "cupy":
+        import cupy
+
+        from tomolab.io import encode_rows, uint16_encoding
+
+        for dtype in ("uint16", "float16"):  # compile the GPU encoders
+            encode_rows(cupy.zeros((2, 64, 64), cupy.float32), dtype, uint16_encoding(0.0, 1.0))
     reference, table = None, []
     for label, stream in HOST_VARIANTS:
         os.environ["TOMOLAB_STREAM"] = stream
@@ -100,7 +107,7 @@ def host_to_host(scan, options, sample):
     return table
 
 
-def to_uint16(scan, options, folder, sample):
+def to_uint16(scan, options, folder, sample, rows):
     import zarr
 
     import tomolab
@@ -114,7 +121,8 @@ def to_uint16(scan, options, folder, sample):
         stats: dict = {}
         try:
             t = time.perf_counter()
-            volume = tomolab.reconstruct_to(scan, path, dtype="uint16", stats=stats, **options)
+            volume = tomolab.reconstruct_to(scan, path, dtype="uint16", stats=stats,
+                                            rows=f"0:{rows}", **options)
             seconds = time.perf_counter() - t
             stored = zarr.open_group(str(path), mode="r")["volume"]
             picked = np.stack([stored[z] for z in range(0, stored.shape[0], sample)])
@@ -125,7 +133,8 @@ def to_uint16(scan, options, folder, sample):
             reference = found
         same = (np.array_equal(found[0], reference[0]) and found[1] == reference[1]
                 and found[2] == reference[2])
-        table.append({"date": date, "card": card, "variant": f"reconstruct_to uint16 zarr, {label}",
+        table.append({"date": date, "card": card,
+                      "variant": f"reconstruct_to uint16 zarr, {rows} rows, {label}",
                       "TOMOLAB_STREAM": stream, "s": round(seconds, 2),
                       "same as current": bool(same), "clipped": int(found[1]),
                       **_stage_columns(stats)})
@@ -184,8 +193,12 @@ def main():
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--angles", type=int, default=1800)
     parser.add_argument("--algorithm", default="gridrec")
+    parser.add_argument("--backend", default="cupy", choices=["cupy", "numpy"],
+                        help="numpy: a smoke run of this script without a GPU (options unused)")
     parser.add_argument("--dir", default="/tmp", help="where the uint16 zarr stores go")
     parser.add_argument("--no-disk", action="store_true", help="host to host only")
+    parser.add_argument("--disk-rows", type=int, default=1024,
+                        help="rows of the uint16 reconstruct_to runs (the first ones)")
     parser.add_argument("--sample", type=int, default=16, help="compare every this many slices")
     parser.add_argument("--cpu", action="store_true", help="the host's copies only, no GPU")
     parser.add_argument("--compute-ms", type=float, default=28.0,
@@ -203,11 +216,11 @@ def main():
     t = time.perf_counter()
     scan = make_scan(args.rows, args.n, args.angles)
     print(f"made the scan in {time.perf_counter() - t:.1f} s", flush=True)
-    options = {"center": args.n / 2 - 0.5, "backend": "cupy", "algorithm": args.algorithm}
+    options = {"center": args.n / 2 - 0.5, "backend": args.backend, "algorithm": args.algorithm}
     sample = slice(None, None, args.sample)
     table = host_to_host(scan, options, sample)
     if not args.no_disk:
-        table += to_uint16(scan, options, args.dir, args.sample)
+        table += to_uint16(scan, options, args.dir, args.sample, min(args.disk_rows, args.rows))
     write_rows(table, "host_stream")
 
 

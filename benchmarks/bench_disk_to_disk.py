@@ -225,8 +225,10 @@ def main():
             print(f"WARNING: {left:.0%} of the scan is still in the page cache before the run")
         t = time.perf_counter()
         scan = tomolab.open_scan(scan_path)
+        stages: dict = {}
         volume = tomolab.reconstruct_to(scan, out_path, center=n / 2 - 0.5,
-                                        backend=args.backend, overwrite=True, dtype=args.dtype)
+                                        backend=args.backend, overwrite=True, dtype=args.dtype,
+                                        stats=stages)
         seconds = time.perf_counter() - t
         os.sync()
         synced = time.perf_counter() - t
@@ -246,6 +248,8 @@ def main():
               ("write output at disk write speed", write_floor)]
     if args.host_to_host_seconds:
         bounds.append(("reconstruct host to host (given)", args.host_to_host_seconds))
+    print("stages (s; the stream's reader, writer and GPU overlap): " + ", ".join(
+        f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in stages.items()))
     print(f"reconstruct_to: {seconds:.2f} s, {synced:.2f} s with os.sync(); what bounds it:")
     for what, s in bounds:
         print(f"  {what:34s} {s:7.2f} s")

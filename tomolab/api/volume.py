@@ -325,7 +325,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     encoding = None
     if dtype == "uint16":
         encoding = (uint16_encoding(*value_range) if value_range is not None
-                    else partial(_preview_encoding, plan))  # computed only for a fresh output
+                    else partial(_preview_encoding, plan, stats))  # only for a fresh output
     sink = open_sink(path, shape=(len(row_range), size, size), coords=plan.coords(), attrs=attrs,
                      slab_rows=int(slab_rows), fingerprint=_fingerprint(scan, params),
                      format=format, overwrite=overwrite, multiscale=int(multiscale),
@@ -382,11 +382,14 @@ PREVIEW_PERCENTILES = (0.01, 99.99)
 PREVIEW_MARGIN = 0.05
 
 
-def _preview_encoding(plan) -> dict:
+def _preview_encoding(plan, stats: dict | None = None) -> dict:
     """A uint16 encoding from a preview of a few rows (see ``value_range`` of :func:`reconstruct_to`).
 
     On a cluster planned here without its GPU, the preview runs here on the CPU.
+    Its seconds go in ``stats["preview"]``: it reads a row of every projection
+    three times, scattered over the input file, before the first slab.
     """
+    started = time.perf_counter()
     import dataclasses
 
     from tomolab.arrays import cupy_available
@@ -401,6 +404,8 @@ def _preview_encoding(plan) -> dict:
     lo, hi = (np.percentile(values, PREVIEW_PERCENTILES) if values.size else (0.0, 1.0))
     margin = PREVIEW_MARGIN * (hi - lo) if hi > lo else max(abs(float(hi)), 1.0)
     p_lo, p_hi = PREVIEW_PERCENTILES
+    if stats is not None:
+        stats["preview"] = time.perf_counter() - started
     return uint16_encoding(float(lo - margin), float(hi + margin),
                            source=f"preview of rows {', '.join(map(str, picks))}: percentiles "
                                   f"{p_lo:g} to {p_hi:g}, widened by {PREVIEW_MARGIN:.0%} each side")

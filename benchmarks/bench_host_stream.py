@@ -7,15 +7,20 @@ script runs each variant in one process on the same scan, checks it against the 
 (bit for bit) and prints the stream's stage timings:
 
 1. host to host, ``tomolab.reconstruct`` of ``--rows`` × ``--n``² from ``--angles`` angles
-   (uint16 in, float32 out; ``--algorithm``, default gridrec): the current options, then each
-   candidate change added in turn, then the current ones again (a process's first full run
-   pays for allocating pinned memory; the last row shows the current options without that);
+   (uint16 in, float32 out; ``--algorithm``, default gridrec): current, candidate, the
+   candidate's changes one by one, then current and candidate again. A process's first full
+   run also pays for allocating pinned memory (``pinned``; later runs find it in CuPy's pool).
+   On a virtual machine that returns free memory to its host (free page reporting: the
+   workplace's and, likely, the GPU machine's kernels run with ``page_reporting_order=11``),
+   touching memory the host took back is several times slower than touching memory just
+   freed, so each run starts ``--settle`` seconds after the last one freed its volume, and
+   every run pays that first touch as a user's first run does (see ``write``);
 2. ``reconstruct_to`` a uint16 zarr store of the first ``--disk-rows`` rows under ``--dir``
    (default /tmp; mostly page cache, not the disk's speed): current (encoded on the host after a float32 download) against the candidate
    (encoded on the GPU). Stored values and ``clipped_voxels`` must be identical.
 
     python benchmarks/bench_host_stream.py [--rows 2048] [--n 2048] [--angles 1800]
-        [--algorithm gridrec] [--dir /tmp] [--disk-rows 1024] [--no-disk]
+        [--algorithm gridrec] [--dir /tmp] [--disk-rows 1024] [--settle 3] [--no-disk]
 
 ``--cpu`` times only the host's part (no GPU needed): slabs copied from a buffer into a freshly
 allocated volume by the writer's threads while a paced "compute" makes the next slab, with and
@@ -44,10 +49,11 @@ from _timing import card_name, write_rows
 #: (label, TOMOLAB_STREAM) of the host-to-host runs, in order
 HOST_VARIANTS = [
     ("current", "current"),
-    ("+ copy threads 16", "write_threads=16"),
-    ("+ prefault", "write_threads=16,prefault=1"),
-    ("candidate (+ 3 out buffers)", "candidate"),
-    ("current again", "current"),
+    ("candidate", "candidate"),
+    ("copy threads 16 only", "write_threads=16"),
+    ("copy threads 16 + prefault", "write_threads=16,prefault=1"),
+    ("current, again", "current"),
+    ("candidate, again", "candidate"),
 ]
 STAGES = ("setup", "pinned", "first_write", "read", "compute", "write", "wait_read",
           "wait_write", "slices_prefaulted", "write_threads", "encoded_on_device")
@@ -75,7 +81,7 @@ def make_scan(rows, n, n_angles):
                                flats=flats, darks=darks, chunks={"angle": 64, "row": -1, "col": -1})
 
 
-def host_to_host(scan, options, sample):
+def host_to_host(scan, options, sample, settle):
     from tomolab.api import plan_reconstruction
 
     date, card = datetime.date.today().isoformat(), card_name()
@@ -92,6 +98,7 @@ def host_to_host(scan, options, sample):
             encode_rows(cupy.zeros((2, 64, 64), cupy.float32), dtype, uint16_encoding(0.0, 1.0))
     reference, table = None, []
     for label, stream in HOST_VARIANTS:
+        time.sleep(settle)  # freed memory goes back to a VM's host meanwhile, as before a first run
         os.environ["TOMOLAB_STREAM"] = stream
         stats: dict = {}
         t = time.perf_counter()
@@ -197,6 +204,8 @@ def main():
                         help="numpy: a smoke run of this script without a GPU (options unused)")
     parser.add_argument("--dir", default="/tmp", help="where the uint16 zarr stores go")
     parser.add_argument("--no-disk", action="store_true", help="host to host only")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds between host-to-host runs (see the module's notes)")
     parser.add_argument("--disk-rows", type=int, default=1024,
                         help="rows of the uint16 reconstruct_to runs (the first ones)")
     parser.add_argument("--sample", type=int, default=16, help="compare every this many slices")
@@ -218,7 +227,7 @@ def main():
     print(f"made the scan in {time.perf_counter() - t:.1f} s", flush=True)
     options = {"center": args.n / 2 - 0.5, "backend": args.backend, "algorithm": args.algorithm}
     sample = slice(None, None, args.sample)
-    table = host_to_host(scan, options, sample)
+    table = host_to_host(scan, options, sample, args.settle)
     if not args.no_disk:
         table += to_uint16(scan, options, args.dir, args.sample, min(args.disk_rows, args.rows))
     write_rows(table, "host_stream")

@@ -279,8 +279,12 @@ def test_candidate_stream_reconstructs_the_same_volume_host_to_host(monkeypatch)
 @pytest.mark.parametrize("dtype", ["uint16", "float16"])
 def test_device_encoding_stores_what_the_host_stores_and_resumes_alike(tmp_path, monkeypatch,
                                                                        dtype):
-    """Encoded on the GPU, cancelled after three slabs and resumed with the host encoding: the
-    same stored values and clipped count as a run encoded on the host throughout."""
+    """Encoded on the GPU (stream slabs of 3 rows into output slabs of 4), cancelled after three
+    slabs and resumed with the host encoding: the same stored values and clipped count as a run
+    encoded on the host throughout."""
+    from tomolab.engine import pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_GPU_SLAB_ROWS", 3)
     scan = tomolab.data.simulate_scan(96, n_rows=22, n_angles=90, seed=6)
     center = scan.attrs["true_center"]
     options = {"center": center, "backend": "cupy", "slab_rows": 4, "dtype": dtype}

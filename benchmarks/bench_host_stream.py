@@ -231,6 +231,16 @@ def main():
     if not args.no_disk:
         table += to_uint16(scan, options, args.dir, args.sample, min(args.disk_rows, args.rows))
     write_rows(table, "host_stream")
+    for what, rows in (("host to host", [r for r in table if "reconstruct_to" not in r["variant"]]),
+                       ("uint16 reconstruct_to", [r for r in table
+                                                  if "reconstruct_to" in r["variant"]])):
+        by = {name: [r["s"] for r in rows if r["TOMOLAB_STREAM"] == name]
+              for name in ("current", "candidate")}
+        if by["current"] and by["candidate"]:
+            print(f"{what}: current {min(by['current']):.2f} s, candidate "
+                  f"{min(by['candidate']):.2f} s (best of {len(by['current'])}, "
+                  f"{len(by['candidate'])}); identical: "
+                  f"{all(r['same as current'] for r in rows)}")
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ extern "C" __global__ void encode_float16(const float* values, unsigned short* o
          i += (long long)gridDim.x * blockDim.x) {
         float x = v[i];
         if (!(fabsf(x) <= 65504.0f)) {  // beyond float16's largest, or NaN
-            x = isnan(x) ? 0.0f : (x > 0.0f ? 65504.0f : -65504.0f);
+            x = (x != x) ? 0.0f : (x > 0.0f ? 65504.0f : -65504.0f);  // NaN: 0
             count += 1;
         }
         unsigned short h;

@@ -29,6 +29,10 @@ Method
     python benchmarks/bench_disk_to_disk.py [--rows 2048] [--n 2048] [--angles 1800] [--dir DIR]
         [--format zarr|hdf5|tiff] [--layout per-projection|contiguous] [--backend auto]
         [--keep] [--no-record] [--host-to-host-seconds S]
+
+The GPU stream's host options come from ``TOMOLAB_STREAM`` (``current``, ``candidate``: see
+``tomolab.engine.stream.StreamOptions``), recorded in the row; e.g. a 16-bit output encoded on
+the GPU: ``TOMOLAB_STREAM=candidate python benchmarks/bench_disk_to_disk.py --dtype uint16``.
 """
 
 from __future__ import annotations
@@ -221,8 +225,10 @@ def main():
             print(f"WARNING: {left:.0%} of the scan is still in the page cache before the run")
         t = time.perf_counter()
         scan = tomolab.open_scan(scan_path)
+        stages: dict = {}
         volume = tomolab.reconstruct_to(scan, out_path, center=n / 2 - 0.5,
-                                        backend=args.backend, overwrite=True, dtype=args.dtype)
+                                        backend=args.backend, overwrite=True, dtype=args.dtype,
+                                        stats=stages)
         seconds = time.perf_counter() - t
         os.sync()
         synced = time.perf_counter() - t
@@ -242,6 +248,8 @@ def main():
               ("write output at disk write speed", write_floor)]
     if args.host_to_host_seconds:
         bounds.append(("reconstruct host to host (given)", args.host_to_host_seconds))
+    print("stages (s; the stream's reader, writer and GPU overlap): " + ", ".join(
+        f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in stages.items()))
     print(f"reconstruct_to: {seconds:.2f} s, {synced:.2f} s with os.sync(); what bounds it:")
     for what, s in bounds:
         print(f"  {what:34s} {s:7.2f} s")
@@ -257,8 +265,8 @@ def main():
                  "disk read GB/s": round(disk_read / 1e9, 2),
                  "% of disk read": round(100 * achieved / disk_read, 1),
                  "disk write GB/s": round(disk_write / 1e9, 2), "format": args.format,
-                 "dtype": args.dtype,
-                 "layout": args.layout}], "disk_to_disk")
+                 "dtype": args.dtype, "layout": args.layout,
+                 "TOMOLAB_STREAM": os.environ.get("TOMOLAB_STREAM", "current")}], "disk_to_disk")
 
 
 if __name__ == "__main__":

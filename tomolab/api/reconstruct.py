@@ -249,11 +249,11 @@ class ReconstructionPlan:
         return float(self.scan.attrs.get("pixel_size") or 0.0)
 
     def run(self, rows: range | None = None, *, sink=None, max_height=None, progress=None,
-            cancel=None, stats=None):
+            cancel=None, stats=None, store_as=None):
         """Reconstruct ``rows`` (a sub-range of the plan's, default all) into an array or a sink.
 
-        See :func:`tomolab.engine.reconstruct_rows` for ``sink``, ``max_height``
-        and ``stats``. Values are scaled to 1/m on the device when the scan has
+        See :func:`tomolab.engine.reconstruct_rows` for ``sink``, ``max_height``,
+        ``stats`` and ``store_as``. Values are scaled to 1/m on the device when the scan has
         a pixel size.
         """
         from tomolab.engine import reconstruct_rows
@@ -280,7 +280,8 @@ class ReconstructionPlan:
                                 backend=self.backend, size=self.size, normalize=self.normalize,
                                 log=self.log, steps=self.steps, scale=scale, sink=sink,
                                 max_height=max_height, progress=progress, cancel=cancel,
-                                stats=stats, filter=self.filter, pad_mode=self.pad_mode, **extra)
+                                stats=stats, store_as=store_as, filter=self.filter,
+                                pad_mode=self.pad_mode, **extra)
 
     def memory_needed(self, rows: range, *, slab_rows: int | None = None) -> dict:
         """Bytes a run of ``rows`` needs at least: ``{"slab": ..., "numpy": ...}``.

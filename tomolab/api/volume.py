@@ -129,31 +129,47 @@ class _SlabAssembler:
 
     The stream's slabs and the output's need not line up; a stream slab that is
     exactly one output slab is written straight from the stream's buffer.
+    Slabs encoded on the device come with their clipped counts per row
+    (``clipped``), summed here over each output slab.
     """
 
     def __init__(self, sink, indices: list[int], first_row: int, size: int):
         self.sink, self.size = sink, size
         self.slabs = {i: sink.slabs[i] for i in indices}
         self.first_row = first_row  # output row of the stream's row 0
-        self.pending: dict[int, tuple[np.ndarray, int]] = {}
+        self.pending: dict[int, tuple[np.ndarray, int, int | None]] = {}
 
-    def __call__(self, start: int, stop: int, block: np.ndarray) -> None:
+    def store_as(self):
+        """``(dtype, encoding)`` of a 16-bit output, for the engine to encode on the device."""
+        dtype = np.dtype(self.sink.dtype).name
+        return None if dtype == "float32" else (dtype, dict(self.sink.encoding))
+
+    def __call__(self, start: int, stop: int, block: np.ndarray, clipped=None) -> None:
         start, stop = start + self.first_row, stop + self.first_row
         for index, (a, b) in self.slabs.items():
             lo, hi = max(a, start), min(b, stop)
             if lo >= hi:
                 continue
+            count = None if clipped is None else int(np.sum(clipped[lo - start:hi - start]))
             if (lo, hi) == (a, b) and index not in self.pending:
-                self.sink.write(index, block[a - start:b - start])
+                self.sink.write(index, block[a - start:b - start], **_counted(count))
                 continue
-            buffer, filled = self.pending.get(index) or (np.empty((b - a, self.size, self.size), np.float32), 0)
+            buffer, filled, total = self.pending.get(index) or (
+                np.empty((b - a, self.size, self.size), block.dtype), 0, None)
             buffer[lo - a:hi - a] = block[lo - start:hi - start]
             filled += hi - lo
+            if count is not None:
+                total = (total or 0) + count
             if filled == b - a:
                 self.pending.pop(index, None)
-                self.sink.write(index, buffer)
+                self.sink.write(index, buffer, **_counted(total))
             else:
-                self.pending[index] = (buffer, filled)
+                self.pending[index] = (buffer, filled, total)
+
+
+def _counted(clipped) -> dict:
+    """The ``clipped=`` of a sink's write: only for slabs encoded already."""
+    return {} if clipped is None else {"clipped": clipped}
 
 
 def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format: str = "auto",
@@ -309,7 +325,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     encoding = None
     if dtype == "uint16":
         encoding = (uint16_encoding(*value_range) if value_range is not None
-                    else partial(_preview_encoding, plan))  # computed only for a fresh output
+                    else partial(_preview_encoding, plan, stats))  # only for a fresh output
     sink = open_sink(path, shape=(len(row_range), size, size), coords=plan.coords(), attrs=attrs,
                      slab_rows=int(slab_rows), fingerprint=_fingerprint(scan, params),
                      format=format, overwrite=overwrite, multiscale=int(multiscale),
@@ -342,7 +358,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
             try:
                 plan.run(range(row_range.start + first, row_range.start + last), sink=assembler,
                          max_height=int(slab_rows), progress=report, cancel=cancel,
-                         stats=run_stats)
+                         stats=run_stats, store_as=assembler.store_as())
             except Cancelled:
                 finished = len(sink.done)
                 raise Cancelled(f"cancelled after {finished} of {len(sink.slabs)} slabs; run again "
@@ -366,11 +382,14 @@ PREVIEW_PERCENTILES = (0.01, 99.99)
 PREVIEW_MARGIN = 0.05
 
 
-def _preview_encoding(plan) -> dict:
+def _preview_encoding(plan, stats: dict | None = None) -> dict:
     """A uint16 encoding from a preview of a few rows (see ``value_range`` of :func:`reconstruct_to`).
 
     On a cluster planned here without its GPU, the preview runs here on the CPU.
+    Its seconds go in ``stats["preview"]``: it reads a row of every projection
+    three times, scattered over the input file, before the first slab.
     """
+    started = time.perf_counter()
     import dataclasses
 
     from tomolab.arrays import cupy_available
@@ -385,6 +404,8 @@ def _preview_encoding(plan) -> dict:
     lo, hi = (np.percentile(values, PREVIEW_PERCENTILES) if values.size else (0.0, 1.0))
     margin = PREVIEW_MARGIN * (hi - lo) if hi > lo else max(abs(float(hi)), 1.0)
     p_lo, p_hi = PREVIEW_PERCENTILES
+    if stats is not None:
+        stats["preview"] = time.perf_counter() - started
     return uint16_encoding(float(lo - margin), float(hi + margin),
                            source=f"preview of rows {', '.join(map(str, picks))}: percentiles "
                                   f"{p_lo:g} to {p_hi:g}, widened by {PREVIEW_MARGIN:.0%} each side")
@@ -507,7 +528,7 @@ def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: in
         start = plan.row_range.start
         part: dict = {}
         plan.run(range(start + first, start + last), sink=assembler, max_height=slab_rows,
-                 stats=part)
+                 stats=part, store_as=assembler.store_as())
         for key, value in part.items():
             if key != "height":
                 run_stats[key] = run_stats.get(key, 0) + value

@@ -319,7 +319,8 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
                      max_height: int | None = None,
                      progress: Callable[[int, int], None] | None = None,
                      cancel: Callable[[], bool] | None = None, stats: dict | None = None,
-                     **algorithm_options) -> np.ndarray | None:
+                     store_as: tuple[str, dict] | None = None,
+                     stream_options=None, **algorithm_options) -> np.ndarray | None:
     """Reconstruct a contiguous range of detector rows, slab by slab.
 
     Parameters
@@ -354,6 +355,16 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         Filled with the seconds per stage of the GPU stream
         (see :func:`tomolab.engine.stream.stream_slabs`); on the CPU with
         ``compute`` (seconds), ``slabs`` and ``height`` (the tallest slab).
+    store_as : (dtype, encoding), optional
+        How the ``sink`` stores the volume (:func:`tomolab.io.encode_rows`), for
+        a 16-bit output. Where the GPU stream encodes on the device
+        (``stream_options.encode_on_device``), the sink is called as
+        ``sink(start, stop, stored, clipped)`` with the slab already in
+        ``dtype`` and ``clipped`` the count of clipped values per row;
+        otherwise as without it (float32 slices, which the sink encodes).
+    stream_options : tomolab.engine.stream.StreamOptions, optional
+        The host side of the GPU stream; default: as ``TOMOLAB_STREAM`` says
+        (:meth:`~tomolab.engine.stream.StreamOptions.from_environment`).
 
     Returns
     -------
@@ -367,10 +378,16 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
                          itemsize=scan["projections"].dtype.itemsize, reserved=volume)
     if backend == "cupy":  # pinned buffers take time to allocate; 32 rows fill an H100
         height = min(height, MAX_GPU_SLAB_ROWS)
-        # two pinned input and output buffers of a slab, on the host next to the volume
+        # two pinned input buffers and the output buffers of a slab, on the host next to the volume
+        from tomolab.engine.stream import StreamOptions
+
+        options = stream_options or StreamOptions.from_environment()
         halo = steps.halo()
         itemsize = scan["projections"].dtype.itemsize
-        pinned_row = 2 * (angles.size * scan.sizes["col"] * itemsize + size * size * 4)
+        out_itemsize = 2 if (options.encode_on_device and sink is not None and store_as
+                             and store_as[0] != "float32") else 4
+        pinned_row = (2 * angles.size * scan.sizes["col"] * itemsize
+                      + options.out_buffers * size * size * out_itemsize)
         pinned_halo = 2 * angles.size * 2 * halo * scan.sizes["col"] * itemsize
         volume = n_rows * size * size * 4 if sink is None else 0
         height = min(height, batch_size(pinned_row, backend="numpy", count=n_rows,
@@ -395,7 +412,9 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
     if backend == "cupy":
         _stream_rows_gpu(scan, rows, out, sink, height=height, center=center, algorithm=algorithm,
                          size=size, scale=scale, normalize=normalize, log=log, steps=steps,
-                         progress=progress, cancel=cancel, stats=stats, **algorithm_options)
+                         progress=progress, cancel=cancel, stats=stats,
+                         store_as=store_as if sink is not None else None, options=options,
+                         **algorithm_options)
         return out
     # the first slab from the backprojection's cost (n_angles × size² updates a row)
     per_row = angles.size * size * size / CPU_UPDATES_PER_SECOND
@@ -504,13 +523,13 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, heights: TimedBatches, cen
 
 def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algorithm, size: int,
                      scale: float, normalize: bool, log: bool, steps: Preprocessing, progress,
-                     cancel, stats=None, **algorithm_options):
+                     cancel, stats=None, store_as=None, options, **algorithm_options):
     """The GPU path of :func:`reconstruct_rows`: overlapped slabs (see :mod:`tomolab.engine.stream`)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    from tomolab.engine.stream import stream_slabs
-    from tomolab.io import read_frames
+    from tomolab.engine.stream import populate, stream_slabs
+    from tomolab.io import encode_rows, read_frames
 
     angles = scan["angle"].values
     n_angles, n_cols = angles.size, int(scan.sizes["col"])
@@ -520,8 +539,13 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
     # fields for every row a slab may read, halo included (edge rows repeated)
     field_rows = row_index(rows.start, rows.stop, halo, n_detector_rows)
     fields = field_means(scan, field_rows, backend="cupy", normalize=normalize)
-    workers = min(8, os.cpu_count() or 1)
-    copier = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tomolab-copy")
+    cores = os.cpu_count() or 1
+    workers = min(8, cores)
+    copiers = min(options.write_threads, cores)
+    copier = ThreadPoolExecutor(max_workers=copiers, thread_name_prefix="tomolab-copy")
+    encoded = (options.encode_on_device and store_as is not None
+               and store_as[0] in ("uint16", "float16"))
+    out_dtype = np.dtype(store_as[0]) if encoded else np.dtype(np.float32)
 
     def read(start, stop, buffer):
         # only the slab's rows, straight into the pinned buffer, frames split among threads
@@ -538,18 +562,35 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
                            **algorithm_options)
         if scale != 1:
             slices *= np.float32(scale)
+        if encoded:  # the stored values and the clipped count per row, before the download
+            return encode_rows(slices, store_as[0], store_as[1])
         return slices
 
-    def write(start, stop, host):
+    def write(start, stop, host, *extras):
         if sink is not None:
-            sink(start, stop, host)
+            sink(start, stop, host, *extras)
             return
         # host memory bandwidth needs several threads; each copies whole slices
         list(copier.map(lambda z: np.copyto(out[start + z], host[z]), range(stop - start)))
 
+    faulter, faulting = None, []
+    if options.prefault and out is not None:
+        # the output's pages faulted in ahead of the writer, slice by slice in order (all
+        # threads on the first slabs first), while the first slabs are read and computed; the
+        # writer faults in any it gets to first. A pool of its own, so that the writer's copies
+        # never queue behind it.
+        faulter = ThreadPoolExecutor(max_workers=copiers, thread_name_prefix="tomolab-fault")
+        faulting = [faulter.submit(populate, out, z, z + 1) for z in range(len(rows))]
     try:
         stream_slabs(len(rows), height, in_shape=lambda h: (n_angles, h + 2 * halo, n_cols),
                      in_dtype=projections.dtype, out_shape=lambda h: (h, size, size), read=read,
-                     compute=compute, write=write, progress=progress, cancel=cancel, stats=stats)
+                     compute=compute, write=write, progress=progress, cancel=cancel, stats=stats,
+                     out_buffers=options.out_buffers, out_dtype=out_dtype)
     finally:
+        if faulter is not None:
+            faulter.shutdown(cancel_futures=True)
         copier.shutdown()
+    if stats is not None:
+        faulted = sum(1 for f in faulting if f.done() and not f.cancelled() and f.result())
+        stats.update(write_threads=copiers, slices_prefaulted=faulted,
+                     encoded_on_device=bool(encoded))

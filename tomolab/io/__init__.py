@@ -31,7 +31,7 @@ For the engine and the api's streamed writes::
 from __future__ import annotations
 
 from tomolab.io._build import ScanWarning, from_arrays, read_frames, read_sample
-from tomolab.io._encode import DTYPES, check_dtype, check_value_range, uint16_encoding
+from tomolab.io._encode import DTYPES, check_dtype, check_value_range, encode_rows, uint16_encoding
 from tomolab.io._guard import OutputLock, check_free_space, check_overwritable
 from tomolab.io._hdf5 import layout_paths
 from tomolab.io._lazy import frame_runs
@@ -52,5 +52,5 @@ __all__ = [
     "write_dxchange", "write_nxtomo", "write_tiff_stack", "ScanWarning", "LAYOUTS",
     "read_frames", "read_sample", "frame_runs", "open_sink", "SlabSink", "check_replaceable",
     "check_overwritable", "OutputLock", "check_free_space", "DTYPES", "check_dtype",
-    "check_value_range", "uint16_encoding", "layout_paths", "FrameSpool",
+    "check_value_range", "uint16_encoding", "encode_rows", "layout_paths", "FrameSpool",
 ]

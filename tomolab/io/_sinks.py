@@ -362,7 +362,7 @@ class SlabSink:
 
     # -- the public part
 
-    def write(self, index, data) -> None:
+    def write(self, index, data, clipped: int | None = None) -> None:
         """Write slab ``index`` and record it as done.
 
         Parameters
@@ -372,19 +372,22 @@ class SlabSink:
         data : numpy.ndarray
             ``(stop - start, n_y, n_x)``, float32 (other dtypes are converted),
             stored in the sink's ``dtype``.
+        clipped : int, optional
+            Given when ``data`` is already stored values (in the sink's
+            ``dtype``, encoded with its ``encoding``, e.g. on the GPU by
+            :func:`tomolab.io.encode_rows`): the count of values clipped in it.
         """
         self._check_open()
         if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.slabs):
             raise ParameterError("no such slab", where="index", value=index,
                                  fix=f"pass an index from 0 to {len(self.slabs) - 1}")
         start, stop = self.slabs[int(index)]
-        from tomolab.arrays import to_numpy
-        data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
+        data, clipped = _stored(data, self.dtype, self.encoding, clipped)
         expected = (stop - start,) + tuple(self.shape[1:])
         if data.shape != expected:
             raise ParameterError(f"slab {index} is z rows {start}:{stop}, of shape {expected}",
                                  where="data", value=data.shape, fix="pass that slab's rows only")
-        stored, clipped = encode(data, self.dtype.name, self.encoding)
+        stored = data
         with storage_errors(self.path, partial=self.partial):
             self._write_data(start, stop, stored)
             self._clipped[int(index)] = clipped
@@ -643,16 +646,13 @@ class _RegionWriter:
         return {"store": self.store, "slabs": self.slabs, "dtype": self.dtype,
                 "encoding": self.encoding, "_array": None}
 
-    def _encode(self, index, data):
+    def _encode(self, index, data, clipped=None):
         """``(stored, mark)``: the slab in the store's dtype, and what records it done once written."""
-        from tomolab.arrays import to_numpy
-
         start, stop = self.slabs[int(index)]
-        data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
-        if data.ndim != 3 or data.shape[0] != stop - start:
+        stored, clipped = _stored(data, np.dtype(self.dtype), self.encoding, clipped)
+        if stored.ndim != 3 or stored.shape[0] != stop - start:
             raise ParameterError(f"slab {index} is z rows {start}:{stop}", where="data",
-                                 value=data.shape, fix="pass that slab's rows only")
-        stored, clipped = encode(data, self.dtype, self.encoding)
+                                 value=stored.shape, fix="pass that slab's rows only")
         count = None if self.dtype == "float32" else clipped
         return stored, lambda: _mark_done(self.store, index, count)
 
@@ -681,15 +681,18 @@ class ZarrRegionWriter(_RegionWriter):
         ``(start, stop)`` z rows of each slab.
     """
 
-    def write(self, index, data) -> None:
-        """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done."""
+    def write(self, index, data, clipped: int | None = None) -> None:
+        """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done.
+
+        ``clipped``: as for :meth:`SlabSink.write` (``data`` already stored values).
+        """
         import zarr
 
         start, stop = self.slabs[int(index)]
         if self._array is None:
             group = zarr.open_group(str(self.store), mode="r+", use_consolidated=False)
             self._array = group["volume"].with_config({"write_empty_chunks": True})
-        data, mark = self._encode(index, data)
+        data, mark = self._encode(index, data, clipped)
         expected = (stop - start,) + tuple(self._array.shape[1:])
         if data.shape != expected:
             raise ParameterError(f"slab {index} is z rows {start}:{stop}, of shape {expected}",
@@ -705,16 +708,35 @@ class TiffRegionWriter(_RegionWriter):
     into place, so writers of different slabs never touch the same file.
     """
 
-    def write(self, index, data) -> None:
-        """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done."""
+    def write(self, index, data, clipped: int | None = None) -> None:
+        """Write slab ``index`` (``(stop - start, n_y, n_x)``, float32) and mark it done.
+
+        ``clipped``: as for :meth:`SlabSink.write` (``data`` already stored values).
+        """
         import tifffile
 
         start, stop = self.slabs[int(index)]
-        data, mark = self._encode(index, data)
+        data, mark = self._encode(index, data, clipped)
         for z, plane in zip(range(start, stop), data):
             _replace_atomically(self.store / f"slice_{z:05d}.tif",
                                 lambda tmp, plane=plane: tifffile.imwrite(tmp, plane))
         mark()
+
+
+def _stored(data, dtype: np.dtype, encoding: dict, clipped: int | None):
+    """``(stored, clipped)``: a float32 slab encoded here, or one encoded already (``clipped`` given)."""
+    from tomolab.arrays import to_numpy
+
+    if clipped is None:
+        data = np.ascontiguousarray(to_numpy(data), dtype=np.float32)
+        return encode(data, dtype.name, encoding)
+    data = np.ascontiguousarray(to_numpy(data))
+    if data.dtype != dtype:
+        raise ParameterError(f"an encoded slab must be {dtype.name}, as the output stores it",
+                             where="data", value=data.dtype.name,
+                             fix="pass float32 slices without clipped=, or encode them with "
+                                 "tomolab.io.encode_rows(slices, dtype, sink.encoding)")
+    return data, int(clipped)
 
 
 def _mark_done(store: Path, index, clipped: int | None = None) -> None:

@@ -51,6 +51,8 @@ _log = logging.getLogger("tomolab")
 
 #: largest pickled plan sent with each task; above it the scan holds its data in memory
 MAX_TASK_BYTES = 4 * 2 ** 20
+#: longest wait for a cluster task before cancel() is asked again (a task's end wakes it at once)
+CANCEL_POLL_S = 0.1
 
 
 def _fingerprint(scan, params: dict) -> str:
@@ -487,8 +489,62 @@ def _task_groups(todo: list[int], size: int) -> list[list[int]]:
     return groups
 
 
-def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: int) -> dict:
+#: the environment variable (read where reconstruct_to runs) choosing the CPUs of a task's threads
+ENV_WORKER_CPUS = "TOMOLAB_WORKER_CPUS"
+WORKER_CPUS = ("pinned", "all")
+
+
+def _worker_cpus() -> str:
+    """``TOMOLAB_WORKER_CPUS``: ``"pinned"`` (default) or ``"all"``; see :func:`_task_cpus`."""
+    value = os.environ.get(ENV_WORKER_CPUS, "").strip().lower() or "pinned"
+    if value not in WORKER_CPUS:
+        raise ParameterError("unknown choice of worker CPUs", where=ENV_WORKER_CPUS, value=value,
+                             fix=f"set it to one of {', '.join(WORKER_CPUS)} (or unset it)")
+    return value
+
+
+@contextlib.contextmanager
+def _task_cpus(choice: str):
+    """Run the calling thread, and the threads it starts, on the CPUs that ``choice`` names.
+
+    dask-cuda pins each worker to the CPUs "near" its GPU (``os.sched_setaffinity``
+    in its event loop thread, which the task threads inherit). A slab stream
+    keeps many host threads busy (8 readers, the writer, its compressors):
+    ``"all"`` lets them use every CPU that the worker's nanny (the parent
+    process, which nothing pins) may use, for the length of the task, and
+    then restores the thread's own set. ``"pinned"`` changes nothing. Only
+    this thread's set changes (Linux sets affinity per thread), and only
+    where the platform has ``sched_setaffinity``. Yields the number of CPUs
+    the thread runs on (None where the platform cannot tell).
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        yield None
+        return
+    own = os.sched_getaffinity(0)
+    wide = own
+    if choice == "all":
+        with contextlib.suppress(OSError):  # the parent gone or not ours to ask: keep the set
+            wide = os.sched_getaffinity(os.getppid()) | own
+    if wide == own:
+        yield len(own)
+        return
+    os.sched_setaffinity(0, wide)
+    try:
+        yield len(os.sched_getaffinity(0))
+    finally:
+        os.sched_setaffinity(0, own)
+
+
+def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: int,
+                       cpus: str = "pinned") -> dict:
     """On a worker: reconstruct slabs ``indices`` of the plan into the store; skip those done."""
+    with _task_cpus(cpus) as used:
+        result = _reconstruct_slabs_here(payload, writer, indices, slab_rows)
+    result["cpus"] = used
+    return result
+
+
+def _reconstruct_slabs_here(payload: bytes, writer, indices: list[int], slab_rows: int) -> dict:
     import pickle
     import socket
 
@@ -518,10 +574,11 @@ def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: in
 def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, cancel, stats):
     """Submit the slabs that are not done, follow completions, leave the store complete."""
     import cloudpickle
-    from distributed import as_completed
+    from distributed import wait
 
     from tomolab.errors import Cancelled
 
+    cpus = _worker_cpus()
     writer = sink.region_writer()
     sink.sync_done()
     todo = [i for i in range(len(sink.slabs)) if i not in sink.done]
@@ -557,7 +614,7 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
     groups = _task_groups(todo, int(slabs_per_task))
     # new keys every run: a rerun must not meet the cancelled futures of the last one
     prefix = f"tomolab-slabs-{uuid.uuid4().hex[:12]}"
-    futures = [client.submit(_reconstruct_slabs, payload, writer, group, slab_rows,
+    futures = [client.submit(_reconstruct_slabs, payload, writer, group, slab_rows, cpus,
                              key=f"{prefix}-{group[0]}", pure=False)
                for group in groups]
     per_worker: dict = {}
@@ -577,19 +634,26 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
 
     marked: set = set()
     polled = time.monotonic()
+    used_cpus: set = set()
     try:
-        completed = as_completed(futures)
-        while not completed.is_empty():
+        remaining = set(futures)
+        while remaining:
             if cancel is not None and cancel():
                 raise Cancelled(f"cancelled after {finished} of {len(futures)} tasks; run again "
                                 f"with the same parameters to resume from {sink.partial}")
-            if not completed.has_ready():
-                time.sleep(0.05)
+            # woken by the first task to end (not a fixed poll), or after CANCEL_POLL_S to look
+            # at cancel() and at the slabs marked done
+            try:
+                ended = wait(remaining, timeout=CANCEL_POLL_S, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                ended = set()
+            if not ended:
                 if time.monotonic() - polled > 0.5:
                     marked, polled = writer.done(), time.monotonic()
                     report()
                 continue
-            for future in completed.next_batch(block=False):
+            remaining -= ended
+            for future in ended:
                 result = future.result()  # a task's error is raised here, as it was raised there
                 finished += 1
                 busy += result["seconds"]
@@ -599,6 +663,7 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
                     stream[key] = stream.get(key, 0) + value
                 marked |= set(result["slabs"])
                 skipped += result["skipped"]
+                used_cpus.add(result.get("cpus"))
             report()
     except BaseException:
         # with the scheduler lost, cancelling fails too: the first error is the one to show
@@ -608,4 +673,5 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
     sink.sync_done()
     if stats is not None:
         stats.update(stream, tasks=len(futures), workers=per_worker, worker_seconds=busy,
-                     slabs_per_task=int(slabs_per_task), slabs_skipped=skipped)
+                     slabs_per_task=int(slabs_per_task), slabs_skipped=skipped,
+                     worker_cpus=sorted(c for c in used_cpus if c is not None), cpus_choice=cpus)

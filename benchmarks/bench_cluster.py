@@ -4,9 +4,20 @@ CPU (``--mode cpu``): ``reconstruct_to`` with no cluster, then through a LocalCl
 2 worker processes (one thread each): strong scaling on this machine's cores.
 
 GPU (``--mode gpu``): ``reconstruct_to`` with no cluster (the direct three-stream slab pipeline),
-then through a dask-cuda ``LocalCUDACluster`` of one worker on the same GPU, with
-``slabs_per_task="auto"`` and with the whole volume as one task. Target: the cluster within 10 %
-of the direct stream.
+then through a dask-cuda ``LocalCUDACluster`` of one worker on the same GPU (``slabs_per_task=
+"auto"``: one task, the whole volume). Target: the cluster within 10 % of the direct stream.
+Two more peers tell why a worker's stream reads at half speed (issue 13):
+
+* ``TOMOLAB_WORKER_CPUS=all``: a second cluster whose task threads may use every CPU of the
+  nanny instead of those dask-cuda pins the worker to (run only when the task's set is smaller);
+* "quiet worker": a third cluster whose workers run no statistical profiler, no system monitor,
+  and check their event loop, memory and heartbeats rarely (GIL contention from the worker's own
+  threads).
+
+Before the runs it prints what differs between this process, the worker's event loop and a
+worker task (CPUs allowed, the nanny's environment, switch interval, threads, whether the scan's
+file note survives pickling), and the read stage alone (every slab's rows read with
+``read_frames`` into one buffer) here, here beside a busy Python thread, and in a worker task.
 
 Method: one DXchange file (``bench_disk_to_disk.write_scan``: uncompressed, one chunk per
 projection) in the page cache, output to zarr on the same disk. The cluster is started before the
@@ -17,6 +28,10 @@ the median of ``--rounds`` rounds. Outputs are checked bit-identical to the dire
 
     python benchmarks/bench_cluster.py --mode cpu [--rows 64 --n 256 --angles 360]
     python benchmarks/bench_cluster.py --mode gpu [--rows 1024 --n 1024 --angles 1800]
+
+The table's stage columns are medians of the stream's stats (busy seconds of the reader and
+writer threads, waits of the main loop, GPU compute) and ``client`` is the wall time less the
+worker's task time: the client's own share.
 """
 
 from __future__ import annotations
@@ -36,6 +51,144 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import card_name, write_rows
 from bench_disk_to_disk import write_scan
+
+FACT_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_",
+            "MALLOC_MMAP_THRESHOLD_", "CUDA_VISIBLE_DEVICES", "TOMOLAB_GPU_MEMORY_LIMIT")
+
+#: dask settings of the "quiet worker" cluster: the worker's own threads rarely want the GIL
+QUIET_WORKER = {"distributed.worker.profile.enabled": False,
+                "distributed.admin.system-monitor.interval": "1h",
+                "distributed.admin.system-monitor.gil.enabled": False,
+                "distributed.admin.tick.interval": "1s",
+                "distributed.worker.memory.monitor-interval": "1s"}
+
+
+def facts(scan=None):
+    """What may make the same stream slower in one place than another (run there)."""
+    import importlib.util
+    import threading
+
+    import dask
+
+    found = {"cpus": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
+             "switch ms": sys.getswitchinterval() * 1e3, "threads": threading.active_count(),
+             "thread": threading.current_thread().name[:24],
+             "env": {k: os.environ[k] for k in FACT_ENV if k in os.environ},
+             "profile": dask.config.get("distributed.worker.profile.enabled", None),
+             "gilknocker": importlib.util.find_spec("gilknocker") is not None}
+    if scan is not None:
+        note = scan["projections"].variable.encoding.get("tomolab_source")
+        found["note"] = note is not None and note[0] == scan["projections"].data.name
+    return found
+
+
+def thread_times():
+    """{thread: [cpu seconds, voluntary, involuntary context switches]} of this process (Linux).
+
+    Python threads by name (numbered where names repeat); the others (CUDA, blosc, the
+    kernel's) by their command name. Many involuntary switches: the thread waited for a CPU;
+    many voluntary ones: it slept, e.g. waiting for the GIL or for I/O.
+    """
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/self/task/{tid}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        label = names.get(int(tid), f"native {comm}")
+        found[f"{label} [{tid}]"] = [(int(fields[11]) + int(fields[12])) / ticks,
+                                      int(status["voluntary_ctxt_switches"]),
+                                      int(status["nonvoluntary_ctxt_switches"])]
+    return found
+
+
+def print_thread_times(where, before, after, top=10):
+    """The threads that ran most between two :func:`thread_times` (threads that ended are lost)."""
+    rows = []
+    for label, (cpu, vol, invol) in after.items():
+        was = before.get(label, [0.0, 0, 0])
+        rows.append((cpu - was[0], vol - was[1], invol - was[2], label))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    print(f"CPU by thread, {where} (threads alive at the end; {total:.2f} s in all):")
+    for cpu, vol, invol, label in rows[:top]:
+        print(f"    {cpu:6.2f} s  {vol:7d} vol  {invol:6d} invol  {label}")
+
+
+def read_alone(scan, slab_rows, busy_thread=False):
+    """Seconds to read every slab's rows of the projections into one (pinned) buffer."""
+    import threading
+
+    from tomolab.io import read_frames
+
+    projections = scan["projections"]
+    n_angles, n_rows, n_cols = projections.shape
+    try:
+        import cupyx
+        buffer = cupyx.empty_pinned((n_angles * slab_rows * n_cols,), projections.dtype)
+    except ImportError:
+        buffer = np.empty((n_angles * slab_rows * n_cols,), projections.dtype)
+    stop = threading.Event()
+
+    def spin():  # pure Python: holds the GIL but for the interpreter's switches
+        while not stop.is_set():
+            sum(range(1000))
+    spinner = threading.Thread(target=spin, daemon=True) if busy_thread else None
+    if spinner is not None:
+        spinner.start()
+    try:
+        started = time.perf_counter()
+        for start in range(0, n_rows, slab_rows):
+            height = min(slab_rows, n_rows - start)
+            out = buffer[:n_angles * height * n_cols].reshape(n_angles, height, n_cols)
+            read_frames(projections, slice(start, start + height), out=out,
+                        threads=min(8, os.cpu_count() or 1))
+        return time.perf_counter() - started
+    finally:
+        stop.set()
+        if spinner is not None:
+            spinner.join()
+
+
+def in_task(cpus, function, *args):
+    """``function(*args)`` in a worker's task thread, its CPUs chosen as reconstruct_to's tasks do."""
+    from tomolab.api.volume import _task_cpus
+
+    with _task_cpus(cpus):
+        return function(*args)
+
+
+def print_facts(clients, scan_path, slab_rows, cpus="pinned"):
+    """Print where the stream runs (see the module's docstring); return this process's CPUs."""
+    import tomolab
+
+    scan = tomolab.open_scan(scan_path)
+    print("where | " + " | ".join(f"{k}={v}" for k, v in facts(scan).items()) + "  (this process)")
+    for name, client in clients.items():
+        for address, found in client.run(facts).items():
+            print(f"{name}: worker loop {address} | "
+                  + " | ".join(f"{k}={v}" for k, v in found.items()))
+        found = client.submit(in_task, cpus, facts, scan, pure=False).result()
+        print(f"{name}: worker task | " + " | ".join(f"{k}={v}" for k, v in found.items()))
+    read_alone(scan, slab_rows)  # warm: the file in the page cache, the offsets known
+    here = [read_alone(scan, slab_rows) for _ in range(2)]
+    busy = [read_alone(scan, slab_rows, busy_thread=True) for _ in range(2)]
+    print(f"read stage alone: this process {min(here):.3f} s, beside a busy Python thread "
+          f"{min(busy):.3f} s", flush=True)
+    for name, client in clients.items():
+        there = [client.submit(in_task, cpus, read_alone, scan, slab_rows, pure=False).result()
+                 for _ in range(3)]
+        print(f"read stage alone: {name} worker task {min(there[1:]):.3f} s", flush=True)
+    return facts()["cpus"]
 
 
 def timed_run(scan_path, out, center, **options):
@@ -81,13 +234,33 @@ def main(argv=None):
     peers = {"direct stream (no cluster)": None}
     clients = {}
     try:
+        cpus_choice = {}
         if gpu:
-            t = time.perf_counter()
-            clients["local-cuda"] = tomolab.cluster.start_cluster("local-cuda", dashboard=False)
-            print(f"local-cuda cluster of {len(clients['local-cuda'].scheduler_info()['workers'])}"
-                  f" worker(s) started in {time.perf_counter() - t:.1f} s", flush=True)
+            import dask
+
+            for name, settings in (("local-cuda", {}), ("local-cuda, cpus=all", {}),
+                                   ("local-cuda, quiet worker", QUIET_WORKER)):
+                t = time.perf_counter()
+                with dask.config.set(settings):
+                    clients[name] = tomolab.cluster.start_cluster("local-cuda", dashboard=False)
+                print(f"{name} cluster of {len(clients[name].scheduler_info()['workers'])}"
+                      f" worker(s) started in {time.perf_counter() - t:.1f} s", flush=True)
+            cpus_choice["local-cuda, cpus=all"] = "all"
+            mine = print_facts({"local-cuda": clients["local-cuda"]}, scan_path, 32)
+            print_facts({"local-cuda, cpus=all": clients["local-cuda, cpus=all"]}, scan_path, 32,
+                        cpus="all")
+            print_facts({"local-cuda, quiet worker": clients["local-cuda, quiet worker"]},
+                        scan_path, 32)
+            pinned = clients["local-cuda"].submit(in_task, "pinned", facts, pure=False).result()
+            pinned = pinned["cpus"]
             peers["dask-cuda, 1 GPU worker, slabs_per_task=auto"] = ("local-cuda", "auto")
-            peers["dask-cuda, 1 GPU worker, one task"] = ("local-cuda", 10 ** 6)
+            if pinned < mine:
+                peers["dask-cuda, TOMOLAB_WORKER_CPUS=all"] = ("local-cuda, cpus=all", "auto")
+            else:
+                print(f"the worker's task may use {pinned} CPUs, this process {mine}: "
+                      f"no TOMOLAB_WORKER_CPUS=all peer", flush=True)
+            peers["dask-cuda, quiet worker (no profiler, no system monitor)"] = (
+                "local-cuda, quiet worker", "auto")
         else:
             for workers in (1, 2):
                 t = time.perf_counter()
@@ -96,21 +269,39 @@ def main(argv=None):
                 print(f"local cluster of {workers} started in {time.perf_counter() - t:.1f} s",
                       flush=True)
                 peers[f"LocalCluster, {workers} worker process(es) x 1 thread"] = (workers, "auto")
+            print_facts({f"local {w}": c for w, c in clients.items()}, scan_path, 32)
         times = {name: [] for name in peers}
+        stages = {name: [] for name in peers}
         for round_ in range(-args.warmup, args.rounds):
             for name, peer in peers.items():
                 out = reference if peer is None else work / "cluster.zarr"
                 options = {"backend": backend, "algorithm": args.algorithm}
                 if peer is not None:
                     options.update(client=clients[peer[0]], slabs_per_task=peer[1])
-                seconds, stats = timed_run(scan_path, out, center, **options)
+                choice = cpus_choice.get(peer[0]) if peer is not None else None
+                if choice:
+                    os.environ["TOMOLAB_WORKER_CPUS"] = choice
+                watch = round_ == 0 and (peer is None or peer[0] in ("local-cuda", 1))
+                if watch:  # which threads of the process that runs the stream use the CPU
+                    where = (lambda f: f()) if peer is None else \
+                        (lambda f, c=clients[peer[0]]: next(iter(c.run(f).values())))
+                    before = where(thread_times)
+                try:
+                    seconds, stats = timed_run(scan_path, out, center, **options)
+                finally:
+                    os.environ.pop("TOMOLAB_WORKER_CPUS", None)
+                if watch:
+                    print_thread_times(name, before, where(thread_times))
                 shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in stats.items()}
                 print(f"{name}: {seconds:.2f} s{' (warm-up)' if round_ < 0 else ''} {shown}",
                       flush=True)
                 if round_ < 0:
                     continue
                 times[name].append(seconds)
-                if peer is not None and round_ == 0:
+                stages[name].append(dict(stats, client=seconds - stats["worker_seconds"])
+                                    if "worker_seconds" in stats else stats)
+                if peer is not None and round_ == 0 and peer[0] not in cpus_choice \
+                        and "quiet" not in str(peer[0]):
                     a = tomolab.io.open_volume(reference).values
                     b = tomolab.io.open_volume(out).values
                     assert np.array_equal(a, b), f"{name}: output differs from the direct run"
@@ -126,6 +317,13 @@ def main(argv=None):
                 "x direct": round(median / base, 3), "load before": round(load, 2),
                 "identical": "yes",
             })
+            for key in ("read", "wait_read", "write", "wait_write", "compute", "client"):
+                seen = [s[key] for s in stages[name] if isinstance(s.get(key), float)]
+                if seen:
+                    rows_out[-1][key] = round(statistics.median(seen), 2)
+            cpus = {c for s in stages[name] for c in s.get("worker_cpus", [])}
+            if cpus:
+                rows_out[-1]["task cpus"] = ",".join(map(str, sorted(cpus)))
         write_rows(rows_out, f"bench_cluster_{args.mode}")
     finally:
         for client in clients.values():

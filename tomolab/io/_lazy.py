@@ -13,13 +13,14 @@ tests use it to prove that opening a scan reads no pixel data.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 
 import numpy as np
 
-from tomolab.errors import ScanFormatError
+from tomolab.errors import ParameterError, ScanFormatError
 
-__all__ = ["HDF5Frames", "TiffFrames", "read_count", "frame_runs"]
+__all__ = ["HDF5Frames", "TiffFrames", "frame_runs", "read_count"]
 
 _reads = [0]
 _reads_lock = threading.Lock()
@@ -33,6 +34,31 @@ def _count_read() -> None:
 def read_count() -> int:
     """Number of pixel reads made by lazy frame arrays in this process so far."""
     return _reads[0]
+
+
+#: the environment variable choosing how uncompressed HDF5 rows are read (see frame_reader)
+ENV_READER = "TOMOLAB_FRAME_READER"
+FRAME_READERS = ("python", "nogil")
+
+
+def frame_reader() -> str:
+    """How rows of uncompressed HDF5 frames are read: ``TOMOLAB_FRAME_READER``.
+
+    ``"python"`` (default): one ``os.preadv`` per frame from Python.
+    ``"nogil"``: the same reads from a loop compiled by Numba that holds no
+    GIL (:mod:`tomolab.io._pread`), for processes with other busy Python
+    threads (a dask worker); its first use in a process loads Numba.
+
+    Examples
+    --------
+    >>> frame_reader() in FRAME_READERS
+    True
+    """
+    value = os.environ.get(ENV_READER, "").strip().lower() or "python"
+    if value not in FRAME_READERS:
+        raise ParameterError("unknown frame reader", where=ENV_READER, value=value,
+                             fix=f"set it to one of {', '.join(FRAME_READERS)} (or unset it)")
+    return value
 
 
 def frame_runs(indices) -> list[tuple[int, int]]:
@@ -225,8 +251,6 @@ class HDF5Frames(_Frames):
         return state
 
     def _read(self, frames, rows, cols, out):
-        import os
-
         import h5py
 
         stored = self.stored_frames(frames)
@@ -235,7 +259,16 @@ class HDF5Frames(_Frames):
             row_bytes = self.shape[2] * self.dtype.itemsize
             fd = os.open(self.filename, os.O_RDONLY)
             try:
-                for k, frame in enumerate(stored):
+                first = 0
+                if frame_reader() == "nogil":
+                    from tomolab.io._pread import pread_frames
+
+                    first = pread_frames(fd, np.ascontiguousarray(offsets[stored], np.int64),
+                                         rows.start * row_bytes, out[0].nbytes, out.ctypes.data,
+                                         out.strides[0])
+                    first = len(stored) if first < 0 else first  # else: read it again, for why
+                for k in range(first, len(stored)):
+                    frame = stored[k]
                     target = memoryview(out[k]).cast("B")
                     start = int(offsets[frame]) + rows.start * row_bytes
                     if os.preadv(fd, [target], start) != target.nbytes:

@@ -6,18 +6,22 @@ CPU (``--mode cpu``): ``reconstruct_to`` with no cluster, then through a LocalCl
 GPU (``--mode gpu``): ``reconstruct_to`` with no cluster (the direct three-stream slab pipeline),
 then through a dask-cuda ``LocalCUDACluster`` of one worker on the same GPU (``slabs_per_task=
 "auto"``: one task, the whole volume). Target: the cluster within 10 % of the direct stream.
-Two more peers tell why a worker's stream reads at half speed (issue 13):
+More peers tell why a worker's stream reads at half the speed of the direct one (issue 13):
 
-* ``TOMOLAB_WORKER_CPUS=all``: a second cluster whose task threads may use every CPU of the
-  nanny instead of those dask-cuda pins the worker to (run only when the task's set is smaller);
-* "quiet worker": a third cluster whose workers run no statistical profiler, no system monitor,
-  and check their event loop, memory and heartbeats rarely (GIL contention from the worker's own
-  threads).
+* ``TOMOLAB_FRAME_READER=nogil``, direct and on a second cluster whose worker inherits it: the
+  rows of each frame read by a Numba loop that holds no GIL (GIL hand-offs to the worker's
+  other threads; see ``tomolab/io/_pread.py``);
+* ``TOMOLAB_WORKER_CPUS=all``, on a third cluster, only where dask-cuda pinned the worker's task
+  to fewer CPUs than this process has: the task's threads may use every CPU of the nanny;
+* ``--quiet-worker``: a cluster whose workers run no profiler or system monitor and look at
+  their event loop, memory and heartbeats rarely.
 
 Before the runs it prints what differs between this process, the worker's event loop and a
 worker task (CPUs allowed, the nanny's environment, switch interval, threads, whether the scan's
 file note survives pickling), and the read stage alone (every slab's rows read with
 ``read_frames`` into one buffer) here, here beside a busy Python thread, and in a worker task.
+In the first timed round it prints the CPU seconds and context switches of each thread of the
+process that ran the stream (this one, then the worker).
 
 Method: one DXchange file (``bench_disk_to_disk.write_scan``: uncompressed, one chunk per
 projection) in the page cache, output to zarr on the same disk. The cluster is started before the
@@ -108,18 +112,24 @@ def thread_times():
         found[f"{label} [{tid}]"] = [(int(fields[11]) + int(fields[12])) / ticks,
                                       int(status["voluntary_ctxt_switches"]),
                                       int(status["nonvoluntary_ctxt_switches"])]
+    with open("/proc/self/stat") as f:  # the whole process, threads that ended included
+        fields = f.read().rsplit(")", 1)[1].split()
+    found["process"] = [(int(fields[11]) + int(fields[12])) / ticks, 0, 0]
     return found
 
 
 def print_thread_times(where, before, after, top=10):
-    """The threads that ran most between two :func:`thread_times` (threads that ended are lost)."""
+    """The threads that ran most between two :func:`thread_times`."""
     rows = []
     for label, (cpu, vol, invol) in after.items():
         was = before.get(label, [0.0, 0, 0])
-        rows.append((cpu - was[0], vol - was[1], invol - was[2], label))
+        if label != "process":
+            rows.append((cpu - was[0], vol - was[1], invol - was[2], label))
     rows.sort(reverse=True)
-    total = sum(r[0] for r in rows)
-    print(f"CPU by thread, {where} (threads alive at the end; {total:.2f} s in all):")
+    total = after["process"][0] - before["process"][0]
+    alive = sum(r[0] for r in rows)
+    print(f"CPU by thread, {where}: {total:.2f} s in all, {total - alive:.2f} s of them in "
+          f"threads that ended (the per-slab read pools among them)")
     for cpu, vol, invol, label in rows[:top]:
         print(f"    {cpu:6.2f} s  {vol:7d} vol  {invol:6d} invol  {label}")
 
@@ -214,12 +224,20 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--algorithm", default="fbp")
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--spec", default="local-cuda",
+                        help="gpu: the cluster spec (local: try the GPU mode's steps on a CPU)")
+    parser.add_argument("--backend", default=None, help="default: cupy for gpu, numpy for cpu")
+    parser.add_argument("--quiet-worker", action="store_true",
+                        help="gpu: add a cluster whose workers run no profiler or system monitor")
     args = parser.parse_args(argv)
     gpu = args.mode == "gpu"
     rows = args.rows or (1024 if gpu else 64)
     n = args.n or (1024 if gpu else 256)
     angles = args.angles or (1800 if gpu else 360)
-    backend = "cupy" if gpu else "numpy"
+    backend = args.backend or ("cupy" if gpu else "numpy")
+    cuda = {"workers": 1} if args.spec == "local" else {}
+
+    import dask
 
     import tomolab
     import tomolab.cluster
@@ -231,65 +249,74 @@ def main(argv=None):
     print(f"scan {rows} x {n} x {angles} written in {time.perf_counter() - t:.1f} s", flush=True)
     center = (n - 1) / 2
     reference = work / "direct.zarr"
-    peers = {"direct stream (no cluster)": None}
+    nogil = {"TOMOLAB_FRAME_READER": "nogil"}
+    # peer: (cluster or None, slabs_per_task, environment of this process during the run)
+    peers = {"direct stream (no cluster)": (None, None, {})}
     clients = {}
-    try:
-        cpus_choice = {}
-        if gpu:
-            import dask
 
-            for name, settings in (("local-cuda", {}), ("local-cuda, cpus=all", {}),
-                                   ("local-cuda, quiet worker", QUIET_WORKER)):
-                t = time.perf_counter()
-                with dask.config.set(settings):
-                    clients[name] = tomolab.cluster.start_cluster("local-cuda", dashboard=False)
-                print(f"{name} cluster of {len(clients[name].scheduler_info()['workers'])}"
-                      f" worker(s) started in {time.perf_counter() - t:.1f} s", flush=True)
-            cpus_choice["local-cuda, cpus=all"] = "all"
+    def start(name, spec, settings=None, environ=None, **options):
+        """A cluster whose workers start under dask ``settings`` and ``environ`` (inherited)."""
+        t = time.perf_counter()
+        saved = {k: os.environ.get(k) for k in environ or {}}
+        os.environ.update(environ or {})
+        try:
+            with dask.config.set(settings or {}):
+                clients[name] = tomolab.cluster.start_cluster(spec, dashboard=False, **options)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        print(f"{name}: cluster of {len(clients[name].scheduler_info()['workers'])} worker(s) "
+              f"started in {time.perf_counter() - t:.1f} s", flush=True)
+
+    try:
+        if gpu:
+            start("local-cuda", args.spec, **cuda)
+            start("local-cuda, nogil reader", args.spec, environ=nogil, **cuda)
             mine = print_facts({"local-cuda": clients["local-cuda"]}, scan_path, 32)
-            print_facts({"local-cuda, cpus=all": clients["local-cuda, cpus=all"]}, scan_path, 32,
-                        cpus="all")
-            print_facts({"local-cuda, quiet worker": clients["local-cuda, quiet worker"]},
-                        scan_path, 32)
             pinned = clients["local-cuda"].submit(in_task, "pinned", facts, pure=False).result()
-            pinned = pinned["cpus"]
-            peers["dask-cuda, 1 GPU worker, slabs_per_task=auto"] = ("local-cuda", "auto")
-            if pinned < mine:
-                peers["dask-cuda, TOMOLAB_WORKER_CPUS=all"] = ("local-cuda, cpus=all", "auto")
+            peers["direct stream, TOMOLAB_FRAME_READER=nogil"] = (None, None, nogil)
+            peers["dask-cuda, 1 GPU worker (one task)"] = ("local-cuda", "auto", {})
+            peers["dask-cuda, TOMOLAB_FRAME_READER=nogil"] = ("local-cuda, nogil reader", "auto",
+                                                              {})
+            if pinned["cpus"] < mine:  # dask-cuda pinned the worker to fewer CPUs than ours
+                start("local-cuda, cpus=all", args.spec, **cuda)
+                print_facts({"local-cuda, cpus=all": clients["local-cuda, cpus=all"]}, scan_path,
+                            32, cpus="all")
+                peers["dask-cuda, TOMOLAB_WORKER_CPUS=all"] = (
+                    "local-cuda, cpus=all", "auto", {"TOMOLAB_WORKER_CPUS": "all"})
             else:
-                print(f"the worker's task may use {pinned} CPUs, this process {mine}: "
+                print(f"the worker's task may use {pinned['cpus']} CPUs, this process {mine}: "
                       f"no TOMOLAB_WORKER_CPUS=all peer", flush=True)
-            peers["dask-cuda, quiet worker (no profiler, no system monitor)"] = (
-                "local-cuda, quiet worker", "auto")
+            if args.quiet_worker:
+                start("local-cuda, quiet worker", args.spec, settings=QUIET_WORKER, **cuda)
+                peers["dask-cuda, quiet worker (no profiler, no system monitor)"] = (
+                    "local-cuda, quiet worker", "auto", {})
         else:
             for workers in (1, 2):
-                t = time.perf_counter()
-                clients[workers] = tomolab.cluster.start_cluster("local", workers=workers,
-                                                                 dashboard=False)
-                print(f"local cluster of {workers} started in {time.perf_counter() - t:.1f} s",
-                      flush=True)
-                peers[f"LocalCluster, {workers} worker process(es) x 1 thread"] = (workers, "auto")
-            print_facts({f"local {w}": c for w, c in clients.items()}, scan_path, 32)
+                start(f"local {workers}", "local", workers=workers)
+                peers[f"LocalCluster, {workers} worker process(es) x 1 thread"] = (
+                    f"local {workers}", "auto", {})
+            print_facts(clients, scan_path, 32)
+        first_cluster = "local-cuda" if gpu else "local 1"
         times = {name: [] for name in peers}
         stages = {name: [] for name in peers}
         for round_ in range(-args.warmup, args.rounds):
-            for name, peer in peers.items():
-                out = reference if peer is None else work / "cluster.zarr"
+            for name, (cluster, per_task, environ) in peers.items():
+                out = reference if name == "direct stream (no cluster)" else work / "other.zarr"
                 options = {"backend": backend, "algorithm": args.algorithm}
-                if peer is not None:
-                    options.update(client=clients[peer[0]], slabs_per_task=peer[1])
-                choice = cpus_choice.get(peer[0]) if peer is not None else None
-                if choice:
-                    os.environ["TOMOLAB_WORKER_CPUS"] = choice
-                watch = round_ == 0 and (peer is None or peer[0] in ("local-cuda", 1))
+                if cluster is not None:
+                    options.update(client=clients[cluster], slabs_per_task=per_task)
+                watch = round_ == 0 and cluster in (None, first_cluster) and not environ
                 if watch:  # which threads of the process that runs the stream use the CPU
-                    where = (lambda f: f()) if peer is None else \
-                        (lambda f, c=clients[peer[0]]: next(iter(c.run(f).values())))
+                    where = (lambda f: f()) if cluster is None else \
+                        (lambda f, c=clients[cluster]: next(iter(c.run(f).values())))
                     before = where(thread_times)
+                os.environ.update(environ)
                 try:
                     seconds, stats = timed_run(scan_path, out, center, **options)
                 finally:
-                    os.environ.pop("TOMOLAB_WORKER_CPUS", None)
+                    for key in environ:
+                        os.environ.pop(key, None)
                 if watch:
                     print_thread_times(name, before, where(thread_times))
                 shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in stats.items()}
@@ -300,8 +327,7 @@ def main(argv=None):
                 times[name].append(seconds)
                 stages[name].append(dict(stats, client=seconds - stats["worker_seconds"])
                                     if "worker_seconds" in stats else stats)
-                if peer is not None and round_ == 0 and peer[0] not in cpus_choice \
-                        and "quiet" not in str(peer[0]):
+                if out != reference and round_ == 0:
                     a = tomolab.io.open_volume(reference).values
                     b = tomolab.io.open_volume(out).values
                     assert np.array_equal(a, b), f"{name}: output differs from the direct run"

@@ -171,9 +171,9 @@ def read_alone(scan, slab_rows, busy_thread=False):
 
 def in_task(cpus, function, *args):
     """``function(*args)`` in a worker's task thread, its CPUs chosen as reconstruct_to's tasks do."""
-    from tomolab.api.volume import _task_cpus
+    from tomolab.cluster import task_cpus
 
-    with _task_cpus(cpus):
+    with task_cpus(cpus):
         return function(*args)
 
 

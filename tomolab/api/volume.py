@@ -295,6 +295,9 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     if client is not None:
         client = _resolve_client(client)
         _check_cluster_format(path, format)
+        from tomolab.cluster import worker_cpus
+
+        cpus = worker_cpus()  # a wrong value fails before any output exists
         plan = _plan_for_workers(client, scan, center=center, rows=rows, **options)
     else:
         plan = plan_reconstruction(scan, center=center, rows=rows, **options)
@@ -324,7 +327,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
                                      fix="select at least one row")
             _run_on_cluster(client, plan, sink, slab_rows=int(slab_rows),
                             slabs_per_task=slabs_per_task, progress=progress, cancel=cancel,
-                            stats=stats)
+                            stats=stats, cpus=cpus)
             sink.finish()
         finally:
             sink.close()
@@ -489,56 +492,12 @@ def _task_groups(todo: list[int], size: int) -> list[list[int]]:
     return groups
 
 
-#: the environment variable (read where reconstruct_to runs) choosing the CPUs of a task's threads
-ENV_WORKER_CPUS = "TOMOLAB_WORKER_CPUS"
-WORKER_CPUS = ("pinned", "all")
-
-
-def _worker_cpus() -> str:
-    """``TOMOLAB_WORKER_CPUS``: ``"pinned"`` (default) or ``"all"``; see :func:`_task_cpus`."""
-    value = os.environ.get(ENV_WORKER_CPUS, "").strip().lower() or "pinned"
-    if value not in WORKER_CPUS:
-        raise ParameterError("unknown choice of worker CPUs", where=ENV_WORKER_CPUS, value=value,
-                             fix=f"set it to one of {', '.join(WORKER_CPUS)} (or unset it)")
-    return value
-
-
-@contextlib.contextmanager
-def _task_cpus(choice: str):
-    """Run the calling thread, and the threads it starts, on the CPUs that ``choice`` names.
-
-    dask-cuda pins each worker to the CPUs "near" its GPU (``os.sched_setaffinity``
-    in its event loop thread, which the task threads inherit). A slab stream
-    keeps many host threads busy (8 readers, the writer, its compressors):
-    ``"all"`` lets them use every CPU that the worker's nanny (the parent
-    process, which nothing pins) may use, for the length of the task, and
-    then restores the thread's own set. ``"pinned"`` changes nothing. Only
-    this thread's set changes (Linux sets affinity per thread), and only
-    where the platform has ``sched_setaffinity``. Yields the number of CPUs
-    the thread runs on (None where the platform cannot tell).
-    """
-    if not hasattr(os, "sched_getaffinity"):
-        yield None
-        return
-    own = os.sched_getaffinity(0)
-    wide = own
-    if choice == "all":
-        with contextlib.suppress(OSError):  # the parent gone or not ours to ask: keep the set
-            wide = os.sched_getaffinity(os.getppid()) | own
-    if wide == own:
-        yield len(own)
-        return
-    os.sched_setaffinity(0, wide)
-    try:
-        yield len(os.sched_getaffinity(0))
-    finally:
-        os.sched_setaffinity(0, own)
-
-
 def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: int,
                        cpus: str = "pinned") -> dict:
     """On a worker: reconstruct slabs ``indices`` of the plan into the store; skip those done."""
-    with _task_cpus(cpus) as used:
+    from tomolab.cluster import task_cpus
+
+    with task_cpus(cpus) as used:
         result = _reconstruct_slabs_here(payload, writer, indices, slab_rows)
     result["cpus"] = used
     return result
@@ -571,14 +530,14 @@ def _reconstruct_slabs_here(payload: bytes, writer, indices: list[int], slab_row
             "pid": os.getpid(), "seconds": time.perf_counter() - started, "stats": run_stats}
 
 
-def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, cancel, stats):
+def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, cancel, stats,
+                    cpus="pinned"):
     """Submit the slabs that are not done, follow completions, leave the store complete."""
     import cloudpickle
     from distributed import wait
 
     from tomolab.errors import Cancelled
 
-    cpus = _worker_cpus()
     writer = sink.region_writer()
     sink.sync_done()
     todo = [i for i in range(len(sink.slabs)) if i not in sink.done]

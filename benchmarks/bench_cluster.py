@@ -57,7 +57,8 @@ from _timing import card_name, write_rows
 from bench_disk_to_disk import write_scan
 
 FACT_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_",
-            "MALLOC_MMAP_THRESHOLD_", "CUDA_VISIBLE_DEVICES", "TOMOLAB_GPU_MEMORY_LIMIT")
+            "MALLOC_MMAP_THRESHOLD_", "CUDA_VISIBLE_DEVICES", "TOMOLAB_GPU_MEMORY_LIMIT",
+            "TOMOLAB_FRAME_READER", "TOMOLAB_WORKER_CPUS")
 
 #: dask settings of the "quiet worker" cluster: the worker's own threads rarely want the GIL
 QUIET_WORKER = {"distributed.worker.profile.enabled": False,
@@ -134,8 +135,12 @@ def print_thread_times(where, before, after, top=10):
         print(f"    {cpu:6.2f} s  {vol:7d} vol  {invol:6d} invol  {label}")
 
 
-def read_alone(scan, slab_rows, busy_thread=False):
-    """Seconds to read every slab's rows of the projections into one (pinned) buffer."""
+def read_alone(scan, slab_rows, busy_thread=False, slabs=8, reader=None):
+    """Seconds to read the rows of the first ``slabs`` slabs into one (pinned) buffer.
+
+    ``busy_thread``: with a pure-Python loop running beside (it holds the GIL but for the
+    interpreter's switches); ``reader``: ``TOMOLAB_FRAME_READER`` for this call.
+    """
     import threading
 
     from tomolab.io import read_frames
@@ -155,9 +160,12 @@ def read_alone(scan, slab_rows, busy_thread=False):
     spinner = threading.Thread(target=spin, daemon=True) if busy_thread else None
     if spinner is not None:
         spinner.start()
+    saved = os.environ.get("TOMOLAB_FRAME_READER")
+    if reader:
+        os.environ["TOMOLAB_FRAME_READER"] = reader
     try:
         started = time.perf_counter()
-        for start in range(0, n_rows, slab_rows):
+        for start in range(0, min(n_rows, slabs * slab_rows), slab_rows):
             height = min(slab_rows, n_rows - start)
             out = buffer[:n_angles * height * n_cols].reshape(n_angles, height, n_cols)
             read_frames(projections, slice(start, start + height), out=out,
@@ -167,6 +175,10 @@ def read_alone(scan, slab_rows, busy_thread=False):
         stop.set()
         if spinner is not None:
             spinner.join()
+        if reader:
+            os.environ.pop("TOMOLAB_FRAME_READER")
+            if saved is not None:
+                os.environ["TOMOLAB_FRAME_READER"] = saved
 
 
 def in_task(cpus, function, *args):
@@ -189,15 +201,18 @@ def print_facts(clients, scan_path, slab_rows, cpus="pinned"):
                   + " | ".join(f"{k}={v}" for k, v in found.items()))
         found = client.submit(in_task, cpus, facts, scan, pure=False).result()
         print(f"{name}: worker task | " + " | ".join(f"{k}={v}" for k, v in found.items()))
-    read_alone(scan, slab_rows)  # warm: the file in the page cache, the offsets known
-    here = [read_alone(scan, slab_rows) for _ in range(2)]
-    busy = [read_alone(scan, slab_rows, busy_thread=True) for _ in range(2)]
-    print(f"read stage alone: this process {min(here):.3f} s, beside a busy Python thread "
-          f"{min(busy):.3f} s", flush=True)
+    read_alone(scan, slab_rows, reader="nogil")  # warm: page cache, offsets, Numba loaded
+    here = min(read_alone(scan, slab_rows) for _ in range(2))
+    here_nogil = min(read_alone(scan, slab_rows, reader="nogil") for _ in range(2))
+    busy = read_alone(scan, slab_rows, busy_thread=True)
+    busy_nogil = read_alone(scan, slab_rows, busy_thread=True, reader="nogil")
+    print(f"read of 8 slabs alone, this process: {here:.3f} s (nogil reader {here_nogil:.3f} s); "
+          f"beside a busy Python thread {busy:.3f} s (nogil reader {busy_nogil:.3f} s)",
+          flush=True)
     for name, client in clients.items():
         there = [client.submit(in_task, cpus, read_alone, scan, slab_rows, pure=False).result()
                  for _ in range(3)]
-        print(f"read stage alone: {name} worker task {min(there[1:]):.3f} s", flush=True)
+        print(f"read of 8 slabs alone, {name} worker task: {min(there[1:]):.3f} s", flush=True)
     return facts()["cpus"]
 
 
@@ -273,6 +288,8 @@ def main(argv=None):
             start("local-cuda", args.spec, **cuda)
             start("local-cuda, nogil reader", args.spec, environ=nogil, **cuda)
             mine = print_facts({"local-cuda": clients["local-cuda"]}, scan_path, 32)
+            for address, found in clients["local-cuda, nogil reader"].run(facts).items():
+                print(f"local-cuda, nogil reader: worker loop {address} | env={found['env']}")
             pinned = clients["local-cuda"].submit(in_task, "pinned", facts, pure=False).result()
             peers["direct stream, TOMOLAB_FRAME_READER=nogil"] = (None, None, nogil)
             peers["dask-cuda, 1 GPU worker (one task)"] = ("local-cuda", "auto", {})
@@ -298,6 +315,7 @@ def main(argv=None):
                     f"local {workers}", "auto", {})
             print_facts(clients, scan_path, 32)
         first_cluster = "local-cuda" if gpu else "local 1"
+        expected = None  # the direct run's volume, read once
         times = {name: [] for name in peers}
         stages = {name: [] for name in peers}
         for round_ in range(-args.warmup, args.rounds):
@@ -328,9 +346,10 @@ def main(argv=None):
                 stages[name].append(dict(stats, client=seconds - stats["worker_seconds"])
                                     if "worker_seconds" in stats else stats)
                 if out != reference and round_ == 0:
-                    a = tomolab.io.open_volume(reference).values
-                    b = tomolab.io.open_volume(out).values
-                    assert np.array_equal(a, b), f"{name}: output differs from the direct run"
+                    if expected is None:
+                        expected = tomolab.io.open_volume(reference).values
+                    same = np.array_equal(expected, tomolab.io.open_volume(out).values)
+                    assert same, f"{name}: output differs from the direct run"
         load = os.getloadavg()[0]
         base = statistics.median(times["direct stream (no cluster)"])
         rows_out = []

@@ -203,6 +203,7 @@ class HDF5Frames(_Frames):
         self._offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.shape = (int(self._offsets[-1]), int(shape[1]), int(shape[2]))
         self.dtype = np.dtype(dtype)
+        self._offsets_lock = threading.Lock()
 
     def stored_frames(self, logical=None) -> np.ndarray:
         """Indices in the stored dataset of logical frames (default: all)."""
@@ -221,6 +222,14 @@ class HDF5Frames(_Frames):
         """
         if "_offsets_in_file" in self.__dict__:
             return self.__dict__["_offsets_in_file"]
+        # the reader threads of a slab all ask at once: one of them looks, the others wait for it
+        # (each looking took as long as the slab's read, and h5py lets one thread in at a time)
+        with self._offsets_lock:
+            if "_offsets_in_file" not in self.__dict__:
+                self.__dict__["_offsets_in_file"] = self._look_up_offsets()
+        return self.__dict__["_offsets_in_file"]
+
+    def _look_up_offsets(self):
         import h5py
 
         offsets = None
@@ -242,13 +251,34 @@ class HDF5Frames(_Frames):
                         break
                     last = min(first + per_chunk, dset.shape[0])
                     offsets[first:last] = info.byte_offset + np.arange(last - first) * frame_bytes
-        self.__dict__["_offsets_in_file"] = offsets
         return offsets
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("_offsets_in_file", None)  # the file may differ where it is unpickled
+        state.pop("_offsets_lock", None)
+        if "_offsets_in_file" in state:  # known: they travel, with the file's size and time
+            offsets = state.pop("_offsets_in_file")
+            try:
+                stat = os.stat(self.filename)
+            except OSError:
+                return state
+            state["_offsets_note"] = (stat.st_size, stat.st_mtime_ns, _compact(offsets))
         return state
+
+    def __setstate__(self, state):
+        note = state.pop("_offsets_note", None)
+        self.__dict__.update(state)
+        self._offsets_lock = threading.Lock()
+        if note is None:
+            return
+        # a dask worker reads the same file: no need to look the offsets up again (0.1 s for
+        # 1800 chunks); a file that changed or is not there is looked at when it is read
+        try:
+            stat = os.stat(self.filename)
+        except OSError:
+            return
+        if (stat.st_size, stat.st_mtime_ns) == note[:2]:
+            self.__dict__["_offsets_in_file"] = _expand(note[2])
 
     def _read(self, frames, rows, cols, out):
         import h5py
@@ -290,6 +320,23 @@ class HDF5Frames(_Frames):
     def __repr__(self):
         return (f"HDF5Frames({self.filename!r}, {self.path!r}, shape={self.shape}, "
                 f"dtype={self.dtype}, runs={len(self.runs)})")
+
+
+def _compact(offsets):
+    """Frame offsets as ``(first, step, n)`` where evenly spaced (they mostly are), else as they are."""
+    if offsets is None or len(offsets) < 2:
+        return offsets
+    steps = np.diff(offsets)
+    if (steps == steps[0]).all():
+        return (int(offsets[0]), int(steps[0]), len(offsets))
+    return offsets
+
+
+def _expand(compact):
+    if isinstance(compact, tuple):
+        first, step, n = compact
+        return first + step * np.arange(n, dtype=np.int64)
+    return compact
 
 
 class TiffFrames(_Frames):

@@ -6,7 +6,10 @@ CPU (``--mode cpu``): ``reconstruct_to`` with no cluster, then through a LocalCl
 GPU (``--mode gpu``): ``reconstruct_to`` with no cluster (the direct three-stream slab pipeline),
 then through a dask-cuda ``LocalCUDACluster`` of one worker on the same GPU (``slabs_per_task=
 "auto"``: one task, the whole volume). Target: the cluster within 10 % of the direct stream.
-More peers tell why a worker's stream reads at half the speed of the direct one (issue 13):
+Issue 13: a worker's stream read at half the speed of the direct one. Found on the CPU: a scan
+unpickled on a worker looked its frames' byte offsets up again, in all 8 reader threads of the
+first slab at once (h5py lets one in at a time); the offsets now travel with the pickled scan.
+The facts below print that first slab both ways. More peers look for what else may remain:
 
 * ``TOMOLAB_FRAME_READER=nogil``, direct and on a second cluster whose worker inherits it: the
   rows of each frame read by a Numba loop that holds no GIL (GIL hand-offs to the worker's
@@ -181,6 +184,24 @@ def read_alone(scan, slab_rows, busy_thread=False, slabs=8, reader=None):
                 os.environ["TOMOLAB_FRAME_READER"] = saved
 
 
+def first_slab(scan, slab_rows, forget):
+    """Seconds to read the first slab of a copy of ``scan``; ``forget``: its frame offsets unknown.
+
+    Before the offsets travelled with a pickled scan, a worker's first slab looked them up.
+    """
+    import pickle
+
+    from tomolab.io import read_frames
+
+    copy = pickle.loads(pickle.dumps(scan))
+    projections = copy["projections"]
+    if forget:
+        projections.variable.encoding["tomolab_source"][1].__dict__.pop("_offsets_in_file", None)
+    started = time.perf_counter()
+    read_frames(projections, slice(0, slab_rows), threads=min(8, os.cpu_count() or 1))
+    return time.perf_counter() - started
+
+
 def in_task(cpus, function, *args):
     """``function(*args)`` in a worker's task thread, its CPUs chosen as reconstruct_to's tasks do."""
     from tomolab.cluster import task_cpus
@@ -213,6 +234,9 @@ def print_facts(clients, scan_path, slab_rows, cpus="pinned"):
         there = [client.submit(in_task, cpus, read_alone, scan, slab_rows, pure=False).result()
                  for _ in range(3)]
         print(f"read of 8 slabs alone, {name} worker task: {min(there[1:]):.3f} s", flush=True)
+    print(f"first slab of an unpickled scan, frame offsets to look up (once; before the fix all "
+          f"8 reader threads did, one after another): {first_slab(scan, slab_rows, True):.3f} s; "
+          f"known (they travel now): {first_slab(scan, slab_rows, False):.3f} s", flush=True)
     return facts()["cpus"]
 
 

@@ -243,14 +243,15 @@ class HDF5Frames(_Frames):
                 offsets = base + np.arange(dset.shape[0], dtype=np.int64) * frame_bytes
             elif plain and dset.chunks is not None and tuple(dset.chunks[1:]) == dset.shape[1:]:
                 per_chunk = dset.chunks[0]
+                stored = _stored_chunks(dset)
                 offsets = np.empty(dset.shape[0], np.int64)
                 for first in range(0, dset.shape[0], per_chunk):
-                    info = dset.id.get_chunk_info_by_coord((first, 0, 0))
-                    if info.byte_offset is None or info.size != per_chunk * frame_bytes:
+                    byte_offset, size = stored(first)
+                    if byte_offset is None or size != per_chunk * frame_bytes:
                         offsets = None  # a chunk never written (fill value) or of another size
                         break
                     last = min(first + per_chunk, dset.shape[0])
-                    offsets[first:last] = info.byte_offset + np.arange(last - first) * frame_bytes
+                    offsets[first:last] = byte_offset + np.arange(last - first) * frame_bytes
         return offsets
 
     def __getstate__(self):
@@ -320,6 +321,24 @@ class HDF5Frames(_Frames):
     def __repr__(self):
         return (f"HDF5Frames({self.filename!r}, {self.path!r}, shape={self.shape}, "
                 f"dtype={self.dtype}, runs={len(self.runs)})")
+
+
+def _stored_chunks(dset):
+    """``where(first_frame) -> (byte offset, size)`` of a dataset's chunks (None: not written).
+
+    One pass over the chunk index where HDF5 has it (``chunk_iter``, HDF5 1.14:
+    0.01 s for 1800 chunks), else one look-up per chunk (0.1 s).
+    """
+    found = {}
+    try:
+        dset.id.chunk_iter(lambda info: found.__setitem__(info.chunk_offset[0],
+                                                          (info.byte_offset, info.size)))
+    except (AttributeError, NotImplementedError, RuntimeError):
+        def by_coord(first):
+            info = dset.id.get_chunk_info_by_coord((first, 0, 0))
+            return info.byte_offset, info.size
+        return by_coord
+    return lambda first: found.get(first, (None, None))
 
 
 def _compact(offsets):

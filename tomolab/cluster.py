@@ -35,12 +35,15 @@ from tomolab.errors import ParameterError
 __all__ = [
     "JOBQUEUE_OPTIONS",
     "SPECS",
+    "WORKER_CPUS",
     "connect_hub",
     "make_cluster",
     "read_config",
     "serve",
     "start_cluster",
+    "task_cpus",
     "visible_gpus",
+    "worker_cpus",
 ]
 
 SPECS = ("local", "local-cuda", "slurm", "pbs", "hub")
@@ -508,6 +511,78 @@ def _jobqueue(kind, dashboard, **options):
     if jobs:
         cluster.scale(jobs=jobs)
     return cluster
+
+
+# ----------------------------------------------------------------------------- a task's CPUs
+
+#: the environment variable (read where reconstruct_to runs) choosing the CPUs of a task's threads
+ENV_WORKER_CPUS = "TOMOLAB_WORKER_CPUS"
+WORKER_CPUS = ("pinned", "all")
+
+
+def worker_cpus(environ=None) -> str:
+    """The CPUs of a cluster task's threads: ``TOMOLAB_WORKER_CPUS``, ``"pinned"`` or ``"all"``.
+
+    ``"pinned"`` (the default) leaves each worker on the CPUs it was given
+    (dask-cuda pins a GPU worker to the CPUs "near" its GPU); ``"all"``
+    runs each task of :func:`tomolab.reconstruct_to` on every CPU that the
+    worker's nanny may use (:func:`task_cpus`).
+
+    Examples
+    --------
+    >>> worker_cpus({})
+    'pinned'
+    >>> worker_cpus({"TOMOLAB_WORKER_CPUS": "all"})
+    'all'
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENV_WORKER_CPUS, "").strip().lower() or "pinned"
+    if value not in WORKER_CPUS:
+        raise ParameterError("unknown choice of worker CPUs", where=ENV_WORKER_CPUS, value=value,
+                             fix=f"set it to one of {', '.join(WORKER_CPUS)} (or unset it)")
+    return value
+
+
+@contextlib.contextmanager
+def task_cpus(choice: str = "pinned"):
+    """Run the calling thread, and the threads it starts, on the CPUs that ``choice`` names.
+
+    dask-cuda pins each worker to the CPUs "near" its GPU (``os.sched_setaffinity``
+    in its event loop thread, which the task threads inherit). A slab stream
+    keeps many host threads busy (8 readers, the writer, its copies):
+    ``"all"`` lets them use every CPU that the worker's nanny (the parent
+    process, which nothing pins) may use, for the length of the block, and
+    then gives the thread its own set back. ``"pinned"`` changes nothing.
+    Only this thread's set changes (Linux sets affinity per thread), and only
+    where the platform has ``sched_setaffinity``.
+
+    Yields
+    ------
+    int or None
+        The number of CPUs the thread runs on (None where the platform cannot tell).
+
+    Examples
+    --------
+    >>> with task_cpus("pinned") as used:
+    ...     used is None or used >= 1
+    True
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        yield None
+        return
+    own = os.sched_getaffinity(0)
+    wide = own
+    if choice == "all":
+        with contextlib.suppress(OSError):  # the parent gone or not ours to ask: keep the set
+            wide = os.sched_getaffinity(os.getppid()) | own
+    if wide == own:
+        yield len(own)
+        return
+    os.sched_setaffinity(0, wide)
+    try:
+        yield len(os.sched_getaffinity(0))
+    finally:
+        os.sched_setaffinity(0, own)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -51,6 +51,8 @@ _log = logging.getLogger("tomolab")
 
 #: largest pickled plan sent with each task; above it the scan holds its data in memory
 MAX_TASK_BYTES = 4 * 2 ** 20
+#: longest wait for a cluster task before cancel() is asked again (a task's end wakes it at once)
+CANCEL_POLL_S = 0.1
 
 
 def _fingerprint(scan, params: dict) -> str:
@@ -309,6 +311,9 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
     if client is not None:
         client = _resolve_client(client)
         _check_cluster_format(path, format)
+        from tomolab.cluster import worker_cpus
+
+        cpus = worker_cpus()  # a wrong value fails before any output exists
         plan = _plan_for_workers(client, scan, center=center, rows=rows, **options)
     else:
         plan = plan_reconstruction(scan, center=center, rows=rows, **options)
@@ -338,7 +343,7 @@ def reconstruct_to(scan, path, *, center, rows=None, slab_rows: int = 32, format
                                      fix="select at least one row")
             _run_on_cluster(client, plan, sink, slab_rows=int(slab_rows),
                             slabs_per_task=slabs_per_task, progress=progress, cancel=cancel,
-                            stats=stats)
+                            stats=stats, cpus=cpus)
             sink.finish()
         finally:
             sink.close()
@@ -508,8 +513,18 @@ def _task_groups(todo: list[int], size: int) -> list[list[int]]:
     return groups
 
 
-def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: int) -> dict:
+def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: int,
+                       cpus: str = "pinned") -> dict:
     """On a worker: reconstruct slabs ``indices`` of the plan into the store; skip those done."""
+    from tomolab.cluster import task_cpus
+
+    with task_cpus(cpus) as used:
+        result = _reconstruct_slabs_here(payload, writer, indices, slab_rows)
+    result["cpus"] = used
+    return result
+
+
+def _reconstruct_slabs_here(payload: bytes, writer, indices: list[int], slab_rows: int) -> dict:
     import pickle
     import socket
 
@@ -536,10 +551,11 @@ def _reconstruct_slabs(payload: bytes, writer, indices: list[int], slab_rows: in
             "pid": os.getpid(), "seconds": time.perf_counter() - started, "stats": run_stats}
 
 
-def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, cancel, stats):
+def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, cancel, stats,
+                    cpus="pinned"):
     """Submit the slabs that are not done, follow completions, leave the store complete."""
     import cloudpickle
-    from distributed import as_completed
+    from distributed import wait
 
     from tomolab.errors import Cancelled
 
@@ -578,7 +594,7 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
     groups = _task_groups(todo, int(slabs_per_task))
     # new keys every run: a rerun must not meet the cancelled futures of the last one
     prefix = f"tomolab-slabs-{uuid.uuid4().hex[:12]}"
-    futures = [client.submit(_reconstruct_slabs, payload, writer, group, slab_rows,
+    futures = [client.submit(_reconstruct_slabs, payload, writer, group, slab_rows, cpus,
                              key=f"{prefix}-{group[0]}", pure=False)
                for group in groups]
     per_worker: dict = {}
@@ -598,19 +614,26 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
 
     marked: set = set()
     polled = time.monotonic()
+    used_cpus: set = set()
     try:
-        completed = as_completed(futures)
-        while not completed.is_empty():
+        remaining = set(futures)
+        while remaining:
             if cancel is not None and cancel():
                 raise Cancelled(f"cancelled after {finished} of {len(futures)} tasks; run again "
                                 f"with the same parameters to resume from {sink.partial}")
-            if not completed.has_ready():
-                time.sleep(0.05)
+            # woken by the first task to end (not a fixed poll), or after CANCEL_POLL_S to look
+            # at cancel() and at the slabs marked done
+            try:
+                ended = wait(remaining, timeout=CANCEL_POLL_S, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                ended = set()
+            if not ended:
                 if time.monotonic() - polled > 0.5:
                     marked, polled = writer.done(), time.monotonic()
                     report()
                 continue
-            for future in completed.next_batch(block=False):
+            remaining -= ended
+            for future in ended:
                 result = future.result()  # a task's error is raised here, as it was raised there
                 finished += 1
                 busy += result["seconds"]
@@ -620,6 +643,7 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
                     stream[key] = stream.get(key, 0) + value
                 marked |= set(result["slabs"])
                 skipped += result["skipped"]
+                used_cpus.add(result.get("cpus"))
             report()
     except BaseException:
         # with the scheduler lost, cancelling fails too: the first error is the one to show
@@ -629,4 +653,5 @@ def _run_on_cluster(client, plan, sink, *, slab_rows, slabs_per_task, progress, 
     sink.sync_done()
     if stats is not None:
         stats.update(stream, tasks=len(futures), workers=per_worker, worker_seconds=busy,
-                     slabs_per_task=int(slabs_per_task), slabs_skipped=skipped)
+                     slabs_per_task=int(slabs_per_task), slabs_skipped=skipped,
+                     worker_cpus=sorted(c for c in used_cpus if c is not None), cpus_choice=cpus)

@@ -621,8 +621,7 @@ class _ZarrSink(SlabSink):
             for key in (_FINGERPRINT, _DONE, _SOURCE):
                 attrs.pop(key, None)
             attrs.update(self._final_attrs)
-            group.attrs.clear()
-            group.attrs.update(attrs)
+            group.attrs.put(attrs)  # one metadata write (clear + update wrote once per key)
             if self._final_attrs:
                 group["volume"].attrs.update(self._final_attrs)
             # readers that trust consolidated metadata see the final attrs

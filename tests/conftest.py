@@ -1,8 +1,6 @@
-"""Shared test fixtures (the array modules to run each test on) and the grouping for xdist."""
+"""Shared test fixtures (the array modules to run each test on) and how ``pytest -n`` shares out the tests."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,38 +28,33 @@ def backend(request):
     return request.param
 
 
-_TESTS = Path(__file__).resolve().parent
-_SHARED_SCOPES = ("module", "package", "session")
+
+#: the test files that must share one worker, whole: one JupyterLab and one Chromium at a time
+#: (two browser tests at once on 2 cores left a kernel that never ran its cells)
+SERIAL_FOLDERS = ("tests/browser/",)
 
 
-def _shares_a_fixture_of_its_module(item) -> bool:
-    """Whether ``item`` uses a module- or session-scoped fixture defined in these tests."""
-    info = getattr(item, "_fixtureinfo", None)
-    for definitions in (info.name2fixturedefs.values() if info else ()):
-        for definition in definitions:
-            source = getattr(definition.func, "__code__", None)
-            if (definition.scope in _SHARED_SCOPES and source is not None
-                    and Path(source.co_filename).resolve().is_relative_to(_TESTS)):
-                return True
-    return False
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With ``pytest -n N`` (as CI runs): each test file goes whole to one worker.
 
-
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n N --dist loadgroup`` (as CI runs): a group runs on one worker.
-
-    The browser tests share one JupyterLab and must not drive two Chromiums at once (on 2
-    cores a second one starved the first's kernel); a module whose tests share an expensive
-    fixture (a simulated scan, a LocalCluster, a running JupyterHub) builds it once, not once
-    per worker. Every other test goes to whichever worker is free.
+    So a file's module- and session-scoped fixtures (a simulated scan, a LocalCluster, a running
+    JupyterHub) are built once, not once per worker, and the files under ``SERIAL_FOLDERS`` run
+    one after another on one worker. Files go out in collection order (the browser tests and the
+    hub first: the longest chains), each to whichever worker is free. pytest-xdist's own
+    ``xdist_group`` marks do not take with pytest 9 (xdist 3.8 renames ``item._nodeid``, which
+    pytest 9 no longer reads), hence a scheduler here. Other ``--dist`` modes are left alone.
     """
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        path = Path(str(item.path)).resolve()
-        if path.is_relative_to(_TESTS / "browser"):
-            group = "browser"
-        elif _shares_a_fixture_of_its_module(item):
-            group = path.relative_to(_TESTS).as_posix()
-        else:
-            continue
-        item.add_marker(pytest.mark.xdist_group(group))
+    if config.getvalue("dist") not in ("load", "loadfile", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            for folder in SERIAL_FOLDERS:
+                if nodeid.startswith(folder):
+                    return folder
+            return nodeid.split("::", 1)[0]
+
+    config.option.loadscopereorder = False  # collection order, not the number of tests
+    return FileScheduling(config, log)

@@ -267,6 +267,36 @@ def _wait_all_cells_run(page, timeout):
     raise TimeoutError(f"cells still running after {timeout}s: {texts}")
 
 
+def dismiss_news(page, timeout_ms=2000):
+    """Answer JupyterLab's "get notified about Jupyter news?" toast with No, if it shows."""
+    with contextlib.suppress(Exception):
+        page.locator(".Toastify").get_by_role("button", name="No").click(timeout=timeout_ms)
+
+
+def run_all_cells(page, timeout, *, server: Server | None = None, notebook: str | None = None):
+    """Run all cells of the notebook in ``page`` from the Run menu; return how many ran.
+
+    With ``server`` and ``notebook`` (a name in its root dir) the notebook is opened first;
+    without them the page already shows it (after a reload, say). Waits for the kernel to be
+    idle before, and for every cell to have run after (at most ``timeout`` s), then dismisses
+    the news toast, which would cover part of the page.
+    """
+    if server is not None:
+        page.goto(f"{server.url}/lab/tree/{notebook}?reset&token={server.token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_timeout(1000)
+    _accept_kernel_dialog(page)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    with contextlib.suppress(Exception):  # a quick notebook may be idle again already
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='busy']",
+                               timeout=10_000)
+    ran = _wait_all_cells_run(page, timeout)
+    dismiss_news(page)
+    return ran
+
+
 def _set_first_slider(page, delta=1):
     """Move the first slider by ``delta`` steps with the arrow keys, like a user.
 

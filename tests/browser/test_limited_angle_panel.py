@@ -67,13 +67,7 @@ def _write_notebook(path):
 
 
 def test_a_tilt_series_previews_tv_and_reconstructs(lab_server, tmp_path):
-    from harness import (
-        CHROMIUM,
-        CHROMIUM_ARGS,
-        WIDGET_ERROR_MARKERS,
-        _accept_kernel_dialog,
-        _wait_all_cells_run,
-    )
+    from harness import CHROMIUM, CHROMIUM_ARGS, WIDGET_ERROR_MARKERS, run_all_cells
     from playwright.sync_api import sync_playwright
     from test_panel_walk import Walk, _canvases_drawn
 
@@ -90,20 +84,7 @@ def test_a_tilt_series_previews_tv_and_reconstructs(lab_server, tmp_path):
         page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
         page.on("console", lambda msg: js_errors.append(msg.text) if msg.type == "error" else None)
         try:
-            page.goto(f"{lab_server.url}/lab/tree/{notebook.name}?reset&token={lab_server.token}")
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            page.wait_for_timeout(500)
-            _accept_kernel_dialog(page)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                                   timeout=60_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-            with contextlib.suppress(Exception):
-                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='busy']",
-                                       timeout=10_000)
-            assert _wait_all_cells_run(page, 120) == len(CELLS)
-            with contextlib.suppress(Exception):  # "get notified about Jupyter news?": no
-                page.locator(".Toastify").get_by_role("button", name="No").click(timeout=1000)
+            assert run_all_cells(page, 120, server=lab_server, notebook=notebook.name) == len(CELLS)
             cell = page.locator(".jp-Notebook .jp-CodeCell").nth(1).locator(".jp-OutputArea")
             walk = Walk(page, cell)
             walk.wait_for(cell.locator(".jupyter-widget-Collapse"), "the panel")

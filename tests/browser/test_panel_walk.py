@@ -223,13 +223,7 @@ def _canvases_drawn(locator):
 
 
 def test_walk_the_panel_then_reload(lab_server, tmp_path):
-    from harness import (
-        CHROMIUM,
-        CHROMIUM_ARGS,
-        WIDGET_ERROR_MARKERS,
-        _accept_kernel_dialog,
-        _wait_all_cells_run,
-    )
+    from harness import CHROMIUM, CHROMIUM_ARGS, WIDGET_ERROR_MARKERS, run_all_cells
     from playwright.sync_api import sync_playwright
 
     _write_sample(lab_server.root_dir)
@@ -249,22 +243,6 @@ def test_walk_the_panel_then_reload(lab_server, tmp_path):
         page.on("console", lambda msg: js_errors.append(msg.text) if msg.type == "error" else None)
         page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" on reload: yes
 
-        def run_all():
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            page.wait_for_timeout(1000)
-            _accept_kernel_dialog(page)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                                   timeout=60_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-            with contextlib.suppress(Exception):
-                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='busy']",
-                                       timeout=10_000)
-            assert _wait_all_cells_run(page, 300) == len(CELLS)
-            page.wait_for_timeout(2000)
-            with contextlib.suppress(Exception):  # "get notified about Jupyter news?": no
-                page.locator(".Toastify").get_by_role("button", name="No").click(timeout=2000)
-
         def problems():
             found = list(js_errors)
             text = page.locator(".jp-Notebook").inner_text()
@@ -274,8 +252,8 @@ def test_walk_the_panel_then_reload(lab_server, tmp_path):
             return found
 
         try:
-            page.goto(f"{lab_server.url}/lab/tree/{notebook.name}?reset&token={lab_server.token}")
-            run_all()
+            assert run_all_cells(page, 300, server=lab_server, notebook=notebook.name) == len(CELLS)
+            page.wait_for_timeout(2000)
             cells = page.locator(".jp-Notebook .jp-CodeCell")
             walk = Walk(page, cells.nth(1).locator(".jp-OutputArea"))
             walk.wait_for(walk.cell.locator(".jupyter-widget-Collapse"), "the panel")
@@ -360,7 +338,8 @@ def test_walk_the_panel_then_reload(lab_server, tmp_path):
 
             # a reload while the kernel lives on: the widgets must still draw
             page.reload()
-            run_all()
+            assert run_all_cells(page, 300) == len(CELLS)
+            page.wait_for_timeout(2000)
             cells = page.locator(".jp-Notebook .jp-CodeCell")
             for i in range(2, len(CELLS) - 1):  # the viewer, the sweep, the overlay draw figures
                 walk = Walk(page, cells.nth(i).locator(".jp-OutputArea"))

@@ -72,6 +72,23 @@ def _astra_forward(astra, image, angles):
     return result, run, close
 
 
+def _astra_3d_projector(astra, n, nz, angles):
+    """ASTRA's CUDA 3D projector for ``nz`` slices of n² and a detector of n (FP3D/BP3D)."""
+    vg = astra.create_vol_geom(n, n, nz)
+    pg = astra.create_proj_geom("parallel3d", 1.0, 1.0, nz, n, angles)
+    return astra.create_projector("cuda3d", pg, vg)
+
+
+def _astra_fp3d_seconds(pid, stack, n_angles):
+    """Median seconds of ``direct_FP3D`` of a device-resident CuPy ``stack`` (nz, n, n)."""
+    import astra.experimental
+    import cupy
+
+    nz, n = stack.shape[0], stack.shape[2]
+    d_proj = cupy.zeros((nz, n_angles, n), cupy.float32)
+    return gpu_time(lambda: astra.experimental.direct_FP3D(pid, stack, d_proj), repeat=3)
+
+
 def _astra_iterative(astra, name, sinogram, angles, iterations):
     n = sinogram.shape[1]
     vol_geom, proj_geom, proj_id = _astra_2d(astra, n, angles)
@@ -325,13 +342,9 @@ def _variants_main(args):
         project._FORWARD_BLOCK, project._ADJOINT_BLOCK = default_blocks
     try:
         import astra
-        import astra.experimental
 
-        vg = astra.create_vol_geom(n, n, nz)
-        pg = astra.create_proj_geom("parallel3d", 1.0, 1.0, nz, n, angles)
-        pid = astra.create_projector("cuda3d", pg, vg)
-        d_proj = cupy.zeros((nz, na, n), cupy.float32)
-        t = gpu_time(lambda: astra.experimental.direct_FP3D(pid, stack, d_proj), repeat=3)
+        pid = _astra_3d_projector(astra, n, nz, angles)
+        t = _astra_fp3d_seconds(pid, stack, na)
         astra.projector3d.delete(pid)
         rows.append({"date": date, "card": card, "variant": "ASTRA " + astra.__version__,
                      "what": f"direct_FP3D stack of {nz}", "ms": round(t * 1e3, 2),
@@ -465,11 +478,8 @@ def main():
     row("tomolab forward_project, one slice, host to host", t, 1)
     try:
         import astra.experimental
-        vg = astra.create_vol_geom(n, n, nz)
-        pg = astra.create_proj_geom("parallel3d", 1.0, 1.0, nz, n, angles)
-        pid = astra.create_projector("cuda3d", pg, vg)
-        d_proj = cupy.zeros((nz, na, n), cupy.float32)
-        t = gpu_time(lambda: astra.experimental.direct_FP3D(pid, stack, d_proj), repeat=3)
+        pid = _astra_3d_projector(astra, n, nz, angles)
+        t = _astra_fp3d_seconds(pid, stack, na)
         row("ASTRA direct_FP3D, stack, device-resident CuPy", t, nz)
         d_vol = cupy.zeros((nz, n, n), cupy.float32)
         t = gpu_time(lambda: astra.experimental.direct_BP3D(pid, d_vol, sino_stack), repeat=3)

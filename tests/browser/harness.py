@@ -273,6 +273,16 @@ def dismiss_news(page, timeout_ms=2000):
         page.locator(".Toastify").get_by_role("button", name="No").click(timeout=timeout_ms)
 
 
+def open_page(pw, *, viewport: dict, js_errors: list):
+    """Launch Chromium and open a page of ``viewport`` whose JavaScript errors (uncaught ones and
+    console errors) are appended to ``js_errors``. Returns ``(browser, page)``."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_context(viewport=viewport).new_page()
+    page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: js_errors.append(msg.text) if msg.type == "error" else None)
+    return browser, page
+
+
 def run_all_cells(page, timeout, *, server: Server | None = None, notebook: str | None = None):
     """Run all cells of the notebook in ``page`` from the Run menu; return how many ran.
 
@@ -399,7 +409,6 @@ def run_notebook_in_browser(path, *, server: Server | None = None, artifacts_dir
 
             _log('report.error_outputs = page')
             report.error_outputs = _error_outputs(page, server.root_dir / path.name)
-            body = page.locator(".jp-Notebook").inner_text()
             # name the cell of each error: its prompt and its first line of code
             report.widget_errors = page.locator(".jp-Notebook .jp-Cell").evaluate_all(
                 """(cells, markers) => cells.flatMap(c => {

@@ -67,7 +67,7 @@ def _write_notebook(path):
 
 
 def test_a_tilt_series_previews_tv_and_reconstructs(lab_server, tmp_path):
-    from harness import CHROMIUM, CHROMIUM_ARGS, WIDGET_ERROR_MARKERS, run_all_cells
+    from harness import WIDGET_ERROR_MARKERS, open_page, run_all_cells
     from playwright.sync_api import sync_playwright
     from test_panel_walk import Walk, _canvases_drawn
 
@@ -78,11 +78,7 @@ def test_a_tilt_series_previews_tv_and_reconstructs(lab_server, tmp_path):
     js_errors = []
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1300, "height": 2200})
-        page = context.new_page()
-        page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
-        page.on("console", lambda msg: js_errors.append(msg.text) if msg.type == "error" else None)
+        browser, page = open_page(pw, viewport={"width": 1300, "height": 2200}, js_errors=js_errors)
         try:
             assert run_all_cells(page, 120, server=lab_server, notebook=notebook.name) == len(CELLS)
             cell = page.locator(".jp-Notebook .jp-CodeCell").nth(1).locator(".jp-OutputArea")
@@ -176,6 +172,5 @@ def test_a_tilt_series_previews_tv_and_reconstructs(lab_server, tmp_path):
                 page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             raise
         finally:
-            context.close()
             browser.close()
     print(f"the walk took {time.monotonic() - began:.1f} s")

@@ -223,7 +223,7 @@ def _canvases_drawn(locator):
 
 
 def test_walk_the_panel_then_reload(lab_server, tmp_path):
-    from harness import CHROMIUM, CHROMIUM_ARGS, WIDGET_ERROR_MARKERS, run_all_cells
+    from harness import WIDGET_ERROR_MARKERS, open_page, run_all_cells
     from playwright.sync_api import sync_playwright
 
     _write_sample(lab_server.root_dir)
@@ -236,11 +236,7 @@ def test_walk_the_panel_then_reload(lab_server, tmp_path):
     js_errors, error_outputs = [], []
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1300, "height": 2600})
-        page = context.new_page()
-        page.on("pageerror", lambda exc: js_errors.append(f"pageerror: {exc}"))
-        page.on("console", lambda msg: js_errors.append(msg.text) if msg.type == "error" else None)
+        browser, page = open_page(pw, viewport={"width": 1300, "height": 2600}, js_errors=js_errors)
         page.on("dialog", lambda dialog: dialog.accept())  # "leave the page?" on reload: yes
 
         def problems():
@@ -363,6 +359,5 @@ def test_walk_the_panel_then_reload(lab_server, tmp_path):
                 page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)  # not in docs/
             raise
         finally:
-            context.close()
             browser.close()
     assert not error_outputs, error_outputs

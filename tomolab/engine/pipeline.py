@@ -384,8 +384,10 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         options = stream_options or StreamOptions.from_environment()
         halo = steps.halo()
         itemsize = scan["projections"].dtype.itemsize
-        out_itemsize = 2 if (options.encode_on_device and sink is not None and store_as
-                             and store_as[0] != "float32") else 4
+        # a 16-bit output encoded on the device comes down (and waits pinned) in 16 bits
+        encode = (options.encode_on_device and sink is not None and store_as is not None
+                  and store_as[0] in ("uint16", "float16"))
+        out_itemsize = 2 if encode else 4
         pinned_row = (2 * angles.size * scan.sizes["col"] * itemsize
                       + options.out_buffers * size * size * out_itemsize)
         pinned_halo = 2 * angles.size * 2 * halo * scan.sizes["col"] * itemsize
@@ -413,7 +415,7 @@ def reconstruct_rows(scan, rows: range, *, center, algorithm: Callable, backend:
         _stream_rows_gpu(scan, rows, out, sink, height=height, center=center, algorithm=algorithm,
                          size=size, scale=scale, normalize=normalize, log=log, steps=steps,
                          progress=progress, cancel=cancel, stats=stats,
-                         store_as=store_as if sink is not None else None, options=options,
+                         encode_as=store_as if encode else None, options=options,
                          **algorithm_options)
         return out
     # the first slab from the backprojection's cost (n_angles × size² updates a row)
@@ -523,7 +525,7 @@ def _stream_rows_cpu(scan, rows: range, out, sink, *, heights: TimedBatches, cen
 
 def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algorithm, size: int,
                      scale: float, normalize: bool, log: bool, steps: Preprocessing, progress,
-                     cancel, stats=None, store_as=None, options, **algorithm_options):
+                     cancel, stats=None, encode_as=None, options, **algorithm_options):
     """The GPU path of :func:`reconstruct_rows`: overlapped slabs (see :mod:`tomolab.engine.stream`)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -543,9 +545,8 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
     workers = min(8, cores)
     copiers = min(options.write_threads, cores)
     copier = ThreadPoolExecutor(max_workers=copiers, thread_name_prefix="tomolab-copy")
-    encoded = (options.encode_on_device and store_as is not None
-               and store_as[0] in ("uint16", "float16"))
-    out_dtype = np.dtype(store_as[0]) if encoded else np.dtype(np.float32)
+    encoded = encode_as is not None  # (dtype, encoding): slabs encoded before the download
+    out_dtype = np.dtype(encode_as[0]) if encoded else np.dtype(np.float32)
 
     def read(start, stop, buffer):
         # only the slab's rows, straight into the pinned buffer, frames split among threads
@@ -563,7 +564,7 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
         if scale != 1:
             slices *= np.float32(scale)
         if encoded:  # the stored values and the clipped count per row, before the download
-            return encode_rows(slices, store_as[0], store_as[1])
+            return encode_rows(slices, *encode_as)
         return slices
 
     def write(start, stop, host, *extras):
@@ -593,4 +594,4 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
     if stats is not None:
         faulted = sum(1 for f in faulting if f.done() and not f.cancelled() and f.result())
         stats.update(write_threads=copiers, slices_prefaulted=faulted,
-                     encoded_on_device=bool(encoded))
+                     encoded_on_device=encoded)

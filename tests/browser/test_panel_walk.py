@@ -9,7 +9,8 @@ within 3 s of the click, Cancel must show "cancelled" within 2 s; then a rerun t
 standalone widgets are displayed again. Fails on any uncaught JavaScript error, any
 "Click to show javascript error" / "Error displaying widget", any error output, and any error
 shown (in any cell) outside the step where its action happened. Screenshots of each step go to
-``docs/images/panel-walk/``.
+``tests/browser/artifacts/panel-walk/``; with ``TOMOLAB_UPDATE_DOCS_IMAGES=1`` they replace the
+documentation's (``docs/images/panel-walk/``), so an ordinary run leaves the checkout as it was.
 
 Run with ``pytest -m browser tests/browser/test_panel_walk.py``.
 """
@@ -17,6 +18,7 @@ Run with ``pytest -m browser tests/browser/test_panel_walk.py``.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -28,7 +30,8 @@ pytest.importorskip("playwright")
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "images" / "panel-walk"
+SHOTS = (ROOT / "docs" / "images" / "panel-walk" if os.environ.get("TOMOLAB_UPDATE_DOCS_IMAGES")
+         else Path(__file__).resolve().parent / "artifacts" / "panel-walk")
 
 SETUP = """\
 import numpy as np

@@ -16,6 +16,10 @@ and over panel's server-side layout (an extra layer for no gain here).
 
 from __future__ import annotations
 
+import functools
+
+from tomolab.widgets._task import call_in_kernel_thread
+
 __all__ = ["HoloViewsWidget", "LoadsBokehJS"]
 
 
@@ -34,7 +38,28 @@ def HoloViewsWidget(obj):
 
     ensure_extension()
     plot = hv.renderer("bokeh").get_plot(obj)
-    return BokehModel(plot.state), plot
+    widget = BokehModel(plot.state)
+    widget.on_msg(widget._sync_model, remove=True)
+    widget.on_msg(functools.partial(call_in_kernel_thread, functools.partial(_browser_event,
+                                                                             widget)))
+    return widget, plot
+
+
+def _browser_event(widget, model, content, buffers):
+    """Apply what the browser sends to a figure: its events, not its copies of our values.
+
+    Runs on the kernel's thread (the message arrives on a kernel subshell's,
+    see :func:`~tomolab.widgets._task.call_in_kernel_thread`). BokehJS under
+    jupyter_bokeh sends back values the kernel set (the images, titles and
+    colour ranges of each update, seen in the live view's browser test), late:
+    applied, they put an older image back into the kernel's figure while the
+    browser shows the newer one, and a 2048² plane travels back each redraw.
+    tomolab's figures take no edits from the browser (no editing tools, no
+    streams on ranges), so only its events (``MessageSent``: reset, tap) are
+    applied; zoom and pan stay in the browser.
+    """
+    if content.get("kind") == "MessageSent":
+        widget._sync_model(model, content, buffers)
 
 
 class LoadsBokehJS:

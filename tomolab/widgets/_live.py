@@ -10,7 +10,7 @@ import numpy as np
 import traitlets
 
 from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
-from tomolab.widgets._task import TaskBar, call_in_kernel_thread, guarded
+from tomolab.widgets._task import TaskBar, call_in_kernel_thread, guarded, on_kernel_thread
 
 __all__ = ["LiveView"]
 
@@ -199,8 +199,13 @@ class LiveView(LoadsBokehJS, widgets.VBox):
             self.task.show_error(exc)
 
     # -- drawing ---------------------------------------------------------------
+    @on_kernel_thread
     def refresh(self):
-        """Draw a new snapshot if new frames went into the slices, and update the stats line."""
+        """Draw a new snapshot if new frames went into the slices, and update the stats line.
+
+        In a kernel it runs on the kernel's thread, whoever calls it (a button
+        or slider runs on a subshell's thread; see :func:`on_kernel_thread`).
+        """
         live = self.live
         stats = live.stats
         self.stats_label.value = html.escape(stats_line(stats))
@@ -328,6 +333,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         return value
 
     @traitlets.observe("slice_row", "point_y", "point_x")
+    @on_kernel_thread
     @guarded
     def _on_index(self, change):
         if getattr(self, "_following", False) or self.snapshot is None:
@@ -342,6 +348,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         self.center = float(change["new"])
 
     @traitlets.observe("center")
+    @on_kernel_thread
     @guarded
     def _on_center(self, change):
         if change["new"] == self.live.center:
@@ -351,6 +358,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         self.refresh()
 
     @traitlets.observe("clim")
+    @on_kernel_thread
     @guarded
     def _on_clim(self, change):
         if getattr(self, "_draw", None) is not None:

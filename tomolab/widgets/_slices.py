@@ -8,7 +8,7 @@ import traitlets
 
 from tomolab.viz import SLICE_AXES, as_volume, contrast_limits, get_slice, subsample, with_coords
 from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
-from tomolab.widgets._task import TaskBar, guarded
+from tomolab.widgets._task import TaskBar, guarded, on_kernel_thread
 
 __all__ = ["SliceViewer"]
 
@@ -194,6 +194,7 @@ class SliceViewer(LoadsBokehJS, widgets.VBox):
         return (lo, hi)
 
     @traitlets.observe("z", "y", "x")
+    @on_kernel_thread
     @guarded
     def _on_index(self, change):
         stream = getattr(self, "_streams", {}).get(change["name"])
@@ -201,6 +202,7 @@ class SliceViewer(LoadsBokehJS, widgets.VBox):
             stream.event(index=change["new"])
 
     @traitlets.observe("clim", "cmap")
+    @on_kernel_thread
     @guarded
     def _on_display(self, change):
         if hasattr(self, "_display"):
@@ -243,6 +245,7 @@ class SliceViewer(LoadsBokehJS, widgets.VBox):
                    if d in self.volume.coords and self.volume[d].attrs.get("units") == "m"]
         return length_unit(max(extents, default=0.0))
 
+    @on_kernel_thread
     def refresh(self):
         """Redraw every view (e.g. after the overlay changed); reads nothing new."""
         self._display.event(revision=self._display.revision + 1)

@@ -15,7 +15,7 @@ import numpy as np
 import traitlets
 
 from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
-from tomolab.widgets._task import TaskBar, guarded
+from tomolab.widgets._task import TaskBar, guarded, on_kernel_thread
 
 __all__ = ["CenterOverlay", "CenterSweep", "PhaseSweep", "SweepView"]
 
@@ -162,6 +162,7 @@ class SweepView(LoadsBokehJS, widgets.VBox):
         return proposal["value"]
 
     @traitlets.observe("index")
+    @on_kernel_thread
     def _on_index(self, change):
         # indexing only: nothing is computed when the slider moves
         self._update_readout()
@@ -541,6 +542,7 @@ class CenterOverlay(LoadsBokehJS, widgets.VBox):
         return value
 
     @traitlets.observe("shift")
+    @on_kernel_thread
     def _on_shift(self, change):
         self.readout.value = f"→ centre <b>{self.center:.2f} px</b>"
         self._stream.event(shift=change["new"])

@@ -34,7 +34,7 @@ import traitlets
 from tomolab.errors import Cancelled
 
 __all__ = ["Cancelled", "Progress", "TaskBar", "call_in_kernel_thread", "dask_progress",
-           "format_error", "guarded"]
+           "format_error", "guarded", "on_kernel_thread"]
 
 
 def format_error(exc: BaseException) -> str:
@@ -63,6 +63,14 @@ def call_in_kernel_thread(fn, *args):
     thread, and the frontend can receive the parent's update that shows them
     first: "Error displaying widget: model not found". Work runs in threads;
     whatever builds widgets from its result runs here, on the kernel's loop.
+
+    The browser's own widget messages do not come on that thread either:
+    JupyterLab sends them to a kernel *subshell* (ipykernel 7), whose thread
+    runs the observers of the slider that moved while the kernel's thread may
+    be redrawing the same figure. Bokeh documents and holoviews plots are not
+    thread-safe, and a Bokeh update travels as several comm messages that two
+    threads interleave (the browser then drops that figure's later updates),
+    so every change to a figure goes through here (:func:`on_kernel_thread`).
     """
     if threading.current_thread() is threading.main_thread():
         return fn(*args)
@@ -75,6 +83,23 @@ def call_in_kernel_thread(fn, *args):
         return fn(*args)
     loop.add_callback(fn, *args)
     return None
+
+
+def on_kernel_thread(method):
+    """Decorate a widget callback so that it runs on the kernel's main thread.
+
+    For observers and button handlers that change a figure: called from the
+    thread of a kernel subshell (the browser's slider), the call is queued on
+    the kernel's loop and returns ``None``; from the kernel's own thread, or
+    outside a kernel, it runs at once and returns what ``method`` returns.
+    See :func:`call_in_kernel_thread`.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        return call_in_kernel_thread(functools.partial(method, *args, **kwargs))
+
+    return wrapper
 
 
 class _Once:

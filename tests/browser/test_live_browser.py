@@ -38,19 +38,10 @@ def test_live_view_slices_change_while_frames_arrive(lab_server):
     artifacts = harness.ARTIFACTS
     artifacts.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=harness.CHROMIUM, args=harness.CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
         errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{lab_server.url}/lab/tree/{notebook.name}?reset&token={lab_server.token}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        page.wait_for_timeout(1000)
-        harness._accept_kernel_dialog(page)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
-                               timeout=60_000)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        harness._wait_all_cells_run(page, 240)
+        browser, page = harness.open_page(pw, viewport={"width": 1400, "height": 1000},
+                                          js_errors=errors)
+        harness.run_all_cells(page, 240, server=lab_server, notebook=notebook.name)
         page.wait_for_selector(harness.SEL_BOKEH, timeout=60_000)
         plot = page.locator(harness.SEL_BOKEH).first
         plot.scroll_into_view_if_needed()

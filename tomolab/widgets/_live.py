@@ -112,6 +112,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         self._plot = None
         self._closing = threading.Event()
         self._redraw_queued = threading.Event()
+        self._refreshing = self._refresh_again = False
         self._thread = None
 
         self.task = TaskBar()
@@ -211,23 +212,40 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         self.stats_label.value = html.escape(stats_line(stats))
         self._update_message(stats)
         with self._lock:  # one redraw at a time, from whichever thread
-            if live.version == self._drawn_version:
+            if self._refreshing:
+                # re-entered on this thread (an observer of a trait the redraw sets asked for
+                # one): drawn here, the outer redraw would then draw its older snapshot over
+                # it; the redraw in progress draws once more when it is done instead
+                self._refresh_again = True
                 return
-            self._drawn_version = live.version
-            snapshot = live.snapshot()
-            if snapshot is None:
-                return
-            self.snapshot = snapshot
-            self._fit_sliders(snapshot)
-            if self.auto_contrast.value:
-                self._auto_clim(snapshot)
-            self.revision += 1
-            self._drawn = {self.revision: snapshot}  # every view draws this one
-            if self._draw is None:
-                call_in_kernel_thread(self._make_plots)  # widgets are made on the kernel's thread
-            else:
-                with self._draw_lock:
-                    self._draw.event(revision=self.revision, clim=tuple(self.clim))
+            self._refreshing = True
+            try:
+                self._refresh_again = True
+                while self._refresh_again:
+                    self._refresh_again = False
+                    self._draw_latest()
+            finally:
+                self._refreshing = False
+
+    def _draw_latest(self):
+        live = self.live
+        if live.version == self._drawn_version:
+            return
+        self._drawn_version = live.version
+        snapshot = live.snapshot()
+        if snapshot is None:
+            return
+        self.snapshot = snapshot
+        self._fit_sliders(snapshot)
+        if self.auto_contrast.value:
+            self._auto_clim(snapshot)
+        self.revision += 1
+        self._drawn = {self.revision: snapshot}  # every view draws this one
+        if self._draw is None:
+            call_in_kernel_thread(self._make_plots)  # widgets are made on the kernel's thread
+        else:
+            with self._draw_lock:
+                self._draw.event(revision=self.revision, clim=tuple(self.clim))
 
     def _auto_clim(self, snapshot):
         values = np.concatenate([snapshot[name].values.ravel() for name in _VIEWS])
@@ -258,16 +276,19 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         self.children = [self.plot_widget if child is placeholder else child
                          for child in self.children]
     def _fit_sliders(self, snapshot):
-        with self.hold_trait_notifications():
-            self.z_slider.max = snapshot.sizes["z"] - 1
-            self.y_slider.max = self.x_slider.max = snapshot.sizes["x"] - 1
-            attrs = snapshot.attrs
-            self._following = True
-            try:
+        # the positions follow the snapshot: no recompute. hold_trait_notifications sends the
+        # notifications when it ends, so _following must outlast it (inside, it was reset
+        # first: _on_index then moved the slices and redrew from inside this redraw)
+        attrs = snapshot.attrs
+        self._following = True
+        try:
+            with self.hold_trait_notifications():
+                self.z_slider.max = snapshot.sizes["z"] - 1
+                self.y_slider.max = self.x_slider.max = snapshot.sizes["x"] - 1
                 self.slice_row, self.point_y, self.point_x = (attrs["z"], attrs["point_y"],
                                                               attrs["point_x"])
-            finally:
-                self._following = False
+        finally:
+            self._following = False
 
     def _update_message(self, stats):
         state = stats["state"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -215,3 +217,32 @@ def test_gridrec_launches_match_their_kernels(monkeypatch, gather, precision, n_
     for name, defines, grid, block, args, shared_mem in launches:
         signature = kernel_signatures(gridrec_module._CUDA_SOURCE, defines)[name]
         assert check_launch(signature, name, grid, block, args, shared_mem) == []
+
+
+# -- gridrec's module compiles with every set of options the code can ask for
+
+def _gridrec_options():
+    """``(pairs, vec, half)`` that :func:`~tomolab.recon.gridrec._gpu_module` can be given: the
+    tiles' pairs per block, and the nodes' pairs per thread with the loads that divide them."""
+    fast = {(gridrec_module.GPU_PAIRS_PER_BLOCK, 1, half) for half in (False, True)}
+    fast |= {(gridrec_module.GPU_NODE_PAIRS, gridrec_module._pairs_per_load(
+        gridrec_module.GPU_NODE_PAIRS, gridrec_module.GPU_NODE_PAIRS, half), half)
+        for half in (False, True)}
+    every = {(pairs, vec, half) for half in (False, True) for pairs in range(1, 9)
+             for vec in ((1, 2, 4) if half else (1, 2)) if pairs % vec == 0}
+    return [pytest.param(*key, marks=() if key in fast else pytest.mark.slow)
+            for key in sorted(every)]
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("pairs, vec, half", _gridrec_options())
+def test_the_gridrec_module_compiles_for_hopper(tmp_path, pairs, vec, half):
+    """The default module (tiles) holds the nodes kernels too: they must compile for it to load."""
+    source = tmp_path / "gridrec.cu"
+    source.write_text(gridrec_module._CUDA_SOURCE)
+    defines = [f"-DWIDTH={gridrec_module.WIDTH}", f"-DPAIRS={pairs}", f"-DVEC={vec}"]
+    result = subprocess.run(["nvcc", "-arch=sm_90", "-c", str(source), "-o",
+                             str(tmp_path / "g.o"), *defines,
+                             *(["-DHALF_VALUES"] if half else [])],
+                            check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

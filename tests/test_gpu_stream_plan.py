@@ -12,6 +12,8 @@ input slabs and two float32 output slabs per row, no encoding on the device, the
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,7 @@ import tomolab
 from tomolab.engine import pipeline
 from tomolab.engine.stream import CANDIDATE, CURRENT, StreamOptions
 from tomolab.recon import ALGORITHMS, AUTO
+from tomolab.testing import gpu_test
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +122,23 @@ def test_the_environment_selects_the_stream_options(scan, plan_of, monkeypatch):
     assert plan_of(scan)["stream"]["options"] == CANDIDATE
     monkeypatch.setenv("TOMOLAB_STREAM", "write_threads=3")
     assert plan_of(scan)["stream"]["options"] == StreamOptions(write_threads=3)
+
+
+@gpu_test
+def test_the_default_gpu_stream_runs_the_measured_way():
+    """On the card: ``auto`` is gridrec, in even slabs, with the measured host side (nothing
+    encoded or prefaulted on the device, 8 copy threads at most), and the CPU's slices."""
+    from tomolab.api import plan_reconstruction
+
+    scan = tomolab.data.simulate_scan(64, n_rows=9, n_angles=90, seed=3)
+    center = scan.attrs["true_center"]
+    plan = plan_reconstruction(scan, center=center, backend="cupy")
+    assert plan.algorithm == "gridrec"
+    stats: dict = {}
+    volume = plan.run(stats=stats)
+    assert stats["encoded_on_device"] is False and stats["slices_prefaulted"] == 0
+    assert stats["write_threads"] == min(8, os.cpu_count() or 1)
+    assert (stats["height"], stats["slabs"]) == (8, 2)
+    assert stats["first_write"] >= 0 and 0 <= stats["pinned"] <= stats["setup"]
+    cpu = plan_reconstruction(scan, center=center, backend="numpy").run()
+    assert np.linalg.norm(volume - cpu) / np.linalg.norm(cpu) < 1e-5

@@ -377,6 +377,37 @@ def test_live_view_redraws_follow_the_slices_without_moving_them(scan):
     view.close()
 
 
+def test_live_view_sends_planes_block_averaged_to_max_pixels_and_draws_once_a_refresh(scan):
+    pytest.importorskip("ipywidgets")
+    from tomolab.viz import block_downsample, in_length_unit
+    from tomolab.widgets import LiveView
+
+    source = MemorySource()
+    live = LiveReconstruction(source, center=scan.attrs["true_center"], backend="numpy")
+    view = LiveView(live, start=False, max_pixels=20)  # the 48-wide slices go as 24 x 24
+    live.start()
+    _feed(source, _frames(scan), pause_every=0)
+    assert live.wait(timeout=120)
+    view.refresh()
+    events = []
+    event = view._draw.event
+    view._draw.event = lambda **values: (events.append(values), event(**values))[1]
+    before = live.version
+    live.set_center(scan.attrs["true_center"] + 1)  # new slices, as a new centre typed
+    assert live.version != before
+    view.refresh()
+    assert len(events) == 1 and set(events[0]) == {"revision", "clim"}  # one draw, with its clim
+    for name in ("xy", "xz", "yz"):
+        plane, _ = in_length_unit(view.snapshot[name])
+        expected = block_downsample(plane, (20, 20)).values
+        shown = view.displayed(name)
+        assert max(shown.shape) <= 20 and shown.shape == expected.shape
+        np.testing.assert_allclose(shown, expected, rtol=1e-6)
+    assert view.snapshot.xy.shape == (N_COLS, N_COLS)  # the snapshot keeps the full slices
+    live.stop()
+    view.close()
+
+
 def test_live_view_says_when_the_source_is_lost(scan):
     pytest.importorskip("ipywidgets")
     from tomolab.widgets import LiveView

@@ -39,6 +39,35 @@ def test_block_downsample_equals_numpy_block_mean(shape, max_shape):
     np.testing.assert_allclose(out.values, numpy_block_mean(a, factors), rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape,max_shape,nan_fraction,dtype", [
+    ((300, 257), (128, 128), 0.0, np.float32),     # ragged far blocks, no NaN
+    ((37, 101), (10, 30), 0.05, np.float32),        # NaNs skipped, as coarsen's mean
+    ((9, 7, 5), (4, 3, 2), 0.2, np.float64),
+    ((5, 7), (2, 3), 0.0, np.uint16),               # integers averaged in float32
+    ((4, 6), (1, 1), 1.0, np.float32),              # all NaN stays NaN
+])
+def test_block_downsample_in_memory_equals_xarray_coarsen(shape, max_shape, nan_fraction, dtype):
+    """The in-memory path (strided block sums) gives what the lazy one (xarray's coarsen) gives."""
+    rng = np.random.default_rng(4)
+    a = (rng.random(shape) * 1000).astype(dtype)
+    if nan_fraction:
+        a[rng.random(shape) < nan_fraction] = np.nan
+    dims = ("z", "y", "x")[-len(shape):]
+    coords = {d: 3.0 + 1.5e-6 * np.arange(n) for d, n in zip(dims, shape)}
+    vol = xr.DataArray(a, dims=dims, coords=coords, name="mu")
+    vol[dims[-1]].attrs["units"] = "m"
+    out = tv.block_downsample(vol, max_shape)
+    factors = tv.block_factors(shape, max_shape)
+    expected = vol.astype(np.promote_types(dtype, np.float32)).coarsen(
+        dict(zip(dims, factors)), boundary="pad", coord_func="mean").mean().astype(np.float32)
+    assert out.dtype == np.float32 and out.name == "mu" and out.dims == dims
+    np.testing.assert_allclose(out.values, expected.values, rtol=2e-6, equal_nan=True)
+    for d in dims:
+        np.testing.assert_allclose(out[d].values, expected[d].values, rtol=1e-12)
+    assert out[dims[-1]].attrs == {"units": "m"}
+    assert out.attrs["block_factors"] == factors
+
+
 def test_block_downsample_is_an_average_not_a_stride():
     # a checkerboard of period 2 averages to its mean; striding would give 0 or 1
     z, y, x = np.indices((8, 8, 8))

@@ -252,12 +252,23 @@ def _start_run_all(page):
     Not through the Run menu: on a loaded machine its "Run All Cells" click sometimes ran no
     cell, or only the last one (twice in six runs of the live view's test beside two busy
     processes), as the menu is drawn again while the kernel's state changes. The server
-    exposes the app (``window.jupyterapp``, ``LabApp.expose_app_in_browser``).
+    exposes the app (``window.jupyterapp``, ``LabApp.expose_app_in_browser``). Returns once a
+    cell is queued (the caller waits for the rest).
     """
-    page.wait_for_function(
-        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-        " && window.jupyterapp.commands.isEnabled('notebook:run-all-cells')", timeout=60_000)
-    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    for attempt in range(3):
+        page.wait_for_function(
+            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.commands.isEnabled('notebook:run-all-cells')", timeout=60_000)
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        # before the kernel's session is ready the command can queue nothing (every prompt
+        # stays "[ ]:", once in six runs under load): only then is it given again
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if any(text.strip() not in ("", "[ ]:")
+                   for text in page.locator(SEL_PROMPT).all_inner_texts()):
+                return
+            page.wait_for_timeout(250)
+        _log("run-all queued no cell; attempt", attempt + 2)
 
 
 def _wait_all_cells_run(page, timeout):

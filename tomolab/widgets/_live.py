@@ -10,6 +10,7 @@ import numpy as np
 import traitlets
 
 from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
+from tomolab.viz._images import MAX_SLICE_PIXELS
 from tomolab.widgets._task import TaskBar, call_in_kernel_thread, guarded, on_kernel_thread
 
 __all__ = ["LiveView"]
@@ -70,6 +71,11 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         Width in screen pixels of each view.
     cmap : str
         Colormap.
+    max_pixels : int or None
+        Largest side (pixels) of a slice sent to the browser: larger planes
+        are block-averaged down (a 2048-wide detector's three planes are
+        48 MB a redraw in full); ``None`` sends them whole. :attr:`snapshot`
+        keeps the full slices.
     start : bool
         Start the live reconstruction and the redraws now.
 
@@ -96,12 +102,13 @@ class LiveView(LoadsBokehJS, widgets.VBox):
     revision = traitlets.Int(0, help="snapshots drawn")
 
     def __init__(self, live, *, refresh_hz: float = 5.0, size: int = 320, cmap: str = "gray",
-                 start: bool = True, **kwargs):
+                 max_pixels: int | None = MAX_SLICE_PIXELS, start: bool = True, **kwargs):
         from tomolab.viz import ensure_extension
 
         ensure_extension()
         self.live = live
         self._size, self._cmap = int(size), cmap
+        self.max_pixels = max_pixels
         self.refresh_hz = float(refresh_hz)
         self.snapshot = None
         self._drawn_version = -1
@@ -237,18 +244,33 @@ class LiveView(LoadsBokehJS, widgets.VBox):
             return
         self.snapshot = snapshot
         self._fit_sliders(snapshot)
+        shown = self._shown_planes(snapshot)
         if self.auto_contrast.value:
-            self._auto_clim(snapshot)
+            self._auto_clim(shown)  # the redraw below carries it: no draw of its own
         self.revision += 1
-        self._drawn = {self.revision: snapshot}  # every view draws this one
+        self._drawn = {self.revision: (snapshot, shown)}  # every view draws this one
         if self._draw is None:
             call_in_kernel_thread(self._make_plots)  # widgets are made on the kernel's thread
         else:
             with self._draw_lock:
                 self._draw.event(revision=self.revision, clim=tuple(self.clim))
 
-    def _auto_clim(self, snapshot):
-        values = np.concatenate([snapshot[name].values.ravel() for name in _VIEWS])
+    def _shown_planes(self, snapshot):
+        """The three planes as the browser gets them: block-averaged to ``max_pixels`` a side."""
+        from tomolab.viz import block_downsample, in_length_unit
+
+        shown = {}
+        for name in _VIEWS:
+            plane, units = in_length_unit(snapshot[name])
+            if self.max_pixels is not None and max(plane.shape) > self.max_pixels:
+                plane = block_downsample(plane, (self.max_pixels,) * plane.ndim)
+            shown[name] = (plane, units)
+        return shown
+
+    def _auto_clim(self, shown):
+        from tomolab.viz import subsample
+
+        values = np.concatenate([subsample(plane.values, 300_000) for plane, _ in shown.values()])
         values = values[np.isfinite(values)]
         if values.size:
             low, high = (float(v) for v in np.percentile(values, (0.5, 99.5)))
@@ -321,13 +343,14 @@ class LiveView(LoadsBokehJS, widgets.VBox):
     def _view_callback(self, name, size):
         import holoviews as hv
 
-        from tomolab.viz import in_length_unit, value_label
+        from tomolab.viz import value_label
 
         hdim, vdim = _VIEWS[name]
 
         def callback(revision, clim, cmap):
-            snapshot = self._drawn.get(revision, self.snapshot)
-            plane, units = in_length_unit(snapshot[name])
+            snapshot, shown = self._drawn.get(revision) or (self.snapshot,
+                                                            self._shown_planes(self.snapshot))
+            plane, units = shown[name]
             # a detector of a few rows would give a strip of a few pixels: stretched to 100
             height = max(MIN_PLANE_HEIGHT, int(size * plane.sizes[vdim] / plane.sizes[hdim]))
             attrs = snapshot.attrs
@@ -382,7 +405,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
     @on_kernel_thread
     @guarded
     def _on_clim(self, change):
-        if getattr(self, "_draw", None) is not None:
+        if getattr(self, "_draw", None) is not None and not self._refreshing:
             with self._draw_lock:
                 self._draw.event(clim=tuple(change["new"]))
 

@@ -30,6 +30,7 @@ import functools
 import os
 from pathlib import Path
 
+from tomolab.devices import usable_cpus
 from tomolab.errors import ParameterError
 
 __all__ = [
@@ -388,7 +389,7 @@ def _local(dashboard, *, workers=None, threads=1, memory_limit="auto", **unknown
     from distributed import LocalCluster
 
     _refuse_unknown(unknown, "local", ("workers", "threads", "memory_limit"))
-    workers = _positive_int(workers if workers is not None else max(1, (os.cpu_count() or 1) // 2),
+    workers = _positive_int(workers if workers is not None else max(1, usable_cpus() // 2),
                             "workers")
     threads = _positive_int(threads, "threads")
     return LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,

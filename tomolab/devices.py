@@ -17,6 +17,7 @@ later editable install.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -29,7 +30,7 @@ __all__ = ["BACKENDS", "resolve_backend", "gpu_memory_limit", "apply_gpu_memory_
            "free_memory", "host_memory_available", "parse_bytes", "backend_of", "batch_size",
            "MEMORY_MARGIN", "MemoryBound", "cgroup_memory", "rlimit_memory", "host_memory_bounds",
            "gpu_memory_bounds", "memory_bounds", "require_memory", "human_bytes",
-           "user_cache_dir", "use_user_numba_cache", "TimedBatches"]
+           "user_cache_dir", "use_user_numba_cache", "TimedBatches", "usable_cpus"]
 
 BACKENDS = ("auto", "numpy", "cupy")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -234,8 +235,8 @@ def _read_stat(path: str, key: str) -> int:
     return 0
 
 
-def _cgroup_paths(membership: str) -> tuple[str | None, str | None]:
-    """This process's cgroup v2 path and v1 memory-controller path, from ``/proc/self/cgroup``."""
+def _cgroup_paths(membership: str, controller: str = "memory") -> tuple[str | None, str | None]:
+    """This process's cgroup v2 path and v1 ``controller`` path, from ``/proc/self/cgroup``."""
     v2 = v1 = None
     try:
         with open(membership) as f:
@@ -248,7 +249,7 @@ def _cgroup_paths(membership: str) -> tuple[str | None, str | None]:
             continue
         if parts[0] == "0" and parts[1] == "":
             v2 = parts[2]
-        elif "memory" in parts[1].split(","):
+        elif controller in parts[1].split(","):
             v1 = parts[2]
     return v2, v1
 
@@ -305,6 +306,54 @@ def cgroup_memory(*, root: str = "/sys/fs/cgroup",
         if best is None or bound.available < best.available:
             best = bound
     return best
+
+
+def _cpu_quota(folder: str, v1: bool) -> float | None:
+    """CPUs' worth of time a cgroup folder allows (quota / period); None without a quota."""
+    if v1:
+        quota = _read_int(os.path.join(folder, "cpu.cfs_quota_us"))  # -1 (no quota) reads as None
+        period = _read_int(os.path.join(folder, "cpu.cfs_period_us"))
+    else:
+        try:
+            with open(os.path.join(folder, "cpu.max")) as f:
+                text = f.read().split()
+        except OSError:
+            return None
+        quota, period = (int(t) if t.isdigit() else None for t in (text + ["", ""])[:2])
+    return quota / period if quota and period else None
+
+
+def usable_cpus(*, root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> int:
+    """How many CPUs this process can keep busy: its CPU affinity, capped by a cgroup CPU quota.
+
+    ``os.cpu_count()`` counts the machine's. A JupyterHub server limited to
+    4 CPUs on a 128-core node (a spawner's ``cpu_limit`` is a cgroup quota,
+    not an affinity) would size its thread pools for 128. Every cgroup from
+    this process's (``membership``) up to ``root`` counts: cgroup v2
+    ``cpu.max`` ("quota period", or "max"), then v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us``; a fractional quota is rounded up.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(root, "cpu.max"), "w").write("150000 100000")
+    >>> usable_cpus(root=root, membership="/nonexistent") == min(2, usable_cpus(root="/nonexistent"))
+    True
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    v2, v1 = _cgroup_paths(membership, "cpu")
+    folders = [(folder, False) for folder in _ancestors(root, v2 or "")]
+    for name in ("cpu", "cpu,cpuacct"):
+        if os.path.isdir(os.path.join(root, name)):
+            folders += [(folder, True) for folder in _ancestors(os.path.join(root, name), v1 or "")]
+            break
+    for folder, is_v1 in folders:
+        quota = _cpu_quota(folder, is_v1)
+        if quota is not None:
+            cpus = min(cpus, max(1, math.ceil(quota)))
+    return cpus
 
 
 def _status_bytes(key: str, status: str) -> int | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tomolab.arrays import array_module, to_numpy
-from tomolab.devices import TimedBatches, batch_size
+from tomolab.devices import TimedBatches, batch_size, usable_cpus
 from tomolab.errors import Cancelled, ParameterError
 from tomolab.prep.normalize import (defective_pixels, minus_log, normalize as flat_field,
                                     normalize_interpolated)
@@ -527,7 +527,6 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
                      scale: float, normalize: bool, log: bool, steps: Preprocessing, progress,
                      cancel, stats=None, encode_as=None, options, **algorithm_options):
     """The GPU path of :func:`reconstruct_rows`: overlapped slabs (see :mod:`tomolab.engine.stream`)."""
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     from tomolab.engine.stream import populate, stream_slabs
@@ -541,7 +540,7 @@ def _stream_rows_gpu(scan, rows: range, out, sink, *, height: int, center, algor
     # fields for every row a slab may read, halo included (edge rows repeated)
     field_rows = row_index(rows.start, rows.stop, halo, n_detector_rows)
     fields = field_means(scan, field_rows, backend="cupy", normalize=normalize)
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     workers = min(8, cores)
     copiers = min(options.write_threads, cores)
     copier = ThreadPoolExecutor(max_workers=copiers, thread_name_prefix="tomolab-copy")

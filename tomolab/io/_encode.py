@@ -25,10 +25,10 @@ Examples
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
+from tomolab.devices import usable_cpus
 from tomolab.errors import ParameterError
 
 __all__ = ["DTYPES", "ENCODING_KEYS", "check_dtype", "check_value_range", "decode", "encode",
@@ -123,7 +123,7 @@ def encode(data, dtype: str, encoding: dict | None = None):
     out = np.empty(data.shape, np.uint16)
     flat, stored = data.reshape(-1), out.reshape(-1)
     offset, scale = float(encoding["add_offset"]), float(encoding["scale_factor"])
-    parts = max(1, min(os.cpu_count() or 1, 16, flat.size // (1 << 20)))  # ≥ 1 Mi values each
+    parts = max(1, min(usable_cpus(), 16, flat.size // (1 << 20)))  # ≥ 1 Mi values each
     bounds = np.linspace(0, flat.size, parts + 1).astype(int)
     if parts == 1:
         return out, int(to_uint16(flat, offset, scale, stored))

@@ -71,6 +71,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tomolab.devices import usable_cpus
 from tomolab.errors import OutputError, ParameterError
 from tomolab.io._encode import ENCODING_KEYS, check_dtype, encode
 from tomolab.io._guard import (
@@ -996,7 +997,7 @@ class _TiffSink(SlabSink):
 
     def _write_data(self, start, stop, data):
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+            self._pool = ThreadPoolExecutor(max_workers=min(8, usable_cpus()),
                                             thread_name_prefix="tomolab-tiff")
         futures = [self._pool.submit(self._write_slice, z, plane)
                    for z, plane in zip(range(start, stop), data)]

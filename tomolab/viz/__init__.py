@@ -20,6 +20,7 @@ from tomolab.viz._arrays import (
     subsample,
 )
 from tomolab.viz._images import (
+    MAX_SLICE_PIXELS,
     SLICE_AXES,
     datashader_available,
     get_slice,
@@ -40,6 +41,7 @@ from tomolab.viz._overlay import (
 from tomolab.viz._png import PNG_PERCENTILES, png_bytes, save_png
 
 __all__ = [
+    "MAX_SLICE_PIXELS",
     "PNG_PERCENTILES",
     "SLICE_AXES",
     "as_volume",

@@ -10,7 +10,7 @@ import numpy as np
 import traitlets
 
 from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
-from tomolab.viz._images import MAX_SLICE_PIXELS
+from tomolab.viz import MAX_SLICE_PIXELS
 from tomolab.widgets._task import TaskBar, call_in_kernel_thread, guarded, on_kernel_thread
 
 __all__ = ["LiveView"]

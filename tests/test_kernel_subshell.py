@@ -120,3 +120,28 @@ def test_the_browsers_copy_of_a_title_does_not_overwrite_the_kernels(kernel):
                         subshell)
     _execute(kernel, "_out = None", subshell_id=subshell)  # the subshell has handled the message
     assert _execute(kernel, "_out = (title.text, sorted(set(changed_on)))") == (text, [])
+
+
+def test_ticking_phase_retrieval_from_a_subshell_builds_its_figure_on_the_kernels_thread(kernel):
+    """The panel's phase checkbox builds a PhaseSweep (a Bokeh figure): not on the subshell's thread."""
+    _execute(kernel, textwrap.dedent("""
+        import threading
+        import holoviews as hv
+        from tomolab.data import simulate_phase_scan
+        from tomolab.widgets import ReconstructionPanel
+
+        scan = simulate_phase_scan(32, n_rows=4, n_angles=30, delta_beta=200.0, distance=0.1)
+        panel = ReconstructionPanel(scan, backend="numpy", background=False)
+        panel.center = scan.attrs["true_center"]
+        rendered_on = []
+        renderer = hv.renderer("bokeh")
+        get_plot = renderer.get_plot
+        renderer.get_plot = lambda *a, **k: (rendered_on.append(threading.current_thread().name),
+                                             get_plot(*a, **k))[1]
+        _out = None
+    """))
+    subshell = _subshell(kernel)
+    _execute(kernel, "panel.phase_checkbox.value = True\n_out = None", subshell_id=subshell)
+    result = _execute(kernel, "_out = (sorted(set(rendered_on)), panel.phase_sweep is not None,"
+                              " panel.phase_box.children == (panel.phase_sweep,))")
+    assert result == (["MainThread"], True, True), result

@@ -21,7 +21,7 @@ import traitlets
 import xarray as xr
 
 from tomolab.widgets._bokeh import HoloViewsWidget, LoadsBokehJS
-from tomolab.widgets._task import TaskBar, call_in_kernel_thread
+from tomolab.widgets._task import TaskBar, call_in_kernel_thread, on_kernel_thread
 
 __all__ = ["ReconstructionPanel"]
 
@@ -306,7 +306,8 @@ class ReconstructionPanel(LoadsBokehJS, widgets.VBox):
         self.reconstruct_button.on_click(lambda _: self.reconstruct())
         self.save_button.on_click(lambda _: self.save())
         self.center_input.observe(self._on_center_input, "value")
-        self.phase_checkbox.observe(self._on_phase_checkbox, "value")
+        # ticking it builds the δ/β sweep and its figure: on the kernel's thread (on_kernel_thread)
+        self.phase_checkbox.observe(on_kernel_thread(self._on_phase_checkbox), "value")
         self.format_input.observe(self._on_format, "value")
         self.algorithm_input.observe(self._on_algorithm, "value")
         self.regularization_auto.observe(self._on_regularization_auto, "value")

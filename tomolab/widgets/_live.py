@@ -113,8 +113,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         self.snapshot = None
         self._drawn_version = -1
         self._lock = threading.RLock()
-        self._draw_lock = threading.Lock()  # holoviews streams: one event at a time
-        self._drawn = {}
+        self._shown = None  # the planes of self.snapshot as the browser gets them
         self._draw = None  # the plots are made with the first snapshot (its shape sets theirs)
         self._plot = None
         self._closing = threading.Event()
@@ -248,12 +247,11 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         if self.auto_contrast.value:
             self._auto_clim(shown)  # the redraw below carries it: no draw of its own
         self.revision += 1
-        self._drawn = {self.revision: (snapshot, shown)}  # every view draws this one
+        self._shown = shown  # every view draws this one
         if self._draw is None:
             call_in_kernel_thread(self._make_plots)  # widgets are made on the kernel's thread
         else:
-            with self._draw_lock:
-                self._draw.event(revision=self.revision, clim=tuple(self.clim))
+            self._draw.event(revision=self.revision, clim=tuple(self.clim))
 
     def _shown_planes(self, snapshot):
         """The three planes as the browser gets them: block-averaged to ``max_pixels`` a side."""
@@ -271,7 +269,6 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         from tomolab.viz import subsample
 
         values = np.concatenate([subsample(plane.values, 300_000) for plane, _ in shown.values()])
-        values = values[np.isfinite(values)]
         if values.size:
             low, high = (float(v) for v in np.percentile(values, (0.5, 99.5)))
             if not high > low:
@@ -348,8 +345,7 @@ class LiveView(LoadsBokehJS, widgets.VBox):
         hdim, vdim = _VIEWS[name]
 
         def callback(revision, clim, cmap):
-            snapshot, shown = self._drawn.get(revision) or (self.snapshot,
-                                                            self._shown_planes(self.snapshot))
+            snapshot, shown = self.snapshot, self._shown  # the latest: revision only triggers
             plane, units = shown[name]
             # a detector of a few rows would give a strip of a few pixels: stretched to 100
             height = max(MIN_PLANE_HEIGHT, int(size * plane.sizes[vdim] / plane.sizes[hdim]))
@@ -405,8 +401,10 @@ class LiveView(LoadsBokehJS, widgets.VBox):
     @on_kernel_thread
     @guarded
     def _on_clim(self, change):
-        if getattr(self, "_draw", None) is not None and not self._refreshing:
-            with self._draw_lock:
+        if getattr(self, "_draw", None) is None:
+            return
+        with self._lock:  # a redraw in progress elsewhere finishes first
+            if not self._refreshing:  # a redraw of this thread's sends the range with its image
                 self._draw.event(clim=tuple(change["new"]))
 
     def reconstruct_volume(self, path=None, *, background: bool = True, **options):

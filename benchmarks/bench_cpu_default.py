@@ -13,7 +13,8 @@ Timed, round after round in turn (medians; load hits every method alike):
 * the array functions ``gridrec`` and ``fbp`` alone;
 * algotom 1.x ``fbp_reconstruction`` (CPU, ramp, no window) on the same sinogram;
 * gridrec on 8 slices, as pairs in one call (the array function's way) and one slice at a time
-  (the api's way on the CPU, so a slice's bits do not depend on its slab): time per slice.
+  (the api's way on the CPU until it batched unpaired slices, ``bench_gridrec_batches.py``, so
+  that a slice's bits do not depend on its slab): time per slice.
 
 Accuracy, on the exact projection of the analytic phantom:
 

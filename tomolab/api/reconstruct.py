@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -275,7 +274,9 @@ class ReconstructionPlan:
             extra["common_center"] = float(np.mean(self.center))
         algorithm = ALGORITHMS[self.algorithm]
         if self.algorithm == "gridrec" and self.backend == "numpy":
-            algorithm = partial(_slice_by_slice, algorithm)
+            # every slice on its own (in batches), so its bits do not depend on the slab: CPU
+            # slabs are sized by time, and a resumed or clustered volume must be the same
+            extra["pair_slices"] = False
         return reconstruct_rows(self.scan, rows, center=centers, algorithm=algorithm,
                                 backend=self.backend, size=self.size, normalize=self.normalize,
                                 log=self.log, steps=self.steps, scale=scale, sink=sink,
@@ -397,23 +398,6 @@ class ReconstructionPlan:
             attrs[key] = value
         attrs.update(self.steps.describe())
         return attrs
-
-
-def _slice_by_slice(algorithm, sinograms, angles, *, center, **options):
-    """``algorithm`` on one slice at a time, so each slice's bits do not depend on the slab.
-
-    gridrec reconstructs two slices as one complex sinogram and a slice left
-    over alone: the rounding of a slice then depends on its neighbour, and on
-    the CPU the slabs are sized by time. One at a time (its real, half-plane
-    path), every slice is the same whatever the slab, so a resumed or
-    clustered volume is bit for bit the uninterrupted one; at 512² it is no
-    slower than pairs (benchmarks/RESULTS.md, issue 16).
-    """
-    centers = np.broadcast_to(np.asarray(center, dtype=np.float64), (len(sinograms),))
-    if len(sinograms) == 1:
-        return algorithm(sinograms, angles, center=float(centers[0]), **options)
-    return np.concatenate([algorithm(sinograms[i:i + 1], angles, center=float(centers[i]),
-                                     **options) for i in range(len(sinograms))])
 
 
 def resolve_algorithm(algorithm: str, backend: str) -> str:

@@ -16,7 +16,12 @@ Timed per slice, interleaved rounds, medians:
 * ``reconstruct()``: the api on a scan of line integrals with that many rows, default
   algorithm on the CPU, planning and checks included.
 
-    python benchmarks/bench_gridrec_batches.py [--rounds 5]
+With ``--large``: gridrec of 2048² slices from 1800 angles, two slices a call (a CPU slab's
+height at that size), unpaired: the time a slice, median, least and most of the rounds. To
+compare two versions, run it in each (``git worktree add /tmp/old REV`` and
+``PYTHONPATH=/tmp/old python benchmarks/bench_gridrec_batches.py --large``), in turns.
+
+    python benchmarks/bench_gridrec_batches.py [--rounds 5] [--large]
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ CASES = ((64, 96, 64), (128, 180, 32), (256, 360, 16), (512, 720, 8))  # n, angl
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--large", action="store_true",
+                        help="2048² slices from 1800 angles, two a call")
     args = parser.parse_args()
+    if args.large:
+        return _large(args.rounds)
 
     import numba
 
@@ -85,6 +94,26 @@ def main():
               f"{ms['pairs']:.2f} ms | {ms['api']:.2f} ms | {ms['one'] / ms['batches']:.2f} × | "
               f"{'yes' if identical else 'NO'} |")
     print(f"load at the end {os.getloadavg()[0]:.1f}")
+
+
+def _large(rounds: int) -> None:
+    import tomolab
+    from tomolab.recon import gridrec
+
+    n, n_angles, n_z = 2048, 1800, 2
+    rng = np.random.default_rng(0)
+    angles = np.linspace(0, np.pi, n_angles, endpoint=False)
+    stack = rng.normal(size=(n_z, n_angles, n)).astype(np.float32)
+    center = (n - 1) / 2 + 0.3
+    gridrec(stack[:1], angles, center=center, pair_slices=False)  # compiled, planned
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        gridrec(stack, angles, center=center, pair_slices=False)
+        times.append(1e3 * (time.perf_counter() - t) / n_z)
+    print(f"{datetime.date.today()}, {cpu_name()}, tomolab from {Path(tomolab.__file__).parent}, "
+          f"load {os.getloadavg()[0]:.1f}: {n_z} × {n}², {n_angles} angles, two a call: "
+          f"{statistics.median(times):.0f} ms a slice (median; {min(times):.0f}-{max(times):.0f})")
 
 
 if __name__ == "__main__":

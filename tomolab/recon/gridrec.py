@@ -802,8 +802,43 @@ def _round_to_half(values: np.ndarray, spectra: np.ndarray, weights: np.ndarray)
             + 1j * scaled.imag.astype(np.float16).astype(np.float32)).astype(np.complex64) * norm
 
 
-def _spread(values, ux_step, uy_step, table, table_scale, width, m, n_store):
-    grid = np.empty((values.shape[0], m, n_store), np.complex64)
+class _Scratch:
+    """The CPU path's large work arrays, reused from one batch of a call to the next.
+
+    A fresh large array costs a page fault per page on every batch (the kernel
+    zeroes each page; with transparent huge pages it may compact memory
+    first): benchmarks/RESULTS.md, "CPU gridrec's work arrays".
+    """
+
+    def __init__(self):
+        self._arrays: dict = {}
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape``: ``name``'s memory, grown if needed."""
+        count = math.prod(shape)
+        flat = self._arrays.get(name)
+        if flat is None or flat.dtype != np.dtype(dtype) or flat.size < count:
+            self._arrays.pop(name, None)  # freed before the larger one is taken
+            flat = self._arrays[name] = np.empty(count, dtype)
+        return flat[:count].reshape(shape)
+
+
+def _pad_into(target, chunk, left: int, pad_mode: str) -> np.ndarray:
+    """``numpy.pad(chunk, ...)`` along the last axis into ``target`` (``edge`` or ``constant``)."""
+    n_cols = chunk.shape[-1]
+    target[..., left:left + n_cols] = chunk
+    if pad_mode == "edge":
+        target[..., :left] = chunk[..., :1]
+        target[..., left + n_cols:] = chunk[..., -1:]
+    else:
+        target[..., :left] = 0
+        target[..., left + n_cols:] = 0
+    return target
+
+
+def _spread(values, ux_step, uy_step, table, table_scale, width, m, n_store, grid=None):
+    if grid is None:
+        grid = np.empty((values.shape[0], m, n_store), np.complex64)
     _cpu_kernels().spread_bands(values, ux_step, uy_step, table, float(table_scale), int(width),
                                 _BAND, grid)
     return grid
@@ -867,7 +902,6 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int
         reconstructed on its own through its real half-plane, in batches, and
         its bits are the same whatever the other slices of the call -- what a
         resumed or clustered volume needs to match an uninterrupted one.
-
     Returns
     -------
     ndarray (z, size, size) float32
@@ -961,7 +995,8 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
     # the CPU gains nothing from batches past a few pairs (each is gridded on its own): cap them
     step = batch_size(per_pair, backend="numpy", count=n_pairs, ceiling=CPU_BATCH_BYTES) \
         if n_pairs else 0
-    pad = ((0, 0), (0, 0), (left, n_pad - n_cols - left))
+    scratch = _Scratch()
+    half_size = size // 2  # output column p is grid column (p - size // 2) mod m
 
     def prepare(z0, z1, hermitian):
         chunk = sinograms[z0:z1]
@@ -969,14 +1004,15 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
             a_re = a_im = alpha[z0:z1]
         else:
             a_re, a_im = alpha[z0:z1:2], alpha[z0 + 1:z1:2]
-        padded = np.pad(chunk, pad, mode=pad_mode)
+        padded = _pad_into(scratch.get("padded", (z1 - z0, n_angles, n_pad), np.float32),
+                           chunk, left, pad_mode)
         if hermitian:
             spectra = fft.rfft(padded, axis=-1, **_workers(xp))
         else:
             pair = (padded[0::2] + 1j * padded[1::2]).astype(np.complex64, copy=False)
             spectra = fft.fft(pair, axis=-1, overwrite_x=True, **_workers(xp))
         spectra = spectra.astype(np.complex64, copy=False)
-        values = np.empty(spectra.shape[:2] + (n_pad + 1,), np.complex64)
+        values = scratch.get("values", spectra.shape[:2] + (n_pad + 1,), np.complex64)
         _cpu_kernels().weight_spectra(spectra, weights, np.ascontiguousarray(a_re),
                                       np.ascontiguousarray(a_im), hermitian, values)
         if half_values:
@@ -984,20 +1020,33 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
         _mark(marks, "pad, FFT, filter and shift the spectra")
         return values
 
-    def crop(g):  # (b, rows of the image, cols) after the inverse FFT over rows
-        return g[:, :, idx] * deapod2d
+    def spread(values, n_store):
+        grid = scratch.get("grid", (values.shape[0], m, n_store), np.complex64)
+        return _spread(values, ux_step, uy_step, table, table_scale, width, m, n_store, grid)
+
+    def rows_of_the_slice(g):  # the size rows of the image, after the inverse FFT over ky
+        # mode="clip" (every index is valid): numpy buffers out= in its default mode
+        return np.take(g, idx, axis=1, mode="clip",
+                       out=scratch.get("rows", (g.shape[0], size, g.shape[2]), g.dtype))
+
+    def crop_into(g, target):  # (b, rows of the image, cols) after the inverse FFT over kx
+        np.multiply(g[:, :, m - half_size:], deapod2d[:, :half_size],
+                    out=target[:, :, :half_size])
+        np.multiply(g[:, :, :size - half_size], deapod2d[:, half_size:],
+                    out=target[:, :, half_size:])
 
     for z0 in range(0, 2 * n_pairs, 2 * max(step, 1)):
         z1 = min(z0 + 2 * step, 2 * n_pairs)
-        values = prepare(z0, z1, False)
-        grid = _spread(values, ux_step, uy_step, table, table_scale, width, m, m)
-        del values
+        grid = spread(prepare(z0, z1, False), m)
         _mark(marks, "spread onto the grid")
-        # inverse FFT over ky for every column, keep the size rows of the slice, then over kx
+        # inverse FFT over ky for every column (in place), keep the size rows of the slice,
+        # then over kx
         g = fft.ifft(grid, axis=-2, norm="forward", overwrite_x=True, **_workers(xp))
-        g = fft.ifft(g[:, idx, :], axis=-1, norm="forward", overwrite_x=True, **_workers(xp))
+        g = fft.ifft(rows_of_the_slice(g), axis=-1, norm="forward", overwrite_x=True,
+                     **_workers(xp))
         _mark(marks, "2D inverse FFT")
-        img = crop(g)
+        img = scratch.get("image", ((z1 - z0) // 2, size, size), np.complex64)
+        crop_into(g, img)
         out[z0:z1:2] = img.real
         out[z0 + 1:z1:2] = img.imag
         _mark(marks, "crop and split")
@@ -1010,14 +1059,12 @@ def _gridrec(sinograms, angles, *, center, filter="ramp", size=None, pad_mode="e
                       ceiling=CPU_UNPAIRED_BATCH_BYTES) if n_alone else 0
     for z0 in range(first_alone, n_z, max(step, 1)):
         z1 = min(z0 + step, n_z)
-        values = prepare(z0, z1, True)
-        grid = _spread(values, ux_step, uy_step, table, table_scale, width, m, m // 2 + 1)
-        del values
+        grid = spread(prepare(z0, z1, True), m // 2 + 1)
         _mark(marks, "spread onto the grid")
         g = fft.ifft(grid, axis=-2, norm="forward", overwrite_x=True, **_workers(xp))
-        g = fft.irfft(g[:, idx, :], n=m, axis=-1, norm="forward", **_workers(xp))
+        g = fft.irfft(rows_of_the_slice(g), n=m, axis=-1, norm="forward", **_workers(xp))
         _mark(marks, "2D inverse FFT")
-        out[z0:z1] = crop(g)
+        crop_into(g, out[z0:z1])
         _mark(marks, "crop and split")
     if marks is not None:
         marks.add_to(stats)

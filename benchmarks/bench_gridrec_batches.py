@@ -97,7 +97,8 @@ def main():
 
 
 def _large(rounds: int) -> None:
-    import tomolab
+    import importlib.util
+
     from tomolab.recon import gridrec
 
     n, n_angles, n_z = 2048, 1800, 2
@@ -111,7 +112,8 @@ def _large(rounds: int) -> None:
         t = time.perf_counter()
         gridrec(stack, angles, center=center, pair_slices=False)
         times.append(1e3 * (time.perf_counter() - t) / n_z)
-    print(f"{datetime.date.today()}, {cpu_name()}, tomolab from {Path(tomolab.__file__).parent}, "
+    where = Path(importlib.util.find_spec("tomolab").origin).parent
+    print(f"{datetime.date.today()}, {cpu_name()}, tomolab from {where}, "
           f"load {os.getloadavg()[0]:.1f}: {n_z} × {n}², {n_angles} angles, two a call: "
           f"{statistics.median(times):.0f} ms a slice (median; {min(times):.0f}-{max(times):.0f})")
 

@@ -471,3 +471,26 @@ class BrowserSession:
         resp = await self.fetch("/hub/login", form={"username": self.name, "password": "any"})
         if resp.code != 302:
             raise HubError(f"login of {self.name} failed: {resp.code} {resp.body[:500]!r}")
+
+
+def kill_processes_mentioning(text: str) -> list[int]:
+    """SIGKILL every live process whose command line contains ``text``; their pids.
+
+    A hub's managed services (the idle culler) run in sessions of their own: a
+    hub killed before its cleanup, or one whose cleanup did not finish, leaves
+    them behind, outside the hub's process group.
+    """
+    needle = text.encode()
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle not in f.read():
+                    continue
+            os.kill(int(entry), signal.SIGKILL)
+            killed.append(int(entry))
+        except OSError:
+            continue
+    return killed

@@ -19,7 +19,7 @@ from collections import Counter
 
 import pytest
 
-from hubtools import POOL, REPO, SHARED_CAP, SHARED_ID, BrowserSession, find_proxy, free_ports, hub_requirements_missing
+from hubtools import POOL, REPO, SHARED_CAP, SHARED_ID, BrowserSession, find_proxy, free_ports, hub_requirements_missing, kill_processes_mentioning
 
 pytestmark = [pytest.mark.hub, pytest.mark.timeout(300)]
 
@@ -493,3 +493,5 @@ def test_facility_config_boots_a_hub_with_the_pool_and_the_culler(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        # the culler runs in a session of its own: if the hub's cleanup missed it, end it here
+        kill_processes_mentioning(str(tmp_path))

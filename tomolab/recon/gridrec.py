@@ -902,6 +902,7 @@ def gridrec(sinograms, angles, *, center: float, filter: str = "ramp", size: int
         reconstructed on its own through its real half-plane, in batches, and
         its bits are the same whatever the other slices of the call -- what a
         resumed or clustered volume needs to match an uninterrupted one.
+
     Returns
     -------
     ndarray (z, size, size) float32

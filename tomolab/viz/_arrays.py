@@ -166,6 +166,11 @@ def _block_sums(values, factors):
     return values
 
 
+def _block_sizes(n: int, f: int) -> np.ndarray:
+    """How many of ``n`` values each block of ``f`` holds (the last one may be cut short)."""
+    return np.minimum(f, n - np.arange(0, n, f))
+
+
 def _block_mean_in_memory(vol, factors, dtype):
     """``coarsen(boundary="pad", coord_func="mean").mean()`` of an in-memory DataArray.
 
@@ -183,7 +188,7 @@ def _block_mean_in_memory(vol, factors, dtype):
         sums = _block_sums(values, factors)
         counts = np.ones((), values.dtype)
         for axis, (n, f) in enumerate(zip(values.shape, factors)):
-            sizes = np.minimum(f, n - np.arange(0, n, f)).astype(values.dtype)
+            sizes = _block_sizes(n, f).astype(values.dtype)
             counts = counts * sizes.reshape([-1 if a == axis else 1 for a in range(values.ndim)])
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (sums / counts).astype(dtype)
@@ -193,8 +198,7 @@ def _block_mean_in_memory(vol, factors, dtype):
             f = factors[vol.dims.index(coord.dims[0])]
             c = np.asarray(coord.values)
             if np.issubdtype(c.dtype, np.number):
-                n = c.size
-                c = _block_sums(c.astype(np.float64), (f,)) / np.minimum(f, n - np.arange(0, n, f))
+                c = _block_sums(c.astype(np.float64), (f,)) / _block_sizes(c.size, f)
             else:
                 c = c[::f]
             coords[name] = xr.Variable(coord.dims, c, coord.attrs)
